@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tfvae",
+    version="0.1.0",
+    description="Variational autoencoders in Keras 3 and TensorFlow Probability: train with fit, "
+    "evaluate honestly, export and serve.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfvae", "tfvae.*"]),
+    install_requires=[
+        # Versions checked to work together; tf_keras (pulled in by [tf]) is only
+        # there because TFP refuses to import without it: models are Keras 3.
+        "tensorflow==2.21.0",
+        "keras==3.15.1",
+        "tensorflow-probability[tf]==0.25.0",
+        "numpy>=1.26",
+        "scikit-learn>=1.4",
+        "matplotlib>=3.8",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
+)

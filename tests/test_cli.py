@@ -1,0 +1,107 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfvae import cli
+
+TINY = ["--epochs", "2", "--latent-dim", "3", "--hidden-units", "32", "--batch-size", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "digits")
+    assert cli.main(["train", "--data", "digits", "--out", out, "--kl-warmup-epochs", "2", *TINY]) == 0
+    return out
+
+
+def test_train_writes_model_history_config_and_pictures(run_dir):
+    for name in ("model.keras", "history.json", "config.json", "samples.png", "reconstructions.png",
+                 "learning_curve.png"):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    with open(os.path.join(run_dir, "history.json")) as f:
+        history = json.load(f)
+    assert history["epochs"] == 2
+    assert len(history["train"]["loss"]) == len(history["valid"]["loss"]) == 2
+    assert set(history["test"]) == {"loss", "reconstruction", "kl"}
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["latent_dim"] == 3 and config["kl_warmup_epochs"] == 2 and config["hidden_units"] == [32]
+    model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    assert model.latent_dim == 3 and model.kl_warmup_epochs == 2
+
+
+def test_same_seed_repeats_the_run(run_dir, tmp_path):
+    out = str(tmp_path / "again")
+    assert cli.main(["train", "--data", "digits", "--out", out, "--kl-warmup-epochs", "2", *TINY]) == 0
+    with open(os.path.join(run_dir, "history.json")) as a, open(os.path.join(out, "history.json")) as b:
+        first, second = json.load(a), json.load(b)
+    assert first["train"] == second["train"] and first["valid"] == second["valid"]
+
+
+def test_refuses_to_overwrite_a_run(run_dir, capsys):
+    assert cli.main(["train", "--data", "digits", "--out", run_dir, *TINY]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--overwrite" in error
+
+
+def test_sample_writes_png_and_npy(run_dir, tmp_path):
+    npy, png = str(tmp_path / "s.npy"), str(tmp_path / "s.png")
+    assert cli.main(["sample", run_dir, "--n", "10", "--seed", "1", "--out", npy]) == 0
+    samples = np.load(npy)
+    assert samples.shape == (10, 64) and 0 <= samples.min() and samples.max() <= 1
+    assert cli.main(["sample", run_dir, "--n", "10", "--seed", "1", "--out", png]) == 0
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "digits", "--out", "x", "--epochs", "0"], "--epochs: expected a positive integer, got 0"),
+        (["train", "--data", "digits", "--out", "x", "--latent-dim", "0"], "--latent-dim: expected a positive"),
+        (["train", "--data", "digits", "--out", "x", "--posterior", "banded"], "invalid choice: 'banded'"),
+        (["train", "--data", "digits", "--out", "x", "--hidden-units", "64,x"], "comma-separated"),
+        (["train", "--out", "x"], "--data"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "/no/such.npz", "--out", "{tmp}/r"], "does not exist"),
+        (["train", "--data", "imagenet", "--out", "{tmp}/r"], "Unknown dataset 'imagenet'"),
+        (["train", "--data", "digits", "--out", "{tmp}/r", "--activation", "zz"], "not a Keras activation"),
+        (["sample", "{tmp}", "--out", "{tmp}/s.png"], "holds no model.keras"),
+        (["sample", "{tmp}", "--out", "{tmp}/s.gif"], "must end in .png or .npy"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error
+
+
+def test_console_script_error_is_one_line_without_traceback(tmp_path):
+    """The installed `tfvae` entry point, in a real process: stderr is just the error."""
+    script = os.path.join(os.path.dirname(sys.executable), "tfvae")
+    result = subprocess.run([script, "train", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"tfvae train: error: Dataset file '{tmp_path / 'missing.npz'}' does not exist. Give a path to an .npz "
+        "file or one of the bundled datasets: digits."
+    ]

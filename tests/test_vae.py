@@ -1,0 +1,180 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_vae
+
+import tfvae
+from tfvae import objectives
+
+
+def test_fit_lowers_negative_elbo_on_numpy_and_reports_metrics(digits):
+    model = tiny_vae(latent_dim=4)
+    history = model.fit(digits.train, epochs=6, batch_size=64, validation_data=(digits.valid,), verbose=0).history
+    assert set(history) == {"loss", "reconstruction", "kl", "val_loss", "val_reconstruction", "val_kl"}
+    assert history["loss"][-1] < history["loss"][0] - 8.0
+    assert history["val_loss"][-1] < history["val_loss"][0] - 5.0
+    for split in ("", "val_"):  # loss is reconstruction + KL, per epoch
+        np.testing.assert_allclose(
+            history[f"{split}loss"], np.add(history[f"{split}reconstruction"], history[f"{split}kl"]), rtol=1e-5
+        )
+    assert min(history["kl"]) >= 0
+
+
+def test_fit_takes_a_tf_data_dataset(digits):
+    model = tiny_vae()
+    dataset = tf.data.Dataset.from_tensor_slices(digits.train).shuffle(512, seed=0).batch(64)
+    history = model.fit(dataset, epochs=3, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+
+
+@pytest.mark.parametrize("covariance", ["diagonal", "full"])
+def test_public_methods_have_the_documented_shapes(digits, covariance):
+    model = tiny_vae(latent_dim=3, posterior=covariance, num_samples=2)
+    x = digits.test[:5]
+    posterior = model.encode(x)
+    assert posterior.batch_shape == [5] and posterior.event_shape == [3]
+    z = posterior.sample(7, seed=tf.constant([1, 2]))
+    assert z.shape == (7, 5, 3)
+    likelihood = model.decode(z)
+    assert likelihood.batch_shape == [7, 5] and likelihood.event_shape == [64]
+    assert likelihood.log_prob(x).shape == (7, 5)
+    assert model.decode(z[0]).log_prob(x).shape == (5,)
+    assert model.prior.sample(4).shape == (4, 3)
+    assert model.reconstruct(x).shape == (5, 64)
+    assert model.elbo(x, num_samples=3).shape == (5,)
+    samples = model.sample(6, seed=3).numpy()
+    assert samples.shape == (6, 64) and samples.min() >= 0 and samples.max() <= 1
+    np.testing.assert_array_equal(samples, model.sample(6, seed=3).numpy())
+    assert not np.array_equal(samples, model.sample(6, seed=4).numpy())
+
+
+def test_encode_and_decode_work_in_tf_function_and_dataset_map(digits):
+    model = tiny_vae()
+    x = digits.test[:8]
+    eager = model.encode(x).mean().numpy()
+
+    @tf.function
+    def round_trip(batch):
+        return model.decode(model.encode(batch).mean()).mean()
+
+    np.testing.assert_allclose(round_trip(tf.constant(x)).numpy(), model.reconstruct(x).numpy(), rtol=1e-6)
+    mapped = tf.data.Dataset.from_tensor_slices(x).batch(4).map(lambda b: model.encode(b).mean())
+    np.testing.assert_allclose(np.concatenate(list(mapped.as_numpy_iterator())), eager, rtol=1e-6)
+    sampled = tf.data.Dataset.from_tensor_slices(x).batch(4).map(
+        lambda b: model.encode(b).sample(seed=tf.constant([0, 1]))
+    )
+    assert np.concatenate(list(sampled.as_numpy_iterator())).shape == (8, 3)
+
+
+def test_gradients_reach_the_encoder_through_the_reparameterised_sample(digits):
+    """The reconstruction term depends on the encoder only through z = loc + scale·ε."""
+    model = tiny_vae()
+    x = tf.constant(digits.train[:16])
+    with tf.GradientTape() as tape:
+        _, terms = model._log_weight_terms(x, 4, tf.constant([5, 6]), training=True)
+        reconstruction = -tf.reduce_mean(terms.log_likelihood)
+    gradients = tape.gradient(reconstruction, model.encoder.trainable_weights)
+    assert all(g is not None for g in gradients)
+    assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients)
+    # In particular the part of the output layer that sets the scale gets a gradient.
+    output_kernel_gradient = gradients[-2].numpy()
+    assert np.abs(output_kernel_gradient[:, model.latent_dim:]).max() > 0
+
+
+def test_monte_carlo_kl_and_closed_form_give_the_same_loss_within_error(digits):
+    model = tiny_vae(num_samples=200)
+    model.fit(digits.train, epochs=2, batch_size=64, verbose=0)
+    x = digits.valid
+    analytic = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)
+    model.analytic_kl = False
+    monte_carlo = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)
+    assert abs(analytic["kl"] - monte_carlo["kl"]) < 0.05 * analytic["kl"] + 0.05
+
+
+def test_importance_sampled_log_likelihood_is_tighter_than_the_elbo(digits):
+    model = tiny_vae()
+    model.fit(digits.train, epochs=5, batch_size=64, verbose=0)
+    x = digits.test[:100]
+    elbo = model.elbo(x, num_samples=50, seed=0).numpy()
+    log_px = model.log_likelihood(x, num_samples=500, seed=0)
+    difference = log_px - elbo
+    assert difference.mean() > 3 * difference.std(ddof=1) / np.sqrt(len(x))
+
+
+def test_kl_warmup_raises_the_weight_linearly_to_beta(digits):
+    model = tiny_vae(beta=2.0, kl_warmup_epochs=4)
+    weights = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: weights.append(float(model.kl_weight)))
+    model.fit(digits.train[:256], epochs=6, batch_size=64, verbose=0, callbacks=[record])
+    np.testing.assert_allclose(weights, [0.5, 1.0, 1.5, 2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(posterior="diagonal"),
+        dict(posterior="full", beta=4.0, kl_warmup_epochs=3),
+        dict(likelihood="gaussian"),
+        dict(arch="conv", filters=(4, 8), hidden_units=(16,)),
+    ],
+    ids=["diagonal", "full-beta", "gaussian-learned-scale", "conv"],
+)
+def test_keras_file_round_trip_decodes_identically(tmp_path, digits, kwargs):
+    model = tiny_vae(**kwargs)
+    model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)  # no custom_objects: registration does it
+    assert type(loaded) is tfvae.VAE
+    assert json.dumps(loaded.get_config()) == json.dumps(model.get_config())
+    z = np.random.default_rng(0).normal(size=(5, model.latent_dim)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.decode(z).mean().numpy(), model.decode(z).mean().numpy())
+    np.testing.assert_array_equal(loaded.encode(digits.test[:5]).stddev().numpy(),
+                                  model.encode(digits.test[:5]).stddev().numpy())
+    loaded.fit(digits.train[:128], epochs=1, batch_size=64, verbose=0)  # comes back compiled
+
+
+def test_a_seeded_run_repeats_exactly(digits):
+    def run():
+        keras.utils.set_random_seed(7)
+        model = tiny_vae(seed=7)
+        history = model.fit(digits.train, epochs=2, batch_size=64, verbose=0).history
+        return history, model.get_weights()
+
+    (history_a, weights_a), (history_b, weights_b) = run(), run()
+    assert history_a == history_b
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_user_supplied_networks_are_checked_against_the_posterior():
+    encoder = keras.Sequential([keras.Input((10,)), keras.layers.Dense(5)])
+    decoder = keras.Sequential([keras.Input((2,)), keras.layers.Dense(10)])
+    with pytest.raises(tfvae.ConfigError, match=r"needs \(4,\)"):
+        tfvae.VAE((10,), 2, encoder=encoder, decoder=decoder)
+    good = keras.Sequential([keras.Input((10,)), keras.layers.Dense(4)])
+    model = tfvae.VAE((10,), 2, encoder=good, decoder=decoder)
+    assert model.encode(np.zeros((3, 10), np.float32)).event_shape == [2]
+
+
+def test_log_weights_are_shared_by_training_and_evaluation(digits):
+    """elbo() and the training metric come from the same log weights and KL."""
+    model = tiny_vae(num_samples=1)
+    x = digits.valid[:64]
+    seed = tf.constant([9, 9])
+    posterior, terms = model._log_weight_terms(tf.constant(x), 1, seed)
+    expected_ll, kl = objectives.elbo_terms(terms, posterior, model.prior)
+    np.testing.assert_allclose(model.elbo(x, num_samples=1, seed=seed).numpy(), (expected_ll - kl).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(num_samples=0), "num_samples"), (dict(beta=-1.0), "beta"), (dict(arch="rnn"), "arch"),
+     (dict(arch="conv", filters=(4, 8, 16, 32)), "multiples of 16")],
+)
+def test_bad_model_arguments_say_what_to_fix(kwargs, message):
+    with pytest.raises(tfvae.ConfigError, match=message):
+        tfvae.VAE((64,), 2, **kwargs)

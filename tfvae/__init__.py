@@ -1,0 +1,52 @@
+"""tfvae: variational autoencoders in Keras 3 and TensorFlow Probability."""
+from tfvae._native import native_stderr_silenced
+
+with native_stderr_silenced():
+    import tensorflow  # noqa: F401  (imported here, quietly, before Keras loads it)
+
+import keras
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"tfvae needs Keras' TensorFlow backend, but Keras is using {keras.backend.backend()!r}. "
+        "Set KERAS_BACKEND=tensorflow before importing keras or tfvae."
+    )
+
+from tfvae import objectives  # noqa: E402
+from tfvae.callbacks import KLWarmup  # noqa: E402
+from tfvae.data import DataSplits, available_datasets, load_dataset, register_dataset  # noqa: E402
+from tfvae.distributions import (  # noqa: E402
+    BernoulliLikelihood,
+    GaussianLikelihood,
+    GaussianPosterior,
+    Likelihood,
+)
+from tfvae.errors import ConfigError, DataError, RunError, TfvaeError  # noqa: E402
+from tfvae.models import VAE  # noqa: E402
+from tfvae.networks import NetworkConfig, build_decoder, build_encoder  # noqa: E402
+from tfvae.priors import Prior, StandardNormalPrior  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "BernoulliLikelihood",
+    "ConfigError",
+    "DataError",
+    "DataSplits",
+    "GaussianLikelihood",
+    "GaussianPosterior",
+    "KLWarmup",
+    "Likelihood",
+    "NetworkConfig",
+    "Prior",
+    "RunError",
+    "StandardNormalPrior",
+    "TfvaeError",
+    "available_datasets",
+    "build_decoder",
+    "build_encoder",
+    "load_dataset",
+    "objectives",
+    "register_dataset",
+]

@@ -1,0 +1,179 @@
+"""`tfvae`: a thin command line over the Python API.
+
+Every subcommand parses and checks its flags, then calls the API
+(`tfvae.training.train`, `VAE.sample`, ...). Mistakes a user can fix end in one
+line on stderr and exit status 2, never a traceback.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import tfvae
+from tfvae._native import native_stderr_silenced
+from tfvae.data import LIKELIHOOD_FAMILIES, available_datasets
+from tfvae.distributions import COVARIANCES
+from tfvae.errors import TfvaeError
+from tfvae.networks import ARCHITECTURES
+from tfvae.training import TrainConfig, load_run, train
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line that points at --help."""
+
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _units(text):
+    try:
+        units = tuple(_positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive widths such as 512,256, got {text!r}"
+        ) from None
+    return units
+
+
+def _add_train(subparsers):
+    defaults = TrainConfig(data="", out="")
+    p = subparsers.add_parser(
+        "train", help="train a VAE and write a run directory",
+        description="Train a VAE with Keras fit; writes DIR/model.keras, history.json, "
+        "config.json and PNG pictures.",
+    )
+    p.add_argument("--data", required=True,
+                   help=f"a bundled dataset ({', '.join(available_datasets())}) or an .npz path "
+                   "with 'train' (and optionally 'valid', 'test') arrays")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
+    p.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
+    p.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim)
+    p.add_argument("--posterior", choices=COVARIANCES, default=defaults.posterior,
+                   help="covariance of q(z|x)")
+    p.add_argument("--likelihood", choices=LIKELIHOOD_FAMILIES, default=defaults.likelihood)
+    p.add_argument("--num-samples", type=_positive_int, default=defaults.num_samples,
+                   help="Monte Carlo samples of z per input")
+    p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    p.add_argument("--arch", choices=ARCHITECTURES, default=defaults.arch)
+    p.add_argument("--hidden-units", type=_units, default=defaults.hidden_units,
+                   metavar="W1,W2,...", help="hidden widths (encoder order; the decoder mirrors)")
+    p.add_argument("--activation", default=defaults.activation, help="a Keras activation name")
+    p.add_argument("--beta", type=_non_negative_float, default=defaults.beta,
+                   help="KL weight (beta-VAE when > 1)")
+    p.add_argument("--kl-warmup-epochs", type=_non_negative_int, default=defaults.kl_warmup_epochs,
+                   help="raise the KL weight linearly to beta over this many epochs")
+    p.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate)
+    p.add_argument("--mc-kl", dest="analytic_kl", action="store_false",
+                   help="estimate the KL by Monte Carlo even where a closed form exists")
+    p.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in DIR")
+    p.add_argument("--no-pictures", dest="pictures", action="store_false")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+
+def _train(args):
+    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__}
+    result = train(TrainConfig(**fields), overwrite=args.overwrite,
+                   verbose=0 if args.quiet else 1, pictures=args.pictures)
+    summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
+    if "test" in result.history:
+        summary += f", test loss {result.history['test']['loss']:.3f}"
+    print(summary + " (negative ELBO, nats per example)")
+    return 0
+
+
+def _add_sample(subparsers):
+    p = subparsers.add_parser(
+        "sample", help="generate examples from a trained run",
+        description="Draw z from the prior, decode, and write a PNG grid or a .npy array.",
+    )
+    p.add_argument("run_dir", metavar="DIR", help="a run directory written by `tfvae train`")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
+    p.add_argument("--out", required=True, metavar="FILE", help="a .png grid or a .npy array")
+    p.add_argument("--seed", type=_non_negative_int, default=None)
+    p.set_defaults(handler=_sample)
+
+
+def _sample(args):
+    extension = os.path.splitext(args.out)[1].lower()
+    if extension not in (".png", ".npy"):
+        raise TfvaeError(f"--out must end in .png or .npy; got {args.out!r}.")
+    model = load_run(args.run_dir)
+    samples = model.sample(args.n, seed=args.seed).numpy()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if extension == ".npy":
+        np.save(args.out, samples)
+    else:
+        from tfvae import plots
+
+        plots.save_image_grid(samples, model.image_shape, args.out,
+                              title=f"{args.n} samples from the prior")
+    print(f"wrote {args.out}: {args.n} samples, shape {samples.shape[1:]}")
+    return 0
+
+
+def build_parser():
+    parser = _Parser(prog="tfvae", description="Variational autoencoders in Keras 3 and TFP.")
+    parser.add_argument("--version", action="version", version=f"tfvae {tfvae.__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(subparsers)
+    _add_sample(subparsers)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    import tensorflow as tf
+
+    with native_stderr_silenced():  # CUDA probing chatter on CPU-only machines
+        tf.config.list_physical_devices()
+    try:
+        return args.handler(args)
+    except (TfvaeError, OSError) as error:
+        print(f"tfvae {args.command}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"tfvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The one registry of datasets, and the validation every dataset passes at load.
+
+A dataset is named either by a registered name (the bundled default, "digits") or by
+a path to an `.npz` file with a `train` array and optionally `valid` and `test`
+arrays, `[N, *example_shape]`. Loading checks what numeric code would otherwise
+trip over later, and says which file, which key, what was found and what to do.
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from tfvae.errors import DataError
+from tfvae.networks import infer_image_shape
+
+SPLITS = ("train", "valid", "test")
+LIKELIHOOD_FAMILIES = ("bernoulli", "gaussian")
+_REGISTRY = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSplits:
+    """A dataset ready for training: float32 arrays `[N, *example_shape]`.
+
+    Attributes:
+      name: the registered name or the file path.
+      train, valid, test: the splits (`test` may be None).
+      image_shape: `(height, width, channels)` for pictures, or None.
+      valid_source: "file" when the data had a validation split, otherwise a note
+        on how it was held out of `train`.
+    """
+
+    name: str
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    image_shape: tuple
+    valid_source: str
+
+    @property
+    def example_shape(self):
+        return tuple(self.train.shape[1:])
+
+
+def register_dataset(name):
+    """Decorator: registers `fn() -> dict(split name -> array)` under `name`."""
+
+    def decorate(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorate
+
+
+def available_datasets():
+    """Names that `load_dataset` accepts besides `.npz` paths."""
+    return sorted(_REGISTRY)
+
+
+@register_dataset("digits")
+def _binarized_digits():
+    """scikit-learn's 8x8 digits (1,797 images, shipped inside the package), binarised at 8/16.
+
+    Split 1,437 / 180 / 180 with a fixed permutation, so every machine sees the same split.
+    """
+    from sklearn.datasets import load_digits
+
+    images = (load_digits().data / 16.0 > 0.5).astype(np.float32)  # [1797, 64]
+    order = np.random.default_rng(0).permutation(len(images))
+    images = images[order]
+    return {"train": images[:1437], "valid": images[1437:1617], "test": images[1617:]}
+
+
+def _read_npz(path):
+    if not os.path.exists(path):
+        raise DataError(
+            f"Dataset file {path!r} does not exist. Give a path to an .npz file or one of "
+            f"the bundled datasets: {', '.join(available_datasets())}."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "train" not in archive.files:
+                raise DataError(
+                    f"{path}: no 'train' array (found keys {sorted(archive.files)}). The .npz "
+                    "needs 'train' and may have 'valid' and 'test', each [N, *example_shape]."
+                )
+            return {key: archive[key] for key in SPLITS if key in archive.files}
+    except DataError:
+        raise
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"{path}: cannot be read as an .npz of numeric arrays ({error}). Save it with "
+            "numpy.savez(path, train=..., valid=..., test=...)."
+        ) from error
+
+
+def _validate(source, key, array, likelihood):
+    where = f"{source}[{key!r}]"
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{where}: dtype {array.dtype} is not numeric; expected floats or ints.")
+    if array.ndim < 2 or array.ndim > 4:
+        raise DataError(
+            f"{where}: shape {array.shape} has rank {array.ndim}; expected [N, features], "
+            "[N, height, width] or [N, height, width, channels]."
+        )
+    if array.shape[0] == 0 or array.size == 0:
+        raise DataError(f"{where}: shape {array.shape} holds no examples; expected N > 0.")
+    array = array.astype(np.float32)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise DataError(
+            f"{where}: {int(bad.sum())} NaN or infinite values (first in example "
+            f"{int(np.argwhere(bad)[0][0])}); remove or impute them."
+        )
+    if likelihood == "bernoulli":
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise DataError(
+                f"{where}: values span [{low:g}, {high:g}], but a Bernoulli likelihood needs "
+                "[0, 1]. Scale the data (e.g. x / 255 for 8-bit pixels) or use a Gaussian "
+                "likelihood (--likelihood gaussian)."
+            )
+    return array
+
+
+def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
+    """Loads and validates a dataset by registered name or `.npz` path.
+
+    Args:
+      data: a name from `available_datasets()` or a path to an `.npz` file.
+      likelihood: "bernoulli" (values must lie in [0, 1]) or "gaussian".
+      validation_fraction: share of `train` held out as `valid` when the data has no
+        `valid` split (a seeded permutation).
+      seed: seed of that hold-out.
+
+    Returns:
+      `DataSplits` with float32 arrays.
+
+    Raises:
+      DataError: the file or key is missing, or an array has the wrong rank, dtype,
+        no examples, NaN/Inf, or values outside [0, 1] for Bernoulli data.
+    """
+    if likelihood not in LIKELIHOOD_FAMILIES:
+        raise DataError(f"likelihood must be one of {LIKELIHOOD_FAMILIES}; got {likelihood!r}.")
+    if data in _REGISTRY:
+        arrays, source = _REGISTRY[data](), data
+    elif str(data).endswith(".npz") or os.path.sep in str(data):
+        arrays, source = _read_npz(str(data)), str(data)
+    else:
+        raise DataError(
+            f"Unknown dataset {data!r}: give a path to an .npz file or one of "
+            f"{', '.join(available_datasets())}."
+        )
+    splits = {key: _validate(source, key, array, likelihood) for key, array in arrays.items()}
+    example_shape = splits["train"].shape[1:]
+    for key, array in splits.items():
+        if array.shape[1:] != example_shape:
+            raise DataError(
+                f"{source}[{key!r}]: examples have shape {array.shape[1:]}, but 'train' has "
+                f"{example_shape}; every split must share one example shape."
+            )
+    valid_source = "file"
+    if "valid" not in splits:
+        splits["train"], splits["valid"] = _hold_out(
+            source, splits["train"], validation_fraction, seed
+        )
+        valid_source = f"held out {validation_fraction:g} of train (seed {seed})"
+    return DataSplits(
+        name=source,
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits.get("test"),
+        image_shape=infer_image_shape(example_shape),
+        valid_source=valid_source,
+    )
+
+
+def _hold_out(source, train, fraction, seed):
+    count = int(round(len(train) * fraction))
+    if not 0 < count < len(train):
+        raise DataError(
+            f"{source}: cannot hold out {fraction:g} of {len(train)} training examples as a "
+            "validation split; add a 'valid' array to the file or use more examples."
+        )
+    order = np.random.default_rng(seed).permutation(len(train))
+    return train[order[count:]], train[order[:count]]

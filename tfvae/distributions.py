@@ -1,0 +1,212 @@
+"""Keras 3 layers whose outputs are `tfp.distributions` objects.
+
+`tfp.layers` only works with Keras 2, so these layers build the distributions
+themselves: a network produces an unconstrained parameter tensor, and the layer maps
+it to a distribution whose batch shape is the leading dimensions of that tensor.
+"""
+import math
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+
+COVARIANCES = ("diagonal", "full")
+
+
+def _positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+    return value
+
+
+def _event_shape(value):
+    shape = tuple(int(d) for d in value)
+    if not shape or any(d <= 0 for d in shape):
+        raise ValueError(
+            f"`event_shape` must be a non-empty tuple of positive ints, e.g. (784,); got {value!r}."
+        )
+    return shape
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class GaussianPosterior(keras.layers.Layer):
+    """The Gaussian posterior q(z|x) from an encoder's output.
+
+    With `covariance="diagonal"` the last axis of the input holds `loc` and an
+    unconstrained scale, mapped through softplus plus `scale_floor`; the output is a
+    `tfd.MultivariateNormalDiag`. With `covariance="full"` it holds `loc` and the
+    `latent_dim * (latent_dim + 1) / 2` entries of a lower-triangular matrix, mapped
+    by `tfb.FillScaleTriL` to `scale_tril`; the output is a
+    `tfd.MultivariateNormalTriL`.
+
+    Args:
+      latent_dim: size of z, the event shape of the output.
+      covariance: "diagonal" or "full".
+      scale_floor: smallest scale (diagonal of `scale_tril`), which keeps log q(z|x)
+        finite when the encoder pushes a scale towards zero.
+
+    Returns:
+      A distribution with batch shape `params.shape[:-1]` and event shape
+      `[latent_dim]`.
+
+    Example:
+      >>> layer = GaussianPosterior(latent_dim=2, covariance="full")
+      >>> q = layer(tf.zeros([8, GaussianPosterior.params_size(2, "full")]))
+      >>> q.sample(5).shape
+      TensorShape([5, 8, 2])
+    """
+
+    def __init__(self, latent_dim, covariance="diagonal", scale_floor=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = _positive_int("latent_dim", latent_dim)
+        if covariance not in COVARIANCES:
+            raise ValueError(f"`covariance` must be one of {COVARIANCES}; got {covariance!r}.")
+        if not scale_floor >= 0:
+            raise ValueError(f"`scale_floor` must be >= 0; got {scale_floor!r}.")
+        self.covariance = covariance
+        self.scale_floor = float(scale_floor)
+        self._scale_tril_bijector = tfb.FillScaleTriL(
+            diag_shift=tf.constant(self.scale_floor, dtype=self.compute_dtype)
+        )
+
+    @staticmethod
+    def params_size(latent_dim, covariance="diagonal"):
+        """Size of the last axis of the parameter tensor this layer expects."""
+        if covariance == "diagonal":
+            return 2 * latent_dim
+        return latent_dim + latent_dim * (latent_dim + 1) // 2
+
+    @property
+    def scale_tril_bijector(self):
+        """The bijector from unconstrained parameters to `scale_tril` (full covariance)."""
+        return self._scale_tril_bijector
+
+    def call(self, params):
+        loc = params[..., : self.latent_dim]
+        raw_scale = params[..., self.latent_dim :]
+        if self.covariance == "diagonal":
+            scale_diag = tf.nn.softplus(raw_scale) + self.scale_floor
+            return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale_diag)
+        scale_tril = self._scale_tril_bijector(raw_scale)
+        return tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale_tril)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            latent_dim=self.latent_dim, covariance=self.covariance, scale_floor=self.scale_floor
+        )
+        return config
+
+
+class Likelihood(keras.layers.Layer):
+    """Base class of the likelihoods p(x|z): a decoder's output to a distribution over x.
+
+    Subclasses set `family` (the name manifests and users see) and implement `call`,
+    returning a `tfd.Independent` over `event_shape` so `log_prob` gives one number
+    per example.
+    """
+
+    family = None
+
+    def __init__(self, event_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.event_shape = _event_shape(event_shape)
+
+    def _independent(self, distribution):
+        return tfd.Independent(distribution, reinterpreted_batch_ndims=len(self.event_shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(event_shape=list(self.event_shape))
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class BernoulliLikelihood(Likelihood):
+    """p(x|z) = Π Bernoulli(x_i; logits_i), for binary (or [0, 1]) data.
+
+    Args:
+      event_shape: shape of one example x, e.g. `(784,)`.
+
+    Returns:
+      `tfd.Independent(tfd.Bernoulli(logits))` with event shape `event_shape`;
+      `.mean()` is the pixel probabilities.
+
+    Example:
+      >>> p = BernoulliLikelihood((784,))(tf.zeros([8, 784]))
+      >>> p.log_prob(tf.ones([8, 784])).shape
+      TensorShape([8])
+    """
+
+    family = "bernoulli"
+
+    def call(self, logits):
+        return self._independent(tfd.Bernoulli(logits=logits, dtype=logits.dtype))
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class GaussianLikelihood(Likelihood):
+    """p(x|z) = Π N(x_i; loc_i, scale_i²), for continuous data.
+
+    Args:
+      event_shape: shape of one example x.
+      scale: a fixed positive standard deviation, or None to learn one per dimension
+        of x (softplus of a trainable parameter plus `scale_floor`, initialised at 1).
+      scale_floor: smallest learned scale.
+
+    Returns:
+      `tfd.Independent(tfd.Normal(loc, scale))` with event shape `event_shape`.
+
+    Example:
+      >>> p = GaussianLikelihood((3,), scale=0.5)(tf.zeros([8, 3]))
+      >>> p.stddev()[0].numpy()
+      array([0.5, 0.5, 0.5], dtype=float32)
+    """
+
+    family = "gaussian"
+
+    def __init__(self, event_shape, scale=None, scale_floor=1e-3, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
+            raise ValueError(f"`scale` must be a positive number or None (learned); got {scale!r}.")
+        self.scale = None if scale is None else float(scale)
+        self.scale_floor = float(scale_floor)
+        if self.scale is None:
+            # softplus(0.5413) = 1: the learned scale starts at one.
+            self.raw_scale = self.add_weight(
+                shape=self.event_shape,
+                initializer=keras.initializers.Constant(math.log(math.expm1(1.0))),
+                name="raw_scale",
+            )
+
+    def call(self, loc):
+        if self.scale is None:
+            scale = tf.nn.softplus(self.raw_scale) + self.scale_floor
+        else:
+            scale = tf.constant(self.scale, dtype=loc.dtype)
+        return self._independent(tfd.Normal(loc=loc, scale=scale + tf.zeros_like(loc)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(scale=self.scale, scale_floor=self.scale_floor)
+        return config
+
+
+LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
+
+
+def get_likelihood(likelihood, event_shape, scale=None):
+    """A likelihood layer from a family name ("bernoulli", "gaussian") or a layer."""
+    if isinstance(likelihood, Likelihood):
+        return likelihood
+    if likelihood == "bernoulli":
+        return BernoulliLikelihood(event_shape)
+    if likelihood == "gaussian":
+        return GaussianLikelihood(event_shape, scale=scale)
+    raise ValueError(
+        f"`likelihood` must be one of {sorted(LIKELIHOODS)} or a `tfvae.Likelihood` layer; "
+        f"got {likelihood!r}."
+    )

@@ -1,0 +1,113 @@
+"""Every estimator, once: log weights, the ELBO, the IWAE bound and log p(x).
+
+All of them start from `log_weight_terms`, so training, `VAE.elbo` and the
+importance-sampled `VAE.log_likelihood` cannot drift apart.
+"""
+import math
+from typing import NamedTuple
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+class LogWeightTerms(NamedTuple):
+    """The three densities behind one importance weight, each `[num_samples, batch]`."""
+
+    log_likelihood: tf.Tensor  # log p(x|z)
+    log_prior: tf.Tensor  # log p(z)
+    log_posterior: tf.Tensor  # log q(z|x)
+
+    @property
+    def log_weights(self):
+        """log w = log p(x|z) + log p(z) - log q(z|x), `[num_samples, batch]`."""
+        return self.log_likelihood + self.log_prior - self.log_posterior
+
+
+def log_weight_terms(x, z, posterior, likelihood, prior):
+    """Evaluates the log densities that make up the importance weights.
+
+    Args:
+      x: data, `[batch, *event_shape]`.
+      z: samples from `posterior`, `[num_samples, batch, latent_dim]`.
+      posterior: q(z|x), batch shape `[batch]`.
+      likelihood: p(x|z) decoded from `z`, batch shape `[num_samples, batch]`.
+      prior: p(z), no batch shape.
+
+    Returns:
+      `LogWeightTerms`, each `[num_samples, batch]`.
+    """
+    return LogWeightTerms(
+        log_likelihood=likelihood.log_prob(x),
+        log_prior=prior.log_prob(z),
+        log_posterior=posterior.log_prob(z),
+    )
+
+
+def has_analytic_kl(posterior, prior):
+    """Whether TFP has a closed-form KL(posterior || prior) registered."""
+    try:
+        tfd.kl_divergence(posterior, prior)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def kl_divergence(posterior, prior, terms=None, analytic=True):
+    """KL(q(z|x) || p(z)) per example, `[batch]`.
+
+    In closed form when `analytic` and TFP registers one (diagonal and full-covariance
+    Gaussians against a Gaussian prior); otherwise the Monte Carlo estimate
+    mean over samples of log q(z|x) - log p(z), which needs `terms`.
+    """
+    if analytic and has_analytic_kl(posterior, prior):
+        return tfd.kl_divergence(posterior, prior)
+    if terms is None:
+        raise ValueError(
+            "No closed-form KL is registered for "
+            f"{type(posterior).__name__} || {type(prior).__name__}: pass `terms` "
+            "(from `log_weight_terms`) for the Monte Carlo estimate."
+        )
+    return tf.reduce_mean(terms.log_posterior - terms.log_prior, axis=0)
+
+
+def elbo_terms(terms, posterior, prior, analytic_kl=True):
+    """The two parts of the ELBO per example.
+
+    Returns:
+      `(expected_log_likelihood, kl)`, each `[batch]`: the Monte Carlo mean of
+      log p(x|z) over the samples, and KL(q(z|x) || p(z)). ELBO = first - second.
+    """
+    expected_log_likelihood = tf.reduce_mean(terms.log_likelihood, axis=0)
+    return expected_log_likelihood, kl_divergence(posterior, prior, terms, analytic_kl)
+
+
+def log_mean_exp(log_values, axis=0):
+    """log(mean(exp(v))) along `axis`, computed stably in log space."""
+    count = tf.cast(tf.shape(log_values)[axis], log_values.dtype)
+    return tf.reduce_logsumexp(log_values, axis=axis) - tf.math.log(count)
+
+
+def iwae_bound(log_weights):
+    """The K-sample importance-weighted bound (Burda et al. 2016) per example.
+
+    Args:
+      log_weights: `[num_samples, batch]`.
+
+    Returns:
+      `[batch]`: logsumexp over the samples minus log K. With K = 1 this is a
+      one-sample ELBO estimate; as K grows it tends to log p(x).
+    """
+    return log_mean_exp(log_weights, axis=0)
+
+
+def combine_log_mean_exp(chunk_log_sum_exps, total_count):
+    """log p(x) from per-chunk logsumexps of log weights: logsumexp over chunks - log K.
+
+    Args:
+      chunk_log_sum_exps: `[num_chunks, batch]`, each row a logsumexp over one chunk
+        of samples.
+      total_count: K, the number of samples over all chunks.
+    """
+    return tf.reduce_logsumexp(chunk_log_sum_exps, axis=0) - math.log(total_count)

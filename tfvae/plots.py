@@ -1,0 +1,99 @@
+"""The pictures: image grids, input-vs-reconstruction pairs, learning curves.
+
+Figures are drawn with matplotlib's object API on the Agg canvas, never through
+pyplot's global state, so the library is safe to use from servers and threads.
+"""
+import math
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _as_images(examples, image_shape):
+    """`[n, height, width]` (grey) or `[n, height, width, 3]` arrays to draw."""
+    examples = np.asarray(examples)
+    if image_shape is None:  # not a picture: draw each example as a one-row strip
+        return examples.reshape(len(examples), 1, -1)
+    images = examples.reshape(len(examples), *image_shape)
+    return images[..., 0] if image_shape[-1] == 1 else images
+
+
+def image_grid(examples, image_shape, ncols=None):
+    """Tiles n examples into one `[rows * height, ncols * width(, 3)]` mosaic, 1-pixel gaps."""
+    images = _as_images(examples, image_shape)
+    n = len(images)
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    height, width = images.shape[1:3]
+    grid = np.ones((nrows * (height + 1) - 1, ncols * (width + 1) - 1, *images.shape[3:]))
+    for i, image in enumerate(images):
+        row, col = divmod(i, ncols)
+        grid[row * (height + 1) : row * (height + 1) + height, col * (width + 1) : col * (width + 1) + width] = image
+    return grid
+
+
+def _save(figure, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def save_image_grid(examples, image_shape, path, title=None, ncols=None):
+    """Writes a PNG grid of examples with values in [0, 1]."""
+    grid = image_grid(examples, image_shape, ncols)
+    figure = Figure(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + (0.4 if title else 0)))
+    axes = figure.add_subplot()
+    axes.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_axis_off()
+    if title:
+        axes.set_title(title)
+    _save(figure, path)
+    return path
+
+
+def save_reconstructions(inputs, reconstructions, image_shape, path, ncols=8):
+    """Writes inputs (odd rows) above their reconstructions (even rows)."""
+    inputs, reconstructions = np.asarray(inputs), np.asarray(reconstructions)
+    rows = []
+    for start in range(0, len(inputs), ncols):
+        rows.extend([inputs[start : start + ncols], reconstructions[start : start + ncols]])
+    interleaved = np.concatenate(rows)
+    return save_image_grid(
+        interleaved, image_shape, path, title="inputs (odd rows) and reconstructions", ncols=ncols
+    )
+
+
+def save_learning_curve(history, path):
+    """Writes the negative ELBO per epoch, train and validation, from a run's history dict."""
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for split, style in (("train", "-o"), ("valid", "-s")):
+        values = history.get(split, {}).get("loss")
+        if values:
+            axes.plot(range(1, len(values) + 1), values, style, markersize=3, label=split)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("negative ELBO (nats per example)")
+    axes.set_title("learning curve")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    _save(figure, path)
+    return path
+
+
+def save_run_pictures(model, examples, history, run_dir, seed=0, n=64):
+    """samples.png, reconstructions.png and learning_curve.png in `run_dir`."""
+    image_shape = model.image_shape
+    inputs = examples[:32]
+    return [
+        save_image_grid(
+            model.sample(n, seed=seed).numpy(), image_shape,
+            os.path.join(run_dir, "samples.png"), title=f"{n} samples from the prior",
+        ),
+        save_reconstructions(
+            inputs, model.reconstruct(inputs).numpy(), image_shape,
+            os.path.join(run_dir, "reconstructions.png"),
+        ),
+        save_learning_curve(history, os.path.join(run_dir, "learning_curve.png")),
+    ]

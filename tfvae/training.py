@@ -1,0 +1,191 @@
+"""A training run: a JSON-serialisable config in, a run directory out.
+
+    run_dir/model.keras      the trained model (reload with keras.models.load_model)
+    run_dir/config.json      the TrainConfig that produced it
+    run_dir/history.json     per-epoch metrics (train, valid) and the final test metrics
+    run_dir/*.png            prior samples, reconstructions, learning curve
+"""
+import dataclasses
+import json
+import os
+import time
+
+import keras
+
+from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
+from tfvae.distributions import COVARIANCES
+from tfvae.errors import ConfigError, RunError
+from tfvae.models import VAE
+from tfvae.networks import ARCHITECTURES
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+RUN_FILES = (MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run; `tfvae train`'s flags map onto these fields.
+
+    Args:
+      data: a registered dataset name ("digits") or a path to an `.npz` file.
+      out: the run directory.
+      epochs, batch_size, learning_rate: the optimisation (Adam).
+      latent_dim, posterior, likelihood, arch, hidden_units, activation: the model.
+      num_samples: Monte Carlo samples of z per input.
+      beta, kl_warmup_epochs: the KL weight and its linear warm-up.
+      analytic_kl: closed-form KL where it exists.
+      seed: seeds weights, shuffling and samples; the same seed repeats the run.
+    """
+
+    data: str
+    out: str
+    epochs: int = 10
+    latent_dim: int = 16
+    posterior: str = "diagonal"
+    likelihood: str = "bernoulli"
+    num_samples: int = 1
+    batch_size: int = 128
+    arch: str = "mlp"
+    hidden_units: tuple = (512, 256)
+    activation: str = "relu"
+    beta: float = 1.0
+    kl_warmup_epochs: int = 0
+    learning_rate: float = 1e-3
+    analytic_kl: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        self.hidden_units = tuple(self.hidden_units)
+        for name in ("epochs", "latent_dim", "num_samples", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
+        choices = {"posterior": COVARIANCES, "likelihood": LIKELIHOOD_FAMILIES, "arch": ARCHITECTURES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
+        if self.beta < 0 or self.kl_warmup_epochs < 0 or not self.learning_rate > 0:
+            raise ConfigError(
+                "beta and kl_warmup_epochs must be >= 0 and learning_rate > 0; got "
+                f"{self.beta}, {self.kl_warmup_epochs}, {self.learning_rate}."
+            )
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `train` returns: the model, the history dict written to history.json, the run dir."""
+
+    model: VAE
+    history: dict
+    run_dir: str
+
+
+def check_run_dir(out, overwrite):
+    """Refuses to write over an existing run unless `overwrite`."""
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
+    if existing and not overwrite:
+        raise RunError(
+            f"{out} already holds a run ({', '.join(existing)}); pass --overwrite "
+            "(overwrite=True) to replace it, or choose another --out."
+        )
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunError(f"{out} exists and is not a directory; choose another --out.")
+
+
+def build_model(config, input_shape, image_shape=None):
+    """The VAE a `TrainConfig` describes, compiled."""
+    model = VAE(
+        input_shape=input_shape,
+        latent_dim=config.latent_dim,
+        posterior=config.posterior,
+        likelihood=config.likelihood,
+        arch=config.arch,
+        hidden_units=config.hidden_units,
+        activation=config.activation,
+        image_shape=image_shape,
+        num_samples=config.num_samples,
+        analytic_kl=config.analytic_kl,
+        beta=config.beta,
+        kl_warmup_epochs=config.kl_warmup_epochs,
+        seed=config.seed,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    return model
+
+
+def _split_history(keras_history, epochs_run):
+    history = {"epochs": epochs_run, "train": {}, "valid": {}}
+    for key, values in keras_history.items():
+        split, name = ("valid", key[4:]) if key.startswith("val_") else ("train", key)
+        history[split][name] = [float(v) for v in values]
+    return history
+
+
+def train(config, overwrite=False, verbose=1, pictures=True):
+    """Trains a VAE as `config` says and writes the run directory.
+
+    Args:
+      config: a `TrainConfig`.
+      overwrite: replace an existing run in `config.out`.
+      verbose: Keras' verbosity (1 shows the progress bar).
+      pictures: also write samples.png, reconstructions.png and learning_curve.png.
+
+    Returns:
+      `RunResult`.
+    """
+    check_run_dir(config.out, overwrite)
+    splits = load_dataset(config.data, likelihood=config.likelihood, seed=config.seed)
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config, splits.example_shape, splits.image_shape)
+    started = time.perf_counter()
+    fit = model.fit(
+        splits.train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_data=(splits.valid,),
+        verbose=verbose,
+    )
+    history = _split_history(fit.history, len(fit.epoch))
+    history["train_seconds"] = time.perf_counter() - started
+    history["valid_source"] = splits.valid_source
+    if splits.test is not None:
+        history["test"] = {
+            name: float(value)
+            for name, value in model.evaluate(
+                splits.test, batch_size=config.batch_size, verbose=0, return_dict=True
+            ).items()
+        }
+    os.makedirs(config.out, exist_ok=True)
+    model.save(os.path.join(config.out, MODEL_FILE))
+    _write_json(os.path.join(config.out, CONFIG_FILE), config.to_dict())
+    _write_json(os.path.join(config.out, HISTORY_FILE), history)
+    if pictures:
+        from tfvae import plots
+
+        plots.save_run_pictures(model, splits.valid, history, config.out, seed=config.seed)
+    return RunResult(model=model, history=history, run_dir=config.out)
+
+
+def load_run(run_dir):
+    """The model saved in a run directory."""
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isfile(path):
+        raise RunError(
+            f"{run_dir} holds no {MODEL_FILE}; give the --out directory of a finished `tfvae train`."
+        )
+    return keras.models.load_model(path)
+
+
+def _write_json(path, value):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")

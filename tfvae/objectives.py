@@ -1,4 +1,4 @@
-"""Every estimator, once: log weights, the ELBO, the IWAE bound and log p(x).
+"""Every estimator, once: log weights, the KL, the ELBO and log p(x).
 
 All of them start from `log_weight_terms`, so training, `VAE.elbo` and the
 importance-sampled `VAE.log_likelihood` cannot drift apart.
@@ -61,8 +61,11 @@ def kl_divergence(posterior, prior, terms=None, analytic=True):
     Gaussians against a Gaussian prior); otherwise the Monte Carlo estimate
     mean over samples of log q(z|x) - log p(z), which needs `terms`.
     """
-    if analytic and has_analytic_kl(posterior, prior):
-        return tfd.kl_divergence(posterior, prior)
+    if analytic:
+        try:
+            return tfd.kl_divergence(posterior, prior)
+        except NotImplementedError:
+            pass
     if terms is None:
         raise ValueError(
             "No closed-form KL is registered for "
@@ -81,25 +84,6 @@ def elbo_terms(terms, posterior, prior, analytic_kl=True):
     """
     expected_log_likelihood = tf.reduce_mean(terms.log_likelihood, axis=0)
     return expected_log_likelihood, kl_divergence(posterior, prior, terms, analytic_kl)
-
-
-def log_mean_exp(log_values, axis=0):
-    """log(mean(exp(v))) along `axis`, computed stably in log space."""
-    count = tf.cast(tf.shape(log_values)[axis], log_values.dtype)
-    return tf.reduce_logsumexp(log_values, axis=axis) - tf.math.log(count)
-
-
-def iwae_bound(log_weights):
-    """The K-sample importance-weighted bound (Burda et al. 2016) per example.
-
-    Args:
-      log_weights: `[num_samples, batch]`.
-
-    Returns:
-      `[batch]`: logsumexp over the samples minus log K. With K = 1 this is a
-      one-sample ELBO estimate; as K grows it tends to log p(x).
-    """
-    return log_mean_exp(log_weights, axis=0)
 
 
 def combine_log_mean_exp(chunk_log_sum_exps, total_count):

@@ -1,6 +1,4 @@
 """The variational autoencoder p(x, z) = p(x|z) p(z) with a Gaussian q(z|x)."""
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -326,8 +324,3 @@ class VAE(keras.Model):
     def image_shape(self):
         """`(height, width, channels)` of one example, or None when x is not an image."""
         return self.network_config.image_shape
-
-    @property
-    def num_parameters(self):
-        """Number of trainable scalars."""
-        return int(sum(math.prod(w.shape) for w in self.trainable_weights))

@@ -58,3 +58,11 @@ def test_invalid_arguments_name_the_value():
         GaussianPosterior(0)
     with pytest.raises(ValueError, match="event_shape"):
         BernoulliLikelihood(())
+
+
+def test_full_covariance_map_is_fill_scale_tril():
+    layer = GaussianPosterior(5, covariance="full", scale_floor=1e-3)
+    raw = np.random.default_rng(0).normal(scale=3.0, size=(6, 15)).astype(np.float32)
+    q = layer(tf.concat([tf.zeros([6, 5]), raw], axis=1))
+    np.testing.assert_allclose(q.scale.to_dense().numpy(), layer.scale_tril_bijector(raw).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(layer.scale_tril_bijector.inverse(q.scale.to_dense()).numpy(), raw, rtol=1e-4, atol=1e-4)

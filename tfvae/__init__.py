@@ -1,5 +1,12 @@
 """tfvae: variational autoencoders in Keras 3 and TensorFlow Probability."""
+import os
+
 from tfvae._native import native_stderr_silenced
+
+# INFO lines from TensorFlow's C++ runtime (graph optimiser sessions during ONNX
+# conversion, device probing) would flood the CLI; warnings and errors still show,
+# and a user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 with native_stderr_silenced():
     import tensorflow  # noqa: F401  (imported here, quietly, before Keras loads it)
@@ -21,7 +28,8 @@ from tfvae.distributions import (  # noqa: E402
     GaussianPosterior,
     Likelihood,
 )
-from tfvae.errors import ConfigError, DataError, RunError, TfvaeError  # noqa: E402
+from tfvae.errors import ConfigError, DataError, ExportError, RunError, TfvaeError  # noqa: E402
+from tfvae.exporting import ExportResult, export  # noqa: E402
 from tfvae.models import VAE  # noqa: E402
 from tfvae.networks import NetworkConfig, build_decoder, build_encoder  # noqa: E402
 from tfvae.priors import Prior, StandardNormalPrior  # noqa: E402
@@ -34,6 +42,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataSplits",
+    "ExportError",
+    "ExportResult",
     "GaussianLikelihood",
     "GaussianPosterior",
     "KLWarmup",
@@ -46,6 +56,7 @@ __all__ = [
     "available_datasets",
     "build_decoder",
     "build_encoder",
+    "export",
     "load_dataset",
     "objectives",
     "register_dataset",

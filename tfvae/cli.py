@@ -15,6 +15,7 @@ from tfvae._native import native_stderr_silenced
 from tfvae.data import LIKELIHOOD_FAMILIES, available_datasets
 from tfvae.distributions import COVARIANCES
 from tfvae.errors import TfvaeError
+from tfvae.exporting import PARTS, check_arguments, export
 from tfvae.networks import ARCHITECTURES
 from tfvae.training import TrainConfig, load_run, train
 
@@ -150,12 +151,53 @@ def _sample(args):
     return 0
 
 
+def _parts(text):
+    parts = tuple(part.strip() for part in text.split(","))
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"unknown part(s) {', '.join(unknown) or repr(text)}; choose from {','.join(PARTS)}"
+        )
+    return parts
+
+
+def _add_export(subparsers):
+    p = subparsers.add_parser(
+        "export", help="export a trained run for TF Serving, ONNX Runtime and Triton",
+        description="Write the decoder (NAME) and encoder (NAME_encoder) as SavedModel, ONNX, "
+        "a Triton config.pbtxt and manifest.json into one model repository.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
+    p.add_argument("--name", help="model name (default: the run directory's name)")
+    p.add_argument("--out", default="exported", metavar="EXPORT_DIR",
+                   help="the model repository (default: exported)")
+    p.add_argument("--version", type=_positive_int, default=None,
+                   help="version folder (default: the next free number)")
+    p.add_argument("--parts", type=_parts, default=PARTS, metavar="decoder,encoder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.set_defaults(handler=_export)
+
+
+def _export(args):
+    name = args.name or os.path.basename(os.path.normpath(args.run_dir))
+    check_arguments(name, args.parts, args.version, args.out)
+    model = load_run(args.run_dir)
+    result = export(model, args.out, name, version=args.version, parts=args.parts,
+                    overwrite=args.overwrite)
+    for part, path in result.paths.items():
+        difference = result.manifest["parts"][part]["onnx_max_abs_difference"]
+        print(f"wrote {path} ({part}: SavedModel + ONNX opset {result.manifest['onnx_opset']}, "
+              f"ONNX vs TF max |diff| {difference:.2g})")
+    return 0
+
+
 def build_parser():
     parser = _Parser(prog="tfvae", description="Variational autoencoders in Keras 3 and TFP.")
     parser.add_argument("--version", action="version", version=f"tfvae {tfvae.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(subparsers)
     _add_sample(subparsers)
+    _add_export(subparsers)
     return parser
 
 

@@ -39,7 +39,8 @@ class GaussianPosterior(keras.layers.Layer):
     unconstrained scale, mapped through softplus plus `scale_floor`; the output is a
     `tfd.MultivariateNormalDiag`. With `covariance="full"` it holds `loc` and the
     `latent_dim * (latent_dim + 1) / 2` entries of a lower-triangular matrix, mapped
-    by `tfb.FillScaleTriL` to `scale_tril`; the output is a
+    as `tfb.FillScaleTriL` does (softplus plus `scale_floor` on the diagonal) to
+    `scale_tril`; the output is a
     `tfd.MultivariateNormalTriL`.
 
     Args:
@@ -81,7 +82,8 @@ class GaussianPosterior(keras.layers.Layer):
 
     @property
     def scale_tril_bijector(self):
-        """The bijector from unconstrained parameters to `scale_tril` (full covariance)."""
+        """`tfb.FillScaleTriL`, the map from unconstrained parameters to `scale_tril`
+        (full covariance); its `inverse` gives the parameters of a wanted `scale_tril`."""
         return self._scale_tril_bijector
 
     def call(self, params):
@@ -90,8 +92,27 @@ class GaussianPosterior(keras.layers.Layer):
         if self.covariance == "diagonal":
             scale_diag = tf.nn.softplus(raw_scale) + self.scale_floor
             return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale_diag)
-        scale_tril = self._scale_tril_bijector(raw_scale)
-        return tfd.MultivariateNormalTriL(loc=loc, scale_tril=scale_tril)
+        return tfd.MultivariateNormalTriL(loc=loc, scale_tril=self._fill_scale_tril(raw_scale))
+
+    def _fill_scale_tril(self, raw_scale):
+        # The map of tfb.FillScaleTriL(diag_shift=scale_floor) (softplus on the diagonal),
+        # written with tf.where: FillScaleTriL's own graph uses MatrixSetDiag and Log1p,
+        # which tf2onnx cannot convert, and exported encoders must run in ONNX Runtime.
+        # tests/test_distributions.py checks the two agree.
+        tril = tfp.math.fill_triangular(raw_scale)  # [..., latent_dim, latent_dim]
+        on_diagonal = tf.eye(self.latent_dim, dtype=tf.bool)
+        return tf.where(on_diagonal, tf.nn.softplus(tril) + self.scale_floor, tril)
+
+    def parameters_of(self, posterior):
+        """The deterministic parameters of a posterior this layer made, by name.
+
+        `{"loc", "scale"}` (the diagonal of the scale) for a diagonal covariance,
+        `{"loc", "scale_tril"}` for a full one; each `[batch, ...]`. Exported encoders
+        return these, and a client samples z = loc + scale · ε itself.
+        """
+        if self.covariance == "diagonal":
+            return {"loc": posterior.loc, "scale": posterior.scale.diag_part()}
+        return {"loc": posterior.loc, "scale_tril": posterior.scale.to_dense()}
 
     def get_config(self):
         config = super().get_config()
@@ -110,6 +131,10 @@ class Likelihood(keras.layers.Layer):
     """
 
     family = None
+
+    def parameters_of(self, likelihood):
+        """The raw parameters of a likelihood this layer made, by name, `[batch, *event_shape]`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `parameters_of`.")
 
     def __init__(self, event_shape, **kwargs):
         super().__init__(**kwargs)
@@ -145,6 +170,9 @@ class BernoulliLikelihood(Likelihood):
 
     def call(self, logits):
         return self._independent(tfd.Bernoulli(logits=logits, dtype=logits.dtype))
+
+    def parameters_of(self, likelihood):
+        return {"logits": likelihood.distribution.logits}
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -188,6 +216,9 @@ class GaussianLikelihood(Likelihood):
         else:
             scale = tf.constant(self.scale, dtype=loc.dtype)
         return self._independent(tfd.Normal(loc=loc, scale=scale + tf.zeros_like(loc)))
+
+    def parameters_of(self, likelihood):
+        return {"loc": likelihood.distribution.loc, "scale": likelihood.distribution.scale}
 
     def get_config(self):
         config = super().get_config()

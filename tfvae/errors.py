@@ -15,3 +15,7 @@ class RunError(TfvaeError, ValueError):
 
 class ConfigError(TfvaeError, ValueError):
     """A training or command configuration value out of its allowed range."""
+
+
+class ExportError(TfvaeError, ValueError):
+    """An export that cannot be written as asked."""

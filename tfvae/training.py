@@ -182,7 +182,13 @@ def load_run(run_dir):
         raise RunError(
             f"{run_dir} holds no {MODEL_FILE}; give the --out directory of a finished `tfvae train`."
         )
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras raises many types for a damaged or foreign file
+        raise RunError(
+            f"{path} cannot be loaded as a tfvae model ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no detail'}); retrain or restore the run."
+        ) from error
 
 
 def _write_json(path, value):

@@ -138,8 +138,9 @@ class VAE(keras.Model):
             )
 
     def build(self, input_shape):
-        # The encoder and decoder are functional models, built at construction; the
-        # likelihood's weights (a learned scale) exist from its __init__.
+        # The encoder and decoder are functional models, built at construction.
+        self.posterior_layer.build(self.encoder.output_shape)
+        self.likelihood_layer.build(self.decoder.output_shape)
         self.built = True
 
     @property

@@ -1,0 +1,209 @@
+"""Export: every runtime reproduces the Keras model; writes are versioned and atomic."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import tensorflow as tf
+from conftest import tiny_vae
+from onnx.reference import ReferenceEvaluator
+
+import tfvae
+from tfvae import cli
+from tfvae import exporting as export_lib
+
+BATCH_SIZES = (1, 7, 256)
+TOLERANCE = 1e-5
+
+
+def trained(digits, **kwargs):
+    model = tiny_vae(latent_dim=4, **kwargs)
+    model.fit(digits.train[:512], epochs=1, batch_size=64, verbose=0)
+    return model
+
+
+def keras_outputs(model, part, inputs):
+    if part == "decoder":
+        likelihood = model.decode(inputs)
+        return {"mean": likelihood.mean(), **model.likelihood_layer.parameters_of(likelihood)}
+    return model.posterior_layer.parameters_of(model.encode(inputs))
+
+
+def part_inputs(model, part, batch):
+    rng = np.random.default_rng(batch)
+    if part == "decoder":
+        return rng.normal(size=(batch, model.latent_dim)).astype(np.float32)
+    return (rng.random((batch, *model.network_config.input_shape)) > 0.5).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(posterior="full"), dict(arch="conv", filters=(4, 8), hidden_units=(16,)),
+     dict(likelihood="gaussian")],
+    ids=["mlp-diagonal", "mlp-full", "conv", "gaussian-likelihood"],
+)
+def test_savedmodel_onnxruntime_and_reference_match_keras(digits, tmp_path, kwargs):
+    model = trained(digits, **kwargs)
+    result = tfvae.export(model, str(tmp_path), "gen")
+    assert result.version == 1
+    for part, folder in result.paths.items():
+        saved = tf.saved_model.load(folder)
+        onnx_path = os.path.join(folder, "model.onnx")
+        proto = onnx.load(onnx_path)
+        onnx.checker.check_model(proto, full_check=True)
+        assert proto.opset_import[0].version == export_lib.ONNX_OPSET
+        session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        reference = ReferenceEvaluator(proto)
+        input_name = "z" if part == "decoder" else "x"
+        signatures = result.manifest["parts"][part]["signatures"]
+        for batch in BATCH_SIZES:
+            inputs = part_inputs(model, part, batch)
+            expected = {k: v.numpy() for k, v in keras_outputs(model, part, inputs).items()}
+            from_saved = {}
+            for signature, names in signatures.items():
+                outputs = saved.signatures[signature](**{input_name: tf.constant(inputs)})
+                assert sorted(outputs) == sorted(names)
+                from_saved.update({k: v.numpy() for k, v in outputs.items()})
+            names = [o.name for o in session.get_outputs()]
+            from_ort = dict(zip(names, session.run(names, {input_name: inputs})))
+            from_reference = dict(zip(names, reference.run(names, {input_name: inputs})))
+            for runtime, got in (("savedmodel", from_saved), ("onnxruntime", from_ort),
+                                 ("onnx.reference", from_reference)):
+                assert sorted(got) == sorted(expected), runtime
+                for key in expected:
+                    assert got[key].shape == expected[key].shape
+                    difference = np.max(np.abs(got[key] - expected[key]))
+                    assert difference <= TOLERANCE, f"{part}/{key} via {runtime} at batch {batch}: {difference}"
+
+
+def test_decoder_serving_default_has_one_output_the_mean(digits, tmp_path):
+    model = trained(digits)
+    result = tfvae.export(model, str(tmp_path), "gen", parts=("decoder",))
+    assert set(result.paths) == {"decoder"}
+    saved = tf.saved_model.load(result.paths["decoder"])
+    outputs = saved.signatures["serving_default"].structured_outputs
+    assert list(outputs) == ["mean"]
+    z = part_inputs(model, "decoder", 3)
+    probabilities = saved.signatures["serving_default"](z=tf.constant(z))["mean"].numpy()
+    assert probabilities.min() >= 0 and probabilities.max() <= 1  # Bernoulli: probabilities
+    logits = saved.signatures["params"](z=tf.constant(z))["logits"].numpy()
+    np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-logits)), atol=1e-6)
+
+
+def test_manifest_triton_config_and_layout(digits, tmp_path):
+    model = trained(digits, posterior="full")
+    result = tfvae.export(model, str(tmp_path), "gen")
+    for part, folder in result.paths.items():
+        with open(os.path.join(folder, "manifest.json")) as f:
+            manifest = json.load(f)
+        assert manifest == json.loads(json.dumps(result.manifest))
+        assert manifest["latent_dim"] == 4 and manifest["likelihood"] == "bernoulli"
+        assert manifest["conditional"] is False and manifest["posterior"] == "full"
+        assert {"tfvae", "tensorflow", "onnx", "onnxruntime", "tf2onnx", "keras"} <= set(manifest["versions"])
+        entry = manifest["parts"][part]
+        assert entry["path"] == os.path.relpath(folder, str(tmp_path))
+        assert set(entry["files"]) >= {"saved_model.pb", "model.onnx", "variables/variables.index"}
+        for relative, digest in entry["files"].items():
+            with open(os.path.join(folder, relative), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == digest
+        with open(os.path.join(str(tmp_path), entry["model_name"], "config.pbtxt")) as f:
+            config = f.read()
+        assert f'name: "{entry["model_name"]}"' in config and 'backend: "onnxruntime"' in config
+        assert "max_batch_size: 256" in config and "dynamic_batching" in config
+        for tensor in entry["inputs"] + entry["outputs"]:
+            dims = ", ".join(str(d) for d in tensor["shape"][1:])
+            assert f'name: "{tensor["name"]}" data_type: TYPE_FP32 dims: [ {dims} ]' in config
+    assert result.manifest["parts"]["encoder"]["outputs"][1] == {
+        "name": "scale_tril", "datatype": "float32", "shape": ["batch", 4, 4]}
+    assert sorted(os.listdir(tmp_path)) == ["gen", "gen_encoder"]  # nothing else left behind
+
+
+def test_versions_increment_and_overwrite_needs_consent(digits, tmp_path):
+    first, second = trained(digits), trained(digits, hidden_units=(16,))
+    assert tfvae.export(first, str(tmp_path), "gen", parts=("decoder",)).version == 1
+    assert tfvae.export(first, str(tmp_path), "gen", parts=("decoder",)).version == 2
+    before = sorted(os.listdir(tmp_path / "gen"))
+    with pytest.raises(tfvae.ExportError, match="Version 1 of gen already exists"):
+        tfvae.export(second, str(tmp_path), "gen", version=1, parts=("decoder",))
+    assert sorted(os.listdir(tmp_path / "gen")) == before
+    tfvae.export(second, str(tmp_path), "gen", version=1, parts=("decoder",), overwrite=True)
+    assert sorted(os.listdir(tmp_path / "gen")) == before
+    z = part_inputs(second, "decoder", 5)
+    replaced = tf.saved_model.load(str(tmp_path / "gen" / "1")).signatures["serving_default"](z=tf.constant(z))
+    np.testing.assert_allclose(replaced["mean"].numpy(), second.decode(z).mean().numpy(), atol=TOLERANCE)
+
+
+def test_an_interrupted_export_leaves_no_half_model(digits, tmp_path, monkeypatch):
+    model = trained(digits)
+    tfvae.export(model, str(tmp_path), "gen")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_lib, "_write_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tfvae.export(model, str(tmp_path), "gen")
+    assert sorted(os.listdir(tmp_path / "gen")) == ["1", "config.pbtxt"]
+    assert sorted(os.listdir(tmp_path / "gen_encoder")) == ["1", "config.pbtxt"]
+
+
+def test_exported_savedmodel_maps_over_a_tf_data_pipeline(digits, tmp_path):
+    model = trained(digits)
+    result = tfvae.export(model, str(tmp_path), "gen")
+    # Keep the loaded objects: a signature alone does not keep their variables alive.
+    loaded_decoder = tf.saved_model.load(result.paths["decoder"])
+    loaded_encoder = tf.saved_model.load(result.paths["encoder"])
+    decoder = loaded_decoder.signatures["serving_default"]
+    encoder = loaded_encoder.signatures["serving_default"]
+
+    @tf.function
+    def reconstruct(x):
+        return decoder(z=encoder(x=x)["loc"])["mean"]
+
+    pipeline = tf.data.Dataset.from_tensor_slices(digits.test).batch(32).map(reconstruct)
+    got = np.concatenate(list(pipeline.as_numpy_iterator()))
+    np.testing.assert_allclose(got, model.reconstruct(digits.test).numpy(), atol=TOLERANCE)
+
+
+def test_cli_export_writes_the_tree(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert cli.main(["train", "--data", "digits", "--out", run, "--epochs", "1", "--latent-dim", "2",
+                     "--hidden-units", "16", "--quiet", "--no-pictures"]) == 0
+    out = str(tmp_path / "repo")
+    assert cli.main(["export", run, "--name", "digits", "--out", out]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert os.path.isfile(os.path.join(out, "digits", "1", "saved_model.pb"))
+    assert os.path.isfile(os.path.join(out, "digits_encoder", "1", "model.onnx"))
+    assert cli.main(["export", run, "--name", "digits", "--out", out, "--version", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["export", run, "--name", "digits", "--out", out, "--version", "1", "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["export", "{tmp}/missing", "--out", "{tmp}/repo"], "holds no model.keras"),
+        (["export", "{tmp}/damaged", "--out", "{tmp}/repo"], "cannot be loaded as a tfvae model"),
+        (["export", "{tmp}/damaged", "--name", "bad name", "--out", "{tmp}/repo"], "not usable as a folder"),
+        (["export", "{tmp}/damaged", "--out", "{tmp}/afile/repo"], "Cannot write to the export folder"),
+    ],
+)
+def test_cli_export_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys):
+    os.makedirs(tmp_path / "damaged")
+    (tmp_path / "damaged" / "model.keras").write_bytes(b"not a zip file")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error
+    assert not os.path.exists(tmp_path / "repo" / "damaged")
+
+
+def test_cli_export_rejects_an_unknown_part(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "run", "--parts", "decoder,generator"])
+    assert exit_info.value.code == 2
+    assert "unknown part(s) generator" in capsys.readouterr().err

@@ -1,0 +1,366 @@
+"""Export: a trained model's deterministic parts to SavedModel, ONNX and a Triton repository.
+
+One call writes one model repository that both TF Serving and Triton load:
+
+    EXPORT_DIR/NAME/config.pbtxt               Triton (onnxruntime backend)
+    EXPORT_DIR/NAME/<version>/saved_model.pb   TF Serving (+ variables/)
+    EXPORT_DIR/NAME/<version>/model.onnx       ONNX Runtime, Triton
+    EXPORT_DIR/NAME/<version>/manifest.json    what was exported, with sha256 of every file
+    EXPORT_DIR/NAME_encoder/...                the encoder, laid out the same way
+
+`NAME` is the decoder, the generator: z in, the likelihood's mean out (and its raw
+parameters under a second signature). Sampling stays outside the graphs: Keras'
+stateless random ops do not convert to ONNX, and servers want deterministic graphs, so
+a client (or `tfvae serve`) draws z itself.
+
+Each version folder is built in a hidden temporary folder beside it and renamed into
+place, so an interrupted export never leaves a half-written model.
+"""
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfvae.errors import ExportError
+
+PARTS = ("decoder", "encoder")
+ONNX_OPSET = 17
+SAVED_MODEL_FILE = "saved_model.pb"
+ONNX_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+TRITON_CONFIG_FILE = "config.pbtxt"
+TRITON_MAX_BATCH_SIZE = 256
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# An export whose ONNX graph disagrees with TensorFlow by more than this is refused.
+_PARITY_TOLERANCE = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One exported model: its repository name, input, and named outputs.
+
+    `serving` is the output set of the `serving_default` signature; `extra` maps
+    further signature names to output sets. The ONNX graph has every output.
+    """
+
+    kind: str
+    model_name: str
+    input_spec: tf.TensorSpec
+    outputs: object  # callable: input tensor -> {output name: tensor}
+    serving: tuple
+    extra: dict
+    layers: tuple  # what the graph reads weights from
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """Where an export landed: `paths[part]` is that part's version folder."""
+
+    name: str
+    version: int
+    export_dir: str
+    paths: dict
+    manifest: dict
+
+
+def model_parts(model, name):
+    """The deterministic parts of `model` that export, keyed by part kind."""
+    likelihood_layer, posterior_layer = model.likelihood_layer, model.posterior_layer
+
+    def decoder_outputs(z):
+        likelihood = model.decode(z)
+        return {"mean": likelihood.mean(), **likelihood_layer.parameters_of(likelihood)}
+
+    def encoder_outputs(x):
+        return posterior_layer.parameters_of(model.encode(x))
+
+    decoder_params = tuple(likelihood_layer.parameters_of(model.decode(tf.zeros([1, model.latent_dim]))))
+    return {
+        "decoder": Part(
+            kind="decoder",
+            model_name=name,
+            input_spec=tf.TensorSpec([None, model.latent_dim], tf.float32, name="z"),
+            outputs=decoder_outputs,
+            serving=("mean",),
+            extra={"params": decoder_params},
+            layers=(model.decoder, likelihood_layer),
+        ),
+        "encoder": Part(
+            kind="encoder",
+            model_name=f"{name}_encoder",
+            input_spec=tf.TensorSpec([None, *model.network_config.input_shape], tf.float32, name="x"),
+            outputs=encoder_outputs,
+            serving=("loc", "scale" if posterior_layer.covariance == "diagonal" else "scale_tril"),
+            extra={},
+            layers=(model.encoder, posterior_layer),
+        ),
+    }
+
+
+def _select(outputs, names):
+    return lambda inputs: {key: outputs(inputs)[key] for key in names}
+
+
+def _write_saved_model(part, path):
+    archive = keras.export.ExportArchive()
+    for layer in part.layers:
+        archive.track(layer)
+    archive.add_endpoint("serving_default", _select(part.outputs, part.serving), [part.input_spec])
+    for signature, names in part.extra.items():
+        archive.add_endpoint(signature, _select(part.outputs, names), [part.input_spec])
+    archive.write_out(path, verbose=False)
+
+
+def _write_onnx(part, path, opset):
+    import onnx
+    import tf2onnx
+
+    function = tf.function(part.outputs, input_signature=[part.input_spec])
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=[part.input_spec], opset=opset)
+    for value in [*proto.graph.input, *proto.graph.output]:  # name the dynamic batch axis
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, path)
+    return proto
+
+
+def _check_onnx_parity(part, path):
+    """Runs the saved ONNX file in ONNX Runtime against TensorFlow; returns the max difference."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    shape = [7, *part.input_spec.shape[1:]]
+    inputs = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
+    expected = {k: v.numpy() for k, v in part.outputs(tf.constant(inputs)).items()}
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(names, {part.input_spec.name: inputs})))
+    difference = max(float(np.max(np.abs(got[k] - expected[k]))) for k in expected)
+    if not difference <= _PARITY_TOLERANCE:
+        raise ExportError(
+            f"The ONNX {part.kind} differs from TensorFlow by {difference:g} "
+            f"(> {_PARITY_TOLERANCE:g}); not exporting it."
+        )
+    return difference
+
+
+def _tensor_entries(proto_values):
+    import onnx
+
+    return [
+        {
+            "name": value.name,
+            "datatype": onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name,
+            "shape": [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim],
+        }
+        for value in proto_values
+    ]
+
+
+_TRITON_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
+
+
+def triton_config(model_name, inputs, outputs, max_batch_size=TRITON_MAX_BATCH_SIZE):
+    """config.pbtxt text for Triton's onnxruntime backend, with dynamic batching.
+
+    `inputs`/`outputs` are manifest tensor entries; Triton's dims leave out the batch axis.
+    """
+
+    def block(kind, entries):
+        rows = ",\n".join(
+            f'  {{ name: "{e["name"]}" data_type: {_TRITON_TYPES[e["datatype"]]} '
+            f'dims: [ {", ".join(str(d) for d in e["shape"][1:])} ] }}'
+            for e in entries
+        )
+        return f"{kind} [\n{rows}\n]"
+
+    return "\n".join([
+        f'name: "{model_name}"',
+        'backend: "onnxruntime"',
+        f"max_batch_size: {max_batch_size}",
+        block("input", inputs),
+        block("output", outputs),
+        "dynamic_batching { max_queue_delay_microseconds: 1000 }",
+        "",
+    ])
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hash_tree(root, relative_to):
+    return {
+        os.path.relpath(os.path.join(folder, f), relative_to): _sha256(os.path.join(folder, f))
+        for folder, _, files in sorted(os.walk(root))
+        for f in sorted(files)
+        if f != MANIFEST_FILE
+    }
+
+
+def existing_versions(export_dir, model_name):
+    """The numeric version folders of a model in the repository, ascending."""
+    folder = os.path.join(export_dir, model_name)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(entry) for entry in os.listdir(folder) if entry.isdigit() and entry[0] != "0")
+
+
+def _choose_version(export_dir, parts, version, overwrite):
+    taken = sorted({v for p in parts for v in existing_versions(export_dir, p.model_name)})
+    if version is None:
+        return (taken[-1] + 1) if taken else 1
+    if version in taken and not overwrite:
+        raise ExportError(
+            f"Version {version} of {parts[0].model_name} already exists in {export_dir}; "
+            "pass --overwrite (overwrite=True) to replace it, or leave out --version to "
+            "take the next one."
+        )
+    return version
+
+
+def check_arguments(name, parts, version, export_dir):
+    """Checks what can be checked before any work: the name, parts, version and target."""
+    if not _NAME_PATTERN.match(name or ""):
+        raise ExportError(
+            f"Model name {name!r} is not usable as a folder and server model name; use "
+            "letters, digits, '_', '-' and '.', starting with a letter or digit."
+        )
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise ExportError(f"Unknown part(s) {unknown or parts}; choose from {', '.join(PARTS)}.")
+    if version is not None and (not isinstance(version, int) or version <= 0):
+        raise ExportError(f"version must be a positive integer; got {version!r}.")
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+        tempfile.TemporaryFile(dir=export_dir).close()
+    except OSError as error:
+        raise ExportError(
+            f"Cannot write to the export folder {export_dir} ({error.strerror}); choose a "
+            "writable --out or fix its permissions."
+        ) from None
+
+
+def _commit(staging, final, overwrite):
+    """Renames a finished version folder into place; replacing an old one if allowed."""
+    if os.path.exists(final):
+        if not overwrite:
+            raise ExportError(f"{final} appeared while exporting; not replacing it.")
+        retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(final))
+        os.rename(final, os.path.join(retired, "old"))
+        os.rename(staging, final)
+        shutil.rmtree(retired)
+    else:
+        os.rename(staging, final)
+
+
+def _write_text_atomically(path, text):
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, prefix=".tmp-") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, opset=ONNX_OPSET):
+    """Exports a trained model's parts as SavedModel + ONNX + Triton config + manifest.
+
+    Args:
+      model: a trained `tfvae.VAE`.
+      export_dir: the model repository (created if missing).
+      name: the decoder's model name; the encoder is `name + "_encoder"`.
+      version: the version folder; None takes the next free number (1 at first).
+      parts: any of "decoder", "encoder".
+      overwrite: replace an existing version.
+      opset: the ONNX opset of the converted graphs.
+
+    Returns:
+      `ExportResult`.
+
+    Raises:
+      ExportError: a bad name, part or version, an existing version without
+        `overwrite`, an unwritable target, or an ONNX graph that disagrees with
+        TensorFlow. Nothing is left half-written.
+    """
+    parts = tuple(parts)
+    check_arguments(name, parts, version, export_dir)
+    all_parts = model_parts(model, name)
+    selected = [all_parts[kind] for kind in PARTS if kind in parts]
+    version = _choose_version(export_dir, selected, version, overwrite)
+    versions = _library_versions()  # imports the ONNX stack before anything is written
+    staging = {}
+    manifest = {
+        "name": name,
+        "version": version,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model_class": type(model).__name__,
+        "latent_dim": model.latent_dim,
+        "input_shape": list(model.network_config.input_shape),
+        "image_shape": None if model.image_shape is None else list(model.image_shape),
+        "likelihood": model.likelihood_layer.family,
+        "posterior": model.posterior_layer.covariance,
+        "conditional": False,
+        "onnx_opset": opset,
+        "versions": versions,
+        "parts": {},
+    }
+    try:
+        for part in selected:
+            model_folder = os.path.join(export_dir, part.model_name)
+            os.makedirs(model_folder, exist_ok=True)
+            folder = tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_folder)
+            staging[part.kind] = folder
+            _write_saved_model(part, folder)
+            proto = _write_onnx(part, os.path.join(folder, ONNX_FILE), opset)
+            inputs, outputs = _tensor_entries(proto.graph.input), _tensor_entries(proto.graph.output)
+            manifest["parts"][part.kind] = {
+                "model_name": part.model_name,
+                "path": f"{part.model_name}/{version}",
+                "inputs": inputs,
+                "outputs": outputs,
+                "signatures": {"serving_default": list(part.serving), **{k: list(v) for k, v in part.extra.items()}},
+                "onnx_max_abs_difference": _check_onnx_parity(part, os.path.join(folder, ONNX_FILE)),
+                "files": _hash_tree(folder, folder),
+            }
+        text = json.dumps(manifest, indent=2) + "\n"
+        for folder in staging.values():
+            with open(os.path.join(folder, MANIFEST_FILE), "w", encoding="utf-8") as f:
+                f.write(text)
+        paths = {}
+        for part in selected:  # each rename is atomic: every version folder is whole
+            final = os.path.join(export_dir, part.model_name, str(version))
+            _commit(staging.pop(part.kind), final, overwrite)
+            paths[part.kind] = final
+            entry = manifest["parts"][part.kind]
+            config = triton_config(part.model_name, entry["inputs"], entry["outputs"])
+            _write_text_atomically(os.path.join(export_dir, part.model_name, TRITON_CONFIG_FILE), config)
+    finally:
+        for folder in staging.values():
+            shutil.rmtree(folder, ignore_errors=True)
+    return ExportResult(name=name, version=version, export_dir=export_dir, paths=paths, manifest=manifest)
+
+
+def _library_versions():
+    import onnx
+    import onnxruntime
+    import tf2onnx
+
+    import tfvae
+
+    return {
+        "tfvae": tfvae.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "tf2onnx": tf2onnx.__version__,
+    }

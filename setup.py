@@ -8,7 +8,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["tfvae", "tfvae.*"]),
+    # serving/ is a top-level folder of the repository but installs as tfvae.serving,
+    # so no bare `serving` module lands in site-packages.
+    packages=find_packages(include=["tfvae", "tfvae.*"]) + ["tfvae.serving"],
+    package_dir={"tfvae.serving": "serving"},
     install_requires=[
         # Versions checked to work together; tf_keras (pulled in by [tf]) is only
         # there because TFP refuses to import without it: models are Keras 3.
@@ -21,7 +24,11 @@ setup(
         "tf2onnx==1.17.0",
         "onnx==1.23.2",
         "onnxruntime==1.32.0",
+        "starlette==1.10.0",
+        "uvicorn==0.54.0",
+        "orjson==3.13.0",
+        "prometheus-client==0.26.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "httpx==0.28.1", "tritonclient[http]==2.73.0"]},
     entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
 )

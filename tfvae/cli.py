@@ -16,6 +16,8 @@ from tfvae.data import LIKELIHOOD_FAMILIES, available_datasets
 from tfvae.distributions import COVARIANCES
 from tfvae.errors import TfvaeError
 from tfvae.exporting import PARTS, check_arguments, export
+from tfvae.serving import ServerConfig, create_app
+from tfvae.serving.backends import BACKENDS
 from tfvae.networks import ARCHITECTURES
 from tfvae.training import TrainConfig, load_run, train
 
@@ -191,6 +193,47 @@ def _export(args):
     return 0
 
 
+def _add_serve(subparsers):
+    defaults = ServerConfig(export_dir="")
+    p = subparsers.add_parser(
+        "serve", help="serve an export repository over KServe v2 and TF Serving REST",
+        description="Load every model in EXPORT_DIR and serve it over HTTP: KServe v2 (/v2/...), "
+        "TF Serving REST (/v1/models/...), generation (:generate) and /metrics.",
+    )
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="a repository written by `tfvae export`")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
+    p.add_argument("--max-batch-size", type=_positive_int, default=defaults.max_batch_size)
+    p.add_argument("--batch-delay-ms", type=_non_negative_float, default=defaults.batch_delay_ms)
+    p.add_argument("--max-body-mib", type=_positive_float, default=defaults.max_body_bytes / 2**20)
+    p.add_argument("--max-rows", type=_positive_int, default=defaults.max_rows,
+                   help="most instances (or :generate samples) per request")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="ONNX Runtime threads per model (default: all cores)")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args):
+    import uvicorn
+
+    def announce(models):
+        names = ", ".join(f"{name} (v{','.join(sorted(v, key=int))})" for name, v in models.items())
+        print(f"tfvae serve: {names} on http://{args.host}:{args.port}", flush=True)
+
+    config = ServerConfig(
+        export_dir=args.export_dir, backend=args.backend, max_batch_size=args.max_batch_size,
+        batch_delay_ms=args.batch_delay_ms, max_body_bytes=int(args.max_body_mib * 2**20),
+        max_rows=args.max_rows, threads=args.threads, on_ready=announce,
+    )
+    # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish
+    # (up to the graceful timeout), runs the app's shutdown, then re-raises the signal so
+    # the exit status tells supervisors the server was stopped by it (143 for SIGTERM).
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=30)
+    return 0
+
+
 def build_parser():
     parser = _Parser(prog="tfvae", description="Variational autoencoders in Keras 3 and TFP.")
     parser.add_argument("--version", action="version", version=f"tfvae {tfvae.__version__}")
@@ -198,6 +241,7 @@ def build_parser():
     _add_train(subparsers)
     _add_sample(subparsers)
     _add_export(subparsers)
+    _add_serve(subparsers)
     return parser
 
 

@@ -1,0 +1,94 @@
+"""Dynamic batching: concurrent requests to one model run as one batch.
+
+Requests wait at most `delay` seconds for company; a batch closes early when it reaches
+`max_batch_size` rows. The batch runs in a worker thread (ONNX Runtime and TensorFlow
+release the GIL), and each request gets back exactly its own rows.
+"""
+import asyncio
+import concurrent.futures
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class _Pending:
+    inputs: dict
+    rows: int
+    future: asyncio.Future
+
+
+class DynamicBatcher:
+    """Gathers `submit` calls for one model into batched `backend.run` calls.
+
+    Args:
+      backend: has `run({name: array}) -> {name: array}`, batch axis first.
+      max_batch_size: most rows in one run (a single larger request runs alone).
+      delay: seconds the first request of a batch waits for others.
+      on_batch: optional callback with each run's row count (for metrics).
+    """
+
+    def __init__(self, backend, max_batch_size, delay, on_batch=None):
+        self.backend = backend
+        self.max_batch_size = max_batch_size
+        self.delay = delay
+        self.on_batch = on_batch
+        self._queue = asyncio.Queue()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._task = None
+        self._carry = None  # a request that did not fit the previous batch
+
+    def start(self):
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self):
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, inputs):
+        """Runs `inputs` (`{name: [rows, ...]}`) as part of a batch; returns its outputs."""
+        rows = len(next(iter(inputs.values())))
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(inputs, rows, future))
+        return await future
+
+    async def _next_batch(self):
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        batch, rows = [first], first.rows
+        deadline = asyncio.get_running_loop().time() + self.delay
+        while rows < self.max_batch_size:
+            timeout = deadline - asyncio.get_running_loop().time()
+            try:
+                item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                break
+            if rows + item.rows > self.max_batch_size:
+                self._carry = item
+                break
+            batch.append(item)
+            rows += item.rows
+        return batch, rows
+
+    async def _loop(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            batch, rows = await self._next_batch()
+            names = batch[0].inputs.keys()
+            inputs = {name: np.concatenate([item.inputs[name] for item in batch]) for name in names}
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.backend.run, inputs)
+            except Exception as error:  # a runtime fault fails this batch's requests, not the server
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                continue
+            if self.on_batch:
+                self.on_batch(rows)
+            start = 0
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result({k: v[start : start + item.rows] for k, v in outputs.items()})
+                start += item.rows

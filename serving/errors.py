@@ -1,0 +1,10 @@
+"""Errors that become 4xx answers with a JSON `{"error": ...}` body."""
+
+
+class RequestError(Exception):
+    """A client mistake: answered with `status` and `message`, the server stays up."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.message = message
+        self.status = status

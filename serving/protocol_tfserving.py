@@ -1,0 +1,73 @@
+"""The TF Serving REST API: `:predict` in row ("instances") and columnar ("inputs") format.
+
+As TF Serving does: with one output the answer is `{"predictions": [per instance]}` or
+`{"outputs": batched}`; with several, each instance (or `outputs`) is a dict by name.
+"""
+import numpy as np
+import orjson
+
+from tfvae.serving.errors import RequestError
+from tfvae.serving.tensors import check_rows, load_json_object
+
+
+def _as_array(data, tensor, max_rows):
+    try:
+        array = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RequestError(f"input {tensor['name']!r} must be numbers, one row per instance") from None
+    return check_rows(array, tensor, max_rows)
+
+
+def parse_predict_request(body, model, max_rows):
+    """Returns `(format, {input name: array}, output names)`; format is "row" or "columnar"."""
+    request = load_json_object(body)
+    signature = request.get("signature_name", "serving_default")
+    if signature not in model.signatures:
+        raise RequestError(f"unknown signature_name {signature!r}; the model has {sorted(model.signatures)}")
+    has_rows, has_columns = "instances" in request, "inputs" in request
+    if has_rows == has_columns:
+        raise RequestError("the request needs exactly one of \"instances\" (row format) or \"inputs\" (columnar)")
+    data = request["instances" if has_rows else "inputs"]
+    tensors = {t["name"]: t for t in model.inputs}
+    if isinstance(data, dict) if has_columns else (isinstance(data, list) and data and isinstance(data[0], dict)):
+        data = data if has_columns else _columns_from_instances(data)
+        if sorted(data) != sorted(tensors):
+            raise RequestError(f"inputs {sorted(data)} do not match the model's inputs {sorted(tensors)}")
+    elif len(tensors) == 1:
+        data = {next(iter(tensors)): data}
+    else:
+        raise RequestError(f"the model has several inputs {sorted(tensors)}: name them")
+    if has_rows and not isinstance(request["instances"], list):
+        raise RequestError("\"instances\" must be a list, one entry per instance")
+    inputs = {name: _as_array(value, tensors[name], max_rows) for name, value in data.items()}
+    return ("row" if has_rows else "columnar"), inputs, model.signatures[signature]
+
+
+def _columns_from_instances(instances):
+    if not all(isinstance(i, dict) for i in instances):
+        raise RequestError("every instance must have the same form (all objects or all lists)")
+    names = set(instances[0])
+    if any(set(i) != names for i in instances):
+        raise RequestError("every instance must name the same inputs")
+    return {name: [i[name] for i in instances] for name in names}
+
+
+def format_predict_response(form, outputs, names):
+    outputs = {name: np.asarray(outputs[name], dtype=np.float32) for name in names}
+    if form == "columnar":
+        value = outputs[names[0]] if len(names) == 1 else outputs
+        return orjson.dumps({"outputs": value}, option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(names) == 1:
+        return orjson.dumps({"predictions": outputs[names[0]]}, option=orjson.OPT_SERIALIZE_NUMPY)
+    rows = len(next(iter(outputs.values())))
+    predictions = [{name: outputs[name][i] for name in names} for i in range(rows)]
+    return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def model_status(versions):
+    return {
+        "model_version_status": [
+            {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for v in sorted(versions, key=int, reverse=True)
+        ]
+    }

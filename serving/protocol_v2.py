@@ -1,0 +1,126 @@
+"""The KServe v2 / Open Inference Protocol over HTTP, with the binary tensor data extension.
+
+Request: a JSON object `{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype",
+"data" | "parameters": {"binary_data_size"}}], "outputs"?: [{"name", "parameters":
+{"binary_data"}}]}`; with the extension, the header `Inference-Header-Content-Length`
+gives the JSON's length and the binary tensors follow it, in input order.
+"""
+import numpy as np
+import orjson
+
+from tfvae.serving.errors import RequestError
+from tfvae.serving.tensors import V2_DATATYPES, array_from_json, check_rows, load_json_object, v2_datatype
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def _split_body(body, header_length):
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise RequestError(f"Inference-Header-Content-Length must be an integer; got {header_length!r}") from None
+    if not 0 < length <= len(body):
+        raise RequestError(f"Inference-Header-Content-Length {length} is outside the body's {len(body)} bytes")
+    return body[:length], body[length:]
+
+
+def _read_input(entry, tensor, binary, offset, max_rows):
+    name = entry.get("name")
+    shape, datatype = entry.get("shape"), entry.get("datatype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise RequestError(f"input {name!r} needs \"shape\", a list of non-negative integers")
+    if datatype != v2_datatype(tensor["datatype"]):
+        raise RequestError(
+            f"input {name!r} has datatype {datatype!r}; the model takes {v2_datatype(tensor['datatype'])}"
+        )
+    size = (entry.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")
+        if not isinstance(size, int) or size != int(np.prod(shape)) * dtype.itemsize or offset + size > len(binary):
+            raise RequestError(f"input {name!r}: binary_data_size {size!r} does not match shape {shape} "
+                               f"of {datatype} or the bytes sent")
+        array = np.frombuffer(binary, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+        return check_rows(array, tensor, max_rows), offset + size
+    if "data" not in entry:
+        raise RequestError(f"input {name!r} needs \"data\" (or binary data with binary_data_size)")
+    return check_rows(array_from_json(entry["data"], shape, name), tensor, max_rows), offset
+
+
+def parse_infer_request(body, header_length, model, max_rows):
+    """Returns `(request json, {input name: array}, [(output name, binary?)])`."""
+    text, binary = _split_body(body, header_length)
+    request = load_json_object(text)
+    entries = request.get("inputs")
+    if not isinstance(entries, list) or not entries:
+        raise RequestError("the request needs \"inputs\", a non-empty list of tensors")
+    tensors = {tensor["name"]: tensor for tensor in model.inputs}
+    names = [entry.get("name") if isinstance(entry, dict) else None for entry in entries]
+    if sorted(map(str, names)) != sorted(tensors):
+        raise RequestError(f"inputs {names} do not match the model's inputs {sorted(tensors)}")
+    inputs, offset = {}, 0
+    for entry in entries:
+        inputs[entry["name"]], offset = _read_input(entry, tensors[entry["name"]], binary, offset, max_rows)
+    if offset != len(binary):
+        raise RequestError(f"{len(binary) - offset} bytes of binary data follow the inputs unused")
+    rows = {array.shape[0] for array in inputs.values()}
+    if len(rows) > 1:
+        raise RequestError(f"inputs disagree on the number of rows: {sorted(rows)}")
+    return request, inputs, _requested_outputs(request, model)
+
+
+def _requested_outputs(request, model):
+    default_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    requested = request.get("outputs")
+    if requested is None:
+        return [(name, default_binary) for name in model.output_names]
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
+        raise RequestError("\"outputs\" must be a list of {\"name\": ...} objects")
+    unknown = [o["name"] for o in requested if o["name"] not in model.output_names]
+    if unknown:
+        raise RequestError(f"unknown output(s) {unknown}; the model has {model.output_names}")
+    return [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary))) for o in requested]
+
+
+def format_infer_response(request, model, outputs, requested):
+    """Returns `(body bytes, headers)`: JSON, or JSON then binary tensors."""
+    entries, chunks = [], []
+    for name, binary in requested:
+        array = np.ascontiguousarray(outputs[name], dtype=np.float32)
+        entry = {"name": name, "datatype": "FP32", "shape": list(array.shape)}
+        if binary:
+            data = array.astype("<f4", copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            entry["data"] = array.ravel()
+        entries.append(entry)
+    response = {"model_name": model.name, "model_version": model.version, "outputs": entries}
+    if "id" in request:
+        response["id"] = request["id"]
+    header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, {"content-type": "application/json"}
+    return header + b"".join(chunks), {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
+
+
+def model_metadata(model, versions):
+    return {
+        "name": model.name,
+        "versions": sorted(versions, key=int),
+        "platform": "onnxruntime_onnx",
+        "inputs": [_tensor_metadata(t) for t in model.inputs],
+        "outputs": [_tensor_metadata(t) for t in model.outputs],
+    }
+
+
+def _tensor_metadata(tensor):
+    return {
+        "name": tensor["name"],
+        "datatype": v2_datatype(tensor["datatype"]),
+        "shape": [-1 if d == "batch" else d for d in tensor["shape"]],
+    }

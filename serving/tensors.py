@@ -1,0 +1,74 @@
+"""Turning request data into checked arrays for a model's inputs.
+
+The policy on non-finite values: NaN and Inf are refused (400). The exported decoders
+and encoders are plain MLP/conv nets whose outputs would be NaN too, and a generator
+has no meaning at z = NaN.
+"""
+import numpy as np
+import orjson
+
+from tfvae.serving.errors import RequestError
+
+# KServe v2 datatype names and the NumPy dtypes they denote.
+V2_DATATYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+V2_NAMES = {np.dtype(dtype).name: name for name, dtype in V2_DATATYPES.items()}
+
+
+def v2_datatype(numpy_name):
+    """The v2 datatype name of a manifest dtype ("float32" -> "FP32")."""
+    return V2_NAMES[numpy_name]
+
+
+def check_rows(array, tensor, max_rows):
+    """Checks an input array against the model's tensor entry; returns it as float32.
+
+    Args:
+      array: the request's values, already shaped.
+      tensor: manifest entry `{"name", "datatype", "shape": ["batch", ...]}`.
+      max_rows: the per-request row limit.
+    """
+    expected = tuple(tensor["shape"][1:])
+    name = tensor["name"]
+    if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected:
+        raise RequestError(
+            f"input {name!r} has shape {list(array.shape)}; expected [rows, "
+            f"{', '.join(str(d) for d in expected)}]"
+        )
+    rows = array.shape[0]
+    if rows == 0:
+        raise RequestError(f"input {name!r} has no rows")
+    if rows > max_rows:
+        raise RequestError(f"input {name!r} has {rows} rows; this server takes at most {max_rows} per request",
+                           status=413)
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise RequestError(f"input {name!r} contains NaN or Inf; the model takes finite values only")
+    return array
+
+
+def array_from_json(data, shape, name):
+    """A NumPy array from a JSON list (flat or nested) and the declared shape."""
+    try:
+        array = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RequestError(f"input {name!r} data must be numbers (a flat or nested list)") from None
+    if array.size != int(np.prod(shape)):
+        raise RequestError(
+            f"input {name!r} has {array.size} values but shape {list(shape)} needs {int(np.prod(shape))}"
+        )
+    return array.reshape(shape)
+
+
+def load_json_object(text):
+    """The request's JSON object, or a 400 naming what is wrong with it."""
+    try:
+        request = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise RequestError(f"malformed JSON: {error}") from None
+    if not isinstance(request, dict):
+        raise RequestError("the request must be a JSON object")
+    return request

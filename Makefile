@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench-serve clean
 
 install: $(STAMP)
 
@@ -24,6 +24,18 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+KSERVE_VENV := bench/.venv-kserve
+
+$(KSERVE_VENV)/.installed:
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet "kserve==0.21.0" "onnxruntime==1.32.0"
+	touch $@
+
+# Serving throughput and latency against kserve's model server (writes bench/results/serving.json).
+bench-serve: install $(KSERVE_VENV)/.installed
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python bench/serve_bench.py
 
 clean:
 	rm -rf runs exported/* .pytest_cache

@@ -25,7 +25,7 @@ setup(
         "onnx==1.23.2",
         "onnxruntime==1.32.0",
         "starlette==1.10.0",
-        "uvicorn==0.54.0",
+        "uvicorn[standard]==0.54.0",
         "orjson==3.13.0",
         "prometheus-client==0.26.0",
     ],

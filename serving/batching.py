@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent requests to one model run as one batch.
 
-Requests wait at most `delay` seconds for company; a batch closes early when it reaches
-`max_batch_size` rows. The batch runs in a worker thread (ONNX Runtime and TensorFlow
+Requests wait at most `delay` seconds for company, and only while other requests are
+inside the server (a lone request at concurrency 1 runs at once); a batch closes early
+when it reaches `max_batch_size` rows. The batch runs in a worker thread (ONNX Runtime and TensorFlow
 release the GIL), and each request gets back exactly its own rows.
 """
 import asyncio
@@ -26,13 +27,16 @@ class DynamicBatcher:
       max_batch_size: most rows in one run (a single larger request runs alone).
       delay: seconds the first request of a batch waits for others.
       on_batch: optional callback with each run's row count (for metrics).
+      in_flight: optional callable giving the number of requests now inside the server;
+        a batch stops waiting once it holds them all.
     """
 
-    def __init__(self, backend, max_batch_size, delay, on_batch=None):
+    def __init__(self, backend, max_batch_size, delay, on_batch=None, in_flight=None):
         self.backend = backend
         self.max_batch_size = max_batch_size
         self.delay = delay
         self.on_batch = on_batch
+        self.in_flight = in_flight
         self._queue = asyncio.Queue()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self._task = None
@@ -60,6 +64,8 @@ class DynamicBatcher:
         batch, rows = [first], first.rows
         deadline = asyncio.get_running_loop().time() + self.delay
         while rows < self.max_batch_size:
+            if self._queue.empty() and self.in_flight is not None and self.in_flight() <= len(batch):
+                break  # everyone who could join is already here
             timeout = deadline - asyncio.get_running_loop().time()
             try:
                 item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench-serve clean
+.PHONY: install demo test bench-serve bench-train clean
 
 install: $(STAMP)
 
@@ -36,6 +36,17 @@ $(KSERVE_VENV)/.installed:
 bench-serve: install $(KSERVE_VENV)/.installed
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/serve_bench.py
+
+TORCH_VENV := bench/.venv-torch
+
+$(TORCH_VENV)/.installed:
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install --quiet "torch==2.13.0" numpy
+	touch $@
+
+# Training throughput against the three baselines (writes bench/results/train.json).
+bench-train: install $(TORCH_VENV)/.installed
+	$(BIN)/python bench/train_bench.py
 
 clean:
 	rm -rf runs exported/* .pytest_cache

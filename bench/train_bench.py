@@ -1,0 +1,92 @@
+"""`make bench-train`: tfvae's VAE against the three baseline trainers, side by side.
+
+Runs bench/tfvae_train.py and ../shared/baselines/{keras_example_vae, tfp_layers_vae,
+torch_vae}.py on the same data, epochs and batch, one process at a time, interleaved over
+`--rounds` rounds so that the machine's drift hits every trainer alike; each trainer's
+figure is its best round. Writes bench/results/train.json.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BASELINES = os.path.join(HERE, "..", "..", "shared", "baselines")
+DATA = os.path.join(HERE, "..", "..", "shared", "data", "binarized_mnist.npz")
+
+
+def trainers(torch_python):
+    return {
+        "tfvae": [sys.executable, os.path.join(HERE, "tfvae_train.py")],
+        "keras_example": [sys.executable, os.path.join(BASELINES, "keras_example_vae.py")],
+        "tfp_layers": [sys.executable, os.path.join(BASELINES, "tfp_layers_vae.py")],
+        "torch": [torch_python, os.path.join(BASELINES, "torch_vae.py")],
+    }
+
+
+def run(command, data, epochs):
+    result = subprocess.run([*command, "--data", data, "--epochs", str(epochs)],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def versions(torch_python):
+    import keras
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    import tfvae
+
+    torch = subprocess.run([torch_python, "-c", "import torch; print(torch.__version__)"],
+                           capture_output=True, text=True).stdout.strip()
+    return {"tfvae": tfvae.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "tensorflow_probability": tfp.__version__, "torch": torch}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=DATA)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--torch-python", default=os.path.join(HERE, ".venv-torch", "bin", "python"))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "train.json"))
+    args = parser.parse_args()
+    runs = {name: [] for name in trainers(args.torch_python)}
+    for round_index in range(args.rounds):
+        for name, command in trainers(args.torch_python).items():
+            runs[name].append(run(command, args.data, args.epochs))
+            print(f"round {round_index + 1} {name:14s} {runs[name][-1]}", flush=True)
+    best = {name: max(r["train_images_per_s"] for r in results) for name, results in runs.items()}
+    baselines = {name: value for name, value in best.items() if name != "tfvae"}
+    fastest = max(baselines, key=baselines.get)
+    report = {
+        "benchmark": "one-sample ELBO VAE 784-512-256-32, Adam(1e-3), batch 128, binarised MNIST train (50,000)",
+        "epochs": args.epochs,
+        "rounds": args.rounds,
+        "tfvae_images_per_s": best["tfvae"],
+        "baselines_images_per_s": baselines,
+        "fastest_baseline": fastest,
+        "ratio_to_fastest_baseline": round(best["tfvae"] / baselines[fastest], 3),
+        "ratios": {name: round(best["tfvae"] / value, 3) for name, value in baselines.items()},
+        "test_neg_elbo": {name: min(r["test_neg_elbo"] for r in results) for name, results in runs.items()},
+        "runs": runs,
+        "note": "images/s over the epochs after the first (as the baselines measure); best round per trainer; "
+                "test_neg_elbo with one posterior sample after the same epochs. tfp_layers' figure includes "
+                "its KL activity regulariser, as its script says.",
+        "versions": versions(args.torch_python),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "command": "make bench-train",
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    print(json.dumps({k: report[k] for k in ("tfvae_images_per_s", "baselines_images_per_s",
+                                               "ratio_to_fastest_baseline", "test_neg_elbo")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,9 +15,9 @@ tfb = tfp.bijectors
 X_DIM, LATENT_DIM, SIGMA = 6, 2, 0.5
 
 
-@pytest.fixture(scope="module")
-def linear_gaussian():
-    rng = np.random.default_rng(0)
+def make_linear_gaussian(seed=0):
+    """Data from the linear-Gaussian model, its exact log p(x) and exact posterior."""
+    rng = np.random.default_rng(seed)
     w = rng.normal(size=(X_DIM, LATENT_DIM))
     b = rng.normal(size=X_DIM)
     z = rng.normal(size=(300, LATENT_DIM))
@@ -27,6 +27,11 @@ def linear_gaussian():
     gain = np.linalg.solve(m, w.T)  # posterior mean = gain @ (x - b)
     posterior_cov = SIGMA**2 * np.linalg.inv(m)
     return dict(w=w, b=b, x=x, log_px=log_px, gain=gain, posterior_cov=posterior_cov)
+
+
+@pytest.fixture(scope="module")
+def linear_gaussian():
+    return make_linear_gaussian()
 
 
 def linear_model(lg, covariance, loc_shift=0.0, scale_factor=1.0):

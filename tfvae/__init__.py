@@ -29,6 +29,7 @@ from tfvae.distributions import (  # noqa: E402
     Likelihood,
 )
 from tfvae.errors import ConfigError, DataError, ExportError, RunError, TfvaeError  # noqa: E402
+from tfvae.evaluation import evaluate  # noqa: E402
 from tfvae.exporting import ExportResult, export  # noqa: E402
 from tfvae.models import VAE  # noqa: E402
 from tfvae.networks import NetworkConfig, build_decoder, build_encoder  # noqa: E402
@@ -56,6 +57,7 @@ __all__ = [
     "available_datasets",
     "build_decoder",
     "build_encoder",
+    "evaluate",
     "export",
     "load_dataset",
     "objectives",

@@ -5,6 +5,7 @@ Every subcommand parses and checks its flags, then calls the API
 line on stderr and exit status 2, never a traceback.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -12,9 +13,10 @@ import numpy as np
 
 import tfvae
 from tfvae._native import native_stderr_silenced
-from tfvae.data import LIKELIHOOD_FAMILIES, available_datasets
+from tfvae.data import LIKELIHOOD_FAMILIES, SPLITS, available_datasets, load_dataset
 from tfvae.distributions import COVARIANCES
 from tfvae.errors import TfvaeError
+from tfvae.evaluation import evaluate
 from tfvae.exporting import PARTS, check_arguments, export
 from tfvae.serving import ServerConfig, create_app
 from tfvae.serving.backends import BACKENDS
@@ -193,6 +195,46 @@ def _export(args):
     return 0
 
 
+def _add_evaluate(subparsers):
+    p = subparsers.add_parser(
+        "evaluate", help="importance-sampled NLL, ELBO, KL and active units of a trained run",
+        description="Estimate -log p(x) by importance sampling (q(z|x) as proposal) and report "
+        "per-example averages. With --json the last line of stdout is one JSON object.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
+    p.add_argument("--data", required=True, help="a bundled dataset name or an .npz path")
+    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N examples")
+    p.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K")
+    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
+    p.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args):
+    model = load_run(args.run_dir)
+    splits = load_dataset(args.data, likelihood=model.likelihood_layer.family)
+    examples = getattr(splits, args.split)
+    if examples is None:
+        raise TfvaeError(f"{args.data} has no {args.split!r} split; choose --split train or valid.")
+    if tuple(examples.shape[1:]) != model.network_config.input_shape:
+        raise TfvaeError(
+            f"{args.data}[{args.split!r}] examples have shape {examples.shape[1:]}, but the model in "
+            f"{args.run_dir} takes {model.network_config.input_shape}."
+        )
+    examples = examples[: args.limit]
+    report = evaluate(model, examples, num_samples=args.num_samples, batch_size=args.batch_size,
+                      seed=args.seed, verbose=0 if args.json else 1)
+    print(f"{args.split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
+          f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
+          f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
+          f"active units {report['active_units']}/{model.latent_dim}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
 def _add_serve(subparsers):
     defaults = ServerConfig(export_dir="")
     p = subparsers.add_parser(
@@ -240,6 +282,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(subparsers)
     _add_sample(subparsers)
+    _add_evaluate(subparsers)
     _add_export(subparsers)
     _add_serve(subparsers)
     return parser

@@ -238,13 +238,15 @@ class VAE(keras.Model):
             callbacks.append(KLWarmup(self.kl_warmup_epochs))
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
-    def elbo(self, x, num_samples=1, seed=None):
-        """The ELBO per example, `[batch]` nats, with `num_samples` samples of z."""
+    def elbo_terms(self, x, num_samples=1, seed=None):
+        """The ELBO's two parts per example: `(E_q[log p(x|z)], KL(q(z|x) || p(z)))`, each `[batch]`."""
         x = tf.cast(x, self.compute_dtype)
         posterior, terms = self._log_weight_terms(x, num_samples, stateless_seed(seed))
-        expected_log_likelihood, kl = objectives.elbo_terms(
-            terms, posterior, self.prior, self.analytic_kl
-        )
+        return objectives.elbo_terms(terms, posterior, self.prior, self.analytic_kl)
+
+    def elbo(self, x, num_samples=1, seed=None):
+        """The ELBO per example, `[batch]` nats, with `num_samples` samples of z."""
+        expected_log_likelihood, kl = self.elbo_terms(x, num_samples, seed)
         return expected_log_likelihood - kl
 
     @tf.function(reduce_retracing=True)
@@ -252,7 +254,9 @@ class VAE(keras.Model):
         _, terms = self._log_weight_terms(x, num_samples, seed)
         return tf.reduce_logsumexp(terms.log_weights, axis=0)  # [batch]
 
-    def log_likelihood(self, x, num_samples=1000, batch_size=100, sample_batch_size=None, seed=None):
+    def log_likelihood(
+        self, x, num_samples=1000, batch_size=100, sample_batch_size=None, seed=None, verbose=0
+    ):
         """The importance-sampled estimate of log p(x) per example, with q(z|x) as proposal.
 
         log p(x) ≈ logsumexp_k log w_k - log K with w_k = p(x|z_k) p(z_k) / q(z_k|x),
@@ -267,6 +271,7 @@ class VAE(keras.Model):
           batch_size: examples per step.
           sample_batch_size: samples per step; defaults to min(K, 1000).
           seed: None or an int; the same int repeats the estimate.
+          verbose: 1 shows a progress bar over examples.
 
         Returns:
           `[N]` NumPy array of log p(x) estimates in nats.
@@ -278,6 +283,7 @@ class VAE(keras.Model):
         sample_batch_size = min(num_samples, sample_batch_size or 1000)
         base_seed = stateless_seed(seed if seed is not None else int(np.random.randint(2**31)))
         x = np.asarray(x, dtype=self.compute_dtype)
+        progress = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
         estimates = []
         for start in range(0, len(x), batch_size):
             x_batch = tf.constant(x[start : start + batch_size])
@@ -288,6 +294,8 @@ class VAE(keras.Model):
                 chunk_seed = fold_in(batch_seed, done)
                 chunks.append(self._chunk_log_sum_exp(x_batch, count, chunk_seed))
             estimates.append(objectives.combine_log_mean_exp(tf.stack(chunks), num_samples))
+            if progress:
+                progress.add(int(x_batch.shape[0]))
         return tf.concat(estimates, axis=0).numpy()
 
     def get_config(self):

@@ -1,0 +1,100 @@
+"""tfvae.evaluate and `tfvae evaluate`: honest numbers and clear errors."""
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_vae
+from test_importance_sampling import LATENT_DIM, linear_model, make_linear_gaussian
+
+import tfvae
+from tfvae import cli
+from tfvae.evaluation import REPORT_KEYS
+
+
+def test_nll_matches_the_exact_linear_gaussian_value():
+    data = make_linear_gaussian()
+    model = linear_model(data, "diagonal", loc_shift=0.3, scale_factor=1.4)
+    report = tfvae.evaluate(model, data["x"], num_samples=2000, batch_size=64, seed=1)
+    truth = -data["log_px"].mean()
+    assert abs(report["nll"] - truth) < 3 * report["nll_stderr"]
+    assert abs(report["nll"] - truth) < 0.02  # Monte Carlo error alone is far smaller still
+    assert report["nll"] <= -report["elbo"]
+    assert report["examples"] == len(data["x"]) and report["num_samples"] == 2000
+    assert report["active_units"] == LATENT_DIM
+
+
+def test_a_latent_the_encoder_ignores_is_not_active():
+    data = make_linear_gaussian()
+    data["gain"] = data["gain"].copy()
+    data["gain"][1] = 0.0  # E_q[z_2] no longer depends on x
+    model = linear_model(data, "diagonal")
+    assert tfvae.evaluation.active_units(model, data["x"]) == 1
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    model = tiny_vae(latent_dim=4)
+    model.fit(digits.train, epochs=5, batch_size=64, verbose=0)
+    return model
+
+
+def test_nll_is_below_the_negative_elbo_and_more_samples_never_hurt(trained, digits):
+    x = digits.test[:120]
+    report = tfvae.evaluate(trained, x, num_samples=300, seed=0)
+    assert set(report) == set(REPORT_KEYS)
+    assert report["nll"] < -report["elbo"]
+    np.testing.assert_allclose(report["elbo"], -(report["reconstruction"] + report["kl"]), rtol=1e-5)
+    few = trained.log_likelihood(x, num_samples=5, seed=1)
+    many = trained.log_likelihood(x, num_samples=1000, seed=2)
+    gain = many - few  # log p(x) estimates rise (NLL falls) with K, in expectation
+    assert gain.mean() > -3 * gain.std(ddof=1) / np.sqrt(len(x))
+
+
+def test_evaluate_is_repeatable_with_a_seed(trained, digits):
+    first = tfvae.evaluate(trained, digits.valid[:50], num_samples=50, seed=4)
+    assert first == tfvae.evaluate(trained, digits.valid[:50], num_samples=50, seed=4)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "eval")
+    assert cli.main(["train", "--data", "digits", "--out", out, "--epochs", "2", "--latent-dim", "3",
+                     "--hidden-units", "32", "--quiet", "--no-pictures"]) == 0
+    return out
+
+
+def test_cli_json_line_has_every_key_and_honours_limit_and_split(run_dir, capsys):
+    assert cli.main(["evaluate", run_dir, "--data", "digits", "--num-samples", "20", "--limit", "7", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(report) == set(REPORT_KEYS) and report["examples"] == 7 and report["num_samples"] == 20
+    assert cli.main(["evaluate", run_dir, "--data", "digits", "--split", "valid", "--num-samples", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 180
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--split", "holdout"], "invalid choice: 'holdout'"),
+        (["--num-samples", "0"], "--num-samples: expected a positive integer, got 0"),
+        (["--num-samples", "-5"], "--num-samples: expected a positive integer, got -5"),
+    ],
+)
+def test_cli_bad_arguments_exit_2_with_one_line(run_dir, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", run_dir, "--data", "digits", *argv])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error
+
+
+def test_cli_run_dir_without_a_model_and_data_of_another_shape(run_dir, tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path), "--data", "digits"]) == 2
+    assert "holds no model.keras" in capsys.readouterr().err
+    other = tmp_path / "other.npz"
+    np.savez(other, train=np.zeros((20, 10)), test=np.zeros((5, 10)))
+    assert cli.main(["evaluate", run_dir, "--data", str(other)]) == 2
+    assert "examples have shape (10,), but the model" in capsys.readouterr().err
+    no_test = tmp_path / "no_test.npz"
+    np.savez(no_test, train=np.zeros((20, 64)))
+    assert cli.main(["evaluate", run_dir, "--data", str(no_test)]) == 2
+    assert "has no 'test' split" in capsys.readouterr().err

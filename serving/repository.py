@@ -5,16 +5,15 @@ A model version is a numeric folder with a manifest.json (written last by
 its tensors. Files are checked against the manifest's sha256 before anything runs.
 """
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 
 from tfvae.errors import TfvaeError
+from tfvae.exporting import MANIFEST_FILE, sha256_file
 from tfvae.serving.backends import load_backend
 
 logger = logging.getLogger("tfvae.serving")
-MANIFEST_FILE = "manifest.json"
 
 
 class RepositoryError(TfvaeError):
@@ -44,18 +43,10 @@ class ModelVersion:
         return [tensor["name"] for tensor in self.outputs]
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify(folder, files):
     for relative, expected in files.items():
         path = os.path.join(folder, relative)
-        if not os.path.isfile(path) or _sha256(path) != expected:
+        if not os.path.isfile(path) or sha256_file(path) != expected:
             raise RepositoryError(f"{path} is missing or differs from its manifest's sha256")
 
 

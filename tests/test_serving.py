@@ -340,3 +340,20 @@ def test_serve_refuses_a_folder_without_models(tmp_path):
         f"tfvae serve: error: {tmp_path} holds no servable model (no <name>/<version>/manifest.json); "
         "write one with `tfvae export`."
     ]
+
+
+def test_a_file_that_differs_from_its_manifest_is_not_served(repository, tmp_path):
+    import shutil
+
+    from tfvae.serving.repository import RepositoryError, load_repository
+
+    copy = str(tmp_path / "repo")
+    shutil.copytree(repository[0], copy)
+    with open(os.path.join(copy, "gen", "1", "model.onnx"), "ab") as f:
+        f.write(b"tampered")
+    models = load_repository(copy)
+    assert "gen" not in models and "gen_encoder" in models
+    with open(os.path.join(copy, "gen_encoder", "1", "model.onnx"), "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(RepositoryError, match="holds no servable model"):
+        load_repository(copy)

@@ -192,7 +192,8 @@ def triton_config(model_name, inputs, outputs, max_batch_size=TRITON_MAX_BATCH_S
     ])
 
 
-def _sha256(path):
+def sha256_file(path):
+    """The hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -202,7 +203,7 @@ def _sha256(path):
 
 def _hash_tree(root, relative_to):
     return {
-        os.path.relpath(os.path.join(folder, f), relative_to): _sha256(os.path.join(folder, f))
+        os.path.relpath(os.path.join(folder, f), relative_to): sha256_file(os.path.join(folder, f))
         for folder, _, files in sorted(os.walk(root))
         for f in sorted(files)
         if f != MANIFEST_FILE

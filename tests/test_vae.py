@@ -173,8 +173,29 @@ def test_log_weights_are_shared_by_training_and_evaluation(digits):
 @pytest.mark.parametrize(
     "kwargs, message",
     [(dict(num_samples=0), "num_samples"), (dict(beta=-1.0), "beta"), (dict(arch="rnn"), "arch"),
+     (dict(objective="vimco"), "objective"),
      (dict(arch="conv", filters=(4, 8, 16, 32)), "multiples of 16")],
 )
 def test_bad_model_arguments_say_what_to_fix(kwargs, message):
     with pytest.raises(tfvae.ConfigError, match=message):
         tfvae.VAE((64,), 2, **kwargs)
+
+
+def test_iwae_objective_trains_and_its_bound_is_tighter_than_the_elbo(digits):
+    model = tiny_vae(num_samples=8, objective="iwae")
+    history = model.fit(digits.train, epochs=4, batch_size=64, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0] - 5.0
+    x = digits.valid
+    iwae = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)["loss"]
+    model.objective = "elbo"
+    elbo = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)["loss"]
+    assert iwae < elbo  # -IWAE_8 <= -ELBO: the 8-sample bound is the tighter one
+    assert tiny_vae(objective="iwae").get_config()["objective"] == "iwae"
+
+
+def test_iwae_bound_with_one_sample_is_the_monte_carlo_elbo():
+    log_weights = tf.constant([[-3.0, -1.5]])
+    np.testing.assert_allclose(objectives.iwae_bound(log_weights).numpy(), [-3.0, -1.5])
+    many = tf.constant(np.random.default_rng(0).normal(size=(50, 4)), tf.float32)
+    expected = np.log(np.mean(np.exp(many.numpy()), axis=0))
+    np.testing.assert_allclose(objectives.iwae_bound(many).numpy(), expected, rtol=1e-5)

@@ -21,6 +21,7 @@ from tfvae.exporting import PARTS, check_arguments, export
 from tfvae.serving import ServerConfig, create_app
 from tfvae.serving.backends import BACKENDS
 from tfvae.networks import ARCHITECTURES
+from tfvae.models.vae import OBJECTIVES
 from tfvae.training import TrainConfig, load_run, train
 
 USAGE_ERROR = 2
@@ -95,6 +96,8 @@ def _add_train(subparsers):
     p.add_argument("--likelihood", choices=LIKELIHOOD_FAMILIES, default=defaults.likelihood)
     p.add_argument("--num-samples", type=_positive_int, default=defaults.num_samples,
                    help="Monte Carlo samples of z per input")
+    p.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
+                   help="elbo, or iwae: the --num-samples-sample importance-weighted bound")
     p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
     p.add_argument("--arch", choices=ARCHITECTURES, default=defaults.arch)
     p.add_argument("--hidden-units", type=_units, default=defaults.hidden_units,
@@ -121,7 +124,8 @@ def _train(args):
     summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
     if "test" in result.history:
         summary += f", test loss {result.history['test']['loss']:.3f}"
-    print(summary + " (negative ELBO, nats per example)")
+    bound = "negative IWAE bound" if args.objective == "iwae" else "negative ELBO"
+    print(f"{summary} ({bound}, nats per example)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Every estimator, once: log weights, the KL, the ELBO and log p(x).
+"""Every estimator, once: log weights, the KL, the ELBO, the IWAE bound and log p(x).
 
 All of them start from `log_weight_terms`, so training, `VAE.elbo` and the
 importance-sampled `VAE.log_likelihood` cannot drift apart.
@@ -84,6 +84,20 @@ def elbo_terms(terms, posterior, prior, analytic_kl=True):
     """
     expected_log_likelihood = tf.reduce_mean(terms.log_likelihood, axis=0)
     return expected_log_likelihood, kl_divergence(posterior, prior, terms, analytic_kl)
+
+
+def iwae_bound(log_weights):
+    """The K-sample importance-weighted bound (Burda et al. 2016) per example.
+
+    Args:
+      log_weights: `[num_samples, batch]`.
+
+    Returns:
+      `[batch]`: logsumexp over the K samples minus log K. K = 1 gives a one-sample
+      ELBO estimate; the bound tightens towards log p(x) as K grows.
+    """
+    count = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(count)
 
 
 def combine_log_mean_exp(chunk_log_sum_exps, total_count):

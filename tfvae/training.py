@@ -16,6 +16,7 @@ from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
 from tfvae.distributions import COVARIANCES
 from tfvae.errors import ConfigError, RunError
 from tfvae.models import VAE
+from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
 
 MODEL_FILE = "model.keras"
@@ -34,6 +35,7 @@ class TrainConfig:
       epochs, batch_size, learning_rate: the optimisation (Adam).
       latent_dim, posterior, likelihood, arch, hidden_units, activation: the model.
       num_samples: Monte Carlo samples of z per input.
+      objective: "elbo" or "iwae" (the num_samples-sample importance-weighted bound).
       beta, kl_warmup_epochs: the KL weight and its linear warm-up.
       analytic_kl: closed-form KL where it exists.
       seed: seeds weights, shuffling and samples; the same seed repeats the run.
@@ -46,6 +48,7 @@ class TrainConfig:
     posterior: str = "diagonal"
     likelihood: str = "bernoulli"
     num_samples: int = 1
+    objective: str = "elbo"
     batch_size: int = 128
     arch: str = "mlp"
     hidden_units: tuple = (512, 256)
@@ -62,7 +65,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
-        choices = {"posterior": COVARIANCES, "likelihood": LIKELIHOOD_FAMILIES, "arch": ARCHITECTURES}
+        choices = {"posterior": COVARIANCES, "likelihood": LIKELIHOOD_FAMILIES, "arch": ARCHITECTURES,
+                   "objective": OBJECTIVES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
@@ -113,6 +117,7 @@ def build_model(config, input_shape, image_shape=None):
         activation=config.activation,
         image_shape=image_shape,
         num_samples=config.num_samples,
+        objective=config.objective,
         analytic_kl=config.analytic_kl,
         beta=config.beta,
         kl_warmup_epochs=config.kl_warmup_epochs,

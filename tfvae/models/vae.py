@@ -11,6 +11,8 @@ from tfvae.networks import NetworkConfig, build_decoder, build_encoder
 from tfvae.priors import get_prior
 from tfvae.seeding import fold_in, stateless_seed
 
+OBJECTIVES = ("elbo", "iwae")
+
 
 @keras.saving.register_keras_serializable(package="tfvae")
 class VAE(keras.Model):
@@ -39,7 +41,10 @@ class VAE(keras.Model):
       decoder: a Keras model from z `[batch, latent_dim]` to `[batch, *input_shape]`
         likelihood parameters; built when None.
       arch, hidden_units, filters, activation, image_shape: see `NetworkConfig`.
-      num_samples: Monte Carlo samples of z per input in training.
+      num_samples: Monte Carlo samples of z per input in training (K).
+      objective: "elbo", or "iwae" for the K-sample importance-weighted bound of
+        Burda et al. (2016) as the training loss (with beta and warm-up applied as
+        log w = log p(x|z) + beta * (log p(z) - log q(z|x))).
       analytic_kl: use the closed-form KL where one exists.
       beta: weight of the KL term (beta > 1 is the beta-VAE of Higgins et al. 2017).
       kl_warmup_epochs: if > 0, the KL weight rises linearly from beta/N to beta
@@ -47,8 +52,9 @@ class VAE(keras.Model):
       seed: seed of the training-time samples of z.
 
     Metrics reported by `fit` and `evaluate` (nats per example):
-      `loss`: the negative ELBO, -E_q[log p(x|z)] + KL, unweighted by beta so that
-        curves compare across beta and warm-up; `reconstruction`: -E_q[log p(x|z)];
+      `loss`: the negative ELBO, -E_q[log p(x|z)] + KL (the negative IWAE bound with
+        objective="iwae"), unweighted by beta so that curves compare across beta and
+        warm-up; `reconstruction`: -E_q[log p(x|z)];
       `kl`: KL(q(z|x) || p(z)).
 
     Example:
@@ -75,6 +81,7 @@ class VAE(keras.Model):
         activation="relu",
         image_shape=None,
         num_samples=1,
+        objective="elbo",
         analytic_kl=True,
         beta=1.0,
         kl_warmup_epochs=0,
@@ -93,12 +100,15 @@ class VAE(keras.Model):
         )
         if not isinstance(num_samples, int) or num_samples <= 0:
             raise ConfigError(f"`num_samples` must be a positive int; got {num_samples!r}.")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"`objective` must be one of {OBJECTIVES}; got {objective!r}.")
         if beta < 0:
             raise ConfigError(f"`beta` must be >= 0; got {beta}.")
         if kl_warmup_epochs < 0:
             raise ConfigError(f"`kl_warmup_epochs` must be >= 0; got {kl_warmup_epochs}.")
         self.latent_dim = latent_dim
         self.num_samples = num_samples
+        self.objective = objective
         self.analytic_kl = bool(analytic_kl)
         self.beta = float(beta)
         self.kl_warmup_epochs = int(kl_warmup_epochs)
@@ -192,16 +202,23 @@ class VAE(keras.Model):
         likelihood = self.decode(z, training=training)
         return posterior, objectives.log_weight_terms(x, z, posterior, likelihood, self.prior)
 
-    def _elbo_parts(self, x, training):
+    def _training_losses(self, x, training):
+        """`(loss, weighted loss to optimise, reconstruction, kl)`, each a scalar mean."""
         seed = tf.cast(self.seed_generator.next(), tf.int32)
         posterior, terms = self._log_weight_terms(x, self.num_samples, seed, training)
         expected_log_likelihood, kl = objectives.elbo_terms(
             terms, posterior, self.prior, self.analytic_kl
         )
-        return -tf.reduce_mean(expected_log_likelihood), tf.reduce_mean(kl)
+        reconstruction, kl = -tf.reduce_mean(expected_log_likelihood), tf.reduce_mean(kl)
+        if self.objective == "elbo":
+            return reconstruction + kl, reconstruction + self.kl_weight * kl, reconstruction, kl
+        log_ratio = terms.log_prior - terms.log_posterior  # [num_samples, batch]
+        loss = -tf.reduce_mean(objectives.iwae_bound(terms.log_likelihood + log_ratio))
+        weighted = -tf.reduce_mean(objectives.iwae_bound(terms.log_likelihood + self.kl_weight * log_ratio))
+        return loss, weighted, reconstruction, kl
 
-    def _update_metrics(self, reconstruction, kl):
-        self.loss_tracker.update_state(reconstruction + kl)
+    def _update_metrics(self, loss, reconstruction, kl):
+        self.loss_tracker.update_state(loss)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
         return {m.name: m.result() for m in self.metrics}
@@ -209,17 +226,17 @@ class VAE(keras.Model):
     def train_step(self, data):
         x = tf.cast(keras.utils.unpack_x_y_sample_weight(data)[0], self.compute_dtype)
         with tf.GradientTape() as tape:
-            reconstruction, kl = self._elbo_parts(x, training=True)
-            objective = reconstruction + self.kl_weight * kl
+            loss, weighted, reconstruction, kl = self._training_losses(x, training=True)
             # tf.distribute sums gradients over replicas; dividing makes that a mean.
-            scaled = objective / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = weighted / tf.distribute.get_strategy().num_replicas_in_sync
         gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply(gradients, self.trainable_weights)
-        return self._update_metrics(reconstruction, kl)
+        return self._update_metrics(loss, reconstruction, kl)
 
     def test_step(self, data):
         x = tf.cast(keras.utils.unpack_x_y_sample_weight(data)[0], self.compute_dtype)
-        return self._update_metrics(*self._elbo_parts(x, training=False))
+        loss, _, reconstruction, kl = self._training_losses(x, training=False)
+        return self._update_metrics(loss, reconstruction, kl)
 
     def compile(self, optimizer=None, **kwargs):
         """As `keras.Model.compile`; the optimizer defaults to Adam(1e-3)."""
@@ -315,6 +332,7 @@ class VAE(keras.Model):
             activation=network.activation,
             image_shape=None if network.image_shape is None else list(network.image_shape),
             num_samples=self.num_samples,
+            objective=self.objective,
             analytic_kl=self.analytic_kl,
             beta=self.beta,
             kl_warmup_epochs=self.kl_warmup_epochs,

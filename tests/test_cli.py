@@ -66,7 +66,6 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path):
         (["train", "--data", "digits", "--out", "x", "--latent-dim", "0"], "--latent-dim: expected a positive"),
         (["train", "--data", "digits", "--out", "x", "--posterior", "banded"], "invalid choice: 'banded'"),
         (["train", "--data", "digits", "--out", "x", "--hidden-units", "64,x"], "comma-separated"),
-        (["train", "--out", "x"], "--data"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )
@@ -81,6 +80,8 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
+        (["train", "--out", "{tmp}/r"], "--data is required for a new run (or pass --resume"),
+        (["train", "--out", "{tmp}/r", "--resume"], "no run to resume"),
         (["train", "--data", "/no/such.npz", "--out", "{tmp}/r"], "does not exist"),
         (["train", "--data", "imagenet", "--out", "{tmp}/r"], "Unknown dataset 'imagenet'"),
         (["train", "--data", "digits", "--out", "{tmp}/r", "--activation", "zz"], "not a Keras activation"),

@@ -7,6 +7,7 @@ line on stderr and exit status 2, never a traceback.
 import argparse
 import json
 import os
+import signal
 import sys
 
 import numpy as np
@@ -85,9 +86,9 @@ def _add_train(subparsers):
         description="Train a VAE with Keras fit; writes DIR/model.keras, history.json, "
         "config.json and PNG pictures.",
     )
-    p.add_argument("--data", required=True,
+    p.add_argument("--data",
                    help=f"a bundled dataset ({', '.join(available_datasets())}) or an .npz path "
-                   "with 'train' (and optionally 'valid', 'test') arrays")
+                   "with 'train' (and optionally 'valid', 'test') arrays; needed unless --resume")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
     p.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     p.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim)
@@ -110,17 +111,32 @@ def _add_train(subparsers):
     p.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate)
     p.add_argument("--mc-kl", dest="analytic_kl", action="store_false",
                    help="estimate the KL by Monte Carlo even where a closed form exists")
+    p.add_argument("--patience", type=_non_negative_int, default=defaults.patience,
+                   help="stop after this many epochs without a better validation loss (0: never)")
     p.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in DIR from its last completed epoch (its "
+                   "config.json gives every other setting)")
     p.add_argument("--no-pictures", dest="pictures", action="store_false")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)
 
 
 def _train(args):
+    if args.data is None and not args.resume:
+        raise TfvaeError("--data is required for a new run (or pass --resume to continue one).")
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__}
-    result = train(TrainConfig(**fields), overwrite=args.overwrite,
-                   verbose=0 if args.quiet else 1, pictures=args.pictures)
+    fields["data"] = fields["data"] or ""
+    # SIGTERM ends the run like Ctrl-C: the last completed epoch stays checkpointed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        result = train(TrainConfig(**fields), overwrite=args.overwrite, resume=args.resume,
+                       verbose=0 if args.quiet else 1, pictures=args.pictures)
+    except KeyboardInterrupt:
+        raise TfvaeError(
+            f"stopped; continue from the last completed epoch with `tfvae train --out {args.out} --resume`"
+        ) from None
     summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
     if "test" in result.history:
         summary += f", test loss {result.history['test']['loss']:.3f}"

@@ -1,13 +1,19 @@
 """A training run: a JSON-serialisable config in, a run directory out.
 
-    run_dir/model.keras      the trained model (reload with keras.models.load_model)
-    run_dir/config.json      the TrainConfig that produced it
-    run_dir/history.json     per-epoch metrics (train, valid) and the final test metrics
+    run_dir/config.json      the TrainConfig (written first, so a killed run can resume)
+    run_dir/checkpoints/     the last completed epoch: weights, optimizer, epoch (kept until done)
+    run_dir/epochs.csv       per-epoch metrics as they happen (appended across resumes)
+    run_dir/best.weights.h5  the weights with the lowest validation loss so far
+    run_dir/model.keras      the best model (reload with keras.models.load_model)
+    run_dir/history.json     per-epoch metrics (train, valid), the best epoch, test metrics
     run_dir/*.png            prior samples, reconstructions, learning curve
 """
+import csv
 import dataclasses
 import json
+import math
 import os
+import shutil
 import time
 
 import keras
@@ -15,6 +21,7 @@ import keras
 from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
 from tfvae.distributions import COVARIANCES
 from tfvae.errors import ConfigError, RunError
+from tfvae.input_pipeline import shuffled_batches
 from tfvae.models import VAE
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
@@ -22,6 +29,9 @@ from tfvae.networks import ARCHITECTURES
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
+CHECKPOINT_DIR = "checkpoints"
+EPOCH_LOG = "epochs.csv"
+BEST_WEIGHTS = "best.weights.h5"
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
 
 
@@ -38,6 +48,7 @@ class TrainConfig:
       objective: "elbo" or "iwae" (the num_samples-sample importance-weighted bound).
       beta, kl_warmup_epochs: the KL weight and its linear warm-up.
       analytic_kl: closed-form KL where it exists.
+      patience: stop after this many epochs without a better validation loss (0: never).
       seed: seeds weights, shuffling and samples; the same seed repeats the run.
     """
 
@@ -57,6 +68,7 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     learning_rate: float = 1e-3
     analytic_kl: bool = True
+    patience: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -70,10 +82,10 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
-        if self.beta < 0 or self.kl_warmup_epochs < 0 or not self.learning_rate > 0:
+        if self.beta < 0 or self.kl_warmup_epochs < 0 or self.patience < 0 or not self.learning_rate > 0:
             raise ConfigError(
-                "beta and kl_warmup_epochs must be >= 0 and learning_rate > 0; got "
-                f"{self.beta}, {self.kl_warmup_epochs}, {self.learning_rate}."
+                "beta, kl_warmup_epochs and patience must be >= 0 and learning_rate > 0; got "
+                f"{self.beta}, {self.kl_warmup_epochs}, {self.patience}, {self.learning_rate}."
             )
 
     def to_dict(self):
@@ -97,12 +109,25 @@ def check_run_dir(out, overwrite):
     """Refuses to write over an existing run unless `overwrite`."""
     existing = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
     if existing and not overwrite:
+        unfinished = not os.path.exists(os.path.join(out, MODEL_FILE))
         raise RunError(
-            f"{out} already holds a run ({', '.join(existing)}); pass --overwrite "
-            "(overwrite=True) to replace it, or choose another --out."
+            f"{out} already holds a run ({', '.join(existing)}); pass "
+            + ("--resume to continue it from its last completed epoch, " if unfinished else "")
+            + "--overwrite (overwrite=True) to replace it, or choose another --out."
         )
     if os.path.exists(out) and not os.path.isdir(out):
         raise RunError(f"{out} exists and is not a directory; choose another --out.")
+
+
+def resume_config(out):
+    """The TrainConfig of an unfinished run in `out`, to continue it."""
+    path = os.path.join(out, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise RunError(f"{out} holds no {CONFIG_FILE}: there is no run to resume; start one without --resume.")
+    if os.path.exists(os.path.join(out, MODEL_FILE)):
+        raise RunError(f"The run in {out} has finished ({MODEL_FILE} exists); nothing to resume.")
+    with open(path, encoding="utf-8") as f:
+        return TrainConfig.from_dict(json.load(f))
 
 
 def build_model(config, input_shape, image_shape=None):
@@ -127,39 +152,94 @@ def build_model(config, input_shape, image_shape=None):
     return model
 
 
-def _split_history(keras_history, epochs_run):
-    history = {"epochs": epochs_run, "train": {}, "valid": {}}
-    for key, values in keras_history.items():
+def _read_epoch_log(path):
+    """`{metric: [per-epoch values]}` from the CSV that Keras' CSVLogger appends to."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
+
+
+def _split_history(epoch_log):
+    history = {"epochs": len(epoch_log.get("loss", [])), "train": {}, "valid": {}}
+    for key, values in epoch_log.items():
         split, name = ("valid", key[4:]) if key.startswith("val_") else ("train", key)
-        history[split][name] = [float(v) for v in values]
+        history[split][name] = values
+    if history["valid"].get("loss"):
+        history["best_epoch"] = int(min(range(history["epochs"]), key=history["valid"]["loss"].__getitem__)) + 1
     return history
 
 
-def train(config, overwrite=False, verbose=1, pictures=True):
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _callbacks(config, resuming):
+    def path(name):
+        return os.path.join(config.out, name)
+
+    best_so_far = min(_read_epoch_log(path(EPOCH_LOG)).get("val_loss", [math.inf])) if resuming else math.inf
+    callbacks = [
+        keras.callbacks.BackupAndRestore(path(CHECKPOINT_DIR), save_freq="epoch", delete_checkpoint=False),
+        keras.callbacks.CSVLogger(path(EPOCH_LOG), append=resuming),
+        keras.callbacks.ModelCheckpoint(
+            path(BEST_WEIGHTS), monitor="val_loss", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=None if math.isinf(best_so_far) else best_so_far,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if config.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
+    return callbacks
+
+
+def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
     """Trains a VAE as `config` says and writes the run directory.
 
+    Every epoch is checkpointed; a run stopped part-way (Ctrl-C, SIGTERM, a crash)
+    continues with `resume=True` from its last completed epoch and ends with the same
+    weights as an uninterrupted run. `model.keras` holds the best model by validation
+    loss; with `config.patience`, training stops early when validation loss stalls.
+
     Args:
-      config: a `TrainConfig`.
+      config: a `TrainConfig` (with `resume`, only `config.out` is read: the run's own
+        config.json says the rest).
       overwrite: replace an existing run in `config.out`.
+      resume: continue the unfinished run in `config.out`.
       verbose: Keras' verbosity (1 shows the progress bar).
       pictures: also write samples.png, reconstructions.png and learning_curve.png.
 
     Returns:
       `RunResult`.
     """
-    check_run_dir(config.out, overwrite)
+    if resume:
+        config = resume_config(config.out)
+    else:
+        check_run_dir(config.out, overwrite)
+        for stale in (CHECKPOINT_DIR, EPOCH_LOG, BEST_WEIGHTS, MODEL_FILE, HISTORY_FILE):
+            _remove(os.path.join(config.out, stale))
     splits = load_dataset(config.data, likelihood=config.likelihood, seed=config.seed)
+    os.makedirs(config.out, exist_ok=True)
+    _write_json(os.path.join(config.out, CONFIG_FILE), config.to_dict())
     keras.utils.set_random_seed(config.seed)
     model = build_model(config, splits.example_shape, splits.image_shape)
+    batches, shuffle_callback = shuffled_batches(splits.train, config.batch_size, config.seed)
     started = time.perf_counter()
-    fit = model.fit(
-        splits.train,
+    model.fit(
+        batches,
         epochs=config.epochs,
-        batch_size=config.batch_size,
         validation_data=(splits.valid,),
+        validation_batch_size=config.batch_size,
+        callbacks=[shuffle_callback, *_callbacks(config, resume)],
+        shuffle=False,  # the batches are shuffled by (seed, epoch) already
         verbose=verbose,
     )
-    history = _split_history(fit.history, len(fit.epoch))
+    model.load_weights(os.path.join(config.out, BEST_WEIGHTS))
+    history = _split_history(_read_epoch_log(os.path.join(config.out, EPOCH_LOG)))
     history["train_seconds"] = time.perf_counter() - started
     history["valid_source"] = splits.valid_source
     if splits.test is not None:
@@ -169,10 +249,9 @@ def train(config, overwrite=False, verbose=1, pictures=True):
                 splits.test, batch_size=config.batch_size, verbose=0, return_dict=True
             ).items()
         }
-    os.makedirs(config.out, exist_ok=True)
     model.save(os.path.join(config.out, MODEL_FILE))
-    _write_json(os.path.join(config.out, CONFIG_FILE), config.to_dict())
     _write_json(os.path.join(config.out, HISTORY_FILE), history)
+    shutil.rmtree(os.path.join(config.out, CHECKPOINT_DIR), ignore_errors=True)
     if pictures:
         from tfvae import plots
 

@@ -1,4 +1,6 @@
 """The variational autoencoder p(x, z) = p(x|z) p(z) with a Gaussian q(z|x)."""
+import random
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -125,7 +127,16 @@ class VAE(keras.Model):
         self._check_network_shapes(params_size)
 
         self.kl_weight = keras.Variable(self.beta, trainable=False, name="kl_weight")
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        # The state of the training-time sampler of z: a stateless seed and a counter.
+        # A weight (not keras.random.SeedGenerator, whose state is not) so checkpoints
+        # and .keras files carry it and resumed runs draw the same samples.
+        self.sampler_state = self.add_weight(
+            shape=(2,), dtype="int64", trainable=False, name="sampler_state",
+            initializer=keras.initializers.Constant(
+                [seed if seed is not None else random.randrange(2**31), 0]
+            ),
+            aggregation="only_first_replica",
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -204,7 +215,8 @@ class VAE(keras.Model):
 
     def _training_losses(self, x, training):
         """`(loss, weighted loss to optimise, reconstruction, kl)`, each a scalar mean."""
-        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        seed = tf.cast(self.sampler_state.value, tf.int32)
+        self.sampler_state.assign_add(tf.constant([0, 1], tf.int64))
         posterior, terms = self._log_weight_terms(x, self.num_samples, seed, training)
         expected_log_likelihood, kl = objectives.elbo_terms(
             terms, posterior, self.prior, self.analytic_kl

@@ -1,0 +1,51 @@
+"""Training batches whose order depends only on (seed, epoch), so resumed runs repeat.
+
+Keras' own shuffling of in-memory arrays draws from TensorFlow's stateful random ops,
+whose sequence restarts in a new process: a run resumed at epoch 3 would see epoch 1's
+order again and end elsewhere than the uninterrupted run. Here every epoch's order is a
+stateless shuffle keyed by the run's seed and the epoch number, which a callback sets.
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class EpochKeyedShuffle(keras.callbacks.Callback):
+    """Sets the epoch number that keys the next epoch's shuffle (resumed runs included)."""
+
+    def __init__(self, epoch_variable):
+        super().__init__()
+        self.epoch_variable = epoch_variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_variable.assign(epoch)
+
+
+def shuffled_batches(x, batch_size, seed):
+    """Batches of `x`, reshuffled each epoch by (seed, epoch).
+
+    Args:
+      x: `[N, ...]` examples.
+      batch_size: examples per batch (the last may be smaller).
+      seed: an int.
+
+    Returns:
+      `(dataset, callback)`: pass both to `fit`; the callback sets the epoch.
+    """
+    table = tf.constant(np.asarray(x, dtype=np.float32))
+    count = int(table.shape[0])
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def order(_):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
+        return tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=key)
+
+    dataset = (
+        tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size)
+        .map(lambda index: tf.gather(table, index))
+        .apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return dataset, EpochKeyedShuffle(epoch)

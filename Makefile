@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench-serve bench-train clean
+.PHONY: install demo test bench-nll bench-nll-iwae bench-serve bench-train clean
 
 install: $(STAMP)
 
@@ -24,6 +24,14 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Test NLL of the literature's VAE on binarised MNIST (hours on 2 cores; resumable with
+# BENCH_ARGS=--resume). Writes bench/results/vae_standard_normal.json / vae_iwae5.json.
+bench-nll: install
+	$(BIN)/python bench/nll_bench.py $(BENCH_ARGS)
+
+bench-nll-iwae: install
+	$(BIN)/python bench/nll_bench.py --name vae_iwae5 --objective iwae --num-samples 5 $(BENCH_ARGS)
 
 KSERVE_VENV := bench/.venv-kserve
 

@@ -106,3 +106,23 @@ def test_console_script_error_is_one_line_without_traceback(tmp_path):
         f"tfvae train: error: Dataset file '{tmp_path / 'missing.npz'}' does not exist. Give a path to an .npz "
         "file or one of the bundled datasets: digits."
     ]
+
+
+def test_report_writes_every_picture(run_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert cli.main(["report", run_dir, "--data", "digits", "--out", str(out)]) == 0
+    names = ("samples.png", "reconstructions.png", "learning_curve.png", "latent_map.png", "interpolation.png")
+    for name in names:
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    assert cli.main(["report", str(tmp_path), "--data", "digits", "--out", str(out)]) == 2
+    assert "holds no model.keras" in capsys.readouterr().err
+
+
+def test_latent_map_of_a_two_dimensional_latent_space(tmp_path, digits):
+    import tfvae
+    from tfvae import plots
+
+    model = tfvae.VAE((64,), 2, hidden_units=(16,), seed=0)
+    path = plots.save_latent_map(model, digits.test, str(tmp_path / "map.png"))
+    assert os.path.getsize(path) > 1000

@@ -23,7 +23,7 @@ from tfvae.serving import ServerConfig, create_app
 from tfvae.serving.backends import BACKENDS
 from tfvae.networks import ARCHITECTURES
 from tfvae.models.vae import OBJECTIVES
-from tfvae.training import TrainConfig, load_run, train
+from tfvae.training import HISTORY_FILE, TrainConfig, load_run, train
 
 USAGE_ERROR = 2
 
@@ -232,8 +232,8 @@ def _add_evaluate(subparsers):
     p.set_defaults(handler=_evaluate)
 
 
-def _evaluate(args):
-    model = load_run(args.run_dir)
+def _split_for(model, args):
+    """The examples of `args.data`'s `args.split`, checked against the model's input shape."""
     splits = load_dataset(args.data, likelihood=model.likelihood_layer.family)
     examples = getattr(splits, args.split)
     if examples is None:
@@ -243,7 +243,12 @@ def _evaluate(args):
             f"{args.data}[{args.split!r}] examples have shape {examples.shape[1:]}, but the model in "
             f"{args.run_dir} takes {model.network_config.input_shape}."
         )
-    examples = examples[: args.limit]
+    return examples
+
+
+def _evaluate(args):
+    model = load_run(args.run_dir)
+    examples = _split_for(model, args)[: args.limit]
     report = evaluate(model, examples, num_samples=args.num_samples, batch_size=args.batch_size,
                       seed=args.seed, verbose=0 if args.json else 1)
     print(f"{args.split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
@@ -252,6 +257,35 @@ def _evaluate(args):
           f"active units {report['active_units']}/{model.latent_dim}")
     if args.json:
         print(json.dumps(report))
+    return 0
+
+
+def _add_report(subparsers):
+    p = subparsers.add_parser(
+        "report", help="write the pictures of a trained run",
+        description="samples.png, reconstructions.png, learning_curve.png, latent_map.png and "
+        "interpolation.png for the run in RUN_DIR, from --data's --split.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
+    p.add_argument("--data", required=True, help="a bundled dataset name or an .npz path")
+    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the PNG files go")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.set_defaults(handler=_report)
+
+
+def _report(args):
+    from tfvae import plots
+
+    model = load_run(args.run_dir)
+    examples = _split_for(model, args)
+    with open(os.path.join(args.run_dir, HISTORY_FILE), encoding="utf-8") as f:
+        history = json.load(f)
+    written = plots.save_run_pictures(model, examples, history, args.out, seed=args.seed)
+    written.append(plots.save_latent_map(model, examples, os.path.join(args.out, "latent_map.png")))
+    written.append(plots.save_interpolation(model, examples[0], examples[1],
+                                            os.path.join(args.out, "interpolation.png")))
+    print("wrote " + ", ".join(written))
     return 0
 
 
@@ -303,6 +337,7 @@ def build_parser():
     _add_train(subparsers)
     _add_sample(subparsers)
     _add_evaluate(subparsers)
+    _add_report(subparsers)
     _add_export(subparsers)
     _add_serve(subparsers)
     return parser

@@ -97,3 +97,39 @@ def save_run_pictures(model, examples, history, run_dir, seed=0, n=64):
         ),
         save_learning_curve(history, os.path.join(run_dir, "learning_curve.png")),
     ]
+
+
+def save_latent_map(model, examples, path, batch_size=500):
+    """A scatter of the posterior means E_q[z|x]: the latent plane itself for 2-D latents,
+    otherwise their first two principal components."""
+    means = np.concatenate([
+        model.encode(examples[i : i + batch_size]).mean().numpy() for i in range(0, len(examples), batch_size)
+    ])
+    if means.shape[1] > 2:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=0)
+        points = pca.fit_transform(means)
+        explained = pca.explained_variance_ratio_.sum()
+        labels = ("PC 1", "PC 2", f"posterior means, first two principal components ({explained:.0%} of variance)")
+    else:
+        points = np.pad(means, ((0, 0), (0, 2 - means.shape[1])))
+        labels = ("z_1", "z_2", "posterior means")
+    figure = Figure(figsize=(5, 5))
+    axes = figure.add_subplot()
+    axes.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5)
+    axes.set_xlabel(labels[0])
+    axes.set_ylabel(labels[1])
+    axes.set_title(labels[2], fontsize=9)
+    _save(figure, path)
+    return path
+
+
+def save_interpolation(model, start, end, path, steps=10):
+    """Decodes the straight line between the posterior means of two inputs, ends included."""
+    z_start, z_end = model.encode(np.stack([start, end])).mean().numpy()
+    weights = np.linspace(0.0, 1.0, steps)[:, None]
+    z = ((1 - weights) * z_start + weights * z_end).astype(np.float32)  # [steps, latent_dim]
+    images = model.decode(z).mean().numpy()
+    row = np.concatenate([start[None], images, end[None]])
+    return save_image_grid(row, model.image_shape, path, title="input, interpolation in z, input", ncols=len(row))

@@ -1,0 +1,96 @@
+"""`make bench-nll`: the standard VAE of the literature on statically binarised MNIST.
+
+One Gaussian stochastic layer (40 dimensions), MLP encoder and decoder (300-300),
+standard normal prior, Bernoulli likelihood, KL warm-up over 100 epochs, Adam 5e-4,
+batch 100, early stopping on the validation split (patience 50), as in Tomczak & Welling
+(2018), whose baseline reports 88.56 nats. The test NLL is importance-sampled with 5000
+samples per image. Training checkpoints every epoch: rerun with --resume after an
+interruption. Writes bench/results/<name>.json.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import time
+
+import tfvae
+from tfvae.training import TrainConfig, train
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "..", "shared", "data", "binarized_mnist.npz")
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="vae_standard_normal")
+    parser.add_argument("--data", default=DATA)
+    parser.add_argument("--run-dir", default=None, help="default: runs/bench-NAME")
+    parser.add_argument("--epochs", type=int, default=2000)
+    parser.add_argument("--patience", type=int, default=50)
+    parser.add_argument("--latent-dim", type=int, default=40)
+    parser.add_argument("--hidden-units", default="300,300")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--kl-warmup-epochs", type=int, default=100)
+    parser.add_argument("--objective", choices=("elbo", "iwae"), default="elbo")
+    parser.add_argument("--num-samples", type=int, default=1, help="samples of z per input in training")
+    parser.add_argument("--eval-samples", type=int, default=5000)
+    parser.add_argument("--test-limit", type=int, default=None, help="evaluate the first N test images")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--out", default=None, help="default: bench/results/NAME.json")
+    args = parser.parse_args()
+    config = TrainConfig(
+        data=args.data, out=args.run_dir or os.path.join("runs", f"bench-{args.name}"), epochs=args.epochs,
+        latent_dim=args.latent_dim, hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
+        batch_size=args.batch_size, learning_rate=args.learning_rate, kl_warmup_epochs=args.kl_warmup_epochs,
+        objective=args.objective, num_samples=args.num_samples, patience=args.patience, seed=0,
+    )
+    started = time.perf_counter()
+    result = train(config, overwrite=not args.resume, resume=args.resume, verbose=2, pictures=True)
+    trained = time.perf_counter()
+    rss_after_training = peak_rss_mib()
+    test = tfvae.load_dataset(args.data).test[: args.test_limit]
+    report = tfvae.evaluate(result.model, test, num_samples=args.eval_samples, seed=0, verbose=1)
+    finished = time.perf_counter()
+    output = {
+        "name": args.name,
+        "test_nll": report["nll"],
+        "test_nll_stderr": report["nll_stderr"],
+        "num_samples": report["num_samples"],
+        "test_examples": report["examples"],
+        "test_elbo": report["elbo"],
+        "test_kl": report["kl"],
+        "active_units": report["active_units"],
+        "epochs": result.history["epochs"],
+        "best_epoch": result.history.get("best_epoch"),
+        "best_valid_loss": min(result.history["valid"]["loss"]),
+        "wall_seconds": round(finished - started, 1),
+        "train_seconds": round(trained - started, 1),
+        "eval_seconds": round(finished - trained, 1),
+        "peak_rss_mib_after_training": round(rss_after_training, 1),
+        "peak_rss_mib_after_eval": round(peak_rss_mib(), 1),
+        "config": config.to_dict(),
+        "command": "python bench/nll_bench.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if v not in (None, False) and k not in ("out",)
+        ),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "versions": {"tfvae": tfvae.__version__},
+    }
+    out = args.out or os.path.join(HERE, "results", f"{args.name}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(output, f, indent=2)
+        f.write("\n")
+    print(json.dumps({k: output[k] for k in ("test_nll", "test_nll_stderr", "epochs", "wall_seconds")}))
+
+
+if __name__ == "__main__":
+    main()

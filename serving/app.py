@@ -179,8 +179,12 @@ def create_app(config):
             raise RequestError(f"\"seed\" must be a non-negative integer; got {seed!r}")
         if "labels" in request and not model.manifest.get("conditional"):
             raise RequestError(f"model {model.name!r} is not conditional: leave out \"labels\"")
+        if model.manifest.get("prior") != "StandardNormalPrior":
+            raise RequestError(
+                f"model {model.name!r} has the prior {model.manifest.get('prior')!r}, which the server "
+                "cannot sample; sample z with tfvae and call :predict or /v2/.../infer"
+            )
         latent_dim = model.manifest["latent_dim"]
-        # The exported models have a standard normal prior: z ~ N(0, I).
         z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
         outputs = await model.batcher.submit({model.input_names[0]: z})
         return _json({"samples": outputs["mean"], "z": z})

@@ -357,3 +357,26 @@ def test_a_file_that_differs_from_its_manifest_is_not_served(repository, tmp_pat
         f.write(b"tampered")
     with pytest.raises(RepositoryError, match="holds no servable model"):
         load_repository(copy)
+
+
+def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path):
+    import json
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from tfvae.serving import ServerConfig, create_app
+
+    copy = str(tmp_path / "repo")
+    shutil.copytree(repository[0], copy)
+    manifest_path = os.path.join(copy, "gen", "1", "manifest.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    manifest["prior"] = "VampPrior"
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    with TestClient(create_app(ServerConfig(export_dir=copy))) as client:
+        response = client.post("/v1/models/gen:generate", json={"n": 2})
+        assert response.status_code == 400 and "cannot sample" in response.json()["error"]
+        z = latent(2).tolist()
+        assert client.post("/v1/models/gen:predict", json={"instances": z}).status_code == 200

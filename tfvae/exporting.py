@@ -201,9 +201,10 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def _hash_tree(root, relative_to):
+def _hash_tree(root):
+    """`{path relative to root: sha256}` for every file below `root` but the manifest."""
     return {
-        os.path.relpath(os.path.join(folder, f), relative_to): sha256_file(os.path.join(folder, f))
+        os.path.relpath(os.path.join(folder, f), root): sha256_file(os.path.join(folder, f))
         for folder, _, files in sorted(os.walk(root))
         for f in sorted(files)
         if f != MANIFEST_FILE
@@ -309,6 +310,7 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
         "image_shape": None if model.image_shape is None else list(model.image_shape),
         "likelihood": model.likelihood_layer.family,
         "posterior": model.posterior_layer.covariance,
+        "prior": type(model.prior_layer).__name__,
         "conditional": False,
         "onnx_opset": opset,
         "versions": versions,
@@ -330,7 +332,7 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
                 "outputs": outputs,
                 "signatures": {"serving_default": list(part.serving), **{k: list(v) for k, v in part.extra.items()}},
                 "onnx_max_abs_difference": _check_onnx_parity(part, os.path.join(folder, ONNX_FILE)),
-                "files": _hash_tree(folder, folder),
+                "files": _hash_tree(folder),
             }
         text = json.dumps(manifest, indent=2) + "\n"
         for folder in staging.values():

@@ -363,10 +363,6 @@ def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path)
     import json
     import shutil
 
-    from starlette.testclient import TestClient
-
-    from tfvae.serving import ServerConfig, create_app
-
     copy = str(tmp_path / "repo")
     shutil.copytree(repository[0], copy)
     manifest_path = os.path.join(copy, "gen", "1", "manifest.json")
@@ -375,8 +371,11 @@ def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path)
     manifest["prior"] = "VampPrior"
     with open(manifest_path, "w") as f:
         json.dump(manifest, f)
-    with TestClient(create_app(ServerConfig(export_dir=copy))) as client:
-        response = client.post("/v1/models/gen:generate", json={"n": 2})
+    server = Server(copy)
+    try:
+        response = httpx.post(f"{server.url}/v1/models/gen:generate", json={"n": 2})
         assert response.status_code == 400 and "cannot sample" in response.json()["error"]
-        z = latent(2).tolist()
-        assert client.post("/v1/models/gen:predict", json={"instances": z}).status_code == 200
+        predicted = httpx.post(f"{server.url}/v1/models/gen:predict", json={"instances": latent(2).tolist()})
+        assert predicted.status_code == 200
+    finally:
+        assert server.stop(), server.output

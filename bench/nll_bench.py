@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import tfvae
+from tfvae import training
 from tfvae.training import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,6 +25,16 @@ DATA = os.path.join(HERE, "..", "..", "shared", "data", "binarized_mnist.npz")
 
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def best_so_far(run_dir):
+    """The best-validation weights and the epoch log of a stopped, unfinished run."""
+    config = training.resume_config(run_dir)
+    splits = tfvae.load_dataset(config.data, likelihood=config.likelihood, seed=config.seed)
+    model = training.build_model(config, splits.example_shape, splits.image_shape)
+    model.load_weights(os.path.join(run_dir, training.BEST_WEIGHTS))
+    history = training._split_history(training._read_epoch_log(os.path.join(run_dir, training.EPOCH_LOG)))
+    return model, history
 
 
 def main():
@@ -43,6 +54,8 @@ def main():
     parser.add_argument("--eval-samples", type=int, default=5000)
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate the first N test images")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the best weights so far of a stopped, unfinished run (reported as such)")
     parser.add_argument("--out", default=None, help="default: bench/results/NAME.json")
     args = parser.parse_args()
     config = TrainConfig(
@@ -52,11 +65,15 @@ def main():
         objective=args.objective, num_samples=args.num_samples, patience=args.patience, seed=0,
     )
     started = time.perf_counter()
-    result = train(config, overwrite=not args.resume, resume=args.resume, verbose=2, pictures=True)
+    if args.evaluate_only:
+        model, history = best_so_far(config.out)
+    else:
+        result = train(config, overwrite=not args.resume, resume=args.resume, verbose=2, pictures=True)
+        model, history = result.model, result.history
     trained = time.perf_counter()
     rss_after_training = peak_rss_mib()
     test = tfvae.load_dataset(args.data).test[: args.test_limit]
-    report = tfvae.evaluate(result.model, test, num_samples=args.eval_samples, seed=0, verbose=1)
+    report = tfvae.evaluate(model, test, num_samples=args.eval_samples, seed=0, verbose=1)
     finished = time.perf_counter()
     output = {
         "name": args.name,
@@ -67,9 +84,10 @@ def main():
         "test_elbo": report["elbo"],
         "test_kl": report["kl"],
         "active_units": report["active_units"],
-        "epochs": result.history["epochs"],
-        "best_epoch": result.history.get("best_epoch"),
-        "best_valid_loss": min(result.history["valid"]["loss"]),
+        "epochs": history["epochs"],
+        "training_finished": not args.evaluate_only,
+        "best_epoch": history.get("best_epoch"),
+        "best_valid_loss": min(history["valid"]["loss"]),
         "wall_seconds": round(finished - started, 1),
         "train_seconds": round(trained - started, 1),
         "eval_seconds": round(finished - trained, 1),

@@ -221,15 +221,20 @@ def _add_evaluate(subparsers):
         description="Estimate -log p(x) by importance sampling (q(z|x) as proposal) and report "
         "per-example averages. With --json the last line of stdout is one JSON object.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
-    p.add_argument("--data", required=True, help="a bundled dataset name or an .npz path")
-    p.add_argument("--split", choices=SPLITS, default="test")
+    _add_run_and_split(p)
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N examples")
     p.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K")
     p.add_argument("--batch-size", type=_positive_int, default=100)
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
     p.set_defaults(handler=_evaluate)
+
+
+def _add_run_and_split(parser):
+    """RUN_DIR, --data and --split: the run and the examples `_split_for` gives it."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
+    parser.add_argument("--data", required=True, help="a bundled dataset name or an .npz path")
+    parser.add_argument("--split", choices=SPLITS, default="test")
 
 
 def _split_for(model, args):
@@ -266,9 +271,7 @@ def _add_report(subparsers):
         description="samples.png, reconstructions.png, learning_curve.png, latent_map.png and "
         "interpolation.png for the run in RUN_DIR, from --data's --split.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
-    p.add_argument("--data", required=True, help="a bundled dataset name or an .npz path")
-    p.add_argument("--split", choices=SPLITS, default="test")
+    _add_run_and_split(p)
     p.add_argument("--out", required=True, metavar="DIR", help="where the PNG files go")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.set_defaults(handler=_report)

@@ -9,8 +9,6 @@ tf.saved_model.load, (b) ONNX Runtime, (c) the ONNX reference evaluator.
 import argparse
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 
@@ -25,6 +23,7 @@ import tfvae
 from tfvae.exporting import model_parts
 
 BATCH_SIZES = (1, 7, 256)
+from results_io import provenance, write_result
 
 
 def runtime_outputs(folder, signatures, input_name, inputs):
@@ -69,7 +68,6 @@ def main():
                         scale = float(np.max(np.abs(expected[key])))
                         table[f"{part}/{key}/{runtime}/batch_{batch}"] = difference
                         relative[f"{part}/{key}/{runtime}/batch_{batch}"] = difference / scale
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     report = {
         "run_dir": args.run_dir,
         "model": {"latent_dim": model.latent_dim, "input_shape": list(model.network_config.input_shape),
@@ -84,14 +82,10 @@ def main():
             for output in sorted({k.split("/")[1] for k in table})
         },
         "versions": result.manifest["versions"],
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
-        "git_commit": commit,
+        **provenance(),
         "command": f"python bench/export_parity.py {args.run_dir}",
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    write_result(args.out, report)
     print(json.dumps(report["worst_by_output"], indent=1))
     print(f"worst {report['worst']:.3g}; wrote {args.out}")
 

@@ -10,9 +10,7 @@ interruption. Writes bench/results/<name>.json.
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import time
 
 import tfvae
@@ -21,6 +19,7 @@ from tfvae.training import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "binarized_mnist.npz")
+from results_io import provenance, write_result
 
 
 def peak_rss_mib():
@@ -98,15 +97,11 @@ def main():
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
             if v not in (None, False) and k not in ("out",)
         ),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        **provenance(),
         "versions": {"tfvae": tfvae.__version__},
     }
     out = args.out or os.path.join(HERE, "results", f"{args.name}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(output, f, indent=2)
-        f.write("\n")
+    write_result(out, output)
     print(json.dumps({k: output[k] for k in ("test_nll", "test_nll_stderr", "epochs", "wall_seconds")}))
 
 

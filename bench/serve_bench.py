@@ -9,9 +9,9 @@ The servers run one after the other on this machine; each one's output goes to a
 file. Results: bench/results/serving.json.
 """
 import argparse
+import http.client
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import http.client
 import urllib.parse
 
 import httpx
@@ -28,6 +27,7 @@ import keras
 import numpy as np
 
 import tfvae
+from results_io import provenance, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONCURRENCY = (1, 8, 32)
@@ -54,7 +54,7 @@ def wait_ready(url, process, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited early; see its log")
+            raise RuntimeError("server exited early; see its log")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -204,14 +204,10 @@ def main():
                            "ONNX Runtime defaults",
         "versions": {"tfvae": tfvae.__version__, "kserve": kserve_version, "onnxruntime": onnxruntime.__version__,
                      "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        **provenance(),
         "command": "make bench-serve",
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    write_result(args.out, report)
     print(json.dumps(ratios, indent=1))
 
 

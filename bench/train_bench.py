@@ -8,9 +8,10 @@ figure is its best round. Writes bench/results/train.json.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
+
+from results_io import provenance, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINES = os.path.join(HERE, "..", "..", "shared", "baselines")
@@ -76,14 +77,10 @@ def main():
                 "test_neg_elbo with one posterior sample after the same epochs. tfp_layers' figure includes "
                 "its KL activity regulariser, as its script says.",
         "versions": versions(args.torch_python),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        **provenance(),
         "command": "make bench-train",
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    write_result(args.out, report)
     print(json.dumps({k: report[k] for k in ("tfvae_images_per_s", "baselines_images_per_s",
                                                "ratio_to_fastest_baseline", "test_neg_elbo")}, indent=1))
 

@@ -10,11 +10,12 @@ import os
 
 import numpy as np
 
+from tfvae.distributions import LIKELIHOODS
 from tfvae.errors import DataError
 from tfvae.networks import infer_image_shape
 
 SPLITS = ("train", "valid", "test")
-LIKELIHOOD_FAMILIES = ("bernoulli", "gaussian")
+LIKELIHOOD_FAMILIES = tuple(LIKELIHOODS)
 _REGISTRY = {}
 
 

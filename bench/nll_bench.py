@@ -44,6 +44,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)
     parser.add_argument("--latent-dim", type=int, default=40)
+    parser.add_argument("--arch", choices=("mlp", "gated"), default="mlp")
+    parser.add_argument("--activation", default="relu", help="'linear' with --arch gated is the paper's")
+    parser.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
     parser.add_argument("--hidden-units", default="300,300")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
@@ -59,7 +62,8 @@ def main():
     args = parser.parse_args()
     config = TrainConfig(
         data=args.data, out=args.run_dir or os.path.join("runs", f"bench-{args.name}"), epochs=args.epochs,
-        latent_dim=args.latent_dim, hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
+        latent_dim=args.latent_dim, arch=args.arch, activation=args.activation, posterior=args.posterior,
+        hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
         batch_size=args.batch_size, learning_rate=args.learning_rate, kl_warmup_epochs=args.kl_warmup_epochs,
         objective=args.objective, num_samples=args.num_samples, patience=args.patience, seed=0,
     )

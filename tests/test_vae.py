@@ -74,7 +74,7 @@ def test_gradients_reach_the_encoder_through_the_reparameterised_sample(digits):
     model = tiny_vae()
     x = tf.constant(digits.train[:16])
     with tf.GradientTape() as tape:
-        _, terms = model._log_weight_terms(x, 4, tf.constant([5, 6]), training=True)
+        _, _, terms = model._log_weight_terms(x, None, 4, tf.constant([5, 6]), training=True)
         reconstruction = -tf.reduce_mean(terms.log_likelihood)
     gradients = tape.gradient(reconstruction, model.encoder.trainable_weights)
     assert all(g is not None for g in gradients)
@@ -165,8 +165,8 @@ def test_log_weights_are_shared_by_training_and_evaluation(digits):
     model = tiny_vae(num_samples=1)
     x = digits.valid[:64]
     seed = tf.constant([9, 9])
-    posterior, terms = model._log_weight_terms(tf.constant(x), 1, seed)
-    expected_ll, kl = objectives.elbo_terms(terms, posterior, model.prior)
+    posterior, prior, terms = model._log_weight_terms(tf.constant(x), None, 1, seed)
+    expected_ll, kl = objectives.elbo_terms(terms, posterior, prior)
     np.testing.assert_allclose(model.elbo(x, num_samples=1, seed=seed).numpy(), (expected_ll - kl).numpy(), rtol=1e-6)
 
 

@@ -31,29 +31,34 @@ from tfvae.distributions import (  # noqa: E402
 from tfvae.errors import ConfigError, DataError, ExportError, RunError, TfvaeError  # noqa: E402
 from tfvae.evaluation import evaluate  # noqa: E402
 from tfvae.exporting import ExportResult, export  # noqa: E402
-from tfvae.models import VAE  # noqa: E402
-from tfvae.networks import NetworkConfig, build_decoder, build_encoder  # noqa: E402
-from tfvae.priors import Prior, StandardNormalPrior  # noqa: E402
+from tfvae.models import VAE, Autoencoder, ConditionalVAE, LatentModel  # noqa: E402
+from tfvae.networks import GatedDense, NetworkConfig, build_decoder, build_encoder  # noqa: E402
+from tfvae.priors import Prior, StandardNormalPrior, VampPrior  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "Autoencoder",
     "BernoulliLikelihood",
+    "ConditionalVAE",
     "ConfigError",
     "DataError",
     "DataSplits",
     "ExportError",
     "ExportResult",
     "GaussianLikelihood",
+    "GatedDense",
     "GaussianPosterior",
     "KLWarmup",
+    "LatentModel",
     "Likelihood",
     "NetworkConfig",
     "Prior",
     "RunError",
     "StandardNormalPrior",
     "TfvaeError",
+    "VampPrior",
     "available_datasets",
     "build_decoder",
     "build_encoder",

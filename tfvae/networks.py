@@ -12,7 +12,56 @@ import keras
 
 from tfvae.errors import ConfigError
 
-ARCHITECTURES = ("mlp", "conv")
+ARCHITECTURES = ("mlp", "gated", "conv")
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class GatedDense(keras.layers.Layer):
+    """A gated dense layer: h = activation(W x + b) * sigmoid(V x + c).
+
+    The layer of Dauphin et al. (2017) that Tomczak & Welling (2018) use in the MLP
+    VAEs of the VampPrior paper. One `Dense` of width 2 * units computes both halves,
+    so a gated layer costs one matmul.
+
+    Args:
+      units: width of h.
+      activation: applied to the linear half; None (the paper's choice) keeps it linear.
+
+    Returns:
+      `[batch, units]`.
+
+    Example:
+      >>> GatedDense(300)(np.zeros((2, 784), "float32")).shape
+      (2, 300)
+    """
+
+    def __init__(self, units, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = keras.activations.get(activation)
+        self.projection = keras.layers.Dense(2 * self.units, name="projection")
+
+    def build(self, input_shape):
+        self.projection.build(input_shape)
+
+    def call(self, inputs):
+        linear, gate = keras.ops.split(self.projection(inputs), 2, axis=-1)
+        return self.activation(linear) * keras.ops.sigmoid(gate)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, activation=keras.activations.serialize(self.activation))
+        return config
+
+
+def hidden_layer(config, units):
+    """One hidden layer of the "mlp" or "gated" architecture."""
+    if config.arch == "gated":
+        return GatedDense(units, activation=config.activation)
+    return keras.layers.Dense(units, activation=config.activation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +71,7 @@ class NetworkConfig:
     Args:
       input_shape: shape of one example x, e.g. `(784,)` or `(28, 28, 1)`.
       latent_dim: size of z.
-      arch: "mlp" or "conv".
+      arch: "mlp", "gated" (an MLP of `GatedDense` layers) or "conv".
       hidden_units: widths of the MLP's hidden layers (encoder order; the decoder
         mirrors them). For "conv", the last one is the dense layer after the convolutions.
       filters: channels of the stride-2 convolutions ("conv" only).
@@ -92,9 +141,19 @@ def infer_image_shape(input_shape):
     return None
 
 
-def build_encoder(config, output_size, name="encoder"):
-    """x `[batch, *input_shape]` to parameters `[batch, output_size]`."""
+def _label_input(num_classes):
+    """The one-hot class input of a conditional network, or None."""
+    return keras.Input((num_classes,), name="labels_one_hot") if num_classes else None
+
+
+def build_encoder(config, output_size, name="encoder", num_classes=None):
+    """x `[batch, *input_shape]` to parameters `[batch, output_size]`.
+
+    With `num_classes`, the network takes `[x, one_hot(labels)]` and joins the labels
+    to the flattened features (the conditional VAE's q(z|x, y)).
+    """
     inputs = keras.Input(config.input_shape, name="x")
+    labels = _label_input(num_classes)
     if config.arch == "conv":
         h = keras.layers.Reshape(config.image_shape)(inputs)
         for filters in config.filters:
@@ -102,22 +161,31 @@ def build_encoder(config, output_size, name="encoder"):
                 filters, 3, strides=2, padding="same", activation=config.activation
             )(h)
         h = keras.layers.Flatten()(h)
+        if labels is not None:
+            h = keras.layers.Concatenate()([h, labels])
         h = keras.layers.Dense(config.hidden_units[-1], activation=config.activation)(h)
     else:
         h = keras.layers.Flatten()(inputs) if len(config.input_shape) > 1 else inputs
+        if labels is not None:
+            h = keras.layers.Concatenate()([h, labels])
         for units in config.hidden_units:
-            h = keras.layers.Dense(units, activation=config.activation)(h)
+            h = hidden_layer(config, units)(h)
     outputs = keras.layers.Dense(output_size, name="posterior_params")(h)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs if labels is None else [inputs, labels], outputs, name=name)
 
 
-def build_decoder(config, name="decoder"):
-    """z `[batch, latent_dim]` to likelihood parameters `[batch, *input_shape]`."""
+def build_decoder(config, name="decoder", num_classes=None):
+    """z `[batch, latent_dim]` to likelihood parameters `[batch, *input_shape]`.
+
+    With `num_classes`, the network takes `[z, one_hot(labels)]` (p(x|y, z)).
+    """
     inputs = keras.Input((config.latent_dim,), name="z")
+    labels = _label_input(num_classes)
+    h = inputs if labels is None else keras.layers.Concatenate()([inputs, labels])
     if config.arch == "conv":
         height, width, channels = config.image_shape
         stride = 2 ** len(config.filters)
-        h = keras.layers.Dense(config.hidden_units[-1], activation=config.activation)(inputs)
+        h = keras.layers.Dense(config.hidden_units[-1], activation=config.activation)(h)
         h = keras.layers.Dense(
             (height // stride) * (width // stride) * config.filters[-1],
             activation=config.activation,
@@ -129,9 +197,8 @@ def build_decoder(config, name="decoder"):
             )(h)
         h = keras.layers.Conv2D(channels, 3, padding="same")(h)
     else:
-        h = inputs
         for units in reversed(config.hidden_units):
-            h = keras.layers.Dense(units, activation=config.activation)(h)
+            h = hidden_layer(config, units)(h)
         h = keras.layers.Dense(math.prod(config.input_shape))(h)
     outputs = keras.layers.Reshape(config.input_shape, name="likelihood_params")(h)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs if labels is None else [inputs, labels], outputs, name=name)

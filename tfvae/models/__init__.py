@@ -1,4 +1,7 @@
-"""The models: `VAE` (more join it in later issues)."""
+"""The models: `VAE`, `ConditionalVAE` and the `Autoencoder` baseline."""
+from tfvae.models.autoencoder import Autoencoder
+from tfvae.models.base import LatentModel
+from tfvae.models.conditional import ConditionalVAE
 from tfvae.models.vae import VAE
 
-__all__ = ["VAE"]
+__all__ = ["Autoencoder", "ConditionalVAE", "LatentModel", "VAE"]

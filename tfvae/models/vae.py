@@ -7,17 +7,19 @@ import tensorflow as tf
 
 from tfvae import objectives
 from tfvae.callbacks import KLWarmup
-from tfvae.distributions import GaussianPosterior, get_likelihood
+from tfvae.distributions import GaussianPosterior
 from tfvae.errors import ConfigError
-from tfvae.networks import NetworkConfig, build_decoder, build_encoder
+from tfvae.models.base import LatentModel, example_count
 from tfvae.priors import get_prior
 from tfvae.seeding import fold_in, stateless_seed
 
 OBJECTIVES = ("elbo", "iwae")
+# Most float32 values one importance-sampling step may hold per intermediate (256 MiB).
+_ELEMENT_BUDGET = 2**26
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
-class VAE(keras.Model):
+class VAE(LatentModel):
     """A variational autoencoder trained by maximising the ELBO with `fit`.
 
     The encoder's output goes through a `GaussianPosterior` to give q(z|x); samples
@@ -90,16 +92,6 @@ class VAE(keras.Model):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.network_config = NetworkConfig(
-            input_shape=tuple(input_shape),
-            latent_dim=latent_dim,
-            arch=arch,
-            hidden_units=tuple(hidden_units),
-            filters=tuple(filters),
-            activation=activation,
-            image_shape=image_shape,
-        )
         if not isinstance(num_samples, int) or num_samples <= 0:
             raise ConfigError(f"`num_samples` must be a positive int; got {num_samples!r}.")
         if objective not in OBJECTIVES:
@@ -108,23 +100,27 @@ class VAE(keras.Model):
             raise ConfigError(f"`beta` must be >= 0; got {beta}.")
         if kl_warmup_epochs < 0:
             raise ConfigError(f"`kl_warmup_epochs` must be >= 0; got {kl_warmup_epochs}.")
-        self.latent_dim = latent_dim
+        super().__init__(
+            input_shape, latent_dim,
+            encoder_output_size=GaussianPosterior.params_size(latent_dim, posterior),
+            likelihood=likelihood, likelihood_scale=likelihood_scale, encoder=encoder, decoder=decoder,
+            arch=arch, hidden_units=hidden_units, filters=filters, activation=activation,
+            image_shape=image_shape, metric_names=("loss", "reconstruction", "kl"),
+            encoder_output_hint=(
+                f"a {posterior} posterior over {latent_dim} latents has "
+                f"GaussianPosterior.params_size({latent_dim}, {posterior!r}) parameters"
+            ),
+            **kwargs,
+        )
         self.num_samples = num_samples
         self.objective = objective
         self.analytic_kl = bool(analytic_kl)
         self.beta = float(beta)
         self.kl_warmup_epochs = int(kl_warmup_epochs)
         self.seed = seed
-
         self.posterior_layer = GaussianPosterior(latent_dim, covariance=posterior)
-        self.likelihood_layer = get_likelihood(
-            likelihood, self.network_config.input_shape, likelihood_scale
-        )
         self.prior_layer = get_prior(prior, latent_dim)
-        params_size = GaussianPosterior.params_size(latent_dim, posterior)
-        self.encoder = encoder or build_encoder(self.network_config, params_size)
-        self.decoder = decoder or build_decoder(self.network_config)
-        self._check_network_shapes(params_size)
+        self.prior_layer.attach(self, self.network_config.input_shape)
 
         self.kl_weight = keras.Variable(self.beta, trainable=False, name="kl_weight")
         # The state of the training-time sampler of z: a stateless seed and a counter.
@@ -137,62 +133,37 @@ class VAE(keras.Model):
             ),
             aggregation="only_first_replica",
         )
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
-        self.kl_tracker = keras.metrics.Mean(name="kl")
         self.build((None, *self.network_config.input_shape))
 
-    def _check_network_shapes(self, params_size):
-        encoder_out = tuple(self.encoder.output_shape[1:])
-        if encoder_out != (params_size,):
-            raise ConfigError(
-                f"The encoder outputs shape {encoder_out}, but a {self.posterior_layer.covariance} "
-                f"posterior over {self.latent_dim} latents needs ({params_size},): "
-                f"GaussianPosterior.params_size({self.latent_dim}, "
-                f"'{self.posterior_layer.covariance}')."
-            )
-        decoder_out = tuple(self.decoder.output_shape[1:])
-        if decoder_out != self.network_config.input_shape:
-            raise ConfigError(
-                f"The decoder outputs shape {decoder_out}, but the likelihood needs the "
-                f"example shape {self.network_config.input_shape}."
-            )
-
-    def build(self, input_shape):
-        # The encoder and decoder are functional models, built at construction.
+    def build(self, input_shape=None):
+        super().build(input_shape)
         self.posterior_layer.build(self.encoder.output_shape)
-        self.likelihood_layer.build(self.decoder.output_shape)
-        self.built = True
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
 
     @property
     def prior(self):
         """p(z): a distribution with event shape `[latent_dim]`."""
         return self.prior_layer.distribution()
 
-    def encode(self, x, training=False):
+    def _posterior(self, x, labels=None, training=False):
+        return self.posterior_layer(self.encoder(self._network_inputs(x, labels), training=training))
+
+    def _code(self, x, labels, training):
+        return self._posterior(x, labels, training).mean()
+
+    def encode(self, x, training=False, *, labels=None):
         """q(z|x): batch shape `[batch]`, event shape `[latent_dim]`."""
-        return self.posterior_layer(self.encoder(x, training=training))
+        return self._posterior(x, self.check_labels(labels, example_count(x)), training)
 
-    def decode(self, z, training=False):
+    def decode(self, z, training=False, *, labels=None):
         """p(x|z) for z `[..., latent_dim]`: batch shape `z.shape[:-1]`, event shape x's."""
-        leading = tf.shape(z)[:-1]
-        params = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
-        params = tf.reshape(params, tf.concat([leading, tf.shape(params)[1:]], axis=0))
-        return self.likelihood_layer(params)
+        return self._decode(z, self.check_labels(labels), training)
 
-    def call(self, x, training=False):
-        """The deterministic reconstruction: the likelihood's mean at z = E_q[z]."""
-        return self.decode(self.encode(x, training=training).mean(), training=training).mean()
+    def reconstruct(self, x, *, labels=None):
+        """E[x | z = E_q[z|x]]: the expected example decoded from the posterior mean."""
+        labels = self.check_labels(labels, example_count(x))
+        return self._decode(self._code(x, labels, False), labels).mean()
 
-    def reconstruct(self, x):
-        """E[x | z = E_q[z|x]]: the expected image decoded from the posterior mean."""
-        return self(x, training=False)
-
-    def sample(self, n, seed=None):
+    def sample(self, n, seed=None, *, labels=None):
         """n examples generated by drawing z from the prior and decoding its mean image.
 
         Args:
@@ -204,61 +175,34 @@ class VAE(keras.Model):
           `[n, *input_shape]`: the likelihood's mean (pixel probabilities for a
           Bernoulli likelihood).
         """
+        labels = self.check_labels(labels, n)
         z = self.prior.sample(n, seed=stateless_seed(seed))
-        return self.decode(z).mean()
+        return self._decode(z, labels).mean()
 
-    def _log_weight_terms(self, x, num_samples, seed, training=False):
-        posterior = self.encode(x, training=training)
+    def encoder_outputs(self, x, labels=None):
+        """The exported encoder's outputs: q(z|x)'s `loc` and `scale` (or `scale_tril`)."""
+        return self.posterior_layer.parameters_of(self._posterior(x, labels))
+
+    def _log_weight_terms(self, x, labels, num_samples, seed, training=False):
+        posterior = self._posterior(x, labels, training)
         z = posterior.sample(num_samples, seed=seed)  # [num_samples, batch, latent_dim]
-        likelihood = self.decode(z, training=training)
-        return posterior, objectives.log_weight_terms(x, z, posterior, likelihood, self.prior)
+        likelihood = self._decode(z, labels, training)
+        prior = self.prior  # once: a VampPrior encodes its pseudo-inputs to build it
+        return posterior, prior, objectives.log_weight_terms(x, z, posterior, likelihood, prior)
 
-    def _training_losses(self, x, training):
-        """`(loss, weighted loss to optimise, reconstruction, kl)`, each a scalar mean."""
+    def _objective_and_metrics(self, x, labels, training):
         seed = tf.cast(self.sampler_state.value, tf.int32)
         self.sampler_state.assign_add(tf.constant([0, 1], tf.int64))
-        posterior, terms = self._log_weight_terms(x, self.num_samples, seed, training)
-        expected_log_likelihood, kl = objectives.elbo_terms(
-            terms, posterior, self.prior, self.analytic_kl
-        )
+        posterior, prior, terms = self._log_weight_terms(x, labels, self.num_samples, seed, training)
+        expected_log_likelihood, kl = objectives.elbo_terms(terms, posterior, prior, self.analytic_kl)
         reconstruction, kl = -tf.reduce_mean(expected_log_likelihood), tf.reduce_mean(kl)
         if self.objective == "elbo":
-            return reconstruction + kl, reconstruction + self.kl_weight * kl, reconstruction, kl
-        log_ratio = terms.log_prior - terms.log_posterior  # [num_samples, batch]
-        loss = -tf.reduce_mean(objectives.iwae_bound(terms.log_likelihood + log_ratio))
-        weighted = -tf.reduce_mean(objectives.iwae_bound(terms.log_likelihood + self.kl_weight * log_ratio))
-        return loss, weighted, reconstruction, kl
-
-    def _update_metrics(self, loss, reconstruction, kl):
-        self.loss_tracker.update_state(loss)
-        self.reconstruction_tracker.update_state(reconstruction)
-        self.kl_tracker.update_state(kl)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        x = tf.cast(keras.utils.unpack_x_y_sample_weight(data)[0], self.compute_dtype)
-        with tf.GradientTape() as tape:
-            loss, weighted, reconstruction, kl = self._training_losses(x, training=True)
-            # tf.distribute sums gradients over replicas; dividing makes that a mean.
-            scaled = weighted / tf.distribute.get_strategy().num_replicas_in_sync
-        gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        return self._update_metrics(loss, reconstruction, kl)
-
-    def test_step(self, data):
-        x = tf.cast(keras.utils.unpack_x_y_sample_weight(data)[0], self.compute_dtype)
-        loss, _, reconstruction, kl = self._training_losses(x, training=False)
-        return self._update_metrics(loss, reconstruction, kl)
-
-    def compile(self, optimizer=None, **kwargs):
-        """As `keras.Model.compile`; the optimizer defaults to Adam(1e-3)."""
-        super().compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), **kwargs)
-
-    def compile_from_config(self, config):
-        # Keras skips re-compiling models whose `compile` is overridden unless this is
-        # too; doing it restores the optimizer (and its saved state) on load.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
+            loss, weighted = reconstruction + kl, reconstruction + self.kl_weight * kl
+        else:
+            log_ratio = terms.log_prior - terms.log_posterior  # [num_samples, batch]
+            loss = -tf.reduce_mean(objectives.iwae_bound(terms.log_likelihood + log_ratio))
+            weighted = -tf.reduce_mean(objectives.iwae_bound(terms.log_likelihood + self.kl_weight * log_ratio))
+        return weighted, {"loss": loss, "reconstruction": reconstruction, "kl": kl}
 
     def fit(self, *args, callbacks=None, **kwargs):
         """As `keras.Model.fit`, adding `KLWarmup` when `kl_warmup_epochs > 0`."""
@@ -267,24 +211,26 @@ class VAE(keras.Model):
             callbacks.append(KLWarmup(self.kl_warmup_epochs))
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
-    def elbo_terms(self, x, num_samples=1, seed=None):
+    def elbo_terms(self, x, num_samples=1, seed=None, *, labels=None):
         """The ELBO's two parts per example: `(E_q[log p(x|z)], KL(q(z|x) || p(z)))`, each `[batch]`."""
+        labels = self.check_labels(labels, example_count(x))
         x = tf.cast(x, self.compute_dtype)
-        posterior, terms = self._log_weight_terms(x, num_samples, stateless_seed(seed))
-        return objectives.elbo_terms(terms, posterior, self.prior, self.analytic_kl)
+        posterior, prior, terms = self._log_weight_terms(x, labels, num_samples, stateless_seed(seed))
+        return objectives.elbo_terms(terms, posterior, prior, self.analytic_kl)
 
-    def elbo(self, x, num_samples=1, seed=None):
+    def elbo(self, x, num_samples=1, seed=None, *, labels=None):
         """The ELBO per example, `[batch]` nats, with `num_samples` samples of z."""
-        expected_log_likelihood, kl = self.elbo_terms(x, num_samples, seed)
+        expected_log_likelihood, kl = self.elbo_terms(x, num_samples, seed, labels=labels)
         return expected_log_likelihood - kl
 
     @tf.function(reduce_retracing=True)
-    def _chunk_log_sum_exp(self, x, num_samples, seed):
-        _, terms = self._log_weight_terms(x, num_samples, seed)
+    def _chunk_log_sum_exp(self, x, labels, num_samples, seed):
+        _, _, terms = self._log_weight_terms(x, labels, num_samples, seed)
         return tf.reduce_logsumexp(terms.log_weights, axis=0)  # [batch]
 
     def log_likelihood(
-        self, x, num_samples=1000, batch_size=100, sample_batch_size=None, seed=None, verbose=0
+        self, x, num_samples=1000, batch_size=100, sample_batch_size=None, seed=None, verbose=0,
+        *, labels=None,
     ):
         """The importance-sampled estimate of log p(x) per example, with q(z|x) as proposal.
 
@@ -298,9 +244,12 @@ class VAE(keras.Model):
           x: `[N, *input_shape]` array.
           num_samples: K, importance samples per example.
           batch_size: examples per step.
-          sample_batch_size: samples per step; defaults to min(K, 1000).
+          sample_batch_size: samples per step; defaults to min(K, 1000), fewer for a
+            mixture prior with many components (whose log density is evaluated per
+            component).
           seed: None or an int; the same int repeats the estimate.
           verbose: 1 shows a progress bar over examples.
+          labels: the class of each example, for a conditional model (log p(x|y)).
 
         Returns:
           `[N]` NumPy array of log p(x) estimates in nats.
@@ -309,40 +258,36 @@ class VAE(keras.Model):
             raise ConfigError(
                 f"`num_samples` and `batch_size` must be positive; got {num_samples}, {batch_size}."
             )
-        sample_batch_size = min(num_samples, sample_batch_size or 1000)
+        labels = self.check_labels(labels, example_count(x))
+        sample_batch_size = min(num_samples, sample_batch_size or self._default_sample_batch_size(batch_size))
         base_seed = stateless_seed(seed if seed is not None else int(np.random.randint(2**31)))
         x = np.asarray(x, dtype=self.compute_dtype)
         progress = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
         estimates = []
         for start in range(0, len(x), batch_size):
             x_batch = tf.constant(x[start : start + batch_size])
+            labels_batch = None if labels is None else labels[start : start + batch_size]
             batch_seed = fold_in(base_seed, start)
             chunks = []
             for done in range(0, num_samples, sample_batch_size):
                 count = min(sample_batch_size, num_samples - done)
                 chunk_seed = fold_in(batch_seed, done)
-                chunks.append(self._chunk_log_sum_exp(x_batch, count, chunk_seed))
+                chunks.append(self._chunk_log_sum_exp(x_batch, labels_batch, count, chunk_seed))
             estimates.append(objectives.combine_log_mean_exp(tf.stack(chunks), num_samples))
             if progress:
                 progress.add(int(x_batch.shape[0]))
         return tf.concat(estimates, axis=0).numpy()
 
+    def _default_sample_batch_size(self, batch_size):
+        # A mixture prior's log density materialises [samples, batch, components, latent].
+        per_sample = batch_size * self.prior_layer.num_components * self.latent_dim
+        return max(1, min(1000, _ELEMENT_BUDGET // per_sample))
+
     def get_config(self):
         config = super().get_config()
-        network = self.network_config
         config.update(
-            input_shape=list(network.input_shape),
-            latent_dim=self.latent_dim,
             posterior=self.posterior_layer.covariance,
-            likelihood=keras.saving.serialize_keras_object(self.likelihood_layer),
             prior=keras.saving.serialize_keras_object(self.prior_layer),
-            encoder=keras.saving.serialize_keras_object(self.encoder),
-            decoder=keras.saving.serialize_keras_object(self.decoder),
-            arch=network.arch,
-            hidden_units=list(network.hidden_units),
-            filters=list(network.filters),
-            activation=network.activation,
-            image_shape=None if network.image_shape is None else list(network.image_shape),
             num_samples=self.num_samples,
             objective=self.objective,
             analytic_kl=self.analytic_kl,
@@ -352,14 +297,5 @@ class VAE(keras.Model):
         )
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("likelihood", "prior", "encoder", "decoder"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+    _NESTED = (*LatentModel._NESTED, "prior")
 
-    @property
-    def image_shape(self):
-        """`(height, width, channels)` of one example, or None when x is not an image."""
-        return self.network_config.image_shape

@@ -1,0 +1,253 @@
+"""What every tfvae model shares: networks, a likelihood p(x|z), labels, the train step.
+
+`LatentModel` holds the encoder and decoder built from a `NetworkConfig` (or given by
+the user), the likelihood layer that turns decoder outputs into p(x|z), optional class
+conditioning (the networks then also see one-hot labels), and the `fit` plumbing:
+`train_step`/`test_step` call the subclass's `_objective_and_metrics` and report its
+metrics. The VAE, the conditional VAE and the autoencoder differ only in what lies
+between x and z.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfvae.distributions import get_likelihood
+from tfvae.errors import ConfigError
+from tfvae.networks import NetworkConfig, build_decoder, build_encoder
+
+
+class LatentModel(keras.Model):
+    """Base class of the models: x -> encoder -> z -> decoder -> p(x|z).
+
+    Args:
+      input_shape, latent_dim, arch, hidden_units, filters, activation, image_shape:
+        see `NetworkConfig`.
+      encoder_output_size: the width of the encoder's output the subclass needs.
+      likelihood, likelihood_scale: see `tfvae.VAE`.
+      encoder, decoder: user networks, or None to build them.
+      num_classes: None, or the number of classes y that both networks are
+        conditioned on (as one-hot vectors).
+      metric_names: the scalars `_objective_and_metrics` reports, in display order.
+      encoder_output_hint: what a wrong-sized user encoder's error should suggest.
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        latent_dim,
+        *,
+        encoder_output_size,
+        likelihood,
+        likelihood_scale,
+        encoder,
+        decoder,
+        arch,
+        hidden_units,
+        filters,
+        activation,
+        image_shape,
+        num_classes=None,
+        metric_names=("loss",),
+        encoder_output_hint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.network_config = NetworkConfig(
+            input_shape=tuple(input_shape),
+            latent_dim=latent_dim,
+            arch=arch,
+            hidden_units=tuple(hidden_units),
+            filters=tuple(filters),
+            activation=activation,
+            image_shape=image_shape,
+        )
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
+            raise ConfigError(f"`num_classes` must be an int >= 2; got {num_classes!r}.")
+        self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        self.likelihood_layer = get_likelihood(likelihood, self.network_config.input_shape, likelihood_scale)
+        self.encoder = encoder or build_encoder(self.network_config, encoder_output_size, num_classes=num_classes)
+        self.decoder = decoder or build_decoder(self.network_config, num_classes=num_classes)
+        self._check_network_shapes(encoder_output_size, encoder_output_hint)
+        self.trackers = [keras.metrics.Mean(name=name) for name in metric_names]
+
+    def _check_network_shapes(self, encoder_output_size, hint):
+        encoder_out = tuple(self.encoder.output_shape[1:])
+        if encoder_out != (encoder_output_size,):
+            raise ConfigError(
+                f"The encoder outputs shape {encoder_out}, but this model needs "
+                f"({encoder_output_size},)" + (f": {hint}." if hint else ".")
+            )
+        decoder_out = tuple(self.decoder.output_shape[1:])
+        if decoder_out != self.network_config.input_shape:
+            raise ConfigError(
+                f"The decoder outputs shape {decoder_out}, but the likelihood needs the "
+                f"example shape {self.network_config.input_shape}."
+            )
+
+    def build(self, input_shape=None):
+        # The encoder and decoder are functional models, built at construction.
+        self.likelihood_layer.build(self.decoder.output_shape)
+        self.built = True
+
+    @property
+    def metrics(self):
+        return self.trackers
+
+    @property
+    def conditional(self):
+        """Whether the networks see class labels."""
+        return self.num_classes is not None
+
+    @property
+    def image_shape(self):
+        """`(height, width, channels)` of one example, or None when x is not an image."""
+        return self.network_config.image_shape
+
+    # Labels and network inputs.
+
+    def check_labels(self, labels, count=None):
+        """Validates labels at the API's edge: None for unconditional models, else ints in range.
+
+        Symbolic tensors (inside `tf.function`) pass unchecked; concrete ones are checked.
+        """
+        if not self.conditional:
+            if labels is not None:
+                raise ConfigError(
+                    f"{type(self).__name__} is not conditional: leave out `labels` "
+                    "(use tfvae.ConditionalVAE to condition on classes)."
+                )
+            return None
+        if labels is None:
+            raise ConfigError(
+                f"{type(self).__name__} is conditional: pass `labels`, integer class ids in "
+                f"[0, {self.num_classes})."
+            )
+        if isinstance(labels, tf.Tensor) and not tf.executing_eagerly():
+            return labels
+        values = np.asarray(labels)
+        if values.ndim != 1 or (count is not None and len(values) != count):
+            raise ConfigError(
+                f"`labels` must be a 1-D array of {count if count is not None else 'N'} class "
+                f"ids; got shape {values.shape}."
+            )
+        if values.size and (
+            values.dtype.kind not in "iu" or values.min() < 0 or values.max() >= self.num_classes
+        ):
+            raise ConfigError(
+                f"`labels` must be integer class ids in [0, {self.num_classes}); got dtype "
+                f"{values.dtype}, range [{values.min()}, {values.max()}]."
+            )
+        return tf.constant(values, tf.int32)
+
+    def _network_inputs(self, inputs, labels):
+        """The networks' inputs: `inputs`, or `[inputs, one_hot(labels)]` when conditional."""
+        if not self.conditional:
+            return inputs
+        one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, dtype=self.compute_dtype)
+        return [inputs, one_hot]
+
+    def _split_inputs(self, data):
+        """`(x, labels)` from a batch: x, (x,), (x, labels) or ((x, labels),)."""
+        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if self.conditional and labels is None and isinstance(x, (tuple, list)):
+            x, labels = x
+        if self.conditional and labels is None:
+            raise ConfigError(
+                f"{type(self).__name__} trains on (x, labels) pairs: call fit((x, labels)) "
+                "or fit(x, labels), or give a dataset of (x, labels)."
+            )
+        return tf.cast(x, self.compute_dtype), (labels if self.conditional else None)
+
+    # The decoder side, shared by every model.
+
+    def _decode(self, z, labels=None, training=False):
+        """p(x|z[, y]) for z `[..., latent_dim]`: batch shape `z.shape[:-1]`."""
+        leading = tf.shape(z)[:-1]
+        flat_z = tf.reshape(z, [-1, self.latent_dim])
+        if labels is not None:  # broadcast y over the sample dimensions of z
+            labels = tf.reshape(tf.broadcast_to(tf.cast(labels, tf.int32), leading), [-1])
+        params = self.decoder(self._network_inputs(flat_z, labels), training=training)
+        params = tf.reshape(params, tf.concat([leading, tf.shape(params)[1:]], axis=0))
+        return self.likelihood_layer(params)
+
+    def decoder_outputs(self, z, labels=None):
+        """The exported decoder's outputs: `{"mean": E[x|z], **likelihood parameters}`."""
+        likelihood = self._decode(z, labels)
+        return {"mean": likelihood.mean(), **self.likelihood_layer.parameters_of(likelihood)}
+
+    def _code(self, x, labels, training):
+        """The deterministic code of x that `call`/`reconstruct` decode."""
+        raise NotImplementedError
+
+    def call(self, inputs, training=False):
+        """The deterministic reconstruction E[x | z = code(x)]; inputs x or (x, labels)."""
+        x, labels = (inputs if self.conditional else (inputs, None))
+        return self._decode(self._code(x, labels, training), labels, training).mean()
+
+    # Training.
+
+    def _objective_and_metrics(self, x, labels, training):
+        """`(objective to minimise, {metric name: scalar})`."""
+        raise NotImplementedError
+
+    def _update_metrics(self, values):
+        for tracker in self.trackers:
+            tracker.update_state(values[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self.trackers}
+
+    def train_step(self, data):
+        x, labels = self._split_inputs(data)
+        with tf.GradientTape() as tape:
+            objective, values = self._objective_and_metrics(x, labels, training=True)
+            # tf.distribute sums gradients over replicas; dividing makes that a mean.
+            scaled = objective / tf.distribute.get_strategy().num_replicas_in_sync
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        return self._update_metrics(values)
+
+    def test_step(self, data):
+        x, labels = self._split_inputs(data)
+        return self._update_metrics(self._objective_and_metrics(x, labels, training=False)[1])
+
+    def compile(self, optimizer=None, **kwargs):
+        """As `keras.Model.compile`; the optimizer defaults to Adam(1e-3)."""
+        super().compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips re-compiling models whose `compile` is overridden unless this is
+        # too; doing it restores the optimizer (and its saved state) on load.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
+    def get_config(self):
+        config = super().get_config()
+        network = self.network_config
+        config.update(
+            input_shape=list(network.input_shape),
+            latent_dim=self.latent_dim,
+            likelihood=keras.saving.serialize_keras_object(self.likelihood_layer),
+            encoder=keras.saving.serialize_keras_object(self.encoder),
+            decoder=keras.saving.serialize_keras_object(self.decoder),
+            arch=network.arch,
+            hidden_units=list(network.hidden_units),
+            filters=list(network.filters),
+            activation=network.activation,
+            image_shape=None if network.image_shape is None else list(network.image_shape),
+        )
+        return config
+
+    _NESTED = ("likelihood", "encoder", "decoder")
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls._NESTED:
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def example_count(x):
+    """The number of examples in x (None when unknown inside a traced function)."""
+    shape = x.shape if hasattr(x, "shape") else np.shape(x)
+    return None if shape[0] is None else int(shape[0])

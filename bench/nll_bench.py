@@ -29,8 +29,7 @@ def peak_rss_mib():
 def best_so_far(run_dir):
     """The best-validation weights and the epoch log of a stopped, unfinished run."""
     config = training.resume_config(run_dir)
-    splits = tfvae.load_dataset(config.data, likelihood=config.likelihood, seed=config.seed)
-    model = training.build_model(config, splits.example_shape, splits.image_shape)
+    model = training.build_model_for(config, training.load_splits(config))
     model.load_weights(os.path.join(run_dir, training.BEST_WEIGHTS))
     history = training._split_history(training._read_epoch_log(os.path.join(run_dir, training.EPOCH_LOG)))
     return model, history

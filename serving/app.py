@@ -20,7 +20,7 @@ from tfvae.serving.batching import DynamicBatcher
 from tfvae.serving.errors import RequestError
 from tfvae.serving.metrics import Metrics
 from tfvae.serving.repository import latest, load_repository
-from tfvae.serving.tensors import load_json_object
+from tfvae.serving.tensors import check_class_ids, load_json_object
 
 logger = logging.getLogger("tfvae.serving")
 _ACCEPTED_TYPES = ("application/json", "application/octet-stream")
@@ -177,16 +177,29 @@ def create_app(config):
             raise RequestError(f"\"n\" must be an integer in [1, {config.max_rows}]; got {n!r}", 400)
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
             raise RequestError(f"\"seed\" must be a non-negative integer; got {seed!r}")
-        if "labels" in request and not model.manifest.get("conditional"):
+        conditional = model.manifest.get("conditional")
+        if "labels" in request and not conditional:
             raise RequestError(f"model {model.name!r} is not conditional: leave out \"labels\"")
+        if model.manifest.get("prior") is None:
+            raise RequestError(f"model {model.name!r} is an autoencoder: it has no prior to sample; "
+                               ":generate needs a VAE")
         if model.manifest.get("prior") != "StandardNormalPrior":
             raise RequestError(
                 f"model {model.name!r} has the prior {model.manifest.get('prior')!r}, which the server "
                 "cannot sample; sample z with tfvae and call :predict or /v2/.../infer"
             )
-        latent_dim = model.manifest["latent_dim"]
-        z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
-        outputs = await model.batcher.submit({model.input_names[0]: z})
+        inputs = {"z": np.random.default_rng(seed).standard_normal((n, model.manifest["latent_dim"])).astype(np.float32)}
+        if conditional:
+            labels = request.get("labels")
+            if not isinstance(labels, list) or len(labels) != n or not all(
+                isinstance(y, int) and not isinstance(y, bool) for y in labels
+            ):
+                raise RequestError(
+                    f"model {model.name!r} is conditional: \"labels\" must be a list of {n} integer class ids"
+                )
+            inputs["labels"] = check_class_ids(labels, "labels", model.manifest["num_classes"])
+        outputs = await model.batcher.submit(inputs)
+        z = inputs["z"]
         return _json({"samples": outputs["mean"], "z": z})
 
     def _v1_target(request):

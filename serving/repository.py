@@ -60,8 +60,12 @@ def _load_version(export_dir, name, version, backend_kind, threads):
     part, entry = entries[0]
     _verify(folder, entry["files"])
     backend = load_backend(backend_kind, folder, entry, threads)
+    inputs = [
+        {**tensor, "classes": manifest["num_classes"]} if tensor["name"] == "labels" else tensor
+        for tensor in entry["inputs"]
+    ]
     return ModelVersion(
-        name=name, version=version, part=part, manifest=manifest, inputs=entry["inputs"],
+        name=name, version=version, part=part, manifest=manifest, inputs=inputs,
         outputs=entry["outputs"], signatures=entry["signatures"], backend=backend,
     )
 

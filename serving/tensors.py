@@ -24,11 +24,12 @@ def v2_datatype(numpy_name):
 
 
 def check_rows(array, tensor, max_rows):
-    """Checks an input array against the model's tensor entry; returns it as float32.
+    """Checks an input array against the model's tensor entry; returns it in the tensor's dtype.
 
     Args:
       array: the request's values, already shaped.
-      tensor: manifest entry `{"name", "datatype", "shape": ["batch", ...]}`.
+      tensor: manifest entry `{"name", "datatype", "shape": ["batch", ...]}`; an integer
+        input (class labels) may carry `"classes"`, the number of valid ids.
       max_rows: the per-request row limit.
     """
     expected = tuple(tensor["shape"][1:])
@@ -44,10 +45,27 @@ def check_rows(array, tensor, max_rows):
     if rows > max_rows:
         raise RequestError(f"input {name!r} has {rows} rows; this server takes at most {max_rows} per request",
                            status=413)
+    if np.dtype(tensor["datatype"]).kind in "iu":
+        return check_class_ids(array, name, tensor.get("classes")).astype(tensor["datatype"])
     array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise RequestError(f"input {name!r} contains NaN or Inf; the model takes finite values only")
     return array
+
+
+def check_class_ids(values, name, classes):
+    """Integer class ids in [0, classes): the graph's one-hot would silently zero (or wrap) others."""
+    values = np.asarray(values)
+    integral = values.dtype.kind in "iu" or (
+        values.dtype.kind == "f" and np.isfinite(values).all() and (values == np.round(values)).all()
+    )
+    if not integral:
+        raise RequestError(f"{name!r} must hold integer class ids")
+    if classes is not None and values.size and (values.min() < 0 or values.max() >= classes):
+        raise RequestError(
+            f"{name!r} holds class ids in [{values.min():g}, {values.max():g}]; this model has classes 0 to {classes - 1}"
+        )
+    return values.astype(np.int64)
 
 
 def array_from_json(data, shape, name):

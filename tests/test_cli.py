@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import tfvae
 from tfvae import cli
 
 TINY = ["--epochs", "2", "--latent-dim", "3", "--hidden-units", "32", "--batch-size", "64", "--quiet"]
@@ -126,3 +127,42 @@ def test_latent_map_of_a_two_dimensional_latent_space(tmp_path, digits):
     model = tfvae.VAE((64,), 2, hidden_units=(16,), seed=0)
     path = plots.save_latent_map(model, digits.test, str(tmp_path / "map.png"))
     assert os.path.getsize(path) > 1000
+
+
+def test_conditional_training_from_the_cli_draws_one_row_per_class(tmp_path, capsys):
+    out = str(tmp_path / "cvae")
+    assert cli.main(["train", "--data", "digits", "--conditional", "--out", out, *TINY]) == 0
+    model = keras.models.load_model(os.path.join(out, "model.keras"))
+    assert model.conditional and model.num_classes == 10
+    assert os.path.getsize(os.path.join(out, "samples.png")) > 0
+    npy = str(tmp_path / "s.npy")
+    assert cli.main(["sample", out, "--n", "4", "--labels", "3,7", "--seed", "0", "--out", npy]) == 0
+    expected = model.sample(4, labels=np.array([3, 7, 3, 7]), seed=0).numpy()
+    np.testing.assert_allclose(np.load(npy), expected, atol=1e-6)
+    assert cli.main(["evaluate", out, "--data", "digits", "--limit", "20", "--num-samples", "10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 20
+
+
+def test_conditional_training_on_unlabelled_data_is_one_line(tmp_path, capsys):
+    path = str(tmp_path / "plain.npz")
+    np.savez(path, train=np.zeros((40, 4)))
+    assert cli.main(["train", "--data", path, "--conditional", "--out", str(tmp_path / "r"), *TINY]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "train_labels, valid_labels missing" in error
+
+
+def test_autoencoder_and_vamp_prior_presets(tmp_path, capsys):
+    autoencoder = str(tmp_path / "ae")
+    assert cli.main(["train", "--data", "digits", "--model", "autoencoder", "--out", autoencoder, *TINY]) == 0
+    assert isinstance(keras.models.load_model(os.path.join(autoencoder, "model.keras")), tfvae.Autoencoder)
+    assert not os.path.exists(os.path.join(autoencoder, "samples.png"))
+    assert cli.main(["sample", autoencoder, "--out", str(tmp_path / "s.png")]) == 2
+    assert "cannot sample" in capsys.readouterr().err
+    vamp = str(tmp_path / "vamp")
+    assert cli.main(["train", "--data", "digits", "--prior", "vamp", "--pseudo-inputs", "7", "--out", vamp,
+                     *TINY]) == 0
+    prior = keras.models.load_model(os.path.join(vamp, "model.keras")).prior_layer
+    assert isinstance(prior, tfvae.VampPrior) and prior.num_components == 7
+    assert cli.main(["train", "--data", "digits", "--model", "autoencoder", "--prior", "vamp",
+                     "--out", str(tmp_path / "bad"), *TINY]) == 2
+    assert "no prior" in capsys.readouterr().err

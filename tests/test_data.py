@@ -57,3 +57,35 @@ def test_missing_file_and_unknown_name():
         tfvae.load_dataset("/no/such/file.npz")
     with pytest.raises(DataError, match="Unknown dataset 'mnist-typo'"):
         tfvae.load_dataset("mnist-typo")
+
+
+def test_labels_travel_with_their_examples(tmp_path, digits):
+    assert digits.num_classes == 10 and digits.labels["train"].shape == (1437,)
+    train = np.random.default_rng(0).random((50, 4)).astype(np.float32)
+    labels = np.arange(50) % 3
+    splits = tfvae.load_dataset(save(tmp_path, train=train, train_labels=labels), validation_fraction=0.2)
+    assert splits.num_classes == 3 and splits.labels["valid"].shape == (10,)
+    for split in ("train", "valid"):  # the hold-out keeps each example with its label
+        x, y = splits.split(split)
+        rows = [int(np.flatnonzero((train == row).all(axis=1))[0]) for row in x]
+        np.testing.assert_array_equal(y, labels[rows])
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.zeros(4, np.int64), r"\['train_labels'\]: shape \(4,\); expected one class id per example, \[5\]"),
+        (np.array([0, 1, 0.5, 1, 0]), "must be integer ids"),
+        (np.array([0, 1, -1, 1, 0]), "negative"),
+    ],
+    ids=["length", "fractional", "negative"],
+)
+def test_bad_labels_name_the_key_and_fix(tmp_path, labels, message):
+    with pytest.raises(DataError, match=message):
+        tfvae.load_dataset(save(tmp_path, train=np.zeros((5, 4)), train_labels=labels))
+
+
+def test_conditional_training_needs_labels_for_every_split(tmp_path):
+    splits = tfvae.load_dataset(save(tmp_path, train=np.zeros((20, 4)), test=np.zeros((3, 4))))
+    with pytest.raises(DataError, match="train_labels, valid_labels, test_labels missing"):
+        splits.require_labels()

@@ -208,3 +208,40 @@ def test_cli_export_rejects_an_unknown_part(capsys):
         cli.main(["export", "run", "--parts", "decoder,generator"])
     assert exit_info.value.code == 2
     assert "unknown part(s) generator" in capsys.readouterr().err
+
+
+def test_conditional_and_autoencoder_parts_export_with_their_inputs(digits, tmp_path):
+    """A conditional model's parts take the labels as a second input; an autoencoder's encoder gives z."""
+    conditional = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=4, hidden_units=(32,), seed=0)
+    conditional.compile()
+    conditional.fit((digits.train[:256], digits.labels["train"][:256]), epochs=1, batch_size=64, verbose=0)
+    autoencoder = tfvae.Autoencoder((64,), 4, hidden_units=(32,))
+    autoencoder.compile()
+    autoencoder.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(7, 4)).astype(np.float32)
+    x, labels = digits.valid[:7], np.arange(7, dtype=np.int64)
+    cases = [
+        (conditional, "decoder", {"z": z, "labels": labels}, {"mean": conditional.decode(z, labels).mean()}),
+        (conditional, "encoder", {"x": x, "labels": labels},
+         {"loc": conditional.encode(x, labels).mean(), "scale": conditional.encode(x, labels).stddev()}),
+        (autoencoder, "decoder", {"z": z}, {"mean": autoencoder.decode(z).mean()}),
+        (autoencoder, "encoder", {"x": x}, {"z": autoencoder.encode(x)}),
+    ]
+    for model, part, inputs, expected in cases:
+        name = type(model).__name__.lower()
+        result = tfvae.export(model, str(tmp_path), name, parts=(part,))
+        folder = result.paths[part]
+        entry = result.manifest["parts"][part]
+        assert [t["name"] for t in entry["inputs"]] == list(inputs)
+        assert result.manifest["conditional"] == model.conditional
+        session = onnxruntime.InferenceSession(os.path.join(folder, "model.onnx"), providers=["CPUExecutionProvider"])
+        saved = tf.saved_model.load(folder).signatures["serving_default"]
+        from_saved = saved(**{k: tf.constant(v) for k, v in inputs.items()})
+        for key, value in expected.items():
+            assert np.max(np.abs(session.run([key], inputs)[0] - value.numpy())) <= TOLERANCE, (name, part, key)
+            if key in from_saved:
+                assert np.max(np.abs(from_saved[key].numpy() - value.numpy())) <= TOLERANCE
+    with open(os.path.join(str(tmp_path), "conditionalvae", "config.pbtxt")) as f:
+        config = f.read()
+    assert '{ name: "labels" data_type: TYPE_INT64 dims: [ 1 ] reshape: { shape: [ ] } }' in config

@@ -379,3 +379,44 @@ def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path)
         assert predicted.status_code == 200
     finally:
         assert server.stop(), server.output
+
+
+def test_conditional_generation_and_autoencoders_over_http(digits, tmp_path):
+    conditional = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=4, hidden_units=(32,), seed=0)
+    conditional.compile()
+    conditional.fit((digits.train[:256], digits.labels["train"][:256]), epochs=1, batch_size=64, verbose=0)
+    autoencoder = tfvae.Autoencoder((64,), 4, hidden_units=(32,))
+    autoencoder.compile()
+    export_dir = str(tmp_path / "repo")
+    tfvae.export(conditional, export_dir, "cgen", parts=("decoder",))
+    tfvae.export(autoencoder, export_dir, "ae", parts=("decoder",))
+    server = Server(export_dir)
+    try:
+        labels = [0, 3, 9, 3]
+        response = httpx.post(f"{server.url}/v1/models/cgen:generate", json={"n": 4, "seed": 5, "labels": labels})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        z = np.asarray(body["z"], np.float32)
+        expected = conditional.decode(z, np.asarray(labels)).mean().numpy()
+        assert np.max(np.abs(np.asarray(body["samples"]) - expected)) <= TOLERANCE
+        infer = httpx.post(f"{server.url}/v2/models/cgen/infer", json={"inputs": [
+            {"name": "z", "shape": [4, 4], "datatype": "FP32", "data": z.ravel().tolist()},
+            {"name": "labels", "shape": [4], "datatype": "INT64", "data": labels},
+        ]})
+        assert infer.status_code == 200, infer.text
+        mean = next(o for o in infer.json()["outputs"] if o["name"] == "mean")
+        assert np.max(np.abs(np.asarray(mean["data"]).reshape(4, 64) - expected)) <= TOLERANCE
+        for bad, message in [({"n": 2}, "list of 2 integer class ids"),
+                             ({"n": 2, "labels": [0, 10]}, "classes 0 to 9"),
+                             ({"n": 2, "labels": [0, 1.5]}, "list of 2 integer class ids")]:
+            response = httpx.post(f"{server.url}/v1/models/cgen:generate", json=bad)
+            assert response.status_code == 400 and message in response.json()["error"], response.text
+        out_of_range = httpx.post(f"{server.url}/v2/models/cgen/infer", json={"inputs": [
+            {"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]},
+            {"name": "labels", "shape": [1], "datatype": "INT64", "data": [-1]},
+        ]})
+        assert out_of_range.status_code == 400 and "classes 0 to 9" in out_of_range.json()["error"]
+        refused = httpx.post(f"{server.url}/v1/models/ae:generate", json={"n": 2})
+        assert refused.status_code == 400 and "autoencoder" in refused.json()["error"]
+    finally:
+        assert server.stop(), server.output

@@ -23,7 +23,8 @@ from tfvae.serving import ServerConfig, create_app
 from tfvae.serving.backends import BACKENDS
 from tfvae.networks import ARCHITECTURES
 from tfvae.models.vae import OBJECTIVES
-from tfvae.training import HISTORY_FILE, TrainConfig, load_run, train
+from tfvae.priors import PRIORS
+from tfvae.training import HISTORY_FILE, MODELS, TrainConfig, load_run, train
 
 USAGE_ERROR = 2
 
@@ -82,14 +83,22 @@ def _units(text):
 def _add_train(subparsers):
     defaults = TrainConfig(data="", out="")
     p = subparsers.add_parser(
-        "train", help="train a VAE and write a run directory",
-        description="Train a VAE with Keras fit; writes DIR/model.keras, history.json, "
+        "train", help="train a VAE (or a conditional VAE, or an autoencoder) and write a run directory",
+        description="Train a model with Keras fit; writes DIR/model.keras, history.json, "
         "config.json and PNG pictures.",
     )
     p.add_argument("--data",
                    help=f"a bundled dataset ({', '.join(available_datasets())}) or an .npz path "
                    "with 'train' (and optionally 'valid', 'test') arrays; needed unless --resume")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
+    p.add_argument("--model", choices=MODELS, default=defaults.model,
+                   help="vae, or autoencoder: the deterministic baseline (no prior, no sampling)")
+    p.add_argument("--conditional", action="store_true",
+                   help="a conditional VAE p(x|y, z) on the data's class labels (train_labels, ...)")
+    p.add_argument("--prior", choices=PRIORS, default=defaults.prior,
+                   help="p(z): standard_normal, or vamp (the VampPrior, --pseudo-inputs components)")
+    p.add_argument("--pseudo-inputs", type=_positive_int, default=defaults.pseudo_inputs,
+                   help="VampPrior components K (with --prior vamp)")
     p.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     p.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim)
     p.add_argument("--posterior", choices=COVARIANCES, default=defaults.posterior,
@@ -154,7 +163,17 @@ def _add_sample(subparsers):
     p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
     p.add_argument("--out", required=True, metavar="FILE", help="a .png grid or a .npy array")
     p.add_argument("--seed", type=_non_negative_int, default=None)
+    p.add_argument("--labels", type=_labels, default=None, metavar="Y1,Y2,...",
+                   help="conditional models: the classes to generate, repeated to --n "
+                   "(default: every class in turn)")
     p.set_defaults(handler=_sample)
+
+
+def _labels(text):
+    try:
+        return tuple(_non_negative_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids such as 0,1,7, got {text!r}") from None
 
 
 def _sample(args):
@@ -162,7 +181,14 @@ def _sample(args):
     if extension not in (".png", ".npy"):
         raise TfvaeError(f"--out must end in .png or .npy; got {args.out!r}.")
     model = load_run(args.run_dir)
-    samples = model.sample(args.n, seed=args.seed).numpy()
+    if model.conditional:
+        classes = args.labels or tuple(range(model.num_classes))
+        labels = np.resize(np.asarray(classes, np.int64), args.n)
+        samples = model.sample(args.n, labels=labels, seed=args.seed).numpy()
+    elif args.labels is not None:
+        raise TfvaeError(f"the model in {args.run_dir} is not conditional; leave out --labels.")
+    else:
+        samples = model.sample(args.n, seed=args.seed).numpy()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if extension == ".npy":
         np.save(args.out, samples)
@@ -238,9 +264,11 @@ def _add_run_and_split(parser):
 
 
 def _split_for(model, args):
-    """The examples of `args.data`'s `args.split`, checked against the model's input shape."""
+    """`(examples, labels or None)` of `args.data`'s `args.split`, checked against the model."""
     splits = load_dataset(args.data, likelihood=model.likelihood_layer.family)
-    examples = getattr(splits, args.split)
+    if model.conditional:
+        splits.require_labels()
+    examples, labels = splits.split(args.split)
     if examples is None:
         raise TfvaeError(f"{args.data} has no {args.split!r} split; choose --split train or valid.")
     if tuple(examples.shape[1:]) != model.network_config.input_shape:
@@ -248,13 +276,18 @@ def _split_for(model, args):
             f"{args.data}[{args.split!r}] examples have shape {examples.shape[1:]}, but the model in "
             f"{args.run_dir} takes {model.network_config.input_shape}."
         )
-    return examples
+    return examples, labels
+
+
+def _limited(examples, labels, limit):
+    return examples[:limit], None if labels is None else labels[:limit]
 
 
 def _evaluate(args):
     model = load_run(args.run_dir)
-    examples = _split_for(model, args)[: args.limit]
-    report = evaluate(model, examples, num_samples=args.num_samples, batch_size=args.batch_size,
+    examples, labels = _limited(*_split_for(model, args), args.limit)
+    report = evaluate(model, examples, labels=labels if model.conditional else None,
+                      num_samples=args.num_samples, batch_size=args.batch_size,
                       seed=args.seed, verbose=0 if args.json else 1)
     print(f"{args.split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
           f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
@@ -281,13 +314,14 @@ def _report(args):
     from tfvae import plots
 
     model = load_run(args.run_dir)
-    examples = _split_for(model, args)
+    examples, labels = _split_for(model, args)
+    model_labels = labels if model.conditional else None
     with open(os.path.join(args.run_dir, HISTORY_FILE), encoding="utf-8") as f:
         history = json.load(f)
-    written = plots.save_run_pictures(model, examples, history, args.out, seed=args.seed)
-    written.append(plots.save_latent_map(model, examples, os.path.join(args.out, "latent_map.png")))
+    written = plots.save_run_pictures(model, examples, history, args.out, seed=args.seed, labels=model_labels)
+    written.append(plots.save_latent_map(model, examples, os.path.join(args.out, "latent_map.png"), labels=labels))
     written.append(plots.save_interpolation(model, examples[0], examples[1],
-                                            os.path.join(args.out, "interpolation.png")))
+                                            os.path.join(args.out, "interpolation.png"), labels=model_labels))
     print("wrote " + ", ".join(written))
     return 0
 

@@ -2,7 +2,8 @@
 
 A dataset is named either by a registered name (the bundled default, "digits") or by
 a path to an `.npz` file with a `train` array and optionally `valid` and `test`
-arrays, `[N, *example_shape]`. Loading checks what numeric code would otherwise
+arrays, `[N, *example_shape]`, and for conditional models `train_labels` (and
+`valid_labels`, `test_labels`): integer class ids `[N]`. Loading checks what numeric code would otherwise
 trip over later, and says which file, which key, what was found and what to do.
 """
 import dataclasses
@@ -15,6 +16,7 @@ from tfvae.errors import DataError
 from tfvae.networks import infer_image_shape
 
 SPLITS = ("train", "valid", "test")
+LABEL_KEYS = tuple(f"{split}_labels" for split in SPLITS)
 LIKELIHOOD_FAMILIES = tuple(LIKELIHOODS)
 _REGISTRY = {}
 
@@ -29,6 +31,8 @@ class DataSplits:
       image_shape: `(height, width, channels)` for pictures, or None.
       valid_source: "file" when the data had a validation split, otherwise a note
         on how it was held out of `train`.
+      labels: `{split: int64 class ids [N]}` for the splits that have labels (empty
+        for unlabelled data).
     """
 
     name: str
@@ -37,10 +41,30 @@ class DataSplits:
     test: np.ndarray
     image_shape: tuple
     valid_source: str
+    labels: dict = dataclasses.field(default_factory=dict)
 
     @property
     def example_shape(self):
         return tuple(self.train.shape[1:])
+
+    @property
+    def num_classes(self):
+        """1 + the largest class id in any split, or None for unlabelled data."""
+        return int(max(v.max() for v in self.labels.values())) + 1 if self.labels else None
+
+    def split(self, name):
+        """`(examples, labels or None)` of the split `name` ("train", "valid" or "test")."""
+        return getattr(self, name), self.labels.get(name)
+
+    def require_labels(self):
+        """Raises a DataError unless every split present has labels (conditional training)."""
+        missing = [name for name in SPLITS if getattr(self, name) is not None and name not in self.labels]
+        if missing:
+            raise DataError(
+                f"{self.name}: a conditional model needs class labels, but "
+                f"{', '.join(f'{m}_labels' for m in missing)} missing. Add integer arrays "
+                "train_labels (valid_labels, test_labels) to the .npz, or train without --conditional."
+            )
 
 
 def register_dataset(name):
@@ -66,10 +90,14 @@ def _binarized_digits():
     """
     from sklearn.datasets import load_digits
 
-    images = (load_digits().data / 16.0 > 0.5).astype(np.float32)  # [1797, 64]
+    digits = load_digits()
+    images = (digits.data / 16.0 > 0.5).astype(np.float32)  # [1797, 64]
     order = np.random.default_rng(0).permutation(len(images))
-    images = images[order]
-    return {"train": images[:1437], "valid": images[1437:1617], "test": images[1617:]}
+    images, labels = images[order], digits.target[order]
+    bounds = {"train": (0, 1437), "valid": (1437, 1617), "test": (1617, 1797)}
+    arrays = {split: images[a:b] for split, (a, b) in bounds.items()}
+    arrays.update({f"{split}_labels": labels[a:b] for split, (a, b) in bounds.items()})
+    return arrays
 
 
 def _read_npz(path):
@@ -85,7 +113,7 @@ def _read_npz(path):
                     f"{path}: no 'train' array (found keys {sorted(archive.files)}). The .npz "
                     "needs 'train' and may have 'valid' and 'test', each [N, *example_shape]."
                 )
-            return {key: archive[key] for key in SPLITS if key in archive.files}
+            return {key: archive[key] for key in (*SPLITS, *LABEL_KEYS) if key in archive.files}
     except DataError:
         raise
     except (OSError, ValueError) as error:
@@ -124,6 +152,21 @@ def _validate(source, key, array, likelihood):
     return array
 
 
+def _validate_labels(source, key, labels, count):
+    where = f"{source}[{key!r}]"
+    if labels.ndim != 1 or len(labels) != count:
+        raise DataError(
+            f"{where}: shape {labels.shape}; expected one class id per example, [{count}]."
+        )
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{where}: dtype {labels.dtype}; class labels must be integer ids 0, 1, ...")
+    if labels.min() < 0:
+        raise DataError(f"{where}: label {labels.min()} is negative; class ids start at 0.")
+    return labels.astype(np.int64)
+
+
 def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
     """Loads and validates a dataset by registered name or `.npz` path.
 
@@ -152,7 +195,12 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
             f"Unknown dataset {data!r}: give a path to an .npz file or one of "
             f"{', '.join(available_datasets())}."
         )
+    labels = {key[: -len("_labels")]: arrays.pop(key) for key in LABEL_KEYS if key in arrays}
     splits = {key: _validate(source, key, array, likelihood) for key, array in arrays.items()}
+    for split in list(labels):
+        if split not in splits:
+            raise DataError(f"{source}: {split}_labels has no {split!r} array to label; add it or drop the labels.")
+        labels[split] = _validate_labels(source, f"{split}_labels", labels[split], len(splits[split]))
     example_shape = splits["train"].shape[1:]
     for key, array in splits.items():
         if array.shape[1:] != example_shape:
@@ -162,9 +210,10 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
             )
     valid_source = "file"
     if "valid" not in splits:
-        splits["train"], splits["valid"] = _hold_out(
-            source, splits["train"], validation_fraction, seed
-        )
+        kept, held_out = _hold_out(source, len(splits["train"]), validation_fraction, seed)
+        splits["train"], splits["valid"] = splits["train"][kept], splits["train"][held_out]
+        if "train" in labels:
+            labels["train"], labels["valid"] = labels["train"][kept], labels["train"][held_out]
         valid_source = f"held out {validation_fraction:g} of train (seed {seed})"
     return DataSplits(
         name=source,
@@ -173,15 +222,17 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
         test=splits.get("test"),
         image_shape=infer_image_shape(example_shape),
         valid_source=valid_source,
+        labels=labels,
     )
 
 
-def _hold_out(source, train, fraction, seed):
-    count = int(round(len(train) * fraction))
-    if not 0 < count < len(train):
+def _hold_out(source, size, fraction, seed):
+    """`(kept indices, held-out indices)` of a seeded permutation of `size` examples."""
+    count = int(round(size * fraction))
+    if not 0 < count < size:
         raise DataError(
-            f"{source}: cannot hold out {fraction:g} of {len(train)} training examples as a "
+            f"{source}: cannot hold out {fraction:g} of {size} training examples as a "
             "validation split; add a 'valid' array to the file or use more examples."
         )
-    order = np.random.default_rng(seed).permutation(len(train))
-    return train[order[count:]], train[order[:count]]
+    order = np.random.default_rng(seed).permutation(size)
+    return order[count:], order[:count]

@@ -5,25 +5,33 @@ Everything comes from the model's shared estimators (`VAE.log_likelihood`,
 """
 import numpy as np
 
+from tfvae.errors import ConfigError
+
 REPORT_KEYS = ("nll", "nll_stderr", "elbo", "kl", "reconstruction", "active_units", "num_samples", "examples")
 # Burda et al. (2016): a latent dimension is active when Var_x(E_q[z_d]) exceeds 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
-def active_units(model, x, batch_size=100):
+def _batches(x, labels, batch_size):
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size], None if labels is None else labels[start : start + batch_size]
+
+
+def active_units(model, x, batch_size=100, labels=None):
     """How many latent dimensions the posterior means actually use (Burda et al. 2016)."""
     means = np.concatenate([
-        model.encode(x[start : start + batch_size]).mean().numpy() for start in range(0, len(x), batch_size)
+        model.latent_code(x_batch, labels_batch).numpy() for x_batch, labels_batch in _batches(x, labels, batch_size)
     ])
     return int(np.sum(means.var(axis=0) > ACTIVE_UNIT_THRESHOLD))
 
 
-def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None, seed=0, verbose=0):
+def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None, seed=0, verbose=0, labels=None):
     """Per-example averages over `x`, in nats.
 
     Args:
-      model: a trained `tfvae.VAE`.
+      model: a trained `tfvae.VAE` or `tfvae.ConditionalVAE`.
       x: `[N, *input_shape]` examples.
+      labels: `[N]` class ids, for a conditional model (its NLL is then -log p(x|y)).
       num_samples: K, importance samples per example for the NLL.
       batch_size: examples per step.
       sample_batch_size: samples per step (default min(K, 1000)).
@@ -36,13 +44,19 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
       (−E_q[log p(x|z)], one sample of z per example), `active_units`, `num_samples`
       and `examples`.
     """
+    if not hasattr(model, "log_likelihood"):
+        raise ConfigError(
+            f"evaluate needs a VAE: a {type(model).__name__} defines no p(x) to estimate "
+            "(compare autoencoders by their reconstruction loss, `model.evaluate`)."
+        )
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
         raise ValueError("evaluate needs at least one example.")
-    log_px = model.log_likelihood(x, num_samples, batch_size, sample_batch_size, seed=seed, verbose=verbose)
+    log_px = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size,
+                                  sample_batch_size=sample_batch_size, seed=seed, verbose=verbose, labels=labels)
     expected_log_likelihood, kl = [], []
-    for index, start in enumerate(range(0, len(x), batch_size)):
-        ell, kl_batch = model.elbo_terms(x[start : start + batch_size], num_samples=1, seed=seed + index)
+    for index, (x_batch, labels_batch) in enumerate(_batches(x, labels, batch_size)):
+        ell, kl_batch = model.elbo_terms(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)
         expected_log_likelihood.append(ell.numpy())
         kl.append(kl_batch.numpy())
     expected_log_likelihood, kl = np.concatenate(expected_log_likelihood), np.concatenate(kl)
@@ -52,7 +66,7 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
         "elbo": float((expected_log_likelihood - kl).mean()),
         "kl": float(kl.mean()),
         "reconstruction": float(-expected_log_likelihood.mean()),
-        "active_units": active_units(model, x, batch_size),
+        "active_units": active_units(model, x, batch_size, labels),
         "num_samples": int(num_samples),
         "examples": int(len(x)),
     }

@@ -45,7 +45,7 @@ _PARITY_TOLERANCE = 1e-4
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-    """One exported model: its repository name, input, and named outputs.
+    """One exported model: its repository name, inputs, and named outputs.
 
     `serving` is the output set of the `serving_default` signature; `extra` maps
     further signature names to output sets. The ONNX graph has every output.
@@ -53,8 +53,8 @@ class Part:
 
     kind: str
     model_name: str
-    input_spec: tf.TensorSpec
-    outputs: object  # callable: input tensor -> {output name: tensor}
+    input_specs: tuple  # tf.TensorSpec per input, named
+    outputs: object  # callable: input tensors -> {output name: tensor}
     serving: tuple
     extra: dict
     layers: tuple  # what the graph reads weights from
@@ -72,50 +72,51 @@ class ExportResult:
 
 
 def model_parts(model, name):
-    """The deterministic parts of `model` that export, keyed by part kind."""
-    likelihood_layer, posterior_layer = model.likelihood_layer, model.posterior_layer
+    """The deterministic parts of `model` that export, keyed by part kind.
 
-    def decoder_outputs(z):
-        likelihood = model.decode(z)
-        return {"mean": likelihood.mean(), **likelihood_layer.parameters_of(likelihood)}
-
-    def encoder_outputs(x):
-        return posterior_layer.parameters_of(model.encode(x))
-
-    decoder_params = tuple(likelihood_layer.parameters_of(model.decode(tf.zeros([1, model.latent_dim]))))
+    A conditional model's parts take the class labels (int64 `[batch]`) as a second input.
+    """
+    labels_spec = (tf.TensorSpec([None], tf.int64, name="labels"),) if model.conditional else ()
+    z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+    x_spec = tf.TensorSpec([None, *model.network_config.input_shape], tf.float32, name="x")
+    probe = [tf.zeros([1, model.latent_dim])] + [tf.zeros([1], tf.int64)] * model.conditional
+    decoder_names = tuple(model.decoder_outputs(*probe))
+    encoder_probe = [tf.zeros([1, *model.network_config.input_shape])] + [tf.zeros([1], tf.int64)] * model.conditional
+    encoder_names = tuple(model.encoder_outputs(*encoder_probe))
+    encoder_layers = (model.encoder, *([model.posterior_layer] if hasattr(model, "posterior_layer") else []))
     return {
         "decoder": Part(
             kind="decoder",
             model_name=name,
-            input_spec=tf.TensorSpec([None, model.latent_dim], tf.float32, name="z"),
-            outputs=decoder_outputs,
+            input_specs=(z_spec, *labels_spec),
+            outputs=model.decoder_outputs,
             serving=("mean",),
-            extra={"params": decoder_params},
-            layers=(model.decoder, likelihood_layer),
+            extra={"params": tuple(n for n in decoder_names if n != "mean")},
+            layers=(model.decoder, model.likelihood_layer),
         ),
         "encoder": Part(
             kind="encoder",
             model_name=f"{name}_encoder",
-            input_spec=tf.TensorSpec([None, *model.network_config.input_shape], tf.float32, name="x"),
-            outputs=encoder_outputs,
-            serving=("loc", "scale" if posterior_layer.covariance == "diagonal" else "scale_tril"),
+            input_specs=(x_spec, *labels_spec),
+            outputs=model.encoder_outputs,
+            serving=encoder_names,
             extra={},
-            layers=(model.encoder, posterior_layer),
+            layers=encoder_layers,
         ),
     }
 
 
 def _select(outputs, names):
-    return lambda inputs: {key: outputs(inputs)[key] for key in names}
+    return lambda *inputs: {key: outputs(*inputs)[key] for key in names}
 
 
 def _write_saved_model(part, path):
     archive = keras.export.ExportArchive()
     for layer in part.layers:
         archive.track(layer)
-    archive.add_endpoint("serving_default", _select(part.outputs, part.serving), [part.input_spec])
+    archive.add_endpoint("serving_default", _select(part.outputs, part.serving), list(part.input_specs))
     for signature, names in part.extra.items():
-        archive.add_endpoint(signature, _select(part.outputs, names), [part.input_spec])
+        archive.add_endpoint(signature, _select(part.outputs, names), list(part.input_specs))
     archive.write_out(path, verbose=False)
 
 
@@ -123,8 +124,9 @@ def _write_onnx(part, path, opset):
     import onnx
     import tf2onnx
 
-    function = tf.function(part.outputs, input_signature=[part.input_spec])
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=[part.input_spec], opset=opset)
+    specs = list(part.input_specs)
+    function = tf.function(part.outputs, input_signature=specs)
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, opset=opset)
     for value in [*proto.graph.input, *proto.graph.output]:  # name the dynamic batch axis
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.checker.check_model(proto, full_check=True)
@@ -132,16 +134,28 @@ def _write_onnx(part, path, opset):
     return proto
 
 
-def _check_onnx_parity(part, path):
+def example_inputs(input_specs, batch, num_classes=None, seed=0):
+    """Random inputs for `input_specs`: uniform floats, and class ids below `num_classes`."""
+    rng = np.random.default_rng(seed)
+    return {
+        spec.name: (
+            rng.integers(0, num_classes, size=batch).astype(spec.dtype.as_numpy_dtype)
+            if spec.dtype.is_integer
+            else rng.uniform(size=[batch, *spec.shape[1:]]).astype(np.float32)
+        )
+        for spec in input_specs
+    }
+
+
+def _check_onnx_parity(part, path, num_classes):
     """Runs the saved ONNX file in ONNX Runtime against TensorFlow; returns the max difference."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    shape = [7, *part.input_spec.shape[1:]]
-    inputs = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
-    expected = {k: v.numpy() for k, v in part.outputs(tf.constant(inputs)).items()}
+    inputs = example_inputs(part.input_specs, 7, num_classes)
+    expected = {k: v.numpy() for k, v in part.outputs(*[tf.constant(inputs[s.name]) for s in part.input_specs]).items()}
     names = [o.name for o in session.get_outputs()]
-    got = dict(zip(names, session.run(names, {part.input_spec.name: inputs})))
+    got = dict(zip(names, session.run(names, inputs)))
     difference = max(float(np.max(np.abs(got[k] - expected[k]))) for k in expected)
     if not difference <= _PARITY_TOLERANCE:
         raise ExportError(
@@ -173,10 +187,15 @@ def triton_config(model_name, inputs, outputs, max_batch_size=TRITON_MAX_BATCH_S
     `inputs`/`outputs` are manifest tensor entries; Triton's dims leave out the batch axis.
     """
 
+    def dims(entry):
+        # Triton needs dims for a batched tensor of shape [batch]: [1], reshaped to [].
+        if len(entry["shape"]) == 1:
+            return "dims: [ 1 ] reshape: { shape: [ ] }"
+        return f'dims: [ {", ".join(str(d) for d in entry["shape"][1:])} ]'
+
     def block(kind, entries):
         rows = ",\n".join(
-            f'  {{ name: "{e["name"]}" data_type: {_TRITON_TYPES[e["datatype"]]} '
-            f'dims: [ {", ".join(str(d) for d in e["shape"][1:])} ] }}'
+            f'  {{ name: "{e["name"]}" data_type: {_TRITON_TYPES[e["datatype"]]} {dims(e)} }}'
             for e in entries
         )
         return f"{kind} [\n{rows}\n]"
@@ -277,7 +296,8 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
     """Exports a trained model's parts as SavedModel + ONNX + Triton config + manifest.
 
     Args:
-      model: a trained `tfvae.VAE`.
+      model: a trained `tfvae.VAE`, `ConditionalVAE` (whose parts take the labels as a
+        second input) or `Autoencoder` (whose encoder outputs the code `z`).
       export_dir: the model repository (created if missing).
       name: the decoder's model name; the encoder is `name + "_encoder"`.
       version: the version folder; None takes the next free number (1 at first).
@@ -304,14 +324,15 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
         "name": name,
         "version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model_class": type(model).__name__,
         "latent_dim": model.latent_dim,
         "input_shape": list(model.network_config.input_shape),
         "image_shape": None if model.image_shape is None else list(model.image_shape),
         "likelihood": model.likelihood_layer.family,
-        "posterior": model.posterior_layer.covariance,
-        "prior": type(model.prior_layer).__name__,
-        "conditional": False,
+        "model_class": type(model).__name__,
+        "posterior": getattr(getattr(model, "posterior_layer", None), "covariance", None),
+        "prior": type(model.prior_layer).__name__ if hasattr(model, "prior_layer") else None,
+        "conditional": model.conditional,
+        "num_classes": model.num_classes,
         "onnx_opset": opset,
         "versions": versions,
         "parts": {},
@@ -331,7 +352,7 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
                 "inputs": inputs,
                 "outputs": outputs,
                 "signatures": {"serving_default": list(part.serving), **{k: list(v) for k, v in part.extra.items()}},
-                "onnx_max_abs_difference": _check_onnx_parity(part, os.path.join(folder, ONNX_FILE)),
+                "onnx_max_abs_difference": _check_onnx_parity(part, os.path.join(folder, ONNX_FILE), model.num_classes),
                 "files": _hash_tree(folder),
             }
         text = json.dumps(manifest, indent=2) + "\n"

@@ -23,18 +23,20 @@ class EpochKeyedShuffle(keras.callbacks.Callback):
         self.epoch_variable.assign(epoch)
 
 
-def shuffled_batches(x, batch_size, seed):
-    """Batches of `x`, reshuffled each epoch by (seed, epoch).
+def shuffled_batches(x, batch_size, seed, labels=None):
+    """Batches of `x` (or `(x, labels)` pairs), reshuffled each epoch by (seed, epoch).
 
     Args:
       x: `[N, ...]` examples.
       batch_size: examples per batch (the last may be smaller).
       seed: an int.
+      labels: None, or `[N]` integer class ids that go with the examples.
 
     Returns:
       `(dataset, callback)`: pass both to `fit`; the callback sets the epoch.
     """
     table = tf.constant(np.asarray(x, dtype=np.float32))
+    label_table = None if labels is None else tf.constant(np.asarray(labels, dtype=np.int64))
     count = int(table.shape[0])
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
 
@@ -44,7 +46,8 @@ def shuffled_batches(x, batch_size, seed):
 
     dataset = (
         tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size)
-        .map(lambda index: tf.gather(table, index))
+        .map(lambda index: tf.gather(table, index) if label_table is None
+             else (tf.gather(table, index), tf.gather(label_table, index)))
         .apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
         .prefetch(tf.data.AUTOTUNE)
     )

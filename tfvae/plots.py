@@ -82,28 +82,46 @@ def save_learning_curve(history, path):
     return path
 
 
-def save_run_pictures(model, examples, history, run_dir, seed=0, n=64):
-    """samples.png, reconstructions.png and learning_curve.png in `run_dir`."""
-    image_shape = model.image_shape
+def save_class_samples(model, path, per_class=10, seed=0):
+    """One row of generated samples per class of a conditional model."""
+    labels = np.repeat(np.arange(model.num_classes), per_class)
+    samples = model.sample(len(labels), labels=labels, seed=seed).numpy()
+    return save_image_grid(
+        samples, model.image_shape, path, ncols=per_class,
+        title=f"samples from the prior, one row per class (0 to {model.num_classes - 1})",
+    )
+
+
+def save_prior_samples(model, path, n=64, seed=0):
+    """Samples from the prior: a grid for a VAE, a row per class for a conditional VAE."""
+    if model.conditional:
+        return save_class_samples(model, path, seed=seed)
+    return save_image_grid(model.sample(n, seed=seed).numpy(), model.image_shape, path,
+                           title=f"{n} samples from the prior")
+
+
+def save_run_pictures(model, examples, history, run_dir, seed=0, n=64, labels=None):
+    """samples.png (models with a prior), reconstructions.png and learning_curve.png in `run_dir`."""
     inputs = examples[:32]
-    return [
-        save_image_grid(
-            model.sample(n, seed=seed).numpy(), image_shape,
-            os.path.join(run_dir, "samples.png"), title=f"{n} samples from the prior",
-        ),
-        save_reconstructions(
-            inputs, model.reconstruct(inputs).numpy(), image_shape,
-            os.path.join(run_dir, "reconstructions.png"),
-        ),
-        save_learning_curve(history, os.path.join(run_dir, "learning_curve.png")),
-    ]
+    input_labels = None if labels is None else labels[:32]
+    written = []
+    if hasattr(model, "prior"):
+        written.append(save_prior_samples(model, os.path.join(run_dir, "samples.png"), n, seed))
+    reconstructions = model.decode_mean(model.latent_code(inputs, input_labels), input_labels).numpy()
+    written.append(save_reconstructions(inputs, reconstructions, model.image_shape,
+                                        os.path.join(run_dir, "reconstructions.png")))
+    written.append(save_learning_curve(history, os.path.join(run_dir, "learning_curve.png")))
+    return written
 
 
-def save_latent_map(model, examples, path, batch_size=500):
-    """A scatter of the posterior means E_q[z|x]: the latent plane itself for 2-D latents,
-    otherwise their first two principal components."""
+def save_latent_map(model, examples, path, batch_size=500, labels=None):
+    """A scatter of the codes (posterior means E_q[z|x] for a VAE): the latent plane itself
+    for 2-D latents, otherwise their first two principal components; coloured by class
+    when labels are given."""
     means = np.concatenate([
-        model.encode(examples[i : i + batch_size]).mean().numpy() for i in range(0, len(examples), batch_size)
+        model.latent_code(examples[i : i + batch_size], None if labels is None or not model.conditional
+                          else labels[i : i + batch_size]).numpy()
+        for i in range(0, len(examples), batch_size)
     ])
     if means.shape[1] > 2:
         from sklearn.decomposition import PCA
@@ -111,25 +129,31 @@ def save_latent_map(model, examples, path, batch_size=500):
         pca = PCA(n_components=2, random_state=0)
         points = pca.fit_transform(means)
         explained = pca.explained_variance_ratio_.sum()
-        labels = ("PC 1", "PC 2", f"posterior means, first two principal components ({explained:.0%} of variance)")
+        axis_names = ("PC 1", "PC 2", f"latent codes, first two principal components ({explained:.0%} of variance)")
     else:
         points = np.pad(means, ((0, 0), (0, 2 - means.shape[1])))
-        labels = ("z_1", "z_2", "posterior means")
+        axis_names = ("z_1", "z_2", "latent codes")
     figure = Figure(figsize=(5, 5))
     axes = figure.add_subplot()
-    axes.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5)
-    axes.set_xlabel(labels[0])
-    axes.set_ylabel(labels[1])
-    axes.set_title(labels[2], fontsize=9)
+    colours = {} if labels is None else dict(c=labels, cmap="tab10")
+    scatter = axes.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5, **colours)
+    if labels is not None:
+        figure.colorbar(scatter, ax=axes, label="class")
+    axes.set_xlabel(axis_names[0])
+    axes.set_ylabel(axis_names[1])
+    axes.set_title(axis_names[2], fontsize=9)
     _save(figure, path)
     return path
 
 
-def save_interpolation(model, start, end, path, steps=10):
-    """Decodes the straight line between the posterior means of two inputs, ends included."""
-    z_start, z_end = model.encode(np.stack([start, end])).mean().numpy()
+def save_interpolation(model, start, end, path, steps=10, labels=None):
+    """Decodes the straight line between the codes of two inputs, ends included (a
+    conditional model decodes the whole line with the first input's class)."""
+    pair_labels = None if labels is None else np.asarray(labels[:2])
+    z_start, z_end = model.latent_code(np.stack([start, end]), pair_labels).numpy()
     weights = np.linspace(0.0, 1.0, steps)[:, None]
     z = ((1 - weights) * z_start + weights * z_end).astype(np.float32)  # [steps, latent_dim]
-    images = model.decode(z).mean().numpy()
+    line_labels = None if labels is None else np.full(steps, labels[0])
+    images = model.decode_mean(z, line_labels).numpy()
     row = np.concatenate([start[None], images, end[None]])
     return save_image_grid(row, model.image_shape, path, title="input, interpolation in z, input", ncols=len(row))

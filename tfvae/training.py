@@ -22,9 +22,12 @@ from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
 from tfvae.distributions import COVARIANCES
 from tfvae.errors import ConfigError, RunError
 from tfvae.input_pipeline import shuffled_batches
-from tfvae.models import VAE
+from tfvae.models import VAE, Autoencoder, ConditionalVAE
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
+from tfvae.priors import PRIORS, VampPrior
+
+MODELS = ("vae", "autoencoder")
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -42,6 +45,10 @@ class TrainConfig:
     Args:
       data: a registered dataset name ("digits") or a path to an `.npz` file.
       out: the run directory.
+      model: "vae", or "autoencoder" (the deterministic baseline: no posterior, prior,
+        KL or sampling; the VAE-only fields are ignored).
+      conditional: train a `ConditionalVAE` on the data's class labels.
+      prior: "standard_normal" or "vamp" (a VampPrior with `pseudo_inputs` components).
       epochs, batch_size, learning_rate: the optimisation (Adam).
       latent_dim, posterior, likelihood, arch, hidden_units, activation: the model.
       num_samples: Monte Carlo samples of z per input.
@@ -54,6 +61,10 @@ class TrainConfig:
 
     data: str
     out: str
+    model: str = "vae"
+    conditional: bool = False
+    prior: str = "standard_normal"
+    pseudo_inputs: int = 500
     epochs: int = 10
     latent_dim: int = 16
     posterior: str = "diagonal"
@@ -73,15 +84,25 @@ class TrainConfig:
 
     def __post_init__(self):
         self.hidden_units = tuple(self.hidden_units)
-        for name in ("epochs", "latent_dim", "num_samples", "batch_size"):
+        for name in ("epochs", "latent_dim", "num_samples", "batch_size", "pseudo_inputs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
         choices = {"posterior": COVARIANCES, "likelihood": LIKELIHOOD_FAMILIES, "arch": ARCHITECTURES,
-                   "objective": OBJECTIVES}
+                   "objective": OBJECTIVES, "model": MODELS, "prior": PRIORS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
+        if self.model == "autoencoder" and (self.conditional or self.prior != "standard_normal"):
+            raise ConfigError(
+                "An autoencoder has no prior and no conditional form: leave out --conditional "
+                "and --prior, or train --model vae."
+            )
+        if self.conditional and self.prior != "standard_normal":
+            raise ConfigError(
+                "A conditional VAE takes the standard normal prior only (a VampPrior's "
+                "pseudo-inputs have no labels); leave out --prior vamp or --conditional."
+            )
         if self.beta < 0 or self.kl_warmup_epochs < 0 or self.patience < 0 or not self.learning_rate > 0:
             raise ConfigError(
                 "beta, kl_warmup_epochs and patience must be >= 0 and learning_rate > 0; got "
@@ -100,7 +121,7 @@ class TrainConfig:
 class RunResult:
     """What `train` returns: the model, the history dict written to history.json, the run dir."""
 
-    model: VAE
+    model: keras.Model
     history: dict
     run_dir: str
 
@@ -130,26 +151,48 @@ def resume_config(out):
         return TrainConfig.from_dict(json.load(f))
 
 
-def build_model(config, input_shape, image_shape=None):
-    """The VAE a `TrainConfig` describes, compiled."""
-    model = VAE(
-        input_shape=input_shape,
-        latent_dim=config.latent_dim,
-        posterior=config.posterior,
-        likelihood=config.likelihood,
-        arch=config.arch,
-        hidden_units=config.hidden_units,
-        activation=config.activation,
+def build_model(config, input_shape, image_shape=None, num_classes=None):
+    """The model a `TrainConfig` describes, compiled.
+
+    Args:
+      config: the `TrainConfig`.
+      input_shape, image_shape: of the data's examples.
+      num_classes: the data's number of classes (conditional models only).
+    """
+    networks = dict(
+        input_shape=input_shape, latent_dim=config.latent_dim, likelihood=config.likelihood,
+        arch=config.arch, hidden_units=config.hidden_units, activation=config.activation,
         image_shape=image_shape,
-        num_samples=config.num_samples,
-        objective=config.objective,
-        analytic_kl=config.analytic_kl,
-        beta=config.beta,
-        kl_warmup_epochs=config.kl_warmup_epochs,
-        seed=config.seed,
     )
+    if config.model == "autoencoder":
+        model = Autoencoder(**networks)
+    else:
+        vae_options = dict(
+            posterior=config.posterior,
+            prior=VampPrior(config.latent_dim, config.pseudo_inputs) if config.prior == "vamp" else None,
+            num_samples=config.num_samples, objective=config.objective, analytic_kl=config.analytic_kl,
+            beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, seed=config.seed,
+        )
+        if config.conditional:
+            model = ConditionalVAE(num_classes=num_classes, **networks, **vae_options)
+        else:
+            model = VAE(**networks, **vae_options)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     return model
+
+
+def load_splits(config):
+    """The run's data, with labels checked when the model is conditional."""
+    splits = load_dataset(config.data, likelihood=config.likelihood, seed=config.seed)
+    if config.conditional:
+        splits.require_labels()
+    return splits
+
+
+def build_model_for(config, splits):
+    """`build_model` for the data in `splits`."""
+    num_classes = splits.num_classes if config.conditional else None
+    return build_model(config, splits.example_shape, splits.image_shape, num_classes)
 
 
 def _read_epoch_log(path):
@@ -198,7 +241,7 @@ def _callbacks(config, resuming):
 
 
 def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
-    """Trains a VAE as `config` says and writes the run directory.
+    """Trains the model `config` describes and writes the run directory.
 
     Every epoch is checkpointed; a run stopped part-way (Ctrl-C, SIGTERM, a crash)
     continues with `resume=True` from its last completed epoch and ends with the same
@@ -222,17 +265,18 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         check_run_dir(config.out, overwrite)
         for stale in (CHECKPOINT_DIR, EPOCH_LOG, BEST_WEIGHTS, MODEL_FILE, HISTORY_FILE):
             _remove(os.path.join(config.out, stale))
-    splits = load_dataset(config.data, likelihood=config.likelihood, seed=config.seed)
+    splits = load_splits(config)
     os.makedirs(config.out, exist_ok=True)
     _write_json(os.path.join(config.out, CONFIG_FILE), config.to_dict())
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config, splits.example_shape, splits.image_shape)
-    batches, shuffle_callback = shuffled_batches(splits.train, config.batch_size, config.seed)
+    model = build_model_for(config, splits)
+    labels = splits.labels if config.conditional else {}
+    batches, shuffle_callback = shuffled_batches(splits.train, config.batch_size, config.seed, labels.get("train"))
     started = time.perf_counter()
     model.fit(
         batches,
         epochs=config.epochs,
-        validation_data=(splits.valid,),
+        validation_data=(splits.valid, labels["valid"]) if config.conditional else (splits.valid,),
         validation_batch_size=config.batch_size,
         callbacks=[shuffle_callback, *_callbacks(config, resume)],
         shuffle=False,  # the batches are shuffled by (seed, epoch) already
@@ -246,7 +290,7 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         history["test"] = {
             name: float(value)
             for name, value in model.evaluate(
-                splits.test, batch_size=config.batch_size, verbose=0, return_dict=True
+                splits.test, labels.get("test"), batch_size=config.batch_size, verbose=0, return_dict=True
             ).items()
         }
     model.save(os.path.join(config.out, MODEL_FILE))
@@ -255,7 +299,8 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
     if pictures:
         from tfvae import plots
 
-        plots.save_run_pictures(model, splits.valid, history, config.out, seed=config.seed)
+        plots.save_run_pictures(model, splits.valid, history, config.out, seed=config.seed,
+                                labels=labels.get("valid"))
     return RunResult(model=model, history=history, run_dir=config.out)
 
 

@@ -145,7 +145,7 @@ class LatentModel(keras.Model):
         if not self.conditional:
             return inputs
         one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, dtype=self.compute_dtype)
-        return [inputs, one_hot]
+        return [tf.cast(inputs, self.compute_dtype), one_hot]
 
     def _split_inputs(self, data):
         """`(x, labels)` from a batch: x, (x,), (x, labels) or ((x, labels),)."""
@@ -180,6 +180,15 @@ class LatentModel(keras.Model):
         """The deterministic code of x that `call`/`reconstruct` decode."""
         raise NotImplementedError
 
+    def latent_code(self, x, labels=None):
+        """The deterministic code of each example, `[batch, latent_dim]`: E_q[z|x] for a
+        VAE, encoder(x) for an autoencoder (labels for conditional models)."""
+        return self._code(x, self.check_labels(labels, example_count(x)), False)
+
+    def decode_mean(self, z, labels=None):
+        """E[x|z] (and y for conditional models) for z `[batch, latent_dim]`."""
+        return self._decode(z, self.check_labels(labels, example_count(z)), False).mean()
+
     def call(self, inputs, training=False):
         """The deterministic reconstruction E[x | z = code(x)]; inputs x or (x, labels)."""
         x, labels = (inputs if self.conditional else (inputs, None))
@@ -191,9 +200,12 @@ class LatentModel(keras.Model):
         """`(objective to minimise, {metric name: scalar})`."""
         raise NotImplementedError
 
-    def _update_metrics(self, values):
+    def _update_metrics(self, values, x):
+        # Weighted by batch size, so an epoch's metric is the per-example mean even
+        # when the last batch is short.
+        batch_size = tf.cast(tf.shape(x)[0], self.compute_dtype)
         for tracker in self.trackers:
-            tracker.update_state(values[tracker.name])
+            tracker.update_state(values[tracker.name], sample_weight=batch_size)
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
     def train_step(self, data):
@@ -204,11 +216,11 @@ class LatentModel(keras.Model):
             scaled = objective / tf.distribute.get_strategy().num_replicas_in_sync
         gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply(gradients, self.trainable_weights)
-        return self._update_metrics(values)
+        return self._update_metrics(values, x)
 
     def test_step(self, data):
         x, labels = self._split_inputs(data)
-        return self._update_metrics(self._objective_and_metrics(x, labels, training=False)[1])
+        return self._update_metrics(self._objective_and_metrics(x, labels, training=False)[1], x)
 
     def compile(self, optimizer=None, **kwargs):
         """As `keras.Model.compile`; the optimizer defaults to Adam(1e-3)."""

@@ -220,7 +220,7 @@ class VAE(LatentModel):
 
     def elbo(self, x, num_samples=1, seed=None, *, labels=None):
         """The ELBO per example, `[batch]` nats, with `num_samples` samples of z."""
-        expected_log_likelihood, kl = self.elbo_terms(x, num_samples, seed, labels=labels)
+        expected_log_likelihood, kl = self.elbo_terms(x, num_samples=num_samples, seed=seed, labels=labels)
         return expected_log_likelihood - kl
 
     @tf.function(reduce_retracing=True)

@@ -1,0 +1,175 @@
+"""The model family beside the VAE: ConditionalVAE, Autoencoder and the VampPrior."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.special import logsumexp
+
+import tfvae
+from tfvae import objectives
+
+
+def round_trip(model, tmp_path):
+    path = str(tmp_path / f"{model.name}.keras")
+    model.save(path)
+    return keras.models.load_model(path)  # no custom_objects: registration is enough
+
+
+def vamp_vae(components=5, latent_dim=3):
+    model = tfvae.VAE((64,), latent_dim, hidden_units=(32,), seed=0,
+                      prior=tfvae.VampPrior(latent_dim, num_components=components))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return model
+
+
+def conditional_vae(**kwargs):
+    model = tfvae.ConditionalVAE(input_shape=(64,), num_classes=10, latent_dim=4, hidden_units=(128,), seed=0,
+                                 **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return model
+
+
+# VampPrior
+
+
+def test_vamp_prior_log_prob_is_the_uniform_mixture_of_posteriors_at_the_pseudo_inputs(digits):
+    model = vamp_vae()
+    model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)  # move the pseudo-inputs off their start
+    z = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    components = model.encode(model.prior_layer.pseudo_inputs)
+    loc, scale = components.mean().numpy(), components.stddev().numpy()  # [5, 3] each
+    log_normal = (
+        -0.5 * (((z[:, None] - loc[None]) / scale[None]) ** 2).sum(-1)
+        - np.log(scale).sum(-1)[None] - 0.5 * 3 * np.log(2 * np.pi)
+    )  # [7, 5]
+    by_hand = logsumexp(log_normal, axis=1) - np.log(5)
+    np.testing.assert_allclose(model.prior.log_prob(z).numpy(), by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_vamp_prior_trains_with_a_monte_carlo_kl_and_keeps_pseudo_inputs_in_range(digits):
+    model = vamp_vae(components=10)
+    posterior = model.encode(digits.valid[:4])
+    assert not objectives.has_analytic_kl(posterior, model.prior)
+    history = model.fit(digits.train, epochs=4, batch_size=64, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0] - 5.0
+    pseudo_inputs = model.prior_layer.pseudo_inputs.numpy()
+    assert pseudo_inputs.shape == (10, 64) and pseudo_inputs.min() >= 0.0 and pseudo_inputs.max() <= 1.0
+    report = tfvae.evaluate(model, digits.test[:40], num_samples=200)
+    assert report["nll"] <= -report["elbo"] + 3 * report["nll_stderr"]
+
+
+def test_mixture_priors_evaluate_in_smaller_sample_chunks():
+    """A VampPrior's log density holds [samples, batch, components, latent] values."""
+    assert vamp_vae(components=500, latent_dim=40)._default_sample_batch_size(100) * 100 * 500 * 40 <= 2**26
+    assert tfvae.VAE((64,), 40, hidden_units=(8,))._default_sample_batch_size(100) == 1000
+
+
+# ConditionalVAE
+
+
+def test_conditional_generation_follows_the_labels(digits):
+    """A classifier trained on real labelled digits names the class of generated ones.
+
+    Logistic regression scores 93% on the real test digits; chance is 10%. Samples
+    that follow their labels should score near the real digits; we ask for 80%
+    (200 samples: if they ignored the labels, 80% would be > 20 binomial SDs away).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    classifier = LogisticRegression(max_iter=2000).fit(digits.train, digits.labels["train"])
+    assert classifier.score(digits.test, digits.labels["test"]) > 0.9
+    model = conditional_vae()
+    model.fit((digits.train, digits.labels["train"]), epochs=30, batch_size=64, verbose=0)
+    labels = np.repeat(np.arange(10), 20)
+    samples = model.sample(len(labels), labels=labels, seed=1).numpy()
+    accuracy = classifier.score(samples, labels)
+    assert accuracy >= 0.8, accuracy
+    flipped = model.sample(len(labels), labels=(labels + 1) % 10, seed=1).numpy()
+    assert classifier.score(flipped, labels) < 0.3  # the label, not the noise, sets the class
+
+
+def test_conditional_vae_takes_each_form_of_labelled_data_and_round_trips(digits, tmp_path):
+    x, y = digits.train[:256], digits.labels["train"][:256]
+    model = conditional_vae()
+    first = model.fit((x, y), epochs=1, batch_size=64, verbose=0).history["loss"][0]
+    second = model.fit(x, y, epochs=1, batch_size=64, verbose=0,
+                       validation_data=(digits.valid, digits.labels["valid"])).history
+    assert second["loss"][0] < first and "val_loss" in second
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(64), epochs=1, verbose=0, shuffle=False)
+    loaded = round_trip(model, tmp_path)
+    labels = np.arange(10)
+    np.testing.assert_array_equal(loaded.sample(10, labels=labels, seed=3).numpy(),
+                                  model.sample(10, labels=labels, seed=3).numpy())
+    np.testing.assert_array_equal(loaded.reconstruct(x[:8], y[:8]).numpy(), model.reconstruct(x[:8], y[:8]).numpy())
+    np.testing.assert_array_equal(loaded.encode(x[:8], y[:8]).mean().numpy(), model.encode(x[:8], y[:8]).mean().numpy())
+    log_px_given_y = model.log_likelihood(x[:20], y[:20], num_samples=100, seed=0)
+    assert np.all(log_px_given_y >= model.elbo(x[:20], y[:20], num_samples=100, seed=0).numpy() - 1.0)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, x: m.sample(3, labels=None), "pass `labels`"),
+        (lambda m, x: m.sample(3, labels=[0, 1]), "1-D array of 3"),
+        (lambda m, x: m.sample(2, labels=[0, 10]), r"in \[0, 10\)"),
+        (lambda m, x: m.sample(2, labels=[0.5, 1.0]), "integer class ids"),
+        (lambda m, x: m.encode(x[:4], [-1, 0, 0, 0]), r"in \[0, 10\)"),
+        (lambda m, x: m.fit(x[:4], np.array([0, 1, 2, 12]), verbose=0), r"range \[0, 12\]"),
+        (lambda m, x: m.fit(x[:4], verbose=0), r"\(x, labels\) pairs"),
+    ],
+)
+def test_bad_labels_say_what_to_fix(digits, call, message):
+    with pytest.raises(tfvae.ConfigError, match=message):
+        call(conditional_vae(), digits.train)
+
+
+def test_an_unconditional_vae_refuses_labels():
+    with pytest.raises(tfvae.ConfigError, match="not conditional"):
+        tfvae.VAE((64,), 2, hidden_units=(8,)).sample(2, labels=[0, 1])
+
+
+def test_a_conditional_vae_refuses_a_vamp_prior():
+    with pytest.raises(ValueError, match="no labels"):
+        tfvae.ConditionalVAE((64,), 10, 3, prior=tfvae.VampPrior(3, num_components=4))
+
+
+# Autoencoder
+
+
+def test_autoencoder_refuses_to_sample_and_its_reconstruction_loss_falls(digits, tmp_path):
+    model = tfvae.Autoencoder((64,), 4, hidden_units=(32,))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    with pytest.raises(tfvae.ConfigError, match="no prior p\\(z\\) to draw codes from"):
+        model.sample(4)
+    before = float(np.mean(model.reconstruction_loss(digits.valid).numpy()))
+    history = model.fit(digits.train, epochs=5, batch_size=64, verbose=0,
+                        validation_data=(digits.valid,)).history
+    after = float(np.mean(model.reconstruction_loss(digits.valid).numpy()))
+    assert after < before - 10.0 and history["val_loss"][-1] == pytest.approx(after, rel=1e-4)
+    assert model.encode(digits.valid[:5]).shape == (5, 4)
+    loaded = round_trip(model, tmp_path)
+    np.testing.assert_array_equal(loaded.reconstruct(digits.valid).numpy(), model.reconstruct(digits.valid).numpy())
+    with pytest.raises(tfvae.ConfigError, match="needs a VAE"):
+        tfvae.evaluate(model, digits.valid)
+
+
+def test_vamp_prior_vae_round_trips_through_keras_files(digits, tmp_path):
+    model = vamp_vae()
+    model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    loaded = round_trip(model, tmp_path)
+    assert isinstance(loaded.prior_layer, tfvae.VampPrior)
+    np.testing.assert_array_equal(loaded.prior_layer.pseudo_inputs.numpy(), model.prior_layer.pseudo_inputs.numpy())
+    z = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.prior.log_prob(z).numpy(), model.prior.log_prob(z).numpy())
+    np.testing.assert_array_equal(loaded.sample(5, seed=2).numpy(), model.sample(5, seed=2).numpy())
+
+
+def test_gated_dense_layers_gate_a_linear_map():
+    layer = tfvae.GatedDense(3)
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    layer(x)
+    kernel, bias = (w.numpy() for w in layer.projection.weights)
+    linear, gate = np.split(x @ kernel + bias, 2, axis=-1)
+    np.testing.assert_allclose(layer(x).numpy(), linear / (1 + np.exp(-gate)), rtol=1e-5, atol=1e-6)
+    model = tfvae.VAE((64,), 2, arch="gated", hidden_units=(8,), activation="linear")
+    assert any(isinstance(layer, tfvae.GatedDense) for layer in model.encoder.layers)

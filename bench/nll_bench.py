@@ -26,6 +26,15 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def saved_run(run_dir):
+    """`(model, history, finished)` of a run already trained: the finished run's
+    model.keras and history.json, or an unfinished run's best weights so far."""
+    if os.path.exists(os.path.join(run_dir, training.MODEL_FILE)):
+        with open(os.path.join(run_dir, training.HISTORY_FILE)) as f:
+            return training.load_run(run_dir), json.load(f), True
+    return (*best_so_far(run_dir), False)
+
+
 def best_so_far(run_dir):
     """The best-validation weights and the epoch log of a stopped, unfinished run."""
     config = training.resume_config(run_dir)
@@ -46,6 +55,8 @@ def main():
     parser.add_argument("--arch", choices=("mlp", "gated"), default="mlp")
     parser.add_argument("--activation", default="relu", help="'linear' with --arch gated is the paper's")
     parser.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
+    parser.add_argument("--prior", choices=("standard_normal", "vamp"), default="standard_normal")
+    parser.add_argument("--pseudo-inputs", type=int, default=500, help="VampPrior components")
     parser.add_argument("--hidden-units", default="300,300")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
@@ -56,27 +67,31 @@ def main():
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate the first N test images")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--evaluate-only", action="store_true",
-                        help="evaluate the best weights so far of a stopped, unfinished run (reported as such)")
+                        help="evaluate a trained run: a finished one's model.keras, or the best weights so "
+                        "far of a stopped, unfinished one (reported as unfinished)")
     parser.add_argument("--out", default=None, help="default: bench/results/NAME.json")
     args = parser.parse_args()
     config = TrainConfig(
         data=args.data, out=args.run_dir or os.path.join("runs", f"bench-{args.name}"), epochs=args.epochs,
         latent_dim=args.latent_dim, arch=args.arch, activation=args.activation, posterior=args.posterior,
+        prior=args.prior, pseudo_inputs=args.pseudo_inputs,
         hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
         batch_size=args.batch_size, learning_rate=args.learning_rate, kl_warmup_epochs=args.kl_warmup_epochs,
         objective=args.objective, num_samples=args.num_samples, patience=args.patience, seed=0,
     )
     started = time.perf_counter()
+    finished = True
     if args.evaluate_only:
-        model, history = best_so_far(config.out)
+        model, history, finished = saved_run(config.out)
     else:
         result = train(config, overwrite=not args.resume, resume=args.resume, verbose=2, pictures=True)
         model, history = result.model, result.history
     trained = time.perf_counter()
+    train_seconds = history.get("train_seconds", trained - started) if args.evaluate_only else trained - started
     rss_after_training = peak_rss_mib()
     test = tfvae.load_dataset(args.data).test[: args.test_limit]
     report = tfvae.evaluate(model, test, num_samples=args.eval_samples, seed=0, verbose=1)
-    finished = time.perf_counter()
+    ended = time.perf_counter()
     output = {
         "name": args.name,
         "test_nll": report["nll"],
@@ -87,12 +102,12 @@ def main():
         "test_kl": report["kl"],
         "active_units": report["active_units"],
         "epochs": history["epochs"],
-        "training_finished": not args.evaluate_only,
+        "training_finished": finished,
         "best_epoch": history.get("best_epoch"),
         "best_valid_loss": min(history["valid"]["loss"]),
-        "wall_seconds": round(finished - started, 1),
-        "train_seconds": round(trained - started, 1),
-        "eval_seconds": round(finished - trained, 1),
+        "wall_seconds": round(train_seconds + ended - trained, 1),
+        "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(ended - trained, 1),
         "peak_rss_mib_after_training": round(rss_after_training, 1),
         "peak_rss_mib_after_eval": round(peak_rss_mib(), 1),
         "config": config.to_dict(),

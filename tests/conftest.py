@@ -38,3 +38,14 @@ def tiny_vae(input_shape=(64,), latent_dim=3, **kwargs):
 
 def random_examples(n, dim, seed=0):
     return (np.random.default_rng(seed).random((n, dim)) > 0.5).astype(np.float32)
+
+
+def trained_conditional_and_autoencoder(digits):
+    """A conditional VAE and an autoencoder (latent 4), each trained one epoch on 256 digits."""
+    conditional = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=4, hidden_units=(32,), seed=0)
+    autoencoder = tfvae.Autoencoder((64,), 4, hidden_units=(32,))
+    for model, data in ((conditional, (digits.train[:256], digits.labels["train"][:256])),
+                        (autoencoder, digits.train[:256])):
+        model.compile()
+        model.fit(data, epochs=1, batch_size=64, verbose=0)
+    return conditional, autoencoder

@@ -8,7 +8,7 @@ import onnx
 import onnxruntime
 import pytest
 import tensorflow as tf
-from conftest import tiny_vae
+from conftest import tiny_vae, trained_conditional_and_autoencoder
 from onnx.reference import ReferenceEvaluator
 
 import tfvae
@@ -212,12 +212,7 @@ def test_cli_export_rejects_an_unknown_part(capsys):
 
 def test_conditional_and_autoencoder_parts_export_with_their_inputs(digits, tmp_path):
     """A conditional model's parts take the labels as a second input; an autoencoder's encoder gives z."""
-    conditional = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=4, hidden_units=(32,), seed=0)
-    conditional.compile()
-    conditional.fit((digits.train[:256], digits.labels["train"][:256]), epochs=1, batch_size=64, verbose=0)
-    autoencoder = tfvae.Autoencoder((64,), 4, hidden_units=(32,))
-    autoencoder.compile()
-    autoencoder.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    conditional, autoencoder = trained_conditional_and_autoencoder(digits)
     rng = np.random.default_rng(0)
     z = rng.normal(size=(7, 4)).astype(np.float32)
     x, labels = digits.valid[:7], np.arange(7, dtype=np.int64)

@@ -14,7 +14,7 @@ import onnxruntime
 import orjson
 import pytest
 import tritonclient.http as triton
-from conftest import tiny_vae
+from conftest import tiny_vae, trained_conditional_and_autoencoder
 
 import tfvae
 
@@ -382,11 +382,7 @@ def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path)
 
 
 def test_conditional_generation_and_autoencoders_over_http(digits, tmp_path):
-    conditional = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=4, hidden_units=(32,), seed=0)
-    conditional.compile()
-    conditional.fit((digits.train[:256], digits.labels["train"][:256]), epochs=1, batch_size=64, verbose=0)
-    autoencoder = tfvae.Autoencoder((64,), 4, hidden_units=(32,))
-    autoencoder.compile()
+    conditional, autoencoder = trained_conditional_and_autoencoder(digits)
     export_dir = str(tmp_path / "repo")
     tfvae.export(conditional, export_dir, "cgen", parts=("decoder",))
     tfvae.export(autoencoder, export_dir, "ae", parts=("decoder",))

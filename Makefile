@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench-nll bench-nll-iwae bench-serve bench-train clean
+.PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-covariance bench-ae-vae \
+	bench-serve bench-train clean
 
 install: $(STAMP)
 
@@ -26,12 +27,27 @@ test: install
 	$(BIN)/python -m pytest
 
 # Test NLL of the literature's VAE on binarised MNIST (hours on 2 cores; resumable with
-# BENCH_ARGS=--resume). Writes bench/results/vae_standard_normal.json / vae_iwae5.json.
+# BENCH_ARGS=--resume). Each writes bench/results/<name>.json.
 bench-nll: install
-	$(BIN)/python bench/nll_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/nll_bench.py --name vae_standard_normal_gated $(BENCH_ARGS)
+
+bench-nll-relu: install
+	$(BIN)/python bench/nll_bench.py --name vae_standard_normal --arch mlp --activation relu $(BENCH_ARGS)
 
 bench-nll-iwae: install
 	$(BIN)/python bench/nll_bench.py --name vae_iwae5 --objective iwae --num-samples 5 $(BENCH_ARGS)
+
+bench-vamp: install
+	$(BIN)/python bench/nll_bench.py --name vamp_gated --prior vamp --pseudo-inputs 500 $(BENCH_ARGS)
+
+# Diagonal against full-covariance q(z|x): the same gated model and a 60-epoch budget.
+bench-covariance: install
+	for cov in diagonal full; do $(BIN)/python bench/nll_bench.py --name covariance_$$cov \
+		--posterior $$cov --epochs 60 --kl-warmup-epochs 20 --patience 0 $(BENCH_ARGS) || exit 1; done
+
+# Autoencoder against VAE, same networks (bench/results/ae_vs_vae.json, docs/images/ae_vs_vae/).
+bench-ae-vae: install
+	$(BIN)/python bench/ae_vs_vae.py
 
 KSERVE_VENV := bench/.venv-kserve
 

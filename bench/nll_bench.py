@@ -1,9 +1,10 @@
 """`make bench-nll`: the standard VAE of the literature on statically binarised MNIST.
 
-One Gaussian stochastic layer (40 dimensions), MLP encoder and decoder (300-300),
-standard normal prior, Bernoulli likelihood, KL warm-up over 100 epochs, Adam 5e-4,
-batch 100, early stopping on the validation split (patience 50), as in Tomczak & Welling
-(2018), whose baseline reports 88.56 nats. The test NLL is importance-sampled with 5000
+One Gaussian stochastic layer (40 dimensions), MLP encoder and decoder of two gated dense
+layers of 300 (`--arch mlp --activation relu` for plain ReLU layers), standard normal
+prior (`--prior vamp` for the VampPrior), Bernoulli likelihood, KL warm-up over 100
+epochs, Adam 5e-4, batch 100, early stopping on the validation split (patience 50), as in
+Tomczak & Welling (2018), whose baseline reports 88.56 nats and VampPrior 85.57. The test NLL is importance-sampled with 5000
 samples per image. Training checkpoints every epoch: rerun with --resume after an
 interruption. Writes bench/results/<name>.json.
 """
@@ -52,8 +53,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)
     parser.add_argument("--latent-dim", type=int, default=40)
-    parser.add_argument("--arch", choices=("mlp", "gated"), default="mlp")
-    parser.add_argument("--activation", default="relu", help="'linear' with --arch gated is the paper's")
+    parser.add_argument("--arch", choices=("mlp", "gated"), default="gated")
+    parser.add_argument("--activation", default="linear", help="of the hidden layers ('linear' gates a linear map)")
     parser.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
     parser.add_argument("--prior", choices=("standard_normal", "vamp"), default="standard_normal")
     parser.add_argument("--pseudo-inputs", type=int, default=500, help="VampPrior components")

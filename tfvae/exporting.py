@@ -77,18 +77,19 @@ def model_parts(model, name):
     A conditional model's parts take the class labels (int64 `[batch]`) as a second input.
     """
     labels_spec = (tf.TensorSpec([None], tf.int64, name="labels"),) if model.conditional else ()
-    z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
-    x_spec = tf.TensorSpec([None, *model.network_config.input_shape], tf.float32, name="x")
-    probe = [tf.zeros([1, model.latent_dim])] + [tf.zeros([1], tf.int64)] * model.conditional
-    decoder_names = tuple(model.decoder_outputs(*probe))
-    encoder_probe = [tf.zeros([1, *model.network_config.input_shape])] + [tf.zeros([1], tf.int64)] * model.conditional
-    encoder_names = tuple(model.encoder_outputs(*encoder_probe))
+    decoder_specs = (tf.TensorSpec([None, model.latent_dim], tf.float32, name="z"), *labels_spec)
+    encoder_specs = (tf.TensorSpec([None, *model.network_config.input_shape], tf.float32, name="x"), *labels_spec)
+
+    def output_names(outputs, specs):  # run eagerly on one row of zeros
+        return tuple(outputs(*[tf.zeros([1, *spec.shape[1:]], spec.dtype) for spec in specs]))
+
+    decoder_names = output_names(model.decoder_outputs, decoder_specs)
     encoder_layers = (model.encoder, *([model.posterior_layer] if hasattr(model, "posterior_layer") else []))
     return {
         "decoder": Part(
             kind="decoder",
             model_name=name,
-            input_specs=(z_spec, *labels_spec),
+            input_specs=decoder_specs,
             outputs=model.decoder_outputs,
             serving=("mean",),
             extra={"params": tuple(n for n in decoder_names if n != "mean")},
@@ -97,9 +98,9 @@ def model_parts(model, name):
         "encoder": Part(
             kind="encoder",
             model_name=f"{name}_encoder",
-            input_specs=(x_spec, *labels_spec),
+            input_specs=encoder_specs,
             outputs=model.encoder_outputs,
-            serving=encoder_names,
+            serving=output_names(model.encoder_outputs, encoder_specs),
             extra={},
             layers=encoder_layers,
         ),

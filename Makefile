@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
 .PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-covariance bench-ae-vae \
-	bench-serve bench-train clean
+	bench-eval bench-serve bench-train clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench-vamp: install
 bench-covariance: install
 	for cov in diagonal full; do $(BIN)/python bench/nll_bench.py --name covariance_$$cov \
 		--posterior $$cov --epochs 60 --kl-warmup-epochs 20 --patience 0 $(BENCH_ARGS) || exit 1; done
+
+# K = 5000 NLL time and memory, and ONNX decode throughput (bench/results/evaluation.json).
+bench-eval: install
+	$(BIN)/python bench/eval_bench.py
 
 # Autoencoder against VAE, same networks (bench/results/ae_vs_vae.json, docs/images/ae_vs_vae/).
 bench-ae-vae: install

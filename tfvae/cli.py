@@ -149,8 +149,12 @@ def _train(args):
     summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
     if "test" in result.history:
         summary += f", test loss {result.history['test']['loss']:.3f}"
-    bound = "negative IWAE bound" if args.objective == "iwae" else "negative ELBO"
-    print(f"{summary} ({bound}, nats per example)")
+    config = result.config
+    if config.model == "autoencoder":
+        measure = "reconstruction loss -log p(x|z)"
+    else:
+        measure = "negative IWAE bound" if config.objective == "iwae" else "negative ELBO"
+    print(f"{summary} ({measure}, nats per example)")
     return 0
 
 

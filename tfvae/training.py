@@ -119,11 +119,13 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class RunResult:
-    """What `train` returns: the model, the history dict written to history.json, the run dir."""
+    """What `train` returns: the model, the history dict written to history.json, the run
+    dir, and the run's config (for a resumed run, the one read from its config.json)."""
 
     model: keras.Model
     history: dict
     run_dir: str
+    config: TrainConfig
 
 
 def check_run_dir(out, overwrite):
@@ -301,7 +303,7 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
 
         plots.save_run_pictures(model, splits.valid, history, config.out, seed=config.seed,
                                 labels=labels.get("valid"))
-    return RunResult(model=model, history=history, run_dir=config.out)
+    return RunResult(model=model, history=history, run_dir=config.out, config=config)
 
 
 def load_run(run_dir):

@@ -113,7 +113,7 @@ def main():
         "peak_rss_mib_after_eval": round(peak_rss_mib(), 1),
         "config": config.to_dict(),
         "command": "python bench/nll_bench.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
             if v not in (None, False) and k not in ("out",)
         ),
         **provenance(),

@@ -199,3 +199,18 @@ def test_iwae_bound_with_one_sample_is_the_monte_carlo_elbo():
     many = tf.constant(np.random.default_rng(0).normal(size=(50, 4)), tf.float32)
     expected = np.log(np.mean(np.exp(many.numpy()), axis=0))
     np.testing.assert_allclose(objectives.iwae_bound(many).numpy(), expected, rtol=1e-5)
+
+
+def test_mixed_precision_runs_the_networks_in_bfloat16_and_the_densities_in_float32(digits):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_vae(prior=tfvae.VampPrior(3, num_components=4))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.compute_dtype for layer in model.encoder.layers[1:]} == {"bfloat16"}
+    assert model.posterior_layer.compute_dtype == model.likelihood_layer.compute_dtype == "float32"
+    assert model.prior_layer.compute_dtype == model.compute_dtype == "float32"
+    history = model.fit(digits.train, epochs=3, batch_size=64, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
+    elbo = model.elbo(digits.valid[:8], num_samples=4, seed=0)
+    assert elbo.dtype == tf.float32 and np.isfinite(elbo.numpy()).all()

@@ -16,6 +16,17 @@ tfb = tfp.bijectors
 COVARIANCES = ("diagonal", "full")
 
 
+def float32_layer(kwargs):
+    """Layer kwargs with the dtype policy float32 unless the caller chose one.
+
+    Densities, KLs and log-sum-exps lose too much in half precision, so the layers that
+    build distributions (and the models, which cast x for `log_prob`) compute in
+    float32 even under a mixed-precision policy; the networks follow the policy, and
+    Keras casts their outputs on the way in.
+    """
+    return {"dtype": "float32", **kwargs}
+
+
 def _positive_int(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
@@ -61,7 +72,7 @@ class GaussianPosterior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, covariance="diagonal", scale_floor=1e-4, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**float32_layer(kwargs))
         self.latent_dim = _positive_int("latent_dim", latent_dim)
         if covariance not in COVARIANCES:
             raise ValueError(f"`covariance` must be one of {COVARIANCES}; got {covariance!r}.")
@@ -137,7 +148,7 @@ class Likelihood(keras.layers.Layer):
         raise NotImplementedError(f"{type(self).__name__} must implement `parameters_of`.")
 
     def __init__(self, event_shape, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**float32_layer(kwargs))
         self.event_shape = _event_shape(event_shape)
 
     def _independent(self, distribution):

@@ -3,7 +3,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae.distributions import _positive_int
+from tfvae.distributions import _positive_int, float32_layer
 
 tfd = tfp.distributions
 
@@ -20,7 +20,7 @@ class Prior(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**float32_layer(kwargs))
         self.latent_dim = _positive_int("latent_dim", latent_dim)
 
     def distribution(self):

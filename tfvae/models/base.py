@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae.distributions import get_likelihood
+from tfvae.distributions import float32_layer, get_likelihood
 from tfvae.errors import ConfigError
 from tfvae.networks import NetworkConfig, build_decoder, build_encoder
 
@@ -51,7 +51,7 @@ class LatentModel(keras.Model):
         encoder_output_hint=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(**float32_layer(kwargs))
         self.network_config = NetworkConfig(
             input_shape=tuple(input_shape),
             latent_dim=latent_dim,

@@ -55,6 +55,27 @@ def _json(value, status=200):
     return Response(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
 
 
+def draw_latents(model, n, seed):
+    """n draws of z from the model's prior: N(0, I), or a mixture exported beside it."""
+    prior = model.manifest.get("prior")
+    if prior is None:
+        raise RequestError(f"model {model.name!r} is an autoencoder: it has no prior to sample; :generate needs a VAE")
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n, model.manifest["latent_dim"])).astype(np.float32)
+    if prior == "StandardNormalPrior":
+        return noise
+    components = model.prior_components
+    if components is None:
+        raise RequestError(
+            f"model {model.name!r} has the prior {prior!r}, which the server cannot sample; "
+            "sample z with tfvae and call :predict or /v2/.../infer"
+        )
+    chosen = rng.integers(len(components["loc"]), size=n)  # a uniform mixture
+    if "scale" in components:
+        return components["loc"][chosen] + components["scale"][chosen] * noise
+    return components["loc"][chosen] + np.einsum("nij,nj->ni", components["scale_tril"][chosen], noise)
+
+
 def create_app(config):
     """Loads every model in `config.export_dir` and returns the Starlette app serving them."""
     models = load_repository(config.export_dir, config.backend, config.threads)
@@ -180,15 +201,7 @@ def create_app(config):
         conditional = model.manifest.get("conditional")
         if "labels" in request and not conditional:
             raise RequestError(f"model {model.name!r} is not conditional: leave out \"labels\"")
-        if model.manifest.get("prior") is None:
-            raise RequestError(f"model {model.name!r} is an autoencoder: it has no prior to sample; "
-                               ":generate needs a VAE")
-        if model.manifest.get("prior") != "StandardNormalPrior":
-            raise RequestError(
-                f"model {model.name!r} has the prior {model.manifest.get('prior')!r}, which the server "
-                "cannot sample; sample z with tfvae and call :predict or /v2/.../infer"
-            )
-        inputs = {"z": np.random.default_rng(seed).standard_normal((n, model.manifest["latent_dim"])).astype(np.float32)}
+        inputs = {"z": draw_latents(model, n, seed)}
         if conditional:
             labels = request.get("labels")
             if not isinstance(labels, list) or len(labels) != n or not all(
@@ -199,8 +212,7 @@ def create_app(config):
                 )
             inputs["labels"] = check_class_ids(labels, "labels", model.manifest["num_classes"])
         outputs = await model.batcher.submit(inputs)
-        z = inputs["z"]
-        return _json({"samples": outputs["mean"], "z": z})
+        return _json({"samples": outputs["mean"], "z": inputs["z"]})
 
     def _v1_target(request):
         match = _V1_TARGET.match(request.path_params["target"])

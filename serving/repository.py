@@ -10,7 +10,9 @@ import logging
 import os
 
 from tfvae.errors import TfvaeError
-from tfvae.exporting import MANIFEST_FILE, sha256_file
+import numpy as np
+
+from tfvae.exporting import MANIFEST_FILE, PRIOR_FILE, sha256_file
 from tfvae.serving.backends import load_backend
 
 logger = logging.getLogger("tfvae.serving")
@@ -32,6 +34,7 @@ class ModelVersion:
     outputs: list
     signatures: dict  # signature name -> output names
     backend: object
+    prior_components: dict = None  # a mixture prior's {"loc", "scale" | "scale_tril"} arrays
     batcher: object = None
 
     @property
@@ -64,8 +67,12 @@ def _load_version(export_dir, name, version, backend_kind, threads):
         {**tensor, "classes": manifest["num_classes"]} if tensor["name"] == "labels" else tensor
         for tensor in entry["inputs"]
     ]
+    components = None
+    if PRIOR_FILE in entry["files"]:  # verified above with the other files
+        with np.load(os.path.join(folder, PRIOR_FILE), allow_pickle=False) as archive:
+            components = {key: archive[key] for key in archive.files}
     return ModelVersion(
-        name=name, version=version, part=part, manifest=manifest, inputs=inputs,
+        name=name, version=version, part=part, manifest=manifest, inputs=inputs, prior_components=components,
         outputs=entry["outputs"], signatures=entry["signatures"], backend=backend,
     )
 

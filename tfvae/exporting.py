@@ -6,6 +6,7 @@ One call writes one model repository that both TF Serving and Triton load:
     EXPORT_DIR/NAME/<version>/saved_model.pb   TF Serving (+ variables/)
     EXPORT_DIR/NAME/<version>/model.onnx       ONNX Runtime, Triton
     EXPORT_DIR/NAME/<version>/manifest.json    what was exported, with sha256 of every file
+    EXPORT_DIR/NAME/<version>/prior.npz        a VampPrior's components, for servers to draw z
     EXPORT_DIR/NAME_encoder/...                the encoder, laid out the same way
 
 `NAME` is the decoder, the generator: z in, the likelihood's mean out (and its raw
@@ -30,12 +31,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae.errors import ExportError
+from tfvae.priors import VampPrior
 
 PARTS = ("decoder", "encoder")
 ONNX_OPSET = 17
 SAVED_MODEL_FILE = "saved_model.pb"
 ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+PRIOR_FILE = "prior.npz"
 TRITON_CONFIG_FILE = "config.pbtxt"
 TRITON_MAX_BATCH_SIZE = 256
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -146,6 +149,25 @@ def example_inputs(input_specs, batch, num_classes=None, seed=0):
         )
         for spec in input_specs
     }
+
+
+def prior_components(model):
+    """A mixture prior's Gaussian components as arrays, or None for other priors.
+
+    A VampPrior is the posterior at its pseudo-inputs: the decoder's folder carries their
+    `loc` and `scale` (or `scale_tril`), `[num_components, ...]`, so a server can draw
+    z from p(z) without the encoder or TensorFlow.
+    """
+    prior = getattr(model, "prior_layer", None)
+    if not isinstance(prior, VampPrior):
+        return None
+    return {name: value.numpy() for name, value in model.encoder_outputs(prior.pseudo_inputs).items()}
+
+
+def _write_prior_components(model, folder):
+    components = prior_components(model)
+    if components is not None:
+        np.savez(os.path.join(folder, PRIOR_FILE), **components)
 
 
 def _check_onnx_parity(part, path, num_classes):
@@ -346,6 +368,8 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
             staging[part.kind] = folder
             _write_saved_model(part, folder)
             proto = _write_onnx(part, os.path.join(folder, ONNX_FILE), opset)
+            if part.kind == "decoder":
+                _write_prior_components(model, folder)
             inputs, outputs = _tensor_entries(proto.graph.input), _tensor_entries(proto.graph.output)
             manifest["parts"][part.kind] = {
                 "model_name": part.model_name,

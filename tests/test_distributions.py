@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfvae import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior, StandardNormalPrior
 
@@ -60,9 +61,15 @@ def test_invalid_arguments_name_the_value():
         BernoulliLikelihood(())
 
 
-def test_full_covariance_map_is_fill_scale_tril():
+def test_full_covariance_map_is_fill_scale_tril_with_scaled_off_diagonals():
     layer = GaussianPosterior(5, covariance="full", scale_floor=1e-3)
     raw = np.random.default_rng(0).normal(scale=3.0, size=(6, 15)).astype(np.float32)
     q = layer(tf.concat([tf.zeros([6, 5]), raw], axis=1))
-    np.testing.assert_allclose(q.scale.to_dense().numpy(), layer.scale_tril_bijector(raw).numpy(), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(layer.scale_tril_bijector.inverse(q.scale.to_dense()).numpy(), raw, rtol=1e-4, atol=1e-4)
+    scale_tril = q.scale.to_dense().numpy()
+    np.testing.assert_allclose(scale_tril, layer.scale_tril_bijector(raw).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(layer.scale_tril_bijector.inverse(scale_tril).numpy(), raw, rtol=1e-4, atol=1e-4)
+    # TFP's FillScaleTriL, with the entries below the diagonal scaled by 1/sqrt(latent_dim).
+    expected = tfp.bijectors.FillScaleTriL(diag_shift=1e-3)(raw).numpy()
+    below = np.tril(np.ones((5, 5), bool), k=-1)
+    expected[:, below] /= np.sqrt(5)
+    np.testing.assert_allclose(scale_tril, expected, rtol=1e-6, atol=1e-6)

@@ -14,8 +14,8 @@ from tfvae.priors import get_prior
 from tfvae.seeding import fold_in, stateless_seed
 
 OBJECTIVES = ("elbo", "iwae")
-# Most float32 values one importance-sampling step may hold per intermediate (256 MiB).
-_ELEMENT_BUDGET = 2**26
+# Most values one importance-sampling step may hold per mixture intermediate (256 MiB of float64).
+_ELEMENT_BUDGET = 2**25
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -245,8 +245,8 @@ class VAE(LatentModel):
           num_samples: K, importance samples per example.
           batch_size: examples per step.
           sample_batch_size: samples per step; defaults to min(K, 1000), fewer for a
-            mixture prior with many components (whose log density is evaluated per
-            component).
+            mixture prior with many components (whose log density holds a value per
+            sample, example and component).
           seed: None or an int; the same int repeats the estimate.
           verbose: 1 shows a progress bar over examples.
           labels: the class of each example, for a conditional model (log p(x|y)).
@@ -279,8 +279,8 @@ class VAE(LatentModel):
         return tf.concat(estimates, axis=0).numpy()
 
     def _default_sample_batch_size(self, batch_size):
-        # A mixture prior's log density materialises [samples, batch, components, latent].
-        per_sample = batch_size * self.prior_layer.num_components * self.latent_dim
+        # A mixture prior's log density holds [samples, batch, components] values.
+        per_sample = batch_size * self.prior_layer.num_components
         return max(1, min(1000, _ELEMENT_BUDGET // per_sample))
 
     def get_config(self):

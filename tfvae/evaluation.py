@@ -46,7 +46,7 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
     """
     if not hasattr(model, "log_likelihood"):
         raise ConfigError(
-            f"evaluate needs a VAE: a {type(model).__name__} defines no p(x) to estimate "
+            f"evaluate needs a VAE: {type(model).__name__} defines no p(x) to estimate "
             "(compare autoencoders by their reconstruction loss, `model.evaluate`)."
         )
     x = np.asarray(x, dtype=np.float32)

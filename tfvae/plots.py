@@ -65,8 +65,8 @@ def save_reconstructions(inputs, reconstructions, image_shape, path, ncols=8):
     )
 
 
-def save_learning_curve(history, path):
-    """Writes the negative ELBO per epoch, train and validation, from a run's history dict."""
+def save_learning_curve(history, path, loss_name="negative ELBO"):
+    """Writes the loss per epoch, train and validation, from a run's history dict."""
     figure = Figure(figsize=(6, 4))
     axes = figure.add_subplot()
     for split, style in (("train", "-o"), ("valid", "-s")):
@@ -74,7 +74,7 @@ def save_learning_curve(history, path):
         if values:
             axes.plot(range(1, len(values) + 1), values, style, markersize=3, label=split)
     axes.set_xlabel("epoch")
-    axes.set_ylabel("negative ELBO (nats per example)")
+    axes.set_ylabel(f"{loss_name} (nats per example)")
     axes.set_title("learning curve")
     axes.grid(alpha=0.3)
     axes.legend()
@@ -110,7 +110,8 @@ def save_run_pictures(model, examples, history, run_dir, seed=0, n=64, labels=No
     reconstructions = model.decode_mean(model.latent_code(inputs, input_labels), input_labels).numpy()
     written.append(save_reconstructions(inputs, reconstructions, model.image_shape,
                                         os.path.join(run_dir, "reconstructions.png")))
-    written.append(save_learning_curve(history, os.path.join(run_dir, "learning_curve.png")))
+    loss_name = "negative ELBO" if hasattr(model, "prior") else "reconstruction loss"
+    written.append(save_learning_curve(history, os.path.join(run_dir, "learning_curve.png"), loss_name))
     return written
 
 

@@ -40,8 +40,12 @@ bench-nll-iwae: install
 	$(BIN)/python bench/nll_bench.py --name vae_iwae5_60epochs --objective iwae --num-samples 5 \
 		--epochs 60 --kl-warmup-epochs 20 --patience 0 $(BENCH_ARGS)
 
+# The VampPrior: the paper's protocol (vamp_gated.json), then a second stage at a fifth of
+# the learning rate from its best model (vamp_gated_lr_decay.json).
 bench-vamp: install
 	$(BIN)/python bench/nll_bench.py --name vamp_gated --prior vamp --pseudo-inputs 500 $(BENCH_ARGS)
+	$(BIN)/python bench/nll_bench.py --name vamp_gated_lr_decay --prior vamp --pseudo-inputs 500 \
+		--fine-tune-from runs/bench-vamp_gated --learning-rate 1e-4 --epochs 100 --patience 10
 
 # Diagonal against full-covariance q(z|x): the same gated model and a 60-epoch budget.
 bench-covariance: install

@@ -14,7 +14,11 @@ import os
 import resource
 import time
 
+import keras
+import numpy as np
+
 import tfvae
+import tfvae.input_pipeline
 from tfvae import training
 from tfvae.training import TrainConfig, train
 
@@ -34,6 +38,41 @@ def saved_run(run_dir):
         with open(os.path.join(run_dir, training.HISTORY_FILE)) as f:
             return training.load_run(run_dir), json.load(f), True
     return (*best_so_far(run_dir), False)
+
+
+def fine_tune(source_dir, config, learning_rate, epochs, patience):
+    """A second stage: a finished run's best model trained on at a lower learning rate.
+
+    Continues from `source_dir`'s model.keras (weights, optimizer and sampler state) with
+    early stopping on the validation split, keeping the best epoch; the epoch count
+    continues from the first stage, so the KL warm-up stays finished. Writes model.keras
+    and history.json (both stages) to `config.out`.
+    """
+    with open(os.path.join(source_dir, training.HISTORY_FILE)) as f:
+        first = json.load(f)
+    model = training.load_run(source_dir)
+    model.optimizer.learning_rate.assign(learning_rate)
+    splits = training.load_splits(config)
+    batches, shuffle = tfvae.input_pipeline.shuffled_batches(splits.train, config.batch_size, config.seed)
+    started = time.perf_counter()
+    second = model.fit(
+        batches, initial_epoch=first["epochs"], epochs=first["epochs"] + epochs, verbose=2, shuffle=False,
+        validation_data=(splits.valid,), validation_batch_size=config.batch_size,
+        callbacks=[shuffle, keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)],
+    ).history
+    history = {
+        "epochs": first["epochs"] + len(second["loss"]),
+        "first_stage": first,
+        "second_stage": {"learning_rate": learning_rate, **second},
+        "best_epoch": first["epochs"] + int(np.argmin(second["val_loss"])) + 1,
+        "valid": {"loss": first["valid"]["loss"] + second["val_loss"]},
+        "train_seconds": first["train_seconds"] + time.perf_counter() - started,
+    }
+    os.makedirs(config.out, exist_ok=True)
+    model.save(os.path.join(config.out, training.MODEL_FILE))
+    with open(os.path.join(config.out, training.HISTORY_FILE), "w") as f:
+        json.dump(history, f, indent=2)
+    return model, history
 
 
 def best_so_far(run_dir):
@@ -70,6 +109,9 @@ def main():
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate a trained run: a finished one's model.keras, or the best weights so "
                         "far of a stopped, unfinished one (reported as unfinished)")
+    parser.add_argument("--fine-tune-from", metavar="RUN_DIR", default=None,
+                        help="a second stage: continue this finished run's best model at --learning-rate "
+                        "for up to --epochs more epochs with --patience")
     parser.add_argument("--out", default=None, help="default: bench/results/NAME.json")
     args = parser.parse_args()
     config = TrainConfig(
@@ -84,11 +126,14 @@ def main():
     finished = True
     if args.evaluate_only:
         model, history, finished = saved_run(config.out)
+    elif args.fine_tune_from:
+        model, history = fine_tune(args.fine_tune_from, config, args.learning_rate, args.epochs, args.patience)
     else:
         result = train(config, overwrite=not args.resume, resume=args.resume, verbose=2, pictures=True)
         model, history = result.model, result.history
     trained = time.perf_counter()
-    train_seconds = history.get("train_seconds", trained - started) if args.evaluate_only else trained - started
+    # A run evaluated later, or fine-tuned from another, counts the training its history records.
+    train_seconds = history["train_seconds"] if args.evaluate_only or args.fine_tune_from else trained - started
     rss_after_training = peak_rss_mib()
     test = tfvae.load_dataset(args.data).test[: args.test_limit]
     report = tfvae.evaluate(model, test, num_samples=args.eval_samples, seed=0, verbose=1)

@@ -107,7 +107,7 @@ def save_run_pictures(model, examples, history, run_dir, seed=0, n=64, labels=No
     written = []
     if hasattr(model, "prior"):
         written.append(save_prior_samples(model, os.path.join(run_dir, "samples.png"), n, seed))
-    reconstructions = model.decode_mean(model.latent_code(inputs, input_labels), input_labels).numpy()
+    reconstructions = model.reconstruct(inputs, labels=input_labels).numpy()
     written.append(save_reconstructions(inputs, reconstructions, model.image_shape,
                                         os.path.join(run_dir, "reconstructions.png")))
     loss_name = "negative ELBO" if hasattr(model, "prior") else "reconstruction loss"

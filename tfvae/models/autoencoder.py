@@ -66,10 +66,6 @@ class Autoencoder(LatentModel):
         """p(x|z) for z `[..., latent_dim]`: batch shape `z.shape[:-1]`."""
         return self._decode(z, None, training)
 
-    def reconstruct(self, x):
-        """E[x | z = encoder(x)]."""
-        return self(x, training=False)
-
     def reconstruction_loss(self, x):
         """-log p(x | z = encoder(x)) per example, `[batch]` nats."""
         x = tf.cast(x, self.compute_dtype)

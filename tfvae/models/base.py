@@ -189,6 +189,11 @@ class LatentModel(keras.Model):
         """E[x|z] (and y for conditional models) for z `[batch, latent_dim]`."""
         return self._decode(z, self.check_labels(labels, example_count(z)), False).mean()
 
+    def reconstruct(self, x, *, labels=None):
+        """E[x | z = code(x)]: the expected example decoded from its deterministic code."""
+        labels = self.check_labels(labels, example_count(x))
+        return self._decode(self._code(x, labels, False), labels).mean()
+
     def call(self, inputs, training=False):
         """The deterministic reconstruction E[x | z = code(x)]; inputs x or (x, labels)."""
         x, labels = (inputs if self.conditional else (inputs, None))

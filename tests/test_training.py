@@ -10,7 +10,9 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import tiny_vae
 from tfvae import RunError, cli, training
+from tfvae.stopping import StopOnSignal
 from tfvae.training import TrainConfig, train
 
 TINY = dict(data="digits", latent_dim=3, hidden_units=(32,), batch_size=64)
@@ -81,7 +83,7 @@ def test_sigterm_stops_the_cli_with_a_hint_and_resume_finishes_the_run(tmp_path,
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2
+    assert process.returncode == 2, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == (
         f"tfvae train: error: stopped; continue from the last completed epoch with "
         f"`tfvae train --out {out} --resume`"
@@ -92,3 +94,22 @@ def test_sigterm_stops_the_cli_with_a_hint_and_resume_finishes_the_run(tmp_path,
     assert cli.main(["train", "--out", out, "--resume", "--quiet", "--no-pictures"]) == 0
     with open(os.path.join(out, "history.json")) as f:
         assert json.load(f)["epochs"] == 40
+
+
+def test_a_signal_during_fit_stops_at_a_batch_end_and_the_handlers_come_back(digits):
+    class SignalAtSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    model = tiny_vae()
+    completed = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: completed.append(epoch))
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopOnSignal()
+    with pytest.raises(KeyboardInterrupt), stop.installed():
+        model.fit(digits.train, epochs=5, batch_size=64, verbose=0,
+                  callbacks=[SignalAtSecondEpoch(), record, stop])
+    assert stop.received == signal.SIGTERM
+    assert completed == [0]  # epoch 0 finished whole; epoch 1 stopped at its first batch end
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -186,10 +186,9 @@ def test_iwae_objective_trains_and_its_bound_is_tighter_than_the_elbo(digits):
     history = model.fit(digits.train, epochs=4, batch_size=64, verbose=0).history
     assert history["loss"][-1] < history["loss"][0] - 5.0
     x = digits.valid
-    iwae = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)["loss"]
-    model.objective = "elbo"
-    elbo = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)["loss"]
-    assert iwae < elbo  # -IWAE_8 <= -ELBO: the 8-sample bound is the tighter one
+    negative_iwae = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)["loss"]
+    negative_elbo = -np.mean(model.elbo(x, num_samples=8, seed=0))
+    assert negative_iwae < negative_elbo - 1.0  # the 8-sample bound is the tighter one (2.2 nats here)
     assert tiny_vae(objective="iwae").get_config()["objective"] == "iwae"
 
 

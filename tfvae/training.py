@@ -26,6 +26,7 @@ from tfvae.models import VAE, Autoencoder, ConditionalVAE
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
 from tfvae.priors import PRIORS, VampPrior
+from tfvae.stopping import StopOnSignal
 
 MODELS = ("vae", "autoencoder")
 
@@ -275,15 +276,17 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
     labels = splits.labels if config.conditional else {}
     batches, shuffle_callback = shuffled_batches(splits.train, config.batch_size, config.seed, labels.get("train"))
     started = time.perf_counter()
-    model.fit(
-        batches,
-        epochs=config.epochs,
-        validation_data=(splits.valid, labels["valid"]) if config.conditional else (splits.valid,),
-        validation_batch_size=config.batch_size,
-        callbacks=[shuffle_callback, *_callbacks(config, resume)],
-        shuffle=False,  # the batches are shuffled by (seed, epoch) already
-        verbose=verbose,
-    )
+    stop = StopOnSignal()
+    with stop.installed():
+        model.fit(
+            batches,
+            epochs=config.epochs,
+            validation_data=(splits.valid, labels["valid"]) if config.conditional else (splits.valid,),
+            validation_batch_size=config.batch_size,
+            callbacks=[shuffle_callback, *_callbacks(config, resume), stop],
+            shuffle=False,  # the batches are shuffled by (seed, epoch) already
+            verbose=verbose,
+        )
     model.load_weights(os.path.join(config.out, BEST_WEIGHTS))
     history = _split_history(_read_epoch_log(os.path.join(config.out, EPOCH_LOG)))
     history["train_seconds"] = time.perf_counter() - started

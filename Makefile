@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
 .PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-covariance bench-ae-vae \
-	bench-eval bench-serve bench-train clean
+	bench-eval bench-serve bench-train bench-train-ablation clean
 
 install: $(STAMP)
 
@@ -82,6 +82,9 @@ $(TORCH_VENV)/.installed:
 # Training throughput against the three baselines (writes bench/results/train.json).
 bench-train: install $(TORCH_VENV)/.installed
 	$(BIN)/python bench/train_bench.py
+
+bench-train-ablation: install
+	$(BIN)/python bench/train_ablation.py
 
 clean:
 	rm -rf runs exported/* .pytest_cache

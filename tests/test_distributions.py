@@ -5,6 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae import BernoulliLikelihood, GaussianLikelihood, GaussianPosterior, StandardNormalPrior
+from tfvae.distributions import reparameterized_sample
 
 
 @pytest.mark.parametrize("covariance", ["diagonal", "full"])
@@ -73,3 +74,23 @@ def test_full_covariance_map_is_fill_scale_tril_with_scaled_off_diagonals():
     below = np.tril(np.ones((5, 5), bool), k=-1)
     expected[:, below] /= np.sqrt(5)
     np.testing.assert_allclose(scale_tril, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("covariance", ["diagonal", "full"])
+def test_reparameterized_sample_is_loc_plus_scale_times_philox_noise(covariance):
+    layer = GaussianPosterior(latent_dim=3, covariance=covariance)
+    params = tf.constant(np.random.default_rng(0).normal(size=(4, layer.params_size(3, covariance))), tf.float32)
+    seed = tf.constant([3, 7])
+
+    def draw():
+        return reparameterized_sample(layer(params), 5, seed)
+
+    eager = draw()
+    noise = tf.random.stateless_normal([5, 4, 3], seed=seed, alg="philox")
+    posterior = layer(params)
+    expected = posterior.loc + tf.linalg.matvec(posterior.scale.to_dense(), noise)
+    assert eager.shape == (5, 4, 3)
+    np.testing.assert_allclose(eager, expected, atol=1e-6)
+    np.testing.assert_allclose(tf.function(draw)(), eager, atol=1e-6)
+    xla = tf.function(draw, jit_compile=True)
+    np.testing.assert_array_equal(xla(), xla())

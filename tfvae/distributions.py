@@ -145,6 +145,35 @@ class GaussianPosterior(keras.layers.Layer):
         return config
 
 
+def reparameterized_sample(posterior, num_samples, seed):
+    """z = loc + scale · ε, ε ~ N(0, I): `posterior.sample(num_samples, seed=seed)` with
+    the noise drawn by Philox.
+
+    TFP's `sample` leaves the generator to tf.random's "auto_select", which XLA on CPU
+    draws 3x slower than Philox named (0.087 s against 0.029 s for an epoch's draws of
+    bench-train's model). The noise goes through the distribution's own bijector, the
+    map TFP's `sample` applies. XLA's Philox is not bit-identical to TensorFlow's
+    kernels, so z under `jit_compile` differ from z without it for the same seed (the
+    same holds for TFP's `sample`); each mode repeats itself.
+
+    Args:
+      posterior: a `tfd.MultivariateNormalDiag` or `tfd.MultivariateNormalTriL`.
+      num_samples: draws per distribution in the batch.
+      seed: a `[2]` integer stateless seed, or None for fresh noise.
+
+    Returns:
+      `[num_samples, *batch_shape, latent_dim]`.
+    """
+    shape = tf.concat(
+        [[num_samples], posterior.batch_shape_tensor(), posterior.event_shape_tensor()], axis=0
+    )
+    if seed is None:
+        noise = tf.random.normal(shape, dtype=posterior.dtype)
+    else:
+        noise = tf.random.stateless_normal(shape, seed=seed, dtype=posterior.dtype, alg="philox")
+    return posterior.bijector.forward(noise)
+
+
 class Likelihood(keras.layers.Layer):
     """Base class of the likelihoods p(x|z): a decoder's output to a distribution over x.
 

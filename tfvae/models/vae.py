@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfvae import objectives
 from tfvae.callbacks import KLWarmup
-from tfvae.distributions import GaussianPosterior
+from tfvae.distributions import GaussianPosterior, reparameterized_sample
 from tfvae.errors import ConfigError
 from tfvae.models.base import LatentModel, example_count
 from tfvae.priors import get_prior
@@ -185,7 +185,7 @@ class VAE(LatentModel):
 
     def _log_weight_terms(self, x, labels, num_samples, seed, training=False):
         posterior = self._posterior(x, labels, training)
-        z = posterior.sample(num_samples, seed=seed)  # [num_samples, batch, latent_dim]
+        z = reparameterized_sample(posterior, num_samples, seed)  # [num_samples, batch, latent_dim]
         likelihood = self._decode(z, labels, training)
         prior = self.prior  # once: a VampPrior encodes its pseudo-inputs to build it
         return posterior, prior, objectives.log_weight_terms(x, z, posterior, likelihood, prior)

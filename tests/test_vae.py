@@ -237,3 +237,11 @@ def test_the_speed_defaults_leave_the_training_math_unchanged(digits):
     # XLA the curve differs by Monte Carlo noise only (measured: 0.37% at most).
     np.testing.assert_allclose(histories["defaults"], histories["keras_defaults"], rtol=0.01)
     assert histories["keras_defaults"][-1] < histories["keras_defaults"][0] - 3
+
+
+def test_xla_is_on_by_default_except_for_convolutions_on_a_machine_without_a_gpu():
+    dense = tiny_vae()
+    conv = tiny_vae((8, 8, 1), arch="conv", filters=(4, 8), hidden_units=(16,))
+    assert dense.jit_compile is True
+    assert conv.jit_compile is bool(tf.config.list_physical_devices("GPU"))
+    assert conv.steps_per_execution == dense.steps_per_execution == 32

@@ -295,7 +295,7 @@ class LatentModel(keras.Model):
         """As `keras.Model.fit`; in-memory training data take tfvae's input path.
 
         NumPy arrays or tensors (x, or x with labels for a conditional model) become
-        `tfvae.shuffled_batches`: one shuffle per epoch and a gather per batch on a
+        `tfvae.input_pipeline.shuffled_batches`: one shuffle per epoch and a gather per batch on a
         single tf.data thread, instead of Keras' adapter, whose autotuned threads compete
         with the train step for the CPU (on 2 cores, epochs ran 1.7x slower at times).
         Other inputs, and fits with `validation_split`, `sample_weight`,
@@ -306,8 +306,8 @@ class LatentModel(keras.Model):
             sample_weight=sample_weight, steps_per_epoch=steps_per_epoch, **kwargs,
         )
         in_memory = _in_memory_training_data(x, y, self.conditional)
-        if in_memory is None or not shuffle or validation_split or class_weight or sample_weight is not None \
-                or steps_per_epoch is not None:
+        keras_only = validation_split or class_weight or sample_weight is not None or steps_per_epoch is not None
+        if in_memory is None or not shuffle or keras_only:
             return super().fit(
                 x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, shuffle=shuffle, **keras_arguments
             )

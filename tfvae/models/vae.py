@@ -127,7 +127,7 @@ class VAE(LatentModel):
         # sampler_step) and counts steps. Weights (not keras.random.SeedGenerator, whose
         # state is not) so checkpoints and .keras files carry them and resumed runs draw
         # the same samples. Two scalars, not one [2] vector: with a vector weight as the
-        # seed, XLA-compiled train steps ran 25% slower (TF 2.21 on CPU; README,
+        # seed, XLA-compiled train steps took 26-35% longer (TF 2.21 on CPU; README,
         # "Training throughput").
         self.sampler_seed = self.add_weight(
             shape=(), dtype="int64", trainable=False, name="sampler_seed",

@@ -245,3 +245,31 @@ def test_xla_is_on_by_default_except_for_convolutions_on_a_machine_without_a_gpu
     assert dense.jit_compile is True
     assert conv.jit_compile is bool(tf.config.list_physical_devices("GPU"))
     assert conv.steps_per_execution == dense.steps_per_execution == 32
+
+
+def test_files_with_the_older_one_weight_sampler_state_still_load(tmp_path, digits):
+    import h5py
+    import zipfile
+
+    model = tiny_vae(seed=5)
+    model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    new_path, old_path = tmp_path / "new.keras", tmp_path / "old.keras"
+    model.save(new_path)
+    # Rewrite the file to the earlier layout: kl_weight, then one [2] sampler_state.
+    weights = tmp_path / "model.weights.h5"
+    with zipfile.ZipFile(new_path) as archive:
+        weights.write_bytes(archive.read("model.weights.h5"))
+        others = {name: archive.read(name) for name in archive.namelist() if name != "model.weights.h5"}
+    with h5py.File(weights, "r+") as f:
+        seed, step = f["vars/1"][()], f["vars/2"][()]
+        del f["vars/1"], f["vars/2"]
+        f["vars/1"] = np.array([seed, step])
+    with zipfile.ZipFile(old_path, "w") as archive:
+        for name, data in others.items():
+            archive.writestr(name, data)
+        archive.write(weights, "model.weights.h5")
+
+    loaded = keras.models.load_model(old_path)
+    assert (int(loaded.sampler_seed.numpy()), int(loaded.sampler_step.numpy())) == (5, int(step)) and step > 0
+    for original, restored in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(original, restored)

@@ -140,6 +140,15 @@ class VAE(LatentModel):
         )
         self.build((None, *self.network_config.input_shape))
 
+    def load_own_variables(self, store):
+        # .keras files and checkpoints written before the sampler's seed and step became
+        # two weights hold them as one [2] weight after kl_weight.
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(own) - 1 and tuple(store["1"].shape) == (2,):
+            seed, step = np.asarray(store["1"])
+            store = {"0": store["0"], "1": seed, "2": step}
+        super().load_own_variables(store)
+
     def build(self, input_shape=None):
         super().build(input_shape)
         self.posterior_layer.build(self.encoder.output_shape)

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-covariance bench-ae-vae \
+.PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-covariance bench-ae-vae \
 	bench-eval bench-serve bench-train bench-train-ablation clean
 
 install: $(STAMP)
@@ -46,6 +46,16 @@ bench-vamp: install
 	$(BIN)/python bench/nll_bench.py --name vamp_gated --prior vamp --pseudo-inputs 500 $(BENCH_ARGS)
 	$(BIN)/python bench/nll_bench.py --name vamp_gated_lr_decay --prior vamp --pseudo-inputs 500 \
 		--fine-tune-from runs/bench-vamp_gated --learning-rate 1e-4 --epochs 100 --patience 10
+
+# One stochastic layer with an IAF posterior (4 steps) on bench-nll's gated model and protocol.
+bench-iaf: install
+	$(BIN)/python bench/nll_bench.py --name iaf4_gated --posterior iaf --flow-steps 4 $(BENCH_ARGS)
+
+# Two stochastic layers (40, 40) with the VampPrior on top, gated MLPs: the HVAE row of
+# Tomczak & Welling (2018).
+bench-hvae: install
+	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated --latent-dims 40,40 --prior vamp \
+		--pseudo-inputs 500 $(BENCH_ARGS)
 
 # Diagonal against full-covariance q(z|x): the same gated model and a 60-epoch budget.
 bench-covariance: install

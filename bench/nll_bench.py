@@ -19,7 +19,7 @@ import numpy as np
 
 import tfvae
 import tfvae.input_pipeline
-from tfvae import training
+from tfvae import files, training
 from tfvae.training import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,9 +69,9 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
         "train_seconds": first["train_seconds"] + time.perf_counter() - started,
     }
     os.makedirs(config.out, exist_ok=True)
-    model.save(os.path.join(config.out, training.MODEL_FILE))
-    with open(os.path.join(config.out, training.HISTORY_FILE), "w") as f:
-        json.dump(history, f, indent=2)
+    files.write_json(os.path.join(config.out, training.HISTORY_FILE), history)
+    with files.atomic_path(os.path.join(config.out, training.MODEL_FILE)) as temporary:
+        model.save(temporary)
     return model, history
 
 
@@ -80,7 +80,7 @@ def best_so_far(run_dir):
     config = training.resume_config(run_dir)
     model = training.build_model_for(config, training.load_splits(config))
     model.load_weights(os.path.join(run_dir, training.BEST_WEIGHTS))
-    history = training._split_history(training._read_epoch_log(os.path.join(run_dir, training.EPOCH_LOG)))
+    history = training.epoch_history(run_dir)
     return model, history
 
 
@@ -92,9 +92,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)
     parser.add_argument("--latent-dim", type=int, default=40)
+    parser.add_argument("--latent-dims", default=None,
+                        help="a hierarchical VAE's layer sizes, bottom first (e.g. 40,40)")
     parser.add_argument("--arch", choices=("mlp", "gated"), default="gated")
     parser.add_argument("--activation", default="linear", help="of the hidden layers ('linear' gates a linear map)")
-    parser.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
+    parser.add_argument("--posterior", choices=("diagonal", "full", "iaf"), default="diagonal")
+    parser.add_argument("--flow-steps", type=int, default=2, help="IAF steps (with --posterior iaf)")
     parser.add_argument("--prior", choices=("standard_normal", "vamp"), default="standard_normal")
     parser.add_argument("--pseudo-inputs", type=int, default=500, help="VampPrior components")
     parser.add_argument("--hidden-units", default="300,300")
@@ -116,7 +119,10 @@ def main():
     args = parser.parse_args()
     config = TrainConfig(
         data=args.data, out=args.run_dir or os.path.join("runs", f"bench-{args.name}"), epochs=args.epochs,
-        latent_dim=args.latent_dim, arch=args.arch, activation=args.activation, posterior=args.posterior,
+        latent_dim=args.latent_dim, arch=args.arch,
+        model="hierarchical" if args.latent_dims else "vae",
+        latent_dims=tuple(int(d) for d in args.latent_dims.split(",")) if args.latent_dims else (), activation=args.activation, posterior=args.posterior,
+        flow_steps=args.flow_steps,
         prior=args.prior, pseudo_inputs=args.pseudo_inputs,
         hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
         batch_size=args.batch_size, learning_rate=args.learning_rate, kl_warmup_epochs=args.kl_warmup_epochs,

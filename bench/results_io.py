@@ -1,8 +1,9 @@
 """What every bench script records with its figures, and how it writes them."""
-import json
 import os
 import platform
 import subprocess
+
+from tfvae import files
 
 
 def provenance():
@@ -12,8 +13,6 @@ def provenance():
 
 
 def write_result(path, report):
-    """Writes `report` as indented JSON to `path`, creating its folder."""
+    """Writes `report` as indented JSON to `path` (atomically), creating its folder."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    files.write_json(path, report)

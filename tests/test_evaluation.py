@@ -28,7 +28,7 @@ def test_a_latent_the_encoder_ignores_is_not_active():
     data["gain"] = data["gain"].copy()
     data["gain"][1] = 0.0  # E_q[z_2] no longer depends on x
     model = linear_model(data, "diagonal")
-    assert tfvae.evaluation.active_units(model, data["x"]) == 1
+    assert tfvae.evaluation.active_units(model, data["x"]) == [1]
 
 
 @pytest.fixture(scope="module")

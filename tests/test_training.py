@@ -1,6 +1,7 @@
 """Runs that lose nothing: checkpoints, resume, best model, early stopping."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,9 +10,10 @@ import time
 import keras
 import numpy as np
 import pytest
-
 from conftest import tiny_vae
-from tfvae import RunError, cli, training
+
+import tfvae
+from tfvae import RunError, checkpointing, cli, training
 from tfvae.stopping import StopOnSignal
 from tfvae.training import TrainConfig, train
 
@@ -20,14 +22,13 @@ TINY = dict(data="digits", latent_dim=3, hidden_units=(32,), batch_size=64)
 
 def interrupt_at(monkeypatch, epoch):
     """Makes the next `train` stop with KeyboardInterrupt when `epoch` (0-based) begins."""
-    original = training._callbacks
 
-    class Interrupt(keras.callbacks.Callback):
+    class Interrupting(training.EpochCheckpoint):
         def on_epoch_begin(self, index, logs=None):
             if index == epoch:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_callbacks", lambda *a: [*original(*a), Interrupt()])
+    monkeypatch.setattr(training, "EpochCheckpoint", Interrupting)
 
 
 def test_a_run_stopped_after_epoch_2_of_4_and_resumed_ends_with_identical_weights(tmp_path, monkeypatch):
@@ -69,7 +70,7 @@ def test_resume_needs_an_unfinished_run(tmp_path):
         train(TrainConfig(data="", out=str(tmp_path)), resume=True, verbose=0)
 
 
-def test_sigterm_stops_the_cli_with_a_hint_and_resume_finishes_the_run(tmp_path, capsys):
+def test_sigterm_stops_the_cli_with_status_130_and_a_hint_and_resume_finishes_the_run(tmp_path, capsys):
     out = str(tmp_path / "run")
     script = os.path.join(os.path.dirname(sys.executable), "tfvae")
     process = subprocess.Popen(
@@ -77,15 +78,15 @@ def test_sigterm_stops_the_cli_with_a_hint_and_resume_finishes_the_run(tmp_path,
          "--batch-size", "32", "--quiet", "--no-pictures", "--out", out],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    metadata = os.path.join(out, "checkpoints", "training_metadata.json")
+    first = os.path.join(out, "checkpoints", "epoch-000001")
     deadline = time.monotonic() + 120
-    while not os.path.exists(metadata) and time.monotonic() < deadline and process.poll() is None:
+    while not os.path.exists(first) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2, stderr[-3000:]
+    assert process.returncode == 130, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == (
-        f"tfvae train: error: stopped; continue from the last completed epoch with "
+        f"tfvae train: interrupted; continue from the last completed epoch with "
         f"`tfvae train --out {out} --resume`"
     )
     with open(os.path.join(out, "epochs.csv")) as f:
@@ -113,3 +114,143 @@ def test_a_signal_during_fit_stops_at_a_batch_end_and_the_handlers_come_back(dig
     assert stop.received == signal.SIGTERM
     assert completed == [0]  # epoch 0 finished whole; epoch 1 stopped at its first batch end
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class Killed(BaseException):
+    """What `kill -9` does to a write, without losing the test process: nothing after it runs
+    (the atomic writers clean up nothing on the way out, as a killed process cannot)."""
+
+
+def dies_on_call(monkeypatch, owner, name, call, truncate=False):
+    """Patches `owner.name` to raise `Killed` on its `call`-th call (after writing half a
+    file, with `truncate`: the file argument is written whole, then cut in half)."""
+    original = getattr(owner, name)
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(args)
+        if len(calls) < call:
+            return original(*args, **kwargs)
+        if truncate:
+            original(*args, **kwargs)
+            path = args[1] if not isinstance(args[0], str) else args[0]
+            os.truncate(path, os.path.getsize(path) // 2)
+        raise Killed
+
+    monkeypatch.setattr(owner, name, dying)
+
+
+# Each kill lands in a different write of a 3-epoch run: a checkpoint's state mid-file,
+# a file whole but not yet renamed, the old checkpoint not yet removed, the best weights
+# mid-file, model.keras mid-file. The run is resumed after each.
+KILLS = [
+    (keras.Model, "save_weights", 2, True),
+    ("files", "fsync", 5, False),
+    (shutil, "rmtree", 1, False),
+    (keras.Model, "save_weights", 1, True),
+    (keras.Model, "save", 1, True),
+]
+
+
+def test_a_run_killed_inside_every_kind_of_write_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), epochs=3, **TINY), verbose=0, pictures=False)
+    out = str(tmp_path / "killed")
+    config = TrainConfig(out=out, epochs=3, **TINY)
+    for owner, name, call, truncate in KILLS:
+        with monkeypatch.context() as patch:
+            dies_on_call(patch, training.files if owner == "files" else owner, name, call, truncate)
+            with pytest.raises(Killed):
+                if os.path.exists(os.path.join(out, "config.json")):
+                    train(TrainConfig(data="", out=out), resume=True, verbose=0, pictures=False)
+                else:
+                    train(config, verbose=0, pictures=False)
+    resumed = train(TrainConfig(data="", out=out), resume=True, verbose=0, pictures=False)
+    assert resumed.history["train"] == whole.history["train"]
+    assert resumed.history["valid"] == whole.history["valid"]
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
+
+
+def test_kill_9_inside_a_checkpoint_write_leaves_a_run_that_resumes_to_the_same_weights(tmp_path):
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), epochs=3, **TINY), verbose=0, pictures=False)
+    out = str(tmp_path / "killed")
+    # The child writes half of epoch 2's checkpoint, then SIGKILLs itself.
+    child = f"""
+import os, signal, keras
+from tfvae import checkpointing, cli
+calls = []
+original = keras.Model.save_weights
+def save_weights(self, path, **kwargs):
+    original(self, path, **kwargs)
+    calls.append(path)
+    if len(calls) == 4:
+        os.truncate(path, os.path.getsize(path) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+keras.Model.save_weights = save_weights
+cli.main(["train", "--data", "digits", "--out", {out!r}, "--epochs", "3", "--latent-dim", "3",
+          "--hidden-units", "32", "--batch-size", "64", "--quiet", "--no-pictures"])
+"""
+    process = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+    left = sorted(os.listdir(os.path.join(out, "checkpoints")))
+    assert left[0].startswith(".tmp-") and left[1:] == ["epoch-000001"]  # epoch 2 half-written
+    assert cli.main(["train", "--out", out, "--resume", "--quiet", "--no-pictures"]) == 0
+    resumed = keras.models.load_model(os.path.join(out, "model.keras"))
+    for a, b in zip(resumed.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_last_finite_checkpoint(tmp_path, monkeypatch):
+    class DivergingAtEpoch2(training.EpochCheckpoint):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.optimizer.learning_rate.assign(float("inf"))
+
+    monkeypatch.setattr(training, "EpochCheckpoint", DivergingAtEpoch2)
+    out = str(tmp_path / "run")
+    with pytest.raises(RunError, match=r"diverged in epoch 2 \(loss nan.*epoch 1\) is kept.*smaller learning rate"):
+        train(TrainConfig(out=out, epochs=4, **TINY), verbose=0, pictures=False)
+    assert not os.path.exists(os.path.join(out, "model.keras"))
+    last = checkpointing.latest_checkpoint(os.path.join(out, "checkpoints"))
+    assert last.epochs == 1 and len(last.log) == 1
+    model = training.build_model(TrainConfig(data="", out="", **{k: v for k, v in TINY.items() if k != "data"}),
+                                 (64,), (8, 8, 1))
+    last.restore(model)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_the_cli_refuses_to_report_success_for_an_infinite_learning_rate(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = ["train", "--data", "digits", "--out", out, "--learning-rate", "inf", "--latent-dim", "3",
+            "--hidden-units", "32", "--epochs", "2", "--quiet", "--no-pictures"]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "diverged in epoch 1" in error[0] and "no epoch finished" in error[0]
+    assert not os.path.exists(os.path.join(out, "model.keras"))
+
+
+def test_evaluation_uses_the_validation_examples_the_run_held_out_not_fresh_ones(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    train_examples = (rng.random((200, 64)) > 0.5).astype(np.float32)  # distinct rows
+    data = str(tmp_path / "data.npz")
+    np.savez(data, train=train_examples)
+    out = str(tmp_path / "run")
+    result = train(TrainConfig(data=data, out=out, epochs=1, seed=5, **{k: v for k, v in TINY.items() if k != "data"}),
+                   verbose=0, pictures=False)
+    trained_on = training.load_splits(result.config).train
+    assert len(trained_on) == 180
+    for data_argument in (None, data):  # the run's own data, named or not
+        valid = training.load_run_data(out, data_argument).valid
+        assert len(valid) == 20
+        assert not (valid[:, None, :] == trained_on[None, :, :]).all(axis=-1).any()
+    # Seed 0's hold-out, which evaluate drew before, overlaps the examples trained on.
+    seed_0 = tfvae.load_dataset(data, seed=0).valid
+    assert (seed_0[:, None, :] == trained_on[None, :, :]).all(axis=-1).any(axis=1).sum() > 10
+    assert cli.main(["evaluate", out, "--split", "valid", "--num-samples", "10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 20
+    # Other data without a 'valid' array cannot say which examples the run left out.
+    other = str(tmp_path / "other.npz")
+    np.savez(other, train=train_examples[::-1])
+    assert cli.main(["evaluate", out, "--data", other, "--split", "valid", "--num-samples", "10"]) == 2
+    assert "could be ones the run" in capsys.readouterr().err

@@ -31,7 +31,8 @@ from tfvae.distributions import (  # noqa: E402
 from tfvae.errors import ConfigError, DataError, ExportError, RunError, TfvaeError  # noqa: E402
 from tfvae.evaluation import evaluate  # noqa: E402
 from tfvae.exporting import ExportResult, export  # noqa: E402
-from tfvae.models import VAE, Autoencoder, ConditionalVAE, LatentModel  # noqa: E402
+from tfvae.flows import AutoregressiveNetwork, IAFPosterior, MaskedDense  # noqa: E402
+from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE, LatentModel  # noqa: E402
 from tfvae.networks import GatedDense, NetworkConfig, build_decoder, build_encoder  # noqa: E402
 from tfvae.priors import Prior, StandardNormalPrior, VampPrior  # noqa: E402
 
@@ -40,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "VAE",
     "Autoencoder",
+    "AutoregressiveNetwork",
     "BernoulliLikelihood",
     "ConditionalVAE",
     "ConfigError",
@@ -50,9 +52,12 @@ __all__ = [
     "GaussianLikelihood",
     "GatedDense",
     "GaussianPosterior",
+    "HierarchicalVAE",
+    "IAFPosterior",
     "KLWarmup",
     "LatentModel",
     "Likelihood",
+    "MaskedDense",
     "NetworkConfig",
     "Prior",
     "RunError",

@@ -14,8 +14,7 @@ import numpy as np
 
 import tfvae
 from tfvae._native import native_stderr_silenced
-from tfvae.data import LIKELIHOOD_FAMILIES, SPLITS, available_datasets, load_dataset
-from tfvae.distributions import COVARIANCES
+from tfvae.data import LIKELIHOOD_FAMILIES, SPLITS, available_datasets
 from tfvae.errors import TfvaeError
 from tfvae.evaluation import evaluate
 from tfvae.exporting import PARTS, check_arguments, export
@@ -23,10 +22,12 @@ from tfvae.serving import ServerConfig, create_app
 from tfvae.serving.backends import BACKENDS
 from tfvae.networks import ARCHITECTURES
 from tfvae.models.vae import OBJECTIVES
+from tfvae.posteriors import POSTERIORS
 from tfvae.priors import PRIORS
-from tfvae.training import HISTORY_FILE, MODELS, TrainConfig, load_run, train
+from tfvae.training import HISTORY_FILE, MODELS, TrainConfig, load_run, load_run_data, train
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,7 +93,8 @@ def _add_train(subparsers):
                    "with 'train' (and optionally 'valid', 'test') arrays; needed unless --resume")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
     p.add_argument("--model", choices=MODELS, default=defaults.model,
-                   help="vae, or autoencoder: the deterministic baseline (no prior, no sampling)")
+                   help="vae; hierarchical: a ladder VAE with --latent-dims; or autoencoder: the "
+                   "deterministic baseline (no prior, no sampling)")
     p.add_argument("--conditional", action="store_true",
                    help="a conditional VAE p(x|y, z) on the data's class labels (train_labels, ...)")
     p.add_argument("--prior", choices=PRIORS, default=defaults.prior,
@@ -101,8 +103,13 @@ def _add_train(subparsers):
                    help="VampPrior components K (with --prior vamp)")
     p.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     p.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim)
-    p.add_argument("--posterior", choices=COVARIANCES, default=defaults.posterior,
-                   help="covariance of q(z|x)")
+    p.add_argument("--latent-dims", type=_units, default=defaults.latent_dims, metavar="D1,D2,...",
+                   help="--model hierarchical: the sizes of z_1 ... z_L, bottom first (e.g. 40,40)")
+    p.add_argument("--posterior", choices=POSTERIORS, default=defaults.posterior,
+                   help="q(z|x): a Gaussian with diagonal or full covariance, or iaf (the diagonal "
+                   "Gaussian through --flow-steps inverse autoregressive flow steps)")
+    p.add_argument("--flow-steps", type=_positive_int, default=defaults.flow_steps,
+                   help="IAF steps (with --posterior iaf)")
     p.add_argument("--likelihood", choices=LIKELIHOOD_FAMILIES, default=defaults.likelihood)
     p.add_argument("--num-samples", type=_positive_int, default=defaults.num_samples,
                    help="Monte Carlo samples of z per input")
@@ -117,7 +124,11 @@ def _add_train(subparsers):
                    help="KL weight (beta-VAE when > 1)")
     p.add_argument("--kl-warmup-epochs", type=_non_negative_int, default=defaults.kl_warmup_epochs,
                    help="raise the KL weight linearly to beta over this many epochs")
+    p.add_argument("--free-bits", type=_non_negative_float, default=defaults.free_bits,
+                   help="a floor in nats on the batch's mean KL in the training objective (0: off)")
     p.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate)
+    p.add_argument("--clip-norm", type=_non_negative_float, default=defaults.clip_norm,
+                   help="clip the gradients' global norm to this (0: off)")
     p.add_argument("--mc-kl", dest="analytic_kl", action="store_false",
                    help="estimate the KL by Monte Carlo even where a closed form exists")
     p.add_argument("--patience", type=_non_negative_int, default=defaults.patience,
@@ -143,9 +154,9 @@ def _train(args):
         result = train(TrainConfig(**fields), overwrite=args.overwrite, resume=args.resume,
                        verbose=0 if args.quiet else 1, pictures=args.pictures)
     except KeyboardInterrupt:
-        raise TfvaeError(
-            f"stopped; continue from the last completed epoch with `tfvae train --out {args.out} --resume`"
-        ) from None
+        print(f"tfvae train: interrupted; continue from the last completed epoch with "
+              f"`tfvae train --out {args.out} --resume`", file=sys.stderr)
+        return INTERRUPTED
     summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
     if "test" in result.history:
         summary += f", test loss {result.history['test']['loss']:.3f}"
@@ -263,21 +274,24 @@ def _add_evaluate(subparsers):
 def _add_run_and_split(parser):
     """RUN_DIR, --data and --split: the run and the examples `_split_for` gives it."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
-    parser.add_argument("--data", required=True, help="a bundled dataset name or an .npz path")
+    parser.add_argument("--data", default=None,
+                        help="a bundled dataset name or an .npz path (default: the data the run was "
+                        "trained on, with its own held-out validation examples)")
     parser.add_argument("--split", choices=SPLITS, default="test")
 
 
 def _split_for(model, args):
     """`(examples, labels or None)` of `args.data`'s `args.split`, checked against the model."""
-    splits = load_dataset(args.data, likelihood=model.likelihood_layer.family)
+    splits = load_run_data(args.run_dir, args.data, likelihood=model.likelihood_layer.family)
     if model.conditional:
         splits.require_labels()
     examples, labels = splits.split(args.split)
     if examples is None:
-        raise TfvaeError(f"{args.data} has no {args.split!r} split; choose --split train or valid.")
+        reason = f" ({splits.valid_source})" if args.split == "valid" else ""
+        raise TfvaeError(f"{splits.name} has no {args.split!r} split{reason}; choose another --split.")
     if tuple(examples.shape[1:]) != model.network_config.input_shape:
         raise TfvaeError(
-            f"{args.data}[{args.split!r}] examples have shape {examples.shape[1:]}, but the model in "
+            f"{splits.name}[{args.split!r}] examples have shape {examples.shape[1:]}, but the model in "
             f"{args.run_dir} takes {model.network_config.input_shape}."
         )
     return examples, labels
@@ -297,6 +311,10 @@ def _evaluate(args):
           f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
           f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
           f"active units {report['active_units']}/{model.latent_dim}")
+    if len(model.latent_sizes) > 1:
+        print("per layer (bottom first): " + ", ".join(
+            f"z_{i + 1}: kl {kl:.3f}, active {active}/{size}" for i, (kl, active, size) in enumerate(
+                zip(report["kl_per_layer"], report["active_units_per_layer"], model.latent_sizes))))
     if args.json:
         print(json.dumps(report))
     return 0
@@ -397,7 +415,7 @@ def main(argv=None):
         return USAGE_ERROR
     except KeyboardInterrupt:
         print(f"tfvae {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -33,6 +33,10 @@ class DataSplits:
         on how it was held out of `train`.
       labels: `{split: int64 class ids [N]}` for the splits that have labels (empty
         for unlabelled data).
+      held_out: when `valid` was held out of the file's `train`, the indices (into
+        that array) of the held-out examples; None when the data had a `valid` split.
+        A training run records them, so that later commands evaluate on exactly the
+        examples it did not train on.
     """
 
     name: str
@@ -42,6 +46,7 @@ class DataSplits:
     image_shape: tuple
     valid_source: str
     labels: dict = dataclasses.field(default_factory=dict)
+    held_out: np.ndarray = None
 
     @property
     def example_shape(self):
@@ -167,7 +172,7 @@ def _validate_labels(source, key, labels, count):
     return labels.astype(np.int64)
 
 
-def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
+def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, held_out=None):
     """Loads and validates a dataset by registered name or `.npz` path.
 
     Args:
@@ -176,6 +181,8 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
       validation_fraction: share of `train` held out as `valid` when the data has no
         `valid` split (a seeded permutation).
       seed: seed of that hold-out.
+      held_out: indices into `train` to hold out as `valid` instead of drawing
+        them (a run's recorded split, `DataSplits.held_out`).
 
     Returns:
       `DataSplits` with float32 arrays.
@@ -209,12 +216,23 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
                 f"{example_shape}; every split must share one example shape."
             )
     valid_source = "file"
+    if "valid" in splits:
+        if held_out is not None:
+            raise DataError(
+                f"{source} has its own 'valid' array, so there is nothing to hold out of "
+                "'train'; leave out `held_out`."
+            )
+    elif held_out is None:
+        held_out = _hold_out(source, len(splits["train"]), validation_fraction, seed)
+        valid_source = f"held out {validation_fraction:g} of train (seed {seed})"
+    else:
+        held_out = _check_held_out(source, held_out, len(splits["train"]))
+        valid_source = f"held out {len(held_out)} recorded examples of train"
     if "valid" not in splits:
-        kept, held_out = _hold_out(source, len(splits["train"]), validation_fraction, seed)
+        kept = np.setdiff1d(np.arange(len(splits["train"])), held_out, assume_unique=True)
         splits["train"], splits["valid"] = splits["train"][kept], splits["train"][held_out]
         if "train" in labels:
             labels["train"], labels["valid"] = labels["train"][kept], labels["train"][held_out]
-        valid_source = f"held out {validation_fraction:g} of train (seed {seed})"
     return DataSplits(
         name=source,
         train=splits["train"],
@@ -223,16 +241,28 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0):
         image_shape=infer_image_shape(example_shape),
         valid_source=valid_source,
         labels=labels,
+        held_out=held_out,
     )
 
 
 def _hold_out(source, size, fraction, seed):
-    """`(kept indices, held-out indices)` of a seeded permutation of `size` examples."""
+    """The held-out indices (sorted) of a seeded permutation of `size` examples."""
     count = int(round(size * fraction))
     if not 0 < count < size:
         raise DataError(
             f"{source}: cannot hold out {fraction:g} of {size} training examples as a "
             "validation split; add a 'valid' array to the file or use more examples."
         )
-    order = np.random.default_rng(seed).permutation(size)
-    return order[count:], order[:count]
+    return np.sort(np.random.default_rng(seed).permutation(size)[:count])
+
+
+def _check_held_out(source, held_out, size):
+    held_out = np.asarray(held_out)
+    if (held_out.ndim != 1 or held_out.dtype.kind not in "iu" or not 0 < len(held_out) < size
+            or held_out.min() < 0 or held_out.max() >= size or len(np.unique(held_out)) != len(held_out)):
+        raise DataError(
+            f"{source}: the recorded held-out examples ({len(held_out)} indices) do not fit its "
+            f"{size} training examples; the file changed since the run was trained. Evaluate on "
+            "the data the run was trained on, or on a file with its own 'valid' array."
+        )
+    return np.sort(held_out)

@@ -104,6 +104,11 @@ class GaussianPosterior(keras.layers.Layer):
         return latent_dim + latent_dim * (latent_dim + 1) // 2
 
     @property
+    def num_params(self):
+        """The encoder output size this layer reads: `params_size(latent_dim, covariance)`."""
+        return self.params_size(self.latent_dim, self.covariance)
+
+    @property
     def scale_tril_bijector(self):
         """The map from unconstrained parameters to `scale_tril` (full covariance) as a
         TFP bijector; its `inverse` gives the parameters of a wanted `scale_tril`."""
@@ -156,22 +161,39 @@ def reparameterized_sample(posterior, num_samples, seed):
     kernels, so z under `jit_compile` differ from z without it for the same seed (the
     same holds for TFP's `sample`); each mode repeats itself.
 
+    A `tfd.TransformedDistribution` of a Gaussian (an IAF posterior) draws the
+    Gaussian's sample this way and pushes it through its flow; the flow's bijectors
+    cache the pair, so `log_prob` of the result needs no inverse pass.
+
     Args:
-      posterior: a `tfd.MultivariateNormalDiag` or `tfd.MultivariateNormalTriL`.
-      num_samples: draws per distribution in the batch.
+      posterior: a `tfd.MultivariateNormalDiag` or `tfd.MultivariateNormalTriL`, or a
+        `tfd.TransformedDistribution` of one.
+      num_samples: draws per distribution in the batch, or None for one draw without
+        a sample axis.
       seed: a `[2]` integer stateless seed, or None for fresh noise.
 
     Returns:
-      `[num_samples, *batch_shape, latent_dim]`.
+      `[num_samples, *batch_shape, latent_dim]` (`[*batch_shape, latent_dim]` for None).
     """
+    if isinstance(posterior.distribution, tfd.TransformedDistribution):
+        return posterior.bijector.forward(reparameterized_sample(posterior.distribution, num_samples, seed))
+    sample_shape = [] if num_samples is None else [num_samples]
     shape = tf.concat(
-        [[num_samples], posterior.batch_shape_tensor(), posterior.event_shape_tensor()], axis=0
+        [tf.constant(sample_shape, tf.int32), posterior.batch_shape_tensor(), posterior.event_shape_tensor()], axis=0
     )
     if seed is None:
         noise = tf.random.normal(shape, dtype=posterior.dtype)
     else:
         noise = tf.random.stateless_normal(shape, seed=seed, dtype=posterior.dtype, alg="philox")
     return posterior.bijector.forward(noise)
+
+
+def posterior_code(posterior):
+    """A deterministic code of q(z|x): E[z] for a Gaussian; for a Gaussian pushed through a
+    flow (whose mean has no closed form), the flow applied to the Gaussian's mean."""
+    if isinstance(posterior.distribution, tfd.TransformedDistribution):
+        return posterior.bijector.forward(posterior_code(posterior.distribution))
+    return posterior.mean()
 
 
 class Likelihood(keras.layers.Layer):

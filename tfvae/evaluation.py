@@ -7,7 +7,8 @@ import numpy as np
 
 from tfvae.errors import ConfigError
 
-REPORT_KEYS = ("nll", "nll_stderr", "elbo", "kl", "reconstruction", "active_units", "num_samples", "examples")
+REPORT_KEYS = ("nll", "nll_stderr", "elbo", "kl", "reconstruction", "active_units", "kl_per_layer",
+               "active_units_per_layer", "num_samples", "examples")
 # Burda et al. (2016): a latent dimension is active when Var_x(E_q[z_d]) exceeds 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -18,11 +19,13 @@ def _batches(x, labels, batch_size):
 
 
 def active_units(model, x, batch_size=100, labels=None):
-    """How many latent dimensions the posterior means actually use (Burda et al. 2016)."""
+    """How many latent dimensions the posterior means actually use (Burda et al. 2016),
+    per stochastic layer (bottom first): a list with one count per `model.latent_sizes`."""
     means = np.concatenate([
         model.latent_code(x_batch, labels_batch).numpy() for x_batch, labels_batch in _batches(x, labels, batch_size)
     ])
-    return int(np.sum(means.var(axis=0) > ACTIVE_UNIT_THRESHOLD))
+    active = means.var(axis=0) > ACTIVE_UNIT_THRESHOLD
+    return [int(layer.sum()) for layer in np.split(active, np.cumsum(model.latent_sizes)[:-1])]
 
 
 def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None, seed=0, verbose=0, labels=None):
@@ -41,8 +44,9 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
     Returns:
       A dict with `nll` (−log p(x) by importance sampling with q(z|x) as proposal),
       `nll_stderr` (its standard error over examples), `elbo`, `kl`, `reconstruction`
-      (−E_q[log p(x|z)], one sample of z per example), `active_units`, `num_samples`
-      and `examples`.
+      (−E_q[log p(x|z)], one sample of z per example), `active_units`, and per
+      stochastic layer (bottom first) `kl_per_layer` and `active_units_per_layer`,
+      `num_samples` and `examples`.
     """
     if not hasattr(model, "log_likelihood"):
         raise ConfigError(
@@ -54,19 +58,25 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
         raise ValueError("evaluate needs at least one example.")
     log_px = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size,
                                   sample_batch_size=sample_batch_size, seed=seed, verbose=verbose, labels=labels)
-    expected_log_likelihood, kl = [], []
+    expected_log_likelihood, layer_kls = [], []
     for index, (x_batch, labels_batch) in enumerate(_batches(x, labels, batch_size)):
-        ell, kl_batch = model.elbo_terms(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)
+        ell, _ = model.elbo_terms(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)
         expected_log_likelihood.append(ell.numpy())
-        kl.append(kl_batch.numpy())
-    expected_log_likelihood, kl = np.concatenate(expected_log_likelihood), np.concatenate(kl)
+        # The same seed draws the same z, so the layers' KLs sum to elbo_terms' KL.
+        layer_kls.append(np.stack([k.numpy() for k in model.layer_kls(
+            x_batch, num_samples=1, seed=seed + index, labels=labels_batch)], axis=1))
+    expected_log_likelihood, layer_kls = np.concatenate(expected_log_likelihood), np.concatenate(layer_kls)
+    kl = layer_kls.sum(axis=1)
+    active = active_units(model, x, batch_size, labels)
     return {
         "nll": float(-log_px.mean()),
         "nll_stderr": float(log_px.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan"),
         "elbo": float((expected_log_likelihood - kl).mean()),
         "kl": float(kl.mean()),
         "reconstruction": float(-expected_log_likelihood.mean()),
-        "active_units": active_units(model, x, batch_size, labels),
+        "active_units": sum(active),
+        "kl_per_layer": [float(v) for v in layer_kls.mean(axis=0)],
+        "active_units_per_layer": active,
         "num_samples": int(num_samples),
         "examples": int(len(x)),
     }

@@ -338,6 +338,11 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
     """
     parts = tuple(parts)
     check_arguments(name, parts, version, export_dir)
+    if not model.exportable:
+        raise ExportError(
+            f"A {type(model).__name__} cannot be exported yet (its generator draws every layer's "
+            "latents in turn); save it as .keras and load it with keras.models.load_model."
+        )
     all_parts = model_parts(model, name)
     selected = [all_parts[kind] for kind in PARTS if kind in parts]
     version = _choose_version(export_dir, selected, version, overwrite)

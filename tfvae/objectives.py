@@ -75,6 +75,32 @@ def kl_divergence(posterior, prior, terms=None, analytic=True):
     return tf.reduce_mean(terms.log_posterior - terms.log_prior, axis=0)
 
 
+def conditional_kl(posterior, prior, log_posterior, log_prior, analytic=True):
+    """KL per example of a stochastic layer below the top of a hierarchy, `[batch]`.
+
+    q(z_l | z_>l, x) and p(z_l | z_>l) both have batch shape `[num_samples, batch]`
+    (one pair per sample of the layers above). The KL of each pair in closed form
+    where TFP has one (two Gaussians), averaged over those samples; otherwise the
+    Monte Carlo mean of log q - log p at the samples of z_l.
+
+    Args:
+      posterior, prior: the layer's q and p, batch `[num_samples, batch]`.
+      log_posterior, log_prior: their log densities at the sampled z_l, `[num_samples, batch]`.
+      analytic: use the closed form where it exists.
+    """
+    if analytic:
+        try:
+            return tf.reduce_mean(tfd.kl_divergence(posterior, prior), axis=0)
+        except NotImplementedError:
+            pass
+    return tf.reduce_mean(log_posterior - log_prior, axis=0)
+
+
+def expected_log_likelihood(terms):
+    """E_q[log p(x|z)] per example, `[batch]`: the Monte Carlo mean over the samples."""
+    return tf.reduce_mean(terms.log_likelihood, axis=0)
+
+
 def elbo_terms(terms, posterior, prior, analytic_kl=True):
     """The two parts of the ELBO per example.
 
@@ -82,8 +108,7 @@ def elbo_terms(terms, posterior, prior, analytic_kl=True):
       `(expected_log_likelihood, kl)`, each `[batch]`: the Monte Carlo mean of
       log p(x|z) over the samples, and KL(q(z|x) || p(z)). ELBO = first - second.
     """
-    expected_log_likelihood = tf.reduce_mean(terms.log_likelihood, axis=0)
-    return expected_log_likelihood, kl_divergence(posterior, prior, terms, analytic_kl)
+    return expected_log_likelihood(terms), kl_divergence(posterior, prior, terms, analytic_kl)
 
 
 def iwae_bound(log_weights):

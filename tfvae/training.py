@@ -1,14 +1,18 @@
 """A training run: a JSON-serialisable config in, a run directory out.
 
     run_dir/config.json      the TrainConfig (written first, so a killed run can resume)
-    run_dir/checkpoints/     the last completed epoch: weights, optimizer, epoch (kept until done)
-    run_dir/epochs.csv       per-epoch metrics as they happen (appended across resumes)
+    run_dir/split.json       the indices of `train` held out for validation (data without
+                             a `valid` array only): resume, evaluate and report reuse them
+    run_dir/checkpoints/     the last completed epoch: weights, optimizer, epoch log (kept
+                             until done; see tfvae.checkpointing)
+    run_dir/epochs.csv       per-epoch metrics as they happen
     run_dir/best.weights.h5  the weights with the lowest validation loss so far
     run_dir/model.keras      the best model (reload with keras.models.load_model)
     run_dir/history.json     per-epoch metrics (train, valid), the best epoch, test metrics
     run_dir/*.png            prior samples, reconstructions, learning curve
+
+Every file is written under a temporary name and renamed into place (`tfvae.files`).
 """
-import csv
 import dataclasses
 import json
 import math
@@ -17,18 +21,27 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
+from tfvae import files
+from tfvae.checkpointing import (
+    BestWeights,
+    EpochCheckpoint,
+    ResumableEarlyStopping,
+    latest_checkpoint,
+    stopped_early,
+)
 from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
-from tfvae.distributions import COVARIANCES
 from tfvae.errors import ConfigError, RunError
 from tfvae.input_pipeline import shuffled_batches
-from tfvae.models import VAE, Autoencoder, ConditionalVAE
+from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
+from tfvae.posteriors import POSTERIORS
 from tfvae.priors import PRIORS, VampPrior
 from tfvae.stopping import StopOnSignal
 
-MODELS = ("vae", "autoencoder")
+MODELS = ("vae", "autoencoder", "hierarchical")
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -36,6 +49,7 @@ HISTORY_FILE = "history.json"
 CHECKPOINT_DIR = "checkpoints"
 EPOCH_LOG = "epochs.csv"
 BEST_WEIGHTS = "best.weights.h5"
+SPLIT_FILE = "split.json"
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
 
 
@@ -46,15 +60,20 @@ class TrainConfig:
     Args:
       data: a registered dataset name ("digits") or a path to an `.npz` file.
       out: the run directory.
-      model: "vae", or "autoencoder" (the deterministic baseline: no posterior, prior,
-        KL or sampling; the VAE-only fields are ignored).
+      model: "vae", "hierarchical" (a `HierarchicalVAE` with `latent_dims`), or
+        "autoencoder" (the deterministic baseline: no posterior, prior, KL or sampling;
+        the VAE-only fields are ignored).
       conditional: train a `ConditionalVAE` on the data's class labels.
       prior: "standard_normal" or "vamp" (a VampPrior with `pseudo_inputs` components).
       epochs, batch_size, learning_rate: the optimisation (Adam).
       latent_dim, posterior, likelihood, arch, hidden_units, activation: the model.
+      latent_dims: sizes of z_1 ... z_L, bottom first (model "hierarchical" only).
+      flow_steps: IAF steps of posterior "iaf".
       num_samples: Monte Carlo samples of z per input.
       objective: "elbo" or "iwae" (the num_samples-sample importance-weighted bound).
       beta, kl_warmup_epochs: the KL weight and its linear warm-up.
+      free_bits: a floor (nats) on the batch's mean KL in the training objective (0: off).
+      clip_norm: clip the gradients' global norm to this (0: off; Adam's `global_clipnorm`).
       analytic_kl: closed-form KL where it exists.
       patience: stop after this many epochs without a better validation loss (0: never).
       seed: seeds weights, shuffling and samples; the same seed repeats the run.
@@ -68,7 +87,9 @@ class TrainConfig:
     pseudo_inputs: int = 500
     epochs: int = 10
     latent_dim: int = 16
+    latent_dims: tuple = ()
     posterior: str = "diagonal"
+    flow_steps: int = 2
     likelihood: str = "bernoulli"
     num_samples: int = 1
     objective: str = "elbo"
@@ -78,22 +99,34 @@ class TrainConfig:
     activation: str = "relu"
     beta: float = 1.0
     kl_warmup_epochs: int = 0
+    free_bits: float = 0.0
     learning_rate: float = 1e-3
+    clip_norm: float = 0.0
     analytic_kl: bool = True
     patience: int = 0
     seed: int = 0
 
     def __post_init__(self):
         self.hidden_units = tuple(self.hidden_units)
-        for name in ("epochs", "latent_dim", "num_samples", "batch_size", "pseudo_inputs"):
+        self.latent_dims = tuple(self.latent_dims)
+        if self.model == "hierarchical" and (len(self.latent_dims) < 2 or min(self.latent_dims) <= 0):
+            raise ConfigError(
+                f"A hierarchical model needs latent_dims with two or more positive sizes, bottom first "
+                f"(--latent-dims 40,40); got {self.latent_dims!r}."
+            )
+        if self.latent_dims and self.model != "hierarchical":
+            raise ConfigError("latent_dims (--latent-dims) is for --model hierarchical; use latent_dim otherwise.")
+        for name in ("epochs", "latent_dim", "num_samples", "batch_size", "pseudo_inputs", "flow_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
-        choices = {"posterior": COVARIANCES, "likelihood": LIKELIHOOD_FAMILIES, "arch": ARCHITECTURES,
+        choices = {"posterior": POSTERIORS, "likelihood": LIKELIHOOD_FAMILIES, "arch": ARCHITECTURES,
                    "objective": OBJECTIVES, "model": MODELS, "prior": PRIORS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
+        if self.model == "hierarchical" and self.conditional:
+            raise ConfigError("A hierarchical model has no conditional form; leave out --conditional.")
         if self.model == "autoencoder" and (self.conditional or self.prior != "standard_normal"):
             raise ConfigError(
                 "An autoencoder has no prior and no conditional form: leave out --conditional "
@@ -109,6 +142,8 @@ class TrainConfig:
                 "beta, kl_warmup_epochs and patience must be >= 0 and learning_rate > 0; got "
                 f"{self.beta}, {self.kl_warmup_epochs}, {self.patience}, {self.learning_rate}."
             )
+        if not (self.clip_norm >= 0 and self.free_bits >= 0):
+            raise ConfigError(f"clip_norm and free_bits must be >= 0; got {self.clip_norm}, {self.free_bits}.")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -171,22 +206,32 @@ def build_model(config, input_shape, image_shape=None, num_classes=None):
         model = Autoencoder(**networks)
     else:
         vae_options = dict(
-            posterior=config.posterior,
+            posterior=config.posterior, flow_steps=config.flow_steps, free_bits=config.free_bits,
             prior=VampPrior(config.latent_dim, config.pseudo_inputs) if config.prior == "vamp" else None,
             num_samples=config.num_samples, objective=config.objective, analytic_kl=config.analytic_kl,
             beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, seed=config.seed,
         )
-        if config.conditional:
+        if config.model == "hierarchical":
+            vae_options["prior"] = VampPrior(config.latent_dims[-1], config.pseudo_inputs) if config.prior == "vamp" else None
+            networks.pop("latent_dim")
+            model = HierarchicalVAE(latent_dims=config.latent_dims, **networks, **vae_options)
+        elif config.conditional:
             model = ConditionalVAE(num_classes=num_classes, **networks, **vae_options)
         else:
             model = VAE(**networks, **vae_options)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm or None))
     return model
 
 
 def load_splits(config):
-    """The run's data, with labels checked when the model is conditional."""
-    splits = load_dataset(config.data, likelihood=config.likelihood, seed=config.seed)
+    """The run's data, with labels checked when the model is conditional.
+
+    A run on data without a `valid` array holds validation examples out of `train`
+    (seeded by `config.seed`) and records them in its split.json; once recorded,
+    exactly those examples are held out again (on resume, evaluate and report).
+    """
+    splits = load_dataset(config.data, likelihood=config.likelihood, seed=config.seed,
+                          held_out=_recorded_held_out(config.out))
     if config.conditional:
         splits.require_labels()
     return splits
@@ -198,20 +243,31 @@ def build_model_for(config, splits):
     return build_model(config, splits.example_shape, splits.image_shape, num_classes)
 
 
-def _read_epoch_log(path):
-    """`{metric: [per-epoch values]}` from the CSV that Keras' CSVLogger appends to."""
-    if not os.path.isfile(path):
-        return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
+def _write_epoch_log(path, log):
+    """`epochs.csv`: the per-epoch metrics so far, for people and spreadsheets."""
+    names = sorted({name for row in log for name in row})
+    lines = [",".join(["epoch", *names])]
+    lines += [",".join([str(epoch), *(repr(row.get(name, "")) for name in names)]) for epoch, row in enumerate(log)]
+    files.write_text(path, "\n".join(lines) + "\n")
+
+
+class _EpochLogWriter(keras.callbacks.Callback):
+    """Rewrites epochs.csv from the checkpoint's log after each epoch."""
+
+    def __init__(self, path, checkpoint):
+        super().__init__()
+        self.path, self.checkpoint = path, checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        _write_epoch_log(self.path, self.checkpoint.log)
 
 
 def _split_history(epoch_log):
-    history = {"epochs": len(epoch_log.get("loss", [])), "train": {}, "valid": {}}
-    for key, values in epoch_log.items():
-        split, name = ("valid", key[4:]) if key.startswith("val_") else ("train", key)
-        history[split][name] = values
+    history = {"epochs": len(epoch_log), "train": {}, "valid": {}}
+    for row in epoch_log:
+        for key, value in row.items():
+            split, name = ("valid", key[4:]) if key.startswith("val_") else ("train", key)
+            history[split].setdefault(name, []).append(value)
     if history["valid"].get("loss"):
         history["best_epoch"] = int(min(range(history["epochs"]), key=history["valid"]["loss"].__getitem__)) + 1
     return history
@@ -224,32 +280,47 @@ def _remove(path):
         os.remove(path)
 
 
-def _callbacks(config, resuming):
-    def path(name):
-        return os.path.join(config.out, name)
+def _recorded_held_out(run_dir):
+    """The indices of `train` the run held out as validation examples, or None."""
+    path = os.path.join(run_dir, SPLIT_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return np.asarray(json.load(f)["held_out"], dtype=np.int64)
 
-    best_so_far = min(_read_epoch_log(path(EPOCH_LOG)).get("val_loss", [math.inf])) if resuming else math.inf
-    callbacks = [
-        keras.callbacks.BackupAndRestore(path(CHECKPOINT_DIR), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.CSVLogger(path(EPOCH_LOG), append=resuming),
-        keras.callbacks.ModelCheckpoint(
-            path(BEST_WEIGHTS), monitor="val_loss", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=None if math.isinf(best_so_far) else best_so_far,
-        ),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if config.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
-    return callbacks
+
+def _record_split(config, splits):
+    if splits.held_out is not None:
+        files.write_json(os.path.join(config.out, SPLIT_FILE), {
+            "data": config.data,
+            "train_examples": len(splits.train) + len(splits.held_out),
+            "held_out": splits.held_out.tolist(),
+        })
+
+
+def _diverged(config, checkpoint, epoch, logs):
+    name = "loss" if not math.isfinite(logs.get("loss", 0.0)) else next(n for n, v in logs.items() if not math.isfinite(v))
+    bad = f"{name} {logs[name]}"
+    kept = (f"its last finite state (epoch {checkpoint.epochs}) is kept in {os.path.join(config.out, CHECKPOINT_DIR)}"
+            if checkpoint else "no epoch finished with finite values")
+    return RunError(
+        f"Training diverged in epoch {epoch + 1} ({bad}); no model.keras was written and {kept}. "
+        f"Start again with a smaller learning rate (now {config.learning_rate:g}) or beta (now {config.beta:g}), "
+        "or check the data for extreme values."
+    )
 
 
 def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
     """Trains the model `config` describes and writes the run directory.
 
-    Every epoch is checkpointed; a run stopped part-way (Ctrl-C, SIGTERM, a crash)
-    continues with `resume=True` from its last completed epoch and ends with the same
-    weights as an uninterrupted run. `model.keras` holds the best model by validation
-    loss; with `config.patience`, training stops early when validation loss stalls.
+    Every epoch is checkpointed (`tfvae.checkpointing`); a run stopped part-way
+    (Ctrl-C, SIGTERM, `kill -9`, a crash) continues with `resume=True` from its last
+    completed epoch and ends with the same weights as an uninterrupted run. Every file
+    is written under a temporary name and renamed into place, so a kill at any instant
+    leaves a resumable run. `model.keras` holds the best model by validation loss;
+    with `config.patience`, training stops early when validation loss stalls. A run
+    whose metrics become NaN or infinite stops with a `RunError`, keeping its last
+    finite checkpoint and writing no model.
 
     Args:
       config: a `TrainConfig` (with `resume`, only `config.out` is read: the run's own
@@ -266,29 +337,50 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         config = resume_config(config.out)
     else:
         check_run_dir(config.out, overwrite)
-        for stale in (CHECKPOINT_DIR, EPOCH_LOG, BEST_WEIGHTS, MODEL_FILE, HISTORY_FILE):
+        for stale in (CHECKPOINT_DIR, EPOCH_LOG, BEST_WEIGHTS, MODEL_FILE, HISTORY_FILE, SPLIT_FILE):
             _remove(os.path.join(config.out, stale))
     splits = load_splits(config)
     os.makedirs(config.out, exist_ok=True)
-    _write_json(os.path.join(config.out, CONFIG_FILE), config.to_dict())
+    files.remove_stale_temporaries(config.out)
+    files.write_json(os.path.join(config.out, CONFIG_FILE), config.to_dict())
+    _record_split(config, splits)
     keras.utils.set_random_seed(config.seed)
     model = build_model_for(config, splits)
+    checkpoint_dir = os.path.join(config.out, CHECKPOINT_DIR)
+    done = latest_checkpoint(checkpoint_dir) if resume else None
+    log = done.log if done else []
+    if done:
+        done.restore(model)
     labels = splits.labels if config.conditional else {}
     batches, shuffle_callback = shuffled_batches(splits.train, config.batch_size, config.seed, labels.get("train"))
+    checkpointing = EpochCheckpoint(checkpoint_dir, log)
+    callbacks = [
+        shuffle_callback,
+        BestWeights(os.path.join(config.out, BEST_WEIGHTS), min((row["val_loss"] for row in log), default=math.inf)),
+        checkpointing,
+        _EpochLogWriter(os.path.join(config.out, EPOCH_LOG), checkpointing),
+        keras.callbacks.TerminateOnNaN(),  # ends a diverged epoch at once; EpochCheckpoint reports it
+    ]
+    if config.patience:
+        callbacks.append(ResumableEarlyStopping(config.patience, log))
     started = time.perf_counter()
     stop = StopOnSignal()
-    with stop.installed():
-        model.fit(
-            batches,
-            epochs=config.epochs,
-            validation_data=(splits.valid, labels["valid"]) if config.conditional else (splits.valid,),
-            validation_batch_size=config.batch_size,
-            callbacks=[shuffle_callback, *_callbacks(config, resume), stop],
-            shuffle=False,  # the batches are shuffled by (seed, epoch) already
-            verbose=verbose,
-        )
+    if len(log) < config.epochs and not stopped_early(log, config.patience):
+        with stop.installed():
+            model.fit(
+                batches,
+                epochs=config.epochs,
+                initial_epoch=len(log),
+                validation_data=(splits.valid, labels["valid"]) if config.conditional else (splits.valid,),
+                validation_batch_size=config.batch_size,
+                callbacks=[*callbacks, stop],
+                shuffle=False,  # the batches are shuffled by (seed, epoch) already
+                verbose=verbose,
+            )
+    if checkpointing.diverged:
+        raise _diverged(config, latest_checkpoint(checkpoint_dir), *checkpointing.diverged)
     model.load_weights(os.path.join(config.out, BEST_WEIGHTS))
-    history = _split_history(_read_epoch_log(os.path.join(config.out, EPOCH_LOG)))
+    history = _split_history(checkpointing.log)
     history["train_seconds"] = time.perf_counter() - started
     history["valid_source"] = splits.valid_source
     if splits.test is not None:
@@ -298,15 +390,67 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
                 splits.test, labels.get("test"), batch_size=config.batch_size, verbose=0, return_dict=True
             ).items()
         }
-    model.save(os.path.join(config.out, MODEL_FILE))
-    _write_json(os.path.join(config.out, HISTORY_FILE), history)
-    shutil.rmtree(os.path.join(config.out, CHECKPOINT_DIR), ignore_errors=True)
+    files.write_json(os.path.join(config.out, HISTORY_FILE), history)
+    # model.keras last: its presence marks the run finished.
+    with files.atomic_path(os.path.join(config.out, MODEL_FILE)) as temporary:
+        model.save(temporary)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     if pictures:
         from tfvae import plots
 
         plots.save_run_pictures(model, splits.valid, history, config.out, seed=config.seed,
                                 labels=labels.get("valid"))
     return RunResult(model=model, history=history, run_dir=config.out, config=config)
+
+
+def epoch_history(run_dir):
+    """The per-epoch history (history.json's layout, without test metrics) of an unfinished
+    run, from its newest checkpoint; empty when no epoch has finished."""
+    done = latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    return _split_history(done.log if done else [])
+
+
+def _same_data(a, b):
+    if a == b:
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def load_run_data(run_dir, data=None, likelihood="bernoulli"):
+    """The data to evaluate a run on, with the run's own validation examples.
+
+    Args:
+      run_dir: a run directory written by `train`.
+      data: a dataset name or `.npz` path; None for the data the run was trained on.
+      likelihood: the model's likelihood family (checks the values' range).
+
+    Returns:
+      `DataSplits`. For the run's own data without a `valid` array, `valid` holds exactly
+      the examples the run held out of training (split.json). For other data without a
+      `valid` array, `valid` is None: a fresh hold-out would overlap the run's training
+      examples.
+    """
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    config = None
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    if data is None:
+        if config is None:
+            raise RunError(f"{run_dir} holds no {CONFIG_FILE}, so its training data are unknown; pass --data.")
+        data = config["data"]
+    if config is None or not _same_data(data, config["data"]):
+        splits = load_dataset(data, likelihood=likelihood)
+        if splits.held_out is None:
+            return splits
+        return dataclasses.replace(
+            splits, valid=None, labels={k: v for k, v in splits.labels.items() if k != "valid"},
+            valid_source=f"{data} has no 'valid' array, and examples held out of its 'train' now could "
+            f"be ones the run in {run_dir} trained on",
+        )
+    held_out = _recorded_held_out(run_dir)
+    # Runs from before split.json held out with their own seed, which this repeats.
+    return load_dataset(data, likelihood=likelihood, seed=config["seed"], held_out=held_out)
 
 
 def load_run(run_dir):
@@ -325,7 +469,3 @@ def load_run(run_dir):
         ) from error
 
 
-def _write_json(path, value):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")

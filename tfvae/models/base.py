@@ -113,9 +113,17 @@ class LatentModel(keras.Model):
         self.likelihood_layer.build(self.decoder.output_shape)
         self.built = True
 
+    # Whether `tfvae.export` can write the model's parts as deterministic graphs.
+    exportable = True
+
     @property
     def metrics(self):
         return self.trackers
+
+    @property
+    def latent_sizes(self):
+        """The sizes of the stochastic layers, bottom first; z is their concatenation."""
+        return (self.latent_dim,)
 
     @property
     def conditional(self):
@@ -190,9 +198,13 @@ class LatentModel(keras.Model):
         flat_z = tf.reshape(z, [-1, self.latent_dim])
         if labels is not None:  # broadcast y over the sample dimensions of z
             labels = tf.reshape(tf.broadcast_to(tf.cast(labels, tf.int32), leading), [-1])
-        params = self.decoder(self._network_inputs(flat_z, labels), training=training)
+        params = self.decoder(self._network_inputs(self._decoder_features(flat_z, training), labels), training=training)
         params = tf.reshape(params, tf.concat([leading, tf.shape(params)[1:]], axis=0))
         return self.likelihood_layer(params)
+
+    def _decoder_features(self, z, training):
+        """What the decoder network reads for z `[n, latent_dim]` (z itself, here)."""
+        return z
 
     def decoder_outputs(self, z, labels=None):
         """The exported decoder's outputs: `{"mean": E[x|z], **likelihood parameters}`."""

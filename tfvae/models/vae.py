@@ -7,9 +7,10 @@ import tensorflow as tf
 
 from tfvae import objectives
 from tfvae.callbacks import KLWarmup
-from tfvae.distributions import GaussianPosterior, reparameterized_sample
+from tfvae.distributions import posterior_code, reparameterized_sample
 from tfvae.errors import ConfigError
 from tfvae.models.base import LatentModel, example_count
+from tfvae.posteriors import get_posterior
 from tfvae.priors import get_prior
 from tfvae.seeding import fold_in, stateless_seed
 
@@ -35,13 +36,17 @@ class VAE(LatentModel):
     Args:
       input_shape: shape of one example x, e.g. `(784,)`.
       latent_dim: size of z.
-      posterior: "diagonal" or "full" covariance of q(z|x).
+      posterior: "diagonal" or "full" covariance of a Gaussian q(z|x), or "iaf": that
+        diagonal Gaussian through `flow_steps` inverse autoregressive flow steps
+        (Kingma et al. 2016; `tfvae.IAFPosterior`), whose KL is estimated by Monte Carlo.
+      flow_steps: IAF steps (posterior="iaf" only).
       likelihood: "bernoulli", "gaussian" or a `tfvae.Likelihood` layer.
       likelihood_scale: the Gaussian likelihood's fixed standard deviation; None
         learns one per dimension.
       prior: None (standard normal) or a `tfvae.Prior` layer.
-      encoder: a Keras model from x to `GaussianPosterior.params_size(latent_dim,
-        posterior)` outputs; built from `arch`, `hidden_units`, ... when None.
+      encoder: a Keras model from x to the posterior layer's `num_params` outputs
+        (`GaussianPosterior.params_size(latent_dim, posterior)` for a Gaussian);
+        built from `arch`, `hidden_units`, ... when None.
       decoder: a Keras model from z `[batch, latent_dim]` to `[batch, *input_shape]`
         likelihood parameters; built when None.
       arch, hidden_units, filters, activation, image_shape: see `NetworkConfig`.
@@ -53,6 +58,10 @@ class VAE(LatentModel):
       beta: weight of the KL term (beta > 1 is the beta-VAE of Higgins et al. 2017).
       kl_warmup_epochs: if > 0, the KL weight rises linearly from beta/N to beta
         over N epochs.
+      free_bits: λ >= 0 nats; the training objective takes max(λ, KL) for the batch's
+        mean KL (the "free bits" of Kingma et al. 2016), so the optimiser gains nothing
+        by pushing the KL below λ and latents are not switched off early. 0 (the
+        default) leaves the ELBO as it is; `loss` is always the true negative ELBO.
       seed: seed of the training-time samples of z.
 
     Metrics reported by `fit` and `evaluate` (nats per example):
@@ -74,6 +83,7 @@ class VAE(LatentModel):
         latent_dim=16,
         *,
         posterior="diagonal",
+        flow_steps=2,
         likelihood="bernoulli",
         likelihood_scale=None,
         prior=None,
@@ -89,6 +99,7 @@ class VAE(LatentModel):
         analytic_kl=True,
         beta=1.0,
         kl_warmup_epochs=0,
+        free_bits=0.0,
         seed=None,
         **kwargs,
     ):
@@ -100,15 +111,20 @@ class VAE(LatentModel):
             raise ConfigError(f"`beta` must be >= 0; got {beta}.")
         if kl_warmup_epochs < 0:
             raise ConfigError(f"`kl_warmup_epochs` must be >= 0; got {kl_warmup_epochs}.")
+        if not free_bits >= 0 or (free_bits and objective != "elbo"):
+            raise ConfigError(
+                f"`free_bits` must be >= 0, and applies to the ELBO objective only; got {free_bits!r} "
+                f"with objective {objective!r}."
+            )
+        posterior_layer = get_posterior(posterior, latent_dim, flow_steps)
         super().__init__(
             input_shape, latent_dim,
-            encoder_output_size=GaussianPosterior.params_size(latent_dim, posterior),
+            encoder_output_size=posterior_layer.num_params,
             likelihood=likelihood, likelihood_scale=likelihood_scale, encoder=encoder, decoder=decoder,
             arch=arch, hidden_units=hidden_units, filters=filters, activation=activation,
             image_shape=image_shape, metric_names=("loss", "reconstruction", "kl"),
             encoder_output_hint=(
-                f"a {posterior} posterior over {latent_dim} latents has "
-                f"GaussianPosterior.params_size({latent_dim}, {posterior!r}) parameters"
+                f"a {posterior} posterior over {latent_dim} latents reads {posterior_layer.num_params} parameters"
             ),
             **kwargs,
         )
@@ -117,8 +133,10 @@ class VAE(LatentModel):
         self.analytic_kl = bool(analytic_kl)
         self.beta = float(beta)
         self.kl_warmup_epochs = int(kl_warmup_epochs)
+        self.free_bits = float(free_bits)
         self.seed = seed
-        self.posterior_layer = GaussianPosterior(latent_dim, covariance=posterior)
+        self.posterior_layer = posterior_layer
+        self.flow_steps = int(flow_steps)
         self.prior_layer = get_prior(prior, latent_dim)
         self.prior_layer.attach(self, self.network_config.input_shape)
 
@@ -162,7 +180,7 @@ class VAE(LatentModel):
         return self.posterior_layer(self.encoder(self._network_inputs(x, labels), training=training))
 
     def _code(self, x, labels, training):
-        return self._posterior(x, labels, training).mean()
+        return posterior_code(self._posterior(x, labels, training))
 
     def encode(self, x, training=False, *, labels=None):
         """q(z|x): batch shape `[batch]`, event shape `[latent_dim]`."""
@@ -192,21 +210,27 @@ class VAE(LatentModel):
         """The exported encoder's outputs: q(z|x)'s `loc` and `scale` (or `scale_tril`)."""
         return self.posterior_layer.parameters_of(self._posterior(x, labels))
 
-    def _log_weight_terms(self, x, labels, num_samples, seed, training=False):
+    def _sampled_terms(self, x, labels, num_samples, seed, training=False):
+        """`(LogWeightTerms, kls)` from `num_samples` draws of z ~ q(z|x): the terms are
+        `[num_samples, batch]`, `kls` one `[batch]` KL per stochastic layer (one here)."""
         posterior = self._posterior(x, labels, training)
         z = reparameterized_sample(posterior, num_samples, seed)  # [num_samples, batch, latent_dim]
         likelihood = self._decode(z, labels, training)
         prior = self.prior  # once: a VampPrior encodes its pseudo-inputs to build it
-        return posterior, prior, objectives.log_weight_terms(x, z, posterior, likelihood, prior)
+        terms = objectives.log_weight_terms(x, z, posterior, likelihood, prior)
+        return terms, [objectives.kl_divergence(posterior, prior, terms, self.analytic_kl)]
 
     def _objective_and_metrics(self, x, labels, training):
         seed = tf.stack([tf.cast(self.sampler_seed, tf.int32), tf.cast(self.sampler_step, tf.int32)])
         self.sampler_step.assign_add(1)
-        posterior, prior, terms = self._log_weight_terms(x, labels, self.num_samples, seed, training)
-        expected_log_likelihood, kl = objectives.elbo_terms(terms, posterior, prior, self.analytic_kl)
-        reconstruction, kl = -tf.reduce_mean(expected_log_likelihood), tf.reduce_mean(kl)
+        terms, kls = self._sampled_terms(x, labels, self.num_samples, seed, training)
+        reconstruction = -tf.reduce_mean(objectives.expected_log_likelihood(terms))
+        layer_kls = [tf.reduce_mean(kl) for kl in kls]
+        kl = tf.add_n(layer_kls)
         if self.objective == "elbo":
-            loss, weighted = reconstruction + kl, reconstruction + self.kl_weight * kl
+            # Free bits floor each layer's KL separately (Kingma et al. 2016).
+            floored = tf.add_n([tf.maximum(layer_kl, self.free_bits) for layer_kl in layer_kls])
+            loss, weighted = reconstruction + kl, reconstruction + self.kl_weight * floored
         else:
             log_ratio = terms.log_prior - terms.log_posterior  # [num_samples, batch]
             loss = -tf.reduce_mean(objectives.iwae_bound(terms.log_likelihood + log_ratio))
@@ -222,10 +246,17 @@ class VAE(LatentModel):
 
     def elbo_terms(self, x, num_samples=1, seed=None, *, labels=None):
         """The ELBO's two parts per example: `(E_q[log p(x|z)], KL(q(z|x) || p(z)))`, each `[batch]`."""
+        terms, kls = self._checked_terms(x, num_samples, seed, labels)
+        return objectives.expected_log_likelihood(terms), tf.add_n(kls)
+
+    def layer_kls(self, x, num_samples=1, seed=None, *, labels=None):
+        """KL(q || p) of each stochastic layer per example: a list (one `[batch]` tensor per
+        layer, bottom first) that sums to the KL of `elbo_terms` with the same seed."""
+        return self._checked_terms(x, num_samples, seed, labels)[1]
+
+    def _checked_terms(self, x, num_samples, seed, labels):
         labels = self.check_labels(labels, example_count(x))
-        x = tf.cast(x, self.compute_dtype)
-        posterior, prior, terms = self._log_weight_terms(x, labels, num_samples, stateless_seed(seed))
-        return objectives.elbo_terms(terms, posterior, prior, self.analytic_kl)
+        return self._sampled_terms(tf.cast(x, self.compute_dtype), labels, num_samples, stateless_seed(seed))
 
     def elbo(self, x, num_samples=1, seed=None, *, labels=None):
         """The ELBO per example, `[batch]` nats, with `num_samples` samples of z."""
@@ -234,7 +265,7 @@ class VAE(LatentModel):
 
     @tf.function(reduce_retracing=True)
     def _chunk_log_sum_exp(self, x, labels, num_samples, seed):
-        _, _, terms = self._log_weight_terms(x, labels, num_samples, seed)
+        terms, _ = self._sampled_terms(x, labels, num_samples, seed)
         return tf.reduce_logsumexp(terms.log_weights, axis=0)  # [batch]
 
     def log_likelihood(
@@ -296,12 +327,14 @@ class VAE(LatentModel):
         config = super().get_config()
         config.update(
             posterior=self.posterior_layer.covariance,
+            flow_steps=self.flow_steps,
             prior=keras.saving.serialize_keras_object(self.prior_layer),
             num_samples=self.num_samples,
             objective=self.objective,
             analytic_kl=self.analytic_kl,
             beta=self.beta,
             kl_warmup_epochs=self.kl_warmup_epochs,
+            free_bits=self.free_bits,
             seed=self.seed,
         )
         return config

@@ -1,0 +1,157 @@
+"""Checkpoints a `kill -9` cannot corrupt, and the callbacks of a resumable run.
+
+A checkpoint is a folder `epoch-NNNNNN/` holding the model's whole state after epoch
+N (weights, optimizer slots, the sampler's seed and step) and the per-epoch log up to
+it. It is written under a temporary name and renamed into place, so the epoch count,
+the weights and the log always belong together; the previous checkpoint is removed
+only after the new one is in place. Keras' `BackupAndRestore` writes its weights and
+its epoch counter as two files in place: a kill between or inside the two writes left
+a 0-byte `latest.weights.h5` (resume impossible) or weights one epoch ahead of their
+counter (resume no longer repeats the run).
+"""
+import json
+import math
+import os
+import re
+import shutil
+
+import keras
+
+from tfvae import files
+from tfvae.errors import RunError
+
+_CHECKPOINT = re.compile(r"^epoch-(\d{6})$")
+STATE_FILE = "state.weights.h5"
+LOG_FILE = "log.json"
+
+
+def _finite(logs):
+    return all(math.isfinite(float(value)) for value in logs.values())
+
+
+class Checkpoint:
+    """A complete checkpoint: `epochs` done, the `path` of its state, and its `log`."""
+
+    def __init__(self, directory, epochs):
+        self.epochs = epochs
+        self.folder = os.path.join(directory, f"epoch-{epochs:06d}")
+        self.path = os.path.join(self.folder, STATE_FILE)
+
+    @property
+    def log(self):
+        """`[{metric: value}]`, one row per completed epoch."""
+        with open(os.path.join(self.folder, LOG_FILE), encoding="utf-8") as f:
+            return json.load(f)
+
+    def restore(self, model):
+        """Loads the model's and its optimizer's state from this checkpoint."""
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(self.path)
+        except Exception as error:  # h5py and Keras raise many types for a bad file
+            raise RunError(
+                f"Checkpoint {self.path} cannot be loaded ({type(error).__name__}: {error}); "
+                "it does not match this run's model. Start the run again with --overwrite."
+            ) from error
+
+
+def latest_checkpoint(directory):
+    """The newest complete `Checkpoint` in `directory`, or None."""
+    if not os.path.isdir(directory):
+        return None
+    done = [int(match.group(1)) for match in map(_CHECKPOINT.match, os.listdir(directory)) if match]
+    return Checkpoint(directory, max(done)) if done else None
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Writes a `Checkpoint` after every epoch whose metrics are all finite.
+
+    An epoch with a NaN or infinite metric is not written; the callback stops
+    training and records it in `diverged` (`(epoch, logs)`), so the newest checkpoint
+    is the last finite state.
+
+    Args:
+      directory: the folder that holds the checkpoints.
+      log: the rows of the epochs already done (a resumed run's `Checkpoint.log`).
+    """
+
+    def __init__(self, directory, log=()):
+        super().__init__()
+        self.directory = directory
+        self.log = [dict(row) for row in log]
+        self.diverged = None
+
+    def on_train_begin(self, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        files.remove_stale_temporaries(self.directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {name: float(value) for name, value in (logs or {}).items()}
+        if not _finite(logs):
+            self.diverged = (epoch, logs)
+            self.model.stop_training = True
+            return
+        self.log.append(logs)
+        previous = latest_checkpoint(self.directory)
+        checkpoint = Checkpoint(self.directory, epoch + 1)
+        staging = os.path.join(self.directory, f"{files.TEMPORARY_PREFIX}{os.getpid()}-epoch-{epoch + 1:06d}")
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        self.model.save_weights(os.path.join(staging, STATE_FILE))
+        files.write_json(os.path.join(staging, LOG_FILE), self.log)
+        files.fsync(os.path.join(staging, STATE_FILE))
+        os.replace(staging, checkpoint.folder)
+        if previous is not None and previous.epochs != checkpoint.epochs:
+            shutil.rmtree(previous.folder, ignore_errors=True)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Saves the weights (atomically) whenever `val_loss` beats the best so far.
+
+    Args:
+      path: a `.weights.h5` file.
+      best: the best `val_loss` of the epochs already done (a resumed run's).
+    """
+
+    def __init__(self, path, best=math.inf):
+        super().__init__()
+        self.path = path
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = float((logs or {}).get("val_loss", math.nan))
+        if math.isfinite(current) and current < self.best:
+            with files.atomic_path(self.path) as temporary:
+                self.model.save_weights(temporary)
+            self.best = current
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` on `val_loss` that continues a resumed run's count of stalled epochs.
+
+    Keras' callback restarts its count at every `fit`, so a run resumed two epochs
+    after its best would wait `patience` more epochs than the uninterrupted run.
+
+    Args:
+      patience: epochs without a better `val_loss` before stopping.
+      log: the rows of the epochs already done.
+    """
+
+    def __init__(self, patience, log=()):
+        super().__init__(monitor="val_loss", patience=patience)
+        self.done = [row["val_loss"] for row in log if "val_loss" in row]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.done:
+            best = min(range(len(self.done)), key=self.done.__getitem__)
+            self.best, self.wait = self.done[best], len(self.done) - 1 - best
+
+
+def stopped_early(log, patience):
+    """Whether `EarlyStopping(patience)` had already ended the run whose epochs are `log`."""
+    losses = [row["val_loss"] for row in log if "val_loss" in row]
+    if not patience or len(losses) < 2:
+        return False
+    return len(losses) - 1 - min(range(len(losses)), key=losses.__getitem__) >= patience

@@ -1,0 +1,72 @@
+"""Files that are never half-written: write to a temporary name, then rename into place.
+
+`os.replace` within one directory is atomic on POSIX and Windows, so a reader (or a
+run resumed after `kill -9`) sees either the previous complete file or the new
+complete one. A kill leaves at most a temporary file behind; its name starts with
+`TEMPORARY_PREFIX`, and `remove_stale_temporaries` clears those the next time the
+directory is written.
+"""
+import contextlib
+import json
+import os
+import shutil
+
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def fsync(path):
+    """Flushes `path`'s data to the disk."""
+    # Without fsync the rename can reach the disk before the data: after a power
+    # cut the new name would point at an empty file.
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renamed onto `path` when the block ends.
+
+    The temporary name keeps `path`'s full suffix (Keras checks that weights end in
+    `.weights.h5` and models in `.keras`). If the block raises, the temporary file is
+    left for `remove_stale_temporaries`, exactly as a killed process would leave it.
+
+    Example:
+      >>> with atomic_path("run/best.weights.h5") as temporary:
+      ...     model.save_weights(temporary)
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f"{TEMPORARY_PREFIX}{os.getpid()}-{name}")
+    yield temporary
+    if os.path.isfile(temporary):
+        fsync(temporary)
+    os.replace(temporary, path)
+
+
+def write_json(path, value):
+    """Writes `value` as indented JSON to `path`, atomically."""
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+
+
+def write_text(path, text):
+    """Writes `text` to `path`, atomically."""
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def remove_stale_temporaries(directory):
+    """Removes what killed writers left in `directory` (files and folders named `.tmp-*`)."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.startswith(TEMPORARY_PREFIX):
+            path = os.path.join(directory, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)

@@ -1,0 +1,221 @@
+"""A VAE with L stochastic layers, top-down generation and top-down inference (a ladder VAE)."""
+import keras
+import tensorflow as tf
+
+from tfvae import objectives
+from tfvae.distributions import (
+    GaussianPosterior,
+    posterior_code,
+    reparameterized_sample,
+)
+from tfvae.errors import ConfigError
+from tfvae.models.vae import VAE
+from tfvae.networks import NetworkConfig, build_decoder, build_encoder, hidden_layer
+from tfvae.posteriors import get_posterior
+from tfvae.seeding import fold_in, stateless_seed
+
+
+@keras.saving.register_keras_serializable(package="tfvae")
+class HierarchicalVAE(VAE):
+    """A hierarchical VAE with latents z_1 (bottom) ... z_L (top).
+
+    Generation runs top-down:
+
+        p(x, z) = p(x | z_1, z_2) p(z_L) Π_{l<L} p(z_l | z_{l+1}),
+
+    with p(z_L) any prior a `VAE` takes (standard normal, VampPrior) and each
+    p(z_l | z_{l+1}) a diagonal Gaussian computed from z_{l+1}. Inference shares that
+    path, as in the ladder VAE (Sønderby et al. 2016) and NVAE: a bottom-up network
+    computes features d_1 = f(x), d_{l+1} = f_l(d_l); then, top-down,
+
+        q(z | x) = q(z_L | d_L) Π_{l<L} q(z_l | d_l, t_l),  t_l = g_l(z_{l+1}),
+
+    where t_l is the same top-down state that parameterises p(z_l | z_{l+1}). Each
+    layer's posterior is Gaussian ("diagonal", "full") or an IAF ("iaf"). The KL of
+    each layer below the top is in closed form between the two Gaussians given the
+    sample above it, by Monte Carlo otherwise; all of it goes through the same log
+    weights as a `VAE`, so `elbo`, the IWAE objective, `log_likelihood`, `evaluate`
+    and `fit` work unchanged. `z` (as `decode` takes it) is the concatenation
+    [z_1, ..., z_L], `[..., sum(latent_dims)]`.
+
+    Args:
+      input_shape: shape of one example x.
+      latent_dims: sizes of z_1 ... z_L, bottom first (L >= 2).
+      posterior, flow_steps: every layer's q (see `tfvae.VAE`).
+      hidden_units: the x-side networks' widths (`arch`: "mlp", "gated" or "conv");
+        the last one is also the width of d_l and t_l.
+      **kwargs: the rest of `tfvae.VAE`'s arguments (likelihood, prior, beta,
+        kl_warmup_epochs, free_bits (per layer), num_samples, objective, seed, ...).
+
+    Example:
+      >>> hvae = tfvae.HierarchicalVAE((784,), latent_dims=(40, 40), arch="gated",
+      ...                              hidden_units=(300, 300), activation="linear")
+      >>> hvae.compile()
+      >>> hvae.fit(x_train, epochs=2, batch_size=100)
+      >>> [kl.shape for kl in hvae.layer_kls(x_test[:5])]  # per layer, bottom first
+      [TensorShape([5]), TensorShape([5])]
+    """
+
+    exportable = False
+
+    def __init__(
+        self,
+        input_shape,
+        latent_dims=(40, 40),
+        *,
+        posterior="diagonal",
+        flow_steps=2,
+        arch="mlp",
+        hidden_units=(512, 256),
+        filters=(32, 64),
+        activation="relu",
+        image_shape=None,
+        encoder=None,
+        decoder=None,
+        num_classes=None,
+        **kwargs,
+    ):
+        latent_dims = tuple(int(d) for d in latent_dims)
+        if len(latent_dims) < 2 or min(latent_dims) <= 0:
+            raise ConfigError(
+                f"`latent_dims` must list two or more positive sizes, bottom first; got {latent_dims!r} "
+                "(use tfvae.VAE for one stochastic layer)."
+            )
+        if num_classes is not None:
+            raise ConfigError("A HierarchicalVAE is not conditional; use tfvae.ConditionalVAE for labels.")
+        width = tuple(hidden_units)[-1]
+        networks = dict(arch=arch, hidden_units=hidden_units, filters=filters, activation=activation,
+                        image_shape=image_shape)
+        # The decoder reads [z_1, t_1]: z_1 and the top-down state from the layers above.
+        config = NetworkConfig(input_shape, latent_dims[0] + width, **networks)
+        # Read by `build`, which VAE.__init__ calls (a built layer accepts no new sub-layers).
+        self.latent_dims = latent_dims
+        self._layer_config = NetworkConfig((width,), 1, arch="gated" if arch == "gated" else "mlp",
+                                           hidden_units=(width,), activation=activation)
+        super().__init__(
+            input_shape, latent_dims[-1], posterior=posterior, flow_steps=flow_steps,
+            encoder=encoder or build_encoder(config, width, name="bottom_up"),
+            decoder=decoder or build_decoder(config), **networks, **kwargs,
+        )
+
+    def _check_network_shapes(self, encoder_output_size, hint):
+        # The bottom-up network's output is d_1 (any width), not q(z|x)'s parameters.
+        decoder_out = tuple(self.decoder.output_shape[1:])
+        if decoder_out != self.network_config.input_shape:
+            raise ConfigError(
+                f"The decoder outputs shape {decoder_out}, but the likelihood needs the "
+                f"example shape {self.network_config.input_shape}."
+            )
+
+    def build(self, input_shape=None):
+        self.likelihood_layer.build(self.decoder.output_shape)
+        self.latent_dim = sum(self.latent_dims)  # z as decode takes it: [z_1, ..., z_L]
+        dims, width = self.latent_dims, self._layer_config.hidden_units[0]
+        lower = range(len(dims) - 1)
+        self.bottom_up = [hidden_layer(self._layer_config, width) for _ in lower]  # d_l -> d_{l+1}
+        self.top_down = [hidden_layer(self._layer_config, width) for _ in lower]  # z_{l+1} -> t_l
+        self.prior_params = [keras.layers.Dense(2 * dims[l]) for l in lower]
+        self.conditional_priors = [GaussianPosterior(dims[l]) for l in lower]
+        self.lower_posteriors = [get_posterior(self.posterior_layer.covariance, dims[l], self.flow_steps)
+                                 for l in lower]
+        self.posterior_params = [
+            keras.layers.Dense(layer.num_params) for layer in (*self.lower_posteriors, self.posterior_layer)
+        ]
+        # One pass creates every weight, so that .keras files and checkpoints load.
+        self._sampled_terms(tf.zeros([1, *self.network_config.input_shape]), None, 1, tf.constant([0, 0]))
+        self.built = True
+
+    @property
+    def latent_sizes(self):
+        return self.latent_dims
+
+    @property
+    def num_layers(self):
+        """L, the number of stochastic layers."""
+        return len(self.latent_dims)
+
+    def _features(self, x, labels, training):
+        """The bottom-up features [d_1, ..., d_L], each `[batch, width]`."""
+        features = [self.encoder(self._network_inputs(x, labels), training=training)]
+        for layer in self.bottom_up:
+            features.append(layer(features[-1], training=training))
+        return features
+
+    def _posterior(self, x, labels=None, training=False):
+        """q(z_L | x), the top layer's posterior (a VampPrior mixes it over pseudo-inputs)."""
+        return self.posterior_layer(self.posterior_params[-1](self._features(x, labels, training)[-1]))
+
+    def _layer_below(self, l, z_above, features, training):
+        """`(p(z_l | z_{l+1}), q(z_l | z_{l+1}, x))` for the samples z_above `[..., batch, d]`."""
+        state = self.top_down[l](z_above, training=training)  # t_l, [..., batch, width]
+        prior = self.conditional_priors[l](self.prior_params[l](state))
+        if features is None:
+            return prior, None
+        bottom_up = tf.broadcast_to(features[l], tf.shape(state))
+        posterior = self.lower_posteriors[l](self.posterior_params[l](tf.concat([bottom_up, state], axis=-1)))
+        return prior, posterior
+
+    def _sampled_terms(self, x, labels, num_samples, seed, training=False):
+        features = self._features(x, labels, training)
+        top = self.posterior_layer(self.posterior_params[-1](features[-1]))
+        z = reparameterized_sample(top, num_samples, _layer_seed(seed, self.num_layers - 1))
+        prior = self.prior
+        log_posterior, log_prior = top.log_prob(z), prior.log_prob(z)  # [num_samples, batch]
+        kls = [objectives.kl_divergence(top, prior, objectives.LogWeightTerms(None, log_prior, log_posterior),
+                                        self.analytic_kl)]
+        samples = [z]
+        for l in reversed(range(self.num_layers - 1)):
+            layer_prior, layer_posterior = self._layer_below(l, z, features, training)
+            # One z_l per sample of the layer above; no sample axis to index away, which
+            # would hide z_l from the flow's cache and make log q invert an IAF step by step.
+            z = reparameterized_sample(layer_posterior, None, _layer_seed(seed, l))  # [num_samples, batch, d_l]
+            log_q, log_p = layer_posterior.log_prob(z), layer_prior.log_prob(z)
+            kls.insert(0, objectives.conditional_kl(layer_posterior, layer_prior, log_q, log_p, self.analytic_kl))
+            log_posterior, log_prior = log_posterior + log_q, log_prior + log_p
+            samples.insert(0, z)
+        likelihood = self._decode(tf.concat(samples, axis=-1), labels, training)
+        terms = objectives.LogWeightTerms(likelihood.log_prob(x), log_prior, log_posterior)
+        return terms, kls
+
+    def _decoder_features(self, z, training):
+        z_1, z_2 = z[:, : self.latent_dims[0]], z[:, self.latent_dims[0] : sum(self.latent_dims[:2])]
+        return tf.concat([z_1, self.top_down[0](z_2, training=training)], axis=-1)
+
+    def _code(self, x, labels, training):
+        """[E_q z_1, ..., E_q z_L] top-down: each layer's code given the codes above it."""
+        features = self._features(x, labels, training)
+        codes = [posterior_code(self.posterior_layer(self.posterior_params[-1](features[-1])))]
+        for l in reversed(range(self.num_layers - 1)):
+            codes.insert(0, posterior_code(self._layer_below(l, codes[0], features, training)[1]))
+        return tf.concat(codes, axis=-1)
+
+    def encode(self, x, training=False, *, labels=None):
+        """q(z_L|x), the top layer's posterior; the layers below depend on z_L's sample
+        (`latent_code` gives every layer's code)."""
+        return super().encode(x, training, labels=labels)
+
+    def sample(self, n, seed=None, *, labels=None):
+        """n examples generated top-down: z_L from the prior, z_l ~ p(z_l | z_{l+1}), then
+        the likelihood's mean given z_1, z_2. `[n, *input_shape]`."""
+        self.check_labels(labels, n)
+        seed = stateless_seed(seed)
+        z = self.prior.sample(n, seed=_layer_seed(seed, self.num_layers - 1))
+        samples = [z]
+        for l in reversed(range(self.num_layers - 1)):
+            z = self._layer_below(l, z, None, False)[0].sample(seed=_layer_seed(seed, l))
+            samples.insert(0, z)
+        return self._decode(tf.concat(samples, axis=-1), None).mean()
+
+    def encoder_outputs(self, x, labels=None):
+        raise ConfigError("A HierarchicalVAE cannot be exported yet; save it as .keras and serve it from Python.")
+
+    def get_config(self):
+        config = super().get_config()
+        del config["latent_dim"]
+        config.update(latent_dims=list(self.latent_dims))
+        return config
+
+
+def _layer_seed(seed, layer):
+    """A stateless seed per stochastic layer (None stays None: fresh noise)."""
+    return None if seed is None else fold_in(seed, layer)

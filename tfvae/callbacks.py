@@ -1,6 +1,8 @@
 """Keras callbacks specific to VAEs."""
 import keras
 
+from tfvae.errors import ConfigError
+
 
 class KLWarmup(keras.callbacks.Callback):
     """Linear warm-up of the KL weight over the first epochs.
@@ -18,7 +20,7 @@ class KLWarmup(keras.callbacks.Callback):
     def __init__(self, warmup_epochs):
         super().__init__()
         if warmup_epochs <= 0:
-            raise ValueError(f"`warmup_epochs` must be positive; got {warmup_epochs}.")
+            raise ConfigError(f"`warmup_epochs` must be positive; got {warmup_epochs}.")
         self.warmup_epochs = warmup_epochs
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -110,7 +110,13 @@ def _add_train(subparsers):
                    "Gaussian through --flow-steps inverse autoregressive flow steps)")
     p.add_argument("--flow-steps", type=_positive_int, default=defaults.flow_steps,
                    help="IAF steps (with --posterior iaf)")
-    p.add_argument("--likelihood", choices=LIKELIHOOD_FAMILIES, default=defaults.likelihood)
+    p.add_argument("--likelihood", choices=LIKELIHOOD_FAMILIES, default=defaults.likelihood,
+                   help="p(x|z): bernoulli (binary data), gaussian (continuous), or a discretised "
+                   "logistic (mixture) for 8-bit data 0..255, reported in bits/dim")
+    p.add_argument("--likelihood-scale", type=_non_negative_float, default=defaults.likelihood_scale,
+                   help="a fixed standard deviation of the gaussian likelihood (default 0: learned)")
+    p.add_argument("--mixture-components", type=_positive_int, default=defaults.mixture_components,
+                   help="components per dimension of discretized_logistic_mixture")
     p.add_argument("--num-samples", type=_positive_int, default=defaults.num_samples,
                    help="Monte Carlo samples of z per input")
     p.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
@@ -119,6 +125,8 @@ def _add_train(subparsers):
     p.add_argument("--arch", choices=ARCHITECTURES, default=defaults.arch)
     p.add_argument("--hidden-units", type=_units, default=defaults.hidden_units,
                    metavar="W1,W2,...", help="hidden widths (encoder order; the decoder mirrors)")
+    p.add_argument("--filters", type=_units, default=defaults.filters, metavar="F1,F2,...",
+                   help="channels of the stride-2 convolutions (--arch conv)")
     p.add_argument("--activation", default=defaults.activation, help="a Keras activation name")
     p.add_argument("--beta", type=_non_negative_float, default=defaults.beta,
                    help="KL weight (beta-VAE when > 1)")
@@ -160,12 +168,7 @@ def _train(args):
     summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
     if "test" in result.history:
         summary += f", test loss {result.history['test']['loss']:.3f}"
-    config = result.config
-    if config.model == "autoencoder":
-        measure = "reconstruction loss -log p(x|z)"
-    else:
-        measure = "negative IWAE bound" if config.objective == "iwae" else "negative ELBO"
-    print(f"{summary} ({measure}, nats per example)")
+    print(f"{summary} ({result.model.loss_name}, nats per example)")
     return 0
 
 
@@ -196,6 +199,11 @@ def _sample(args):
     if extension not in (".png", ".npy"):
         raise TfvaeError(f"--out must end in .png or .npy; got {args.out!r}.")
     model = load_run(args.run_dir)
+    if extension == ".png" and model.image_shape is None:
+        raise TfvaeError(
+            f"the model in {args.run_dir} does not model images (examples of shape "
+            f"{model.network_config.input_shape}); write the samples as an array with --out FILE.npy."
+        )
     if model.conditional:
         classes = args.labels or tuple(range(model.num_classes))
         labels = np.resize(np.asarray(classes, np.int64), args.n)
@@ -210,7 +218,7 @@ def _sample(args):
     else:
         from tfvae import plots
 
-        plots.save_image_grid(samples, model.image_shape, args.out,
+        plots.save_image_grid(samples, model.image_shape, args.out, value_range=plots.value_range(model),
                               title=f"{args.n} samples from the prior")
     print(f"wrote {args.out}: {args.n} samples, shape {samples.shape[1:]}")
     return 0
@@ -238,14 +246,16 @@ def _add_export(subparsers):
                    help="the model repository (default: exported)")
     p.add_argument("--version", type=_positive_int, default=None,
                    help="version folder (default: the next free number)")
-    p.add_argument("--parts", type=_parts, default=PARTS, metavar="decoder,encoder")
+    p.add_argument("--parts", type=_parts, default=None, metavar="decoder,encoder",
+                   help="default: every part the model can export (a hierarchical VAE's and an IAF "
+                   "model's decoder only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.set_defaults(handler=_export)
 
 
 def _export(args):
     name = args.name or os.path.basename(os.path.normpath(args.run_dir))
-    check_arguments(name, args.parts, args.version, args.out)
+    check_arguments(name, args.parts or PARTS, args.version, args.out)
     model = load_run(args.run_dir)
     result = export(model, args.out, name, version=args.version, parts=args.parts,
                     overwrite=args.overwrite)
@@ -311,6 +321,10 @@ def _evaluate(args):
           f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
           f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
           f"active units {report['active_units']}/{model.latent_dim}")
+    if report["likelihood_of"] == "probability":
+        print(f"bits/dim: nll {report['nll_bits_per_dim']:.4f}, elbo {report['elbo_bits_per_dim']:.4f}")
+    else:
+        print("(a Gaussian likelihood: these are densities of continuous data, not probabilities)")
     if len(model.latent_sizes) > 1:
         print("per layer (bottom first): " + ", ".join(
             f"z_{i + 1}: kl {kl:.3f}, active {active}/{size}" for i, (kl, active, size) in enumerate(
@@ -342,8 +356,9 @@ def _report(args):
         history = json.load(f)
     written = plots.save_run_pictures(model, examples, history, args.out, seed=args.seed, labels=model_labels)
     written.append(plots.save_latent_map(model, examples, os.path.join(args.out, "latent_map.png"), labels=labels))
-    written.append(plots.save_interpolation(model, examples[0], examples[1],
-                                            os.path.join(args.out, "interpolation.png"), labels=model_labels))
+    if model.image_shape is not None:
+        written.append(plots.save_interpolation(model, examples[0], examples[1],
+                                                os.path.join(args.out, "interpolation.png"), labels=model_labels))
     print("wrote " + ", ".join(written))
     return 0
 

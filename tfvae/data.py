@@ -1,10 +1,12 @@
 """The one registry of datasets, and the validation every dataset passes at load.
 
-A dataset is named either by a registered name (the bundled default, "digits") or by
-a path to an `.npz` file with a `train` array and optionally `valid` and `test`
-arrays, `[N, *example_shape]`, and for conditional models `train_labels` (and
-`valid_labels`, `test_labels`): integer class ids `[N]`. Loading checks what numeric code would otherwise
-trip over later, and says which file, which key, what was found and what to do.
+A dataset is named by a registered name (the bundled defaults "digits" and
+"photo_patches"), by a path to an `.npz` file with a `train` array and optionally
+`valid` and `test` arrays, `[N, *example_shape]`, and for conditional models
+`train_labels` (and `valid_labels`, `test_labels`): integer class ids `[N]`, by a
+`.csv` table of numbers, or by a folder of images whose subfolders are the classes. Loading checks what numeric code
+would otherwise trip over later, and says which file, which key, what was found and
+what to do.
 """
 import dataclasses
 import os
@@ -72,6 +74,14 @@ class DataSplits:
             )
 
 
+def standardization(train):
+    """`(loc, scale)` per dimension of `train`: its mean and standard deviation, with 1
+    where a dimension is constant (nothing to scale)."""
+    train = np.asarray(train, np.float64)
+    scale = train.std(axis=0)
+    return train.mean(axis=0).astype(np.float32), np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+
 def register_dataset(name):
     """Decorator: registers `fn() -> dict(split name -> array)` under `name`."""
 
@@ -103,6 +113,169 @@ def _binarized_digits():
     arrays = {split: images[a:b] for split, (a, b) in bounds.items()}
     arrays.update({f"{split}_labels": labels[a:b] for split, (a, b) in bounds.items()})
     return arrays
+
+
+PATCH = 32  # photo_patches: side of a patch
+PATCH_STRIDE = 16
+# Columns of each photograph (640 wide) that give train, valid and test patches: patches
+# never cross a boundary, so no test (or valid) pixel appears in a training patch.
+PATCH_COLUMNS = {"train": (0, 384), "valid": (384, 480), "test": (480, 640)}
+
+
+@register_dataset("photo_patches")
+def _photo_patches():
+    """32×32 colour patches of scikit-learn's two sample photographs (china.jpg and
+    flower.jpg, shipped inside the package), as 8-bit levels 0 .. 255 `[N, 32, 32, 3]`.
+
+    Patches are cut every 16 pixels; training patches come from the left 384 columns of
+    each photograph, validation patches from the next 96 and test patches from the last
+    160, so held-out patches share no pixel with training ones: 1,150 / 250 / 450.
+    Train with a discretised logistic likelihood (`--likelihood discretized_logistic`).
+    """
+    from sklearn.datasets import load_sample_images
+
+    arrays = {}
+    for split, (left, right) in PATCH_COLUMNS.items():
+        patches = [
+            image[top : top + PATCH, column : column + PATCH]
+            for image in load_sample_images().images
+            for top in range(0, image.shape[0] - PATCH + 1, PATCH_STRIDE)
+            for column in range(left, right - PATCH + 1, PATCH_STRIDE)
+        ]
+        arrays[split] = np.stack(patches).astype(np.float32)  # [N, 32, 32, 3]
+    return arrays
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def _image_files(folder):
+    return sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _class_folders(folder):
+    return sorted(name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name)))
+
+
+def _read_image_folder(path):
+    """Arrays from a folder of images, read with `keras.utils.load_img`.
+
+    `path/<class>/<image>` gives `train` with `train_labels` (class ids in the sorted
+    order of the class folders' names); `path/train/<class>/...` (with `valid/`,
+    `test/` beside it) gives those splits; images directly in `path` give an unlabelled
+    `train`. Values are the 8-bit levels 0 .. 255, `[N, height, width, channels]`:
+    1 channel when the first image is grey, else 3.
+    """
+    subfolders = _class_folders(path)
+    split_folders = {split: os.path.join(path, split) for split in SPLITS if split in subfolders}
+    if not split_folders:
+        split_folders = {"train": path}
+    listed = {split: _labelled_files(folder, path) for split, folder in split_folders.items()}
+    class_sets = {split: tuple(classes) for split, (_, classes) in listed.items()}
+    classes = class_sets.get("train", ())
+    for split, names in class_sets.items():
+        if names != classes:
+            raise DataError(
+                f"{path}: {split}/ has the class folders {list(names)}, but train/ has {list(classes)}; "
+                "every split needs the same classes."
+            )
+    first = next(iter(listed.values()))[0][0][0]
+    grey = _is_grey(first)
+    arrays, shapes = {}, {}
+    for split, (files, _) in listed.items():
+        images = []
+        for file, _label in files:
+            image = _load_image(file, grey)
+            shapes.setdefault(image.shape, file)
+            if len(shapes) > 1:
+                (shape_a, file_a), (shape_b, file_b) = list(shapes.items())[:2]
+                raise DataError(
+                    f"{path}: images differ in size: {file_a} is {shape_a[1]}x{shape_a[0]}, {file_b} is "
+                    f"{shape_b[1]}x{shape_b[0]} (width x height). Resize them to one size first."
+                )
+            images.append(image)
+        arrays[split] = np.stack(images).astype(np.float32)
+        if classes:
+            arrays[f"{split}_labels"] = np.array([label for _, label in files], np.int64)
+    return arrays
+
+
+def _labelled_files(folder, root):
+    """`([(file, class id)], class names)` of a split folder: its class subfolders, or its images."""
+    classes = _class_folders(folder)
+    if not classes:
+        files = _image_files(folder)
+        if not files:
+            raise DataError(
+                f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) and no class subfolders. Put the "
+                f"images in {root}/<class>/ (or {root}/train/<class>/, ...)."
+            )
+        return [(os.path.join(folder, name), None) for name in files], []
+    files = []
+    for label, name in enumerate(classes):
+        images = _image_files(os.path.join(folder, name))
+        if not images:
+            raise DataError(
+                f"{os.path.join(folder, name)}: the class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add some or remove the folder."
+            )
+        files += [(os.path.join(folder, name, image), label) for image in images]
+    return files, classes
+
+
+def _load_image(file, grey):
+    import keras
+
+    try:
+        image = keras.utils.load_img(file, color_mode="grayscale" if grey else "rgb")
+    except Exception as error:  # PIL raises UnidentifiedImageError, OSError, ValueError...
+        raise DataError(f"{file}: cannot be read as an image ({type(error).__name__}: {error}); "
+                        "replace or remove the file.") from error
+    return keras.utils.img_to_array(image, dtype="float32")  # [height, width, channels]
+
+
+def _is_grey(file):
+    image = _load_image(file, grey=False)
+    return bool(np.all(image[..., :1] == image))
+
+
+def _read_csv(path):
+    """`{"train": [N, features]}` from a CSV table: numbers, with an optional header row."""
+    import csv
+
+    if not os.path.exists(path):
+        raise DataError(f"Dataset file {path!r} does not exist.")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if not rows:
+        raise DataError(f"{path}: the table is empty; expected rows of numbers, one example per row.")
+    header = None
+    if any(not _is_number(cell) for cell in rows[0]):
+        header, rows = rows[0], rows[1:]
+    columns = header or [f"column {i + 1}" for i in range(len(rows[0]) if rows else 0)]
+    values = np.empty((len(rows), len(columns)), np.float32)
+    for index, row in enumerate(rows):
+        line = index + (2 if header else 1)
+        if len(row) != len(columns):
+            raise DataError(f"{path}, line {line}: {len(row)} cells, but the table has {len(columns)} columns.")
+        for column, cell in enumerate(row):
+            if not _is_number(cell):
+                raise DataError(
+                    f"{path}, line {line}, column {columns[column]!r}: {cell!r} is not a number; every cell "
+                    "must be numeric (impute or drop missing values, encode categories as numbers)."
+                )
+            values[index, column] = float(cell)
+    if not len(values):
+        raise DataError(f"{path}: the table has a header but no rows.")
+    return {"train": values}
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
 def _read_npz(path):
@@ -140,21 +313,45 @@ def _validate(source, key, array, likelihood):
     if array.shape[0] == 0 or array.size == 0:
         raise DataError(f"{where}: shape {array.shape} holds no examples; expected N > 0.")
     array = array.astype(np.float32)
+    check_values(where, array, likelihood)
+    return array
+
+
+def check_values(where, array, likelihood):
+    """Raises a DataError when `array` holds NaN/Inf, or values outside what the
+    likelihood family models (Bernoulli: [0, 1]; discretised: the 8-bit levels).
+
+    Args:
+      where: how to name the data in the message (a file and key, or an argument).
+      array: float32 examples.
+      likelihood: a key of `LIKELIHOODS`.
+    """
     bad = ~np.isfinite(array)
     if bad.any():
         raise DataError(
             f"{where}: {int(bad.sum())} NaN or infinite values (first in example "
             f"{int(np.argwhere(bad)[0][0])}); remove or impute them."
         )
+    if LIKELIHOODS[likelihood].data_levels:
+        levels = LIKELIHOODS[likelihood].data_levels - 1
+        off_grid = (array != np.round(array)) | (array < 0) | (array > levels)
+        if off_grid.any():
+            value = float(array[off_grid].flat[0])
+            raise DataError(
+                f"{where}: a {likelihood} likelihood models 8-bit levels, integers in [0, {levels}], but "
+                f"{int(off_grid.sum())} values are not (e.g. {value:g}). Save 8-bit images as they are "
+                "(uint8); for data scaled to [0, 1] multiply by 255 and round; for continuous data "
+                "use a Gaussian likelihood (likelihood='gaussian', --likelihood gaussian)."
+            )
     if likelihood == "bernoulli":
         low, high = float(array.min()), float(array.max())
         if low < 0.0 or high > 1.0:
             raise DataError(
                 f"{where}: values span [{low:g}, {high:g}], but a Bernoulli likelihood needs "
-                "[0, 1]. Scale the data (e.g. x / 255 for 8-bit pixels) or use a Gaussian "
-                "likelihood (--likelihood gaussian)."
+                "[0, 1]. Scale the data (e.g. x / 255 for 8-bit pixels), model 8-bit levels as "
+                "they are (likelihood='discretized_logistic', --likelihood discretized_logistic) or "
+                "use a Gaussian likelihood (likelihood='gaussian', --likelihood gaussian)."
             )
-    return array
 
 
 def _validate_labels(source, key, labels, count):
@@ -173,11 +370,15 @@ def _validate_labels(source, key, labels, count):
 
 
 def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, held_out=None):
-    """Loads and validates a dataset by registered name or `.npz` path.
+    """Loads and validates a dataset by registered name, `.npz` path or image folder.
 
     Args:
-      data: a name from `available_datasets()` or a path to an `.npz` file.
-      likelihood: "bernoulli" (values must lie in [0, 1]) or "gaussian".
+      data: a name from `available_datasets()`, a path to an `.npz` file or a `.csv`
+        table (numbers, optionally a header row; rows become `train`), or a folder
+        of images (`DIR/<class>/*.png`, or `DIR/train/<class>/...` with `valid/` and
+        `test/`; subfolders are class labels; see `_read_image_folder`).
+      likelihood: a key of `LIKELIHOODS`: "bernoulli" (values must lie in [0, 1]),
+        "gaussian", or a discretised logistic (values must be 8-bit levels 0 .. 255).
       validation_fraction: share of `train` held out as `valid` when the data has no
         `valid` split (a seeded permutation).
       seed: seed of that hold-out.
@@ -195,6 +396,10 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         raise DataError(f"likelihood must be one of {LIKELIHOOD_FAMILIES}; got {likelihood!r}.")
     if data in _REGISTRY:
         arrays, source = _REGISTRY[data](), data
+    elif os.path.isdir(str(data)):
+        arrays, source = _read_image_folder(str(data)), str(data)
+    elif str(data).lower().endswith(".csv"):
+        arrays, source = _read_csv(str(data)), str(data)
     elif str(data).endswith(".npz") or os.path.sep in str(data):
         arrays, source = _read_npz(str(data)), str(data)
     else:

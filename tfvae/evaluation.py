@@ -3,12 +3,16 @@
 Everything comes from the model's shared estimators (`VAE.log_likelihood`,
 `VAE.elbo_terms`), in batches so that memory is bounded whatever the number of samples.
 """
+import math
+
 import numpy as np
 
+from tfvae import objectives
 from tfvae.errors import ConfigError
 
 REPORT_KEYS = ("nll", "nll_stderr", "elbo", "kl", "reconstruction", "active_units", "kl_per_layer",
-               "active_units_per_layer", "num_samples", "examples")
+               "active_units_per_layer", "num_samples", "examples", "likelihood_of", "nll_bits_per_dim",
+               "elbo_bits_per_dim")
 # Burda et al. (2016): a latent dimension is active when Var_x(E_q[z_d]) exceeds 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -46,16 +50,19 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
       `nll_stderr` (its standard error over examples), `elbo`, `kl`, `reconstruction`
       (−E_q[log p(x|z)], one sample of z per example), `active_units`, and per
       stochastic layer (bottom first) `kl_per_layer` and `active_units_per_layer`,
-      `num_samples` and `examples`.
+      `num_samples`, `examples`, and `likelihood_of`: "probability" for discrete data
+      (Bernoulli, discretised logistics), with `nll_bits_per_dim` and
+      `elbo_bits_per_dim` (nats / (D ln 2)), or "density" for a Gaussian likelihood, whose
+      figures are densities (the bits/dim keys are then None).
     """
-    if not hasattr(model, "log_likelihood"):
+    if not model.has_prior:
         raise ConfigError(
             f"evaluate needs a VAE: {type(model).__name__} defines no p(x) to estimate "
             "(compare autoencoders by their reconstruction loss, `model.evaluate`)."
         )
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
-        raise ValueError("evaluate needs at least one example.")
+        raise ConfigError("evaluate needs at least one example.")
     log_px = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size,
                                   sample_batch_size=sample_batch_size, seed=seed, verbose=verbose, labels=labels)
     expected_log_likelihood, layer_kls = [], []
@@ -79,4 +86,18 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
         "active_units_per_layer": active,
         "num_samples": int(num_samples),
         "examples": int(len(x)),
+        **_bits_per_dim(model, -log_px.mean(), -(expected_log_likelihood - kl).mean()),
+    }
+
+
+def _bits_per_dim(model, nll, negative_elbo):
+    """Bits per dimension for likelihoods of discrete data; None where p(x|z) is a density,
+    whose "nats" measure no probability and do not compare across scalings of x."""
+    if not model.likelihood_layer.discrete:
+        return {"likelihood_of": "density", "nll_bits_per_dim": None, "elbo_bits_per_dim": None}
+    dimensions = math.prod(model.network_config.input_shape)
+    return {
+        "likelihood_of": "probability",
+        "nll_bits_per_dim": float(objectives.bits_per_dim(nll, dimensions)),
+        "elbo_bits_per_dim": float(objectives.bits_per_dim(negative_elbo, dimensions)),
     }

@@ -75,7 +75,7 @@ class ExportResult:
 
 
 def model_parts(model, name):
-    """The deterministic parts of `model` that export, keyed by part kind.
+    """The deterministic parts of `model` that export (`model.exportable_parts`), keyed by kind.
 
     A conditional model's parts take the class labels (int64 `[batch]`) as a second input.
     """
@@ -87,8 +87,7 @@ def model_parts(model, name):
         return tuple(outputs(*[tf.zeros([1, *spec.shape[1:]], spec.dtype) for spec in specs]))
 
     decoder_names = output_names(model.decoder_outputs, decoder_specs)
-    encoder_layers = (model.encoder, *([model.posterior_layer] if hasattr(model, "posterior_layer") else []))
-    return {
+    parts = {
         "decoder": Part(
             kind="decoder",
             model_name=name,
@@ -105,9 +104,10 @@ def model_parts(model, name):
             outputs=model.encoder_outputs,
             serving=output_names(model.encoder_outputs, encoder_specs),
             extra={},
-            layers=encoder_layers,
-        ),
+            layers=model.encoder_layers,
+        ) if "encoder" in model.exportable_parts else None,
     }
+    return {kind: part for kind, part in parts.items() if part is not None}
 
 
 def _select(outputs, names):
@@ -158,7 +158,7 @@ def prior_components(model):
     `loc` and `scale` (or `scale_tril`), `[num_components, ...]`, so a server can draw
     z from p(z) without the encoder or TensorFlow.
     """
-    prior = getattr(model, "prior_layer", None)
+    prior = model.prior_layer if model.has_prior else None
     if not isinstance(prior, VampPrior):
         return None
     return {name: value.numpy() for name, value in model.encoder_outputs(prior.pseudo_inputs).items()}
@@ -315,7 +315,7 @@ def _write_text_atomically(path, text):
     os.replace(f.name, path)
 
 
-def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, opset=ONNX_OPSET):
+def export(model, export_dir, name, version=None, parts=None, overwrite=False, opset=ONNX_OPSET):
     """Exports a trained model's parts as SavedModel + ONNX + Triton config + manifest.
 
     Args:
@@ -324,7 +324,8 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
       export_dir: the model repository (created if missing).
       name: the decoder's model name; the encoder is `name + "_encoder"`.
       version: the version folder; None takes the next free number (1 at first).
-      parts: any of "decoder", "encoder".
+      parts: any of "decoder", "encoder"; None for every part the model can export
+        (`model.exportable_parts`: a hierarchical VAE's and an IAF model's decoder only).
       overwrite: replace an existing version.
       opset: the ONNX opset of the converted graphs.
 
@@ -336,12 +337,15 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
         `overwrite`, an unwritable target, or an ONNX graph that disagrees with
         TensorFlow. Nothing is left half-written.
     """
-    parts = tuple(parts)
+    parts = tuple(model.exportable_parts if parts is None else parts)
     check_arguments(name, parts, version, export_dir)
-    if not model.exportable:
+    refused = [part for part in parts if part not in model.exportable_parts]
+    if refused:
         raise ExportError(
-            f"A {type(model).__name__} cannot be exported yet (its generator draws every layer's "
-            "latents in turn); save it as .keras and load it with keras.models.load_model."
+            f"This {type(model).__name__} exports only its {', '.join(model.exportable_parts)}: q(z|x) of an "
+            "IAF posterior or of a hierarchy's lower layers is no set of Gaussian parameters a client "
+            f"could sample from. Pass parts={model.exportable_parts!r} (--parts "
+            f"{','.join(model.exportable_parts)}), or leave parts out."
         )
     all_parts = model_parts(model, name)
     selected = [all_parts[kind] for kind in PARTS if kind in parts]
@@ -357,8 +361,8 @@ def export(model, export_dir, name, version=None, parts=PARTS, overwrite=False, 
         "image_shape": None if model.image_shape is None else list(model.image_shape),
         "likelihood": model.likelihood_layer.family,
         "model_class": type(model).__name__,
-        "posterior": getattr(getattr(model, "posterior_layer", None), "covariance", None),
-        "prior": type(model.prior_layer).__name__ if hasattr(model, "prior_layer") else None,
+        "posterior": model.posterior_family,
+        "prior": type(model.prior_layer).__name__ if model.has_prior else None,
         "conditional": model.conditional,
         "num_classes": model.num_classes,
         "onnx_opset": opset,

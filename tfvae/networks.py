@@ -9,6 +9,7 @@ import dataclasses
 import math
 
 import keras
+import numpy as np
 
 from tfvae.errors import ConfigError
 
@@ -78,6 +79,10 @@ class NetworkConfig:
       activation: any Keras activation name.
       image_shape: `(height, width, channels)` the conv nets reshape x to; inferred
         from `input_shape` when None (a square number of pixels is a square image).
+      params_per_dimension: the likelihood's parameters per dimension of x; the
+        decoder outputs `[batch, *input_shape]` for 1, `[batch, *input_shape, k]` for k.
+      input_normalization: `(mean, variance)` the encoder standardises x with first
+        (scalars, or arrays of `input_shape`), or None.
     """
 
     input_shape: tuple
@@ -87,6 +92,8 @@ class NetworkConfig:
     filters: tuple = (32, 64)
     activation: str = "relu"
     image_shape: tuple = None
+    params_per_dimension: int = 1
+    input_normalization: tuple = None
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -154,8 +161,14 @@ def build_encoder(config, output_size, name="encoder", num_classes=None):
     """
     inputs = keras.Input(config.input_shape, name="x")
     labels = _label_input(num_classes)
+    x = inputs
+    if config.input_normalization is not None:
+        mean, variance = config.input_normalization
+        # Per-dimension statistics normalise over every axis of an example.
+        axis = tuple(range(1, len(config.input_shape) + 1)) if np.ndim(mean) else None
+        x = keras.layers.Normalization(axis=axis, mean=mean, variance=variance, name="standardize")(inputs)
     if config.arch == "conv":
-        h = keras.layers.Reshape(config.image_shape)(inputs)
+        h = keras.layers.Reshape(config.image_shape)(x)
         for filters in config.filters:
             h = keras.layers.Conv2D(
                 filters, 3, strides=2, padding="same", activation=config.activation
@@ -165,7 +178,7 @@ def build_encoder(config, output_size, name="encoder", num_classes=None):
             h = keras.layers.Concatenate()([h, labels])
         h = keras.layers.Dense(config.hidden_units[-1], activation=config.activation)(h)
     else:
-        h = keras.layers.Flatten()(inputs) if len(config.input_shape) > 1 else inputs
+        h = keras.layers.Flatten()(x) if len(config.input_shape) > 1 else x
         if labels is not None:
             h = keras.layers.Concatenate()([h, labels])
         for units in config.hidden_units:
@@ -175,7 +188,7 @@ def build_encoder(config, output_size, name="encoder", num_classes=None):
 
 
 def build_decoder(config, name="decoder", num_classes=None):
-    """z `[batch, latent_dim]` to likelihood parameters `[batch, *input_shape]`.
+    """z `[batch, latent_dim]` to likelihood parameters `[batch, *input_shape(, k)]`.
 
     With `num_classes`, the network takes `[z, one_hot(labels)]` (p(x|y, z)).
     """
@@ -195,10 +208,11 @@ def build_decoder(config, name="decoder", num_classes=None):
             h = keras.layers.Conv2DTranspose(
                 filters, 3, strides=2, padding="same", activation=config.activation
             )(h)
-        h = keras.layers.Conv2D(channels, 3, padding="same")(h)
+        h = keras.layers.Conv2D(channels * config.params_per_dimension, 3, padding="same")(h)
     else:
         for units in reversed(config.hidden_units):
             h = hidden_layer(config, units)(h)
-        h = keras.layers.Dense(math.prod(config.input_shape))(h)
-    outputs = keras.layers.Reshape(config.input_shape, name="likelihood_params")(h)
+        h = keras.layers.Dense(math.prod(config.input_shape) * config.params_per_dimension)(h)
+    per_dimension = () if config.params_per_dimension == 1 else (config.params_per_dimension,)
+    outputs = keras.layers.Reshape((*config.input_shape, *per_dimension), name="likelihood_params")(h)
     return keras.Model(inputs if labels is None else [inputs, labels], outputs, name=name)

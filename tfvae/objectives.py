@@ -9,6 +9,8 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae.errors import ConfigError
+
 tfd = tfp.distributions
 
 
@@ -67,7 +69,7 @@ def kl_divergence(posterior, prior, terms=None, analytic=True):
         except NotImplementedError:
             pass
     if terms is None:
-        raise ValueError(
+        raise ConfigError(
             "No closed-form KL is registered for "
             f"{type(posterior).__name__} || {type(prior).__name__}: pass `terms` "
             "(from `log_weight_terms`) for the Monte Carlo estimate."
@@ -123,6 +125,11 @@ def iwae_bound(log_weights):
     """
     count = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
     return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(count)
+
+
+def bits_per_dim(nats, dimensions):
+    """A negative log-likelihood in nats per example as bits per dimension: nats / (D ln 2)."""
+    return nats / (dimensions * math.log(2.0))
 
 
 def combine_log_mean_exp(chunk_log_sum_exps, total_count):

@@ -40,8 +40,16 @@ def _save(figure, path):
     figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
-def save_image_grid(examples, image_shape, path, title=None, ncols=None):
-    """Writes a PNG grid of examples with values in [0, 1]."""
+def value_range(model):
+    """The range a model's examples take: 0 .. 255 for 8-bit likelihoods, else 0 .. 1."""
+    levels = model.likelihood_layer.data_levels
+    return (0.0, float(levels - 1)) if levels else (0.0, 1.0)
+
+
+def save_image_grid(examples, image_shape, path, title=None, ncols=None, value_range=(0.0, 1.0)):
+    """Writes a PNG grid of examples with values in `value_range` (black to white)."""
+    low, high = value_range
+    examples = np.clip((np.asarray(examples, np.float32) - low) / (high - low), 0.0, 1.0)
     grid = image_grid(examples, image_shape, ncols)
     figure = Figure(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + (0.4 if title else 0)))
     axes = figure.add_subplot()
@@ -53,7 +61,7 @@ def save_image_grid(examples, image_shape, path, title=None, ncols=None):
     return path
 
 
-def save_reconstructions(inputs, reconstructions, image_shape, path, ncols=8):
+def save_reconstructions(inputs, reconstructions, image_shape, path, ncols=8, value_range=(0.0, 1.0)):
     """Writes inputs (odd rows) above their reconstructions (even rows)."""
     inputs, reconstructions = np.asarray(inputs), np.asarray(reconstructions)
     rows = []
@@ -61,7 +69,8 @@ def save_reconstructions(inputs, reconstructions, image_shape, path, ncols=8):
         rows.extend([inputs[start : start + ncols], reconstructions[start : start + ncols]])
     interleaved = np.concatenate(rows)
     return save_image_grid(
-        interleaved, image_shape, path, title="inputs (odd rows) and reconstructions", ncols=ncols
+        interleaved, image_shape, path, title="inputs (odd rows) and reconstructions", ncols=ncols,
+        value_range=value_range,
     )
 
 
@@ -87,7 +96,7 @@ def save_class_samples(model, path, per_class=10, seed=0):
     labels = np.repeat(np.arange(model.num_classes), per_class)
     samples = model.sample(len(labels), labels=labels, seed=seed).numpy()
     return save_image_grid(
-        samples, model.image_shape, path, ncols=per_class,
+        samples, model.image_shape, path, ncols=per_class, value_range=value_range(model),
         title=f"samples from the prior, one row per class (0 to {model.num_classes - 1})",
     )
 
@@ -97,21 +106,24 @@ def save_prior_samples(model, path, n=64, seed=0):
     if model.conditional:
         return save_class_samples(model, path, seed=seed)
     return save_image_grid(model.sample(n, seed=seed).numpy(), model.image_shape, path,
-                           title=f"{n} samples from the prior")
+                           title=f"{n} samples from the prior", value_range=value_range(model))
 
 
 def save_run_pictures(model, examples, history, run_dir, seed=0, n=64, labels=None):
-    """samples.png (models with a prior), reconstructions.png and learning_curve.png in `run_dir`."""
-    inputs = examples[:32]
-    input_labels = None if labels is None else labels[:32]
+    """learning_curve.png in `run_dir`, and for pictures (a model with an image shape)
+    samples.png (models with a prior) and reconstructions.png: a table's rows drawn as
+    strips of pixels would mean nothing."""
     written = []
-    if hasattr(model, "prior"):
-        written.append(save_prior_samples(model, os.path.join(run_dir, "samples.png"), n, seed))
-    reconstructions = model.reconstruct(inputs, labels=input_labels).numpy()
-    written.append(save_reconstructions(inputs, reconstructions, model.image_shape,
-                                        os.path.join(run_dir, "reconstructions.png")))
-    loss_name = "negative ELBO" if hasattr(model, "prior") else "reconstruction loss"
-    written.append(save_learning_curve(history, os.path.join(run_dir, "learning_curve.png"), loss_name))
+    if model.image_shape is not None:
+        inputs = examples[:32]
+        input_labels = None if labels is None else labels[:32]
+        if model.has_prior:
+            written.append(save_prior_samples(model, os.path.join(run_dir, "samples.png"), n, seed))
+        reconstructions = model.reconstruct(inputs, labels=input_labels).numpy()
+        written.append(save_reconstructions(inputs, reconstructions, model.image_shape,
+                                            os.path.join(run_dir, "reconstructions.png"),
+                                            value_range=value_range(model)))
+    written.append(save_learning_curve(history, os.path.join(run_dir, "learning_curve.png"), model.loss_name))
     return written
 
 
@@ -157,4 +169,5 @@ def save_interpolation(model, start, end, path, steps=10, labels=None):
     line_labels = None if labels is None else np.full(steps, labels[0])
     images = model.decode_mean(z, line_labels).numpy()
     row = np.concatenate([start[None], images, end[None]])
-    return save_image_grid(row, model.image_shape, path, title="input, interpolation in z, input", ncols=len(row))
+    return save_image_grid(row, model.image_shape, path, title="input, interpolation in z, input", ncols=len(row),
+                           value_range=value_range(model))

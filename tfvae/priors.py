@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae.distributions import _positive_int, float32_layer
+from tfvae.errors import ConfigError
 
 tfd = tfp.distributions
 
@@ -133,7 +134,7 @@ class VampPrior(Prior):
         if pseudo_input_range is not None:
             low, high = (float(v) for v in pseudo_input_range)
             if not low < high:
-                raise ValueError(f"`pseudo_input_range` must be (low, high) with low < high; got {pseudo_input_range!r}.")
+                raise ConfigError(f"`pseudo_input_range` must be (low, high) with low < high; got {pseudo_input_range!r}.")
             pseudo_input_range = (low, high)
         self.pseudo_input_range = pseudo_input_range
         self.initial_mean = float(initial_mean)
@@ -146,7 +147,7 @@ class VampPrior(Prior):
 
     def attach(self, model, input_shape):
         if getattr(model, "conditional", False):
-            raise ValueError(
+            raise ConfigError(
                 "A VampPrior mixes q(z|u) over pseudo-inputs u and has no labels to give a "
                 "conditional encoder; use the standard normal prior with ConditionalVAE."
             )
@@ -173,7 +174,7 @@ class VampPrior(Prior):
 
     def distribution(self):
         if self._posterior_fn is None:
-            raise ValueError("A VampPrior is used through its VAE: pass it as VAE(prior=...).")
+            raise ConfigError("A VampPrior is used through its VAE: pass it as VAE(prior=...).")
         components = self._posterior_fn(self.pseudo_inputs)  # batch [num_components]
         mixture = tfd.Categorical(logits=tf.zeros([self.components], dtype=self.compute_dtype))
         if isinstance(components, tfd.MultivariateNormalDiag):
@@ -202,9 +203,9 @@ def get_prior(prior, latent_dim):
         return VampPrior(latent_dim)
     if isinstance(prior, Prior):
         if prior.latent_dim != latent_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"The prior's latent_dim ({prior.latent_dim}) differs from the model's "
                 f"latent_dim ({latent_dim}); build the prior with latent_dim={latent_dim}."
             )
         return prior
-    raise ValueError(f"`prior` must be None, one of {PRIORS} or a `tfvae.Prior`; got {prior!r}.")
+    raise ConfigError(f"`prior` must be None, one of {PRIORS} or a `tfvae.Prior`; got {prior!r}.")

@@ -23,7 +23,7 @@ import time
 import keras
 import numpy as np
 
-from tfvae import files
+from tfvae import files, objectives
 from tfvae.checkpointing import (
     BestWeights,
     EpochCheckpoint,
@@ -31,7 +31,8 @@ from tfvae.checkpointing import (
     latest_checkpoint,
     stopped_early,
 )
-from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
+from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset, standardization
+from tfvae.distributions import DiscretizedLogisticMixtureLikelihood, GaussianLikelihood
 from tfvae.errors import ConfigError, RunError
 from tfvae.input_pipeline import shuffled_batches
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
@@ -68,6 +69,9 @@ class TrainConfig:
       epochs, batch_size, learning_rate: the optimisation (Adam).
       latent_dim, posterior, likelihood, arch, hidden_units, activation: the model.
       latent_dims: sizes of z_1 ... z_L, bottom first (model "hierarchical" only).
+      filters: channels of the convolutions (arch "conv").
+      likelihood_scale: a fixed standard deviation of the Gaussian likelihood (0: learned).
+      mixture_components: components of the discretized_logistic_mixture likelihood.
       flow_steps: IAF steps of posterior "iaf".
       num_samples: Monte Carlo samples of z per input.
       objective: "elbo" or "iwae" (the num_samples-sample importance-weighted bound).
@@ -96,6 +100,9 @@ class TrainConfig:
     batch_size: int = 128
     arch: str = "mlp"
     hidden_units: tuple = (512, 256)
+    filters: tuple = (32, 64)
+    likelihood_scale: float = 0.0
+    mixture_components: int = 5
     activation: str = "relu"
     beta: float = 1.0
     kl_warmup_epochs: int = 0
@@ -108,6 +115,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.hidden_units = tuple(self.hidden_units)
+        self.filters = tuple(self.filters)
         self.latent_dims = tuple(self.latent_dims)
         if self.model == "hierarchical" and (len(self.latent_dims) < 2 or min(self.latent_dims) <= 0):
             raise ConfigError(
@@ -116,7 +124,8 @@ class TrainConfig:
             )
         if self.latent_dims and self.model != "hierarchical":
             raise ConfigError("latent_dims (--latent-dims) is for --model hierarchical; use latent_dim otherwise.")
-        for name in ("epochs", "latent_dim", "num_samples", "batch_size", "pseudo_inputs", "flow_steps"):
+        for name in ("epochs", "latent_dim", "num_samples", "batch_size", "pseudo_inputs", "flow_steps",
+                     "mixture_components"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
@@ -142,8 +151,14 @@ class TrainConfig:
                 "beta, kl_warmup_epochs and patience must be >= 0 and learning_rate > 0; got "
                 f"{self.beta}, {self.kl_warmup_epochs}, {self.patience}, {self.learning_rate}."
             )
-        if not (self.clip_norm >= 0 and self.free_bits >= 0):
-            raise ConfigError(f"clip_norm and free_bits must be >= 0; got {self.clip_norm}, {self.free_bits}.")
+        if not (self.clip_norm >= 0 and self.free_bits >= 0 and self.likelihood_scale >= 0):
+            raise ConfigError(
+                f"clip_norm, free_bits and likelihood_scale must be >= 0; got {self.clip_norm}, "
+                f"{self.free_bits}, {self.likelihood_scale}."
+            )
+        if self.likelihood_scale and self.likelihood != "gaussian":
+            raise ConfigError("likelihood_scale (--likelihood-scale) fixes a Gaussian likelihood's scale; "
+                              "add --likelihood gaussian or leave it out.")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -178,29 +193,44 @@ def check_run_dir(out, overwrite):
         raise RunError(f"{out} exists and is not a directory; choose another --out.")
 
 
-def resume_config(out):
-    """The TrainConfig of an unfinished run in `out`, to continue it."""
-    path = os.path.join(out, CONFIG_FILE)
+def read_config(run_dir):
+    """The `TrainConfig` a run directory records (finished or not)."""
+    path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(path):
-        raise RunError(f"{out} holds no {CONFIG_FILE}: there is no run to resume; start one without --resume.")
-    if os.path.exists(os.path.join(out, MODEL_FILE)):
-        raise RunError(f"The run in {out} has finished ({MODEL_FILE} exists); nothing to resume.")
+        raise RunError(f"{run_dir} holds no {CONFIG_FILE}; give the --out directory of a `tfvae train` run.")
     with open(path, encoding="utf-8") as f:
         return TrainConfig.from_dict(json.load(f))
 
 
-def build_model(config, input_shape, image_shape=None, num_classes=None):
+def resume_config(out):
+    """The TrainConfig of an unfinished run in `out`, to continue it."""
+    if not os.path.isfile(os.path.join(out, CONFIG_FILE)):
+        raise RunError(f"{out} holds no {CONFIG_FILE}: there is no run to resume; start one without --resume.")
+    if os.path.exists(os.path.join(out, MODEL_FILE)):
+        raise RunError(f"The run in {out} has finished ({MODEL_FILE} exists); nothing to resume.")
+    return read_config(out)
+
+
+def build_model(config, input_shape, image_shape=None, num_classes=None, statistics=None):
     """The model a `TrainConfig` describes, compiled.
 
     Args:
       config: the `TrainConfig`.
       input_shape, image_shape: of the data's examples.
       num_classes: the data's number of classes (conditional models only).
+      statistics: `(loc, scale)` of the training data per dimension: a Gaussian
+        likelihood then works in standardised units (`GaussianLikelihood`).
     """
+    likelihood = config.likelihood
+    if likelihood == "discretized_logistic_mixture":
+        likelihood = DiscretizedLogisticMixtureLikelihood(input_shape, num_components=config.mixture_components)
+    elif likelihood == "gaussian" and statistics is not None:
+        likelihood = GaussianLikelihood(input_shape, scale=config.likelihood_scale or None,
+                                        data_loc=statistics[0], data_scale=statistics[1])
     networks = dict(
-        input_shape=input_shape, latent_dim=config.latent_dim, likelihood=config.likelihood,
-        arch=config.arch, hidden_units=config.hidden_units, activation=config.activation,
-        image_shape=image_shape,
+        input_shape=input_shape, latent_dim=config.latent_dim, likelihood=likelihood,
+        likelihood_scale=config.likelihood_scale or None, arch=config.arch, hidden_units=config.hidden_units,
+        filters=config.filters, activation=config.activation, image_shape=image_shape,
     )
     if config.model == "autoencoder":
         model = Autoencoder(**networks)
@@ -238,9 +268,11 @@ def load_splits(config):
 
 
 def build_model_for(config, splits):
-    """`build_model` for the data in `splits`."""
+    """`build_model` for the data in `splits` (a Gaussian likelihood standardised by the
+    training split's statistics, so it answers in the data's units)."""
     num_classes = splits.num_classes if config.conditional else None
-    return build_model(config, splits.example_shape, splits.image_shape, num_classes)
+    statistics = standardization(splits.train) if config.likelihood == "gaussian" else None
+    return build_model(config, splits.example_shape, splits.image_shape, num_classes, statistics)
 
 
 def _write_epoch_log(path, log):
@@ -278,6 +310,15 @@ def _remove(path):
         shutil.rmtree(path)
     elif os.path.exists(path):
         os.remove(path)
+
+
+def _bits_per_dim_history(history, dimensions):
+    """The loss (negative ELBO or IWAE bound) of each split in bits per dimension."""
+    per_split = {split: [objectives.bits_per_dim(v, dimensions) for v in history[split]["loss"]]
+                 for split in ("train", "valid")}
+    if "test" in history:
+        per_split["test"] = objectives.bits_per_dim(history["test"]["loss"], dimensions)
+    return per_split
 
 
 def _recorded_held_out(run_dir):
@@ -390,6 +431,8 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
                 splits.test, labels.get("test"), batch_size=config.batch_size, verbose=0, return_dict=True
             ).items()
         }
+    if model.likelihood_layer.discrete:
+        history["bits_per_dim"] = _bits_per_dim_history(history, math.prod(splits.example_shape))
     files.write_json(os.path.join(config.out, HISTORY_FILE), history)
     # model.keras last: its presence marks the run finished.
     with files.atomic_path(os.path.join(config.out, MODEL_FILE)) as temporary:
@@ -416,13 +459,14 @@ def _same_data(a, b):
     return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
-def load_run_data(run_dir, data=None, likelihood="bernoulli"):
+def load_run_data(run_dir, data=None, likelihood=None):
     """The data to evaluate a run on, with the run's own validation examples.
 
     Args:
       run_dir: a run directory written by `train`.
       data: a dataset name or `.npz` path; None for the data the run was trained on.
-      likelihood: the model's likelihood family (checks the values' range).
+      likelihood: the model's likelihood family (checks the values' range); None for
+        the run's own.
 
     Returns:
       `DataSplits`. For the run's own data without a `valid` array, `valid` holds exactly
@@ -439,6 +483,7 @@ def load_run_data(run_dir, data=None, likelihood="bernoulli"):
         if config is None:
             raise RunError(f"{run_dir} holds no {CONFIG_FILE}, so its training data are unknown; pass --data.")
         data = config["data"]
+    likelihood = likelihood or (config or {}).get("likelihood", "bernoulli")
     if config is None or not _same_data(data, config["data"]):
         splits = load_dataset(data, likelihood=likelihood)
         if splits.held_out is None:

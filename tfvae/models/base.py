@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae.distributions import float32_layer, get_likelihood
+from tfvae.data import check_values
+from tfvae.distributions import LIKELIHOODS, float32_layer, get_likelihood
 from tfvae.errors import ConfigError
 from tfvae.input_pipeline import shuffled_batches
 from tfvae.networks import NetworkConfig, build_decoder, build_encoder
@@ -75,6 +76,7 @@ class LatentModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**float32_layer(kwargs))
+        likelihood_layer = get_likelihood(likelihood, tuple(input_shape), likelihood_scale)
         self.network_config = NetworkConfig(
             input_shape=tuple(input_shape),
             latent_dim=latent_dim,
@@ -83,12 +85,14 @@ class LatentModel(keras.Model):
             filters=tuple(filters),
             activation=activation,
             image_shape=image_shape,
+            params_per_dimension=likelihood_layer.params_per_dimension,
+            input_normalization=likelihood_layer.input_normalization,
         )
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
             raise ConfigError(f"`num_classes` must be an int >= 2; got {num_classes!r}.")
         self.latent_dim = latent_dim
         self.num_classes = num_classes
-        self.likelihood_layer = get_likelihood(likelihood, self.network_config.input_shape, likelihood_scale)
+        self.likelihood_layer = likelihood_layer
         self.encoder = encoder or build_encoder(self.network_config, encoder_output_size, num_classes=num_classes)
         self.decoder = decoder or build_decoder(self.network_config, num_classes=num_classes)
         self._check_network_shapes(encoder_output_size, encoder_output_hint)
@@ -102,10 +106,12 @@ class LatentModel(keras.Model):
                 f"({encoder_output_size},)" + (f": {hint}." if hint else ".")
             )
         decoder_out = tuple(self.decoder.output_shape[1:])
-        if decoder_out != self.network_config.input_shape:
+        if decoder_out != self.likelihood_layer.params_shape:
             raise ConfigError(
-                f"The decoder outputs shape {decoder_out}, but the likelihood needs the "
-                f"example shape {self.network_config.input_shape}."
+                f"The decoder outputs shape {decoder_out}, but the {self.likelihood_layer.family} likelihood "
+                f"reads {self.likelihood_layer.params_shape} (the example shape"
+                + ("" if self.likelihood_layer.params_per_dimension == 1
+                   else f" and {self.likelihood_layer.params_per_dimension} parameters per dimension") + ")."
             )
 
     def build(self, input_shape=None):
@@ -113,12 +119,34 @@ class LatentModel(keras.Model):
         self.likelihood_layer.build(self.decoder.output_shape)
         self.built = True
 
-    # Whether `tfvae.export` can write the model's parts as deterministic graphs.
-    exportable = True
+    @property
+    def exportable_parts(self):
+        """The parts `tfvae.export` can write as deterministic graphs ("decoder", "encoder")."""
+        return ("decoder", "encoder")
 
     @property
     def metrics(self):
         return self.trackers
+
+    @property
+    def has_prior(self):
+        """Whether the model has a prior p(z) to sample from (an autoencoder has none)."""
+        return False
+
+    @property
+    def posterior_family(self):
+        """"diagonal", "full" or "iaf" for a model with q(z|x); None for a point code."""
+        return None
+
+    @property
+    def loss_name(self):
+        """What `loss` measures, for people: the training objective's name."""
+        return "reconstruction loss -log p(x|z)"
+
+    @property
+    def encoder_layers(self):
+        """The layers between x and what the exported encoder outputs."""
+        return (self.encoder,)
 
     @property
     def latent_sizes(self):
@@ -170,6 +198,20 @@ class LatentModel(keras.Model):
                 f"{values.dtype}, range [{values.min()}, {values.max()}]."
             )
         return tf.constant(values, tf.int32)
+
+    def check_examples(self, x, where="x"):
+        """Validates in-memory examples at the API's edge: their shape, finite values, and
+        values the likelihood models (checked once per call, before any step runs)."""
+        shape = tuple(np.shape(x)[1:])
+        if shape != self.network_config.input_shape:
+            raise ConfigError(
+                f"{where}: examples have shape {shape}, but {type(self).__name__} was built for "
+                f"{self.network_config.input_shape}; reshape the data or build the model with "
+                f"input_shape={shape}."
+            )
+        family = self.likelihood_layer.family
+        if family in LIKELIHOODS:
+            check_values(where, np.asarray(x, np.float32), family)
 
     def _network_inputs(self, inputs, labels):
         """The networks' inputs: `inputs`, or `[inputs, one_hot(labels)]` when conditional."""
@@ -317,6 +359,11 @@ class LatentModel(keras.Model):
             verbose=verbose, validation_split=validation_split, class_weight=class_weight,
             sample_weight=sample_weight, steps_per_epoch=steps_per_epoch, **kwargs,
         )
+        if not self.conditional and (y is not None or isinstance(x, (tuple, list))):
+            raise ConfigError(
+                f"{type(self).__name__} is not conditional: fit takes the examples alone, fit(x) "
+                "(use tfvae.ConditionalVAE to train on (x, labels))."
+            )
         in_memory = _in_memory_training_data(x, y, self.conditional)
         keras_only = validation_split or class_weight or sample_weight is not None or steps_per_epoch is not None
         if in_memory is None or not shuffle or keras_only:
@@ -324,6 +371,7 @@ class LatentModel(keras.Model):
                 x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, shuffle=shuffle, **keras_arguments
             )
         examples, labels = in_memory
+        self.check_examples(examples, "fit's x")
         # Keras' shuffling follows the global seed too (keras.utils.set_random_seed).
         batches, shuffle_callback = shuffled_batches(examples, batch_size or 32, np.random.randint(2**31 - 1), labels)
         return super().fit(
@@ -362,6 +410,12 @@ class LatentModel(keras.Model):
         for key in cls._NESTED:
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def check_count(n):
+    """Raises a ConfigError unless `n` (examples to generate) is a positive int."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+        raise ConfigError(f"the number of samples `n` must be a positive integer; got {n!r}.")
 
 
 def example_count(x):

@@ -1,14 +1,12 @@
 """A VAE with L stochastic layers, top-down generation and top-down inference (a ladder VAE)."""
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfvae import objectives
-from tfvae.distributions import (
-    GaussianPosterior,
-    posterior_code,
-    reparameterized_sample,
-)
+from tfvae.distributions import GaussianPosterior, get_likelihood, posterior_code, reparameterized_sample
 from tfvae.errors import ConfigError
+from tfvae.models.base import check_count
 from tfvae.models.vae import VAE
 from tfvae.networks import NetworkConfig, build_decoder, build_encoder, hidden_layer
 from tfvae.posteriors import get_posterior
@@ -36,7 +34,8 @@ class HierarchicalVAE(VAE):
     sample above it, by Monte Carlo otherwise; all of it goes through the same log
     weights as a `VAE`, so `elbo`, the IWAE objective, `log_likelihood`, `evaluate`
     and `fit` work unchanged. `z` (as `decode` takes it) is the concatenation
-    [z_1, ..., z_L], `[..., sum(latent_dims)]`.
+    [z_1, ..., z_L], `[..., sum(latent_dims)]`. `tfvae.export` writes the generator,
+    whose input is the noise of each layer (see `decoder_outputs`).
 
     Args:
       input_shape: shape of one example x.
@@ -55,8 +54,6 @@ class HierarchicalVAE(VAE):
       >>> [kl.shape for kl in hvae.layer_kls(x_test[:5])]  # per layer, bottom first
       [TensorShape([5]), TensorShape([5])]
     """
-
-    exportable = False
 
     def __init__(
         self,
@@ -87,7 +84,9 @@ class HierarchicalVAE(VAE):
         networks = dict(arch=arch, hidden_units=hidden_units, filters=filters, activation=activation,
                         image_shape=image_shape)
         # The decoder reads [z_1, t_1]: z_1 and the top-down state from the layers above.
-        config = NetworkConfig(input_shape, latent_dims[0] + width, **networks)
+        params = get_likelihood(kwargs.get("likelihood", "bernoulli"), tuple(input_shape), kwargs.get("likelihood_scale"))
+        config = NetworkConfig(input_shape, latent_dims[0] + width, params_per_dimension=params.params_per_dimension,
+                               input_normalization=params.input_normalization, **networks)
         # Read by `build`, which VAE.__init__ calls (a built layer accepts no new sub-layers).
         self.latent_dims = latent_dims
         self._layer_config = NetworkConfig((width,), 1, arch="gated" if arch == "gated" else "mlp",
@@ -101,10 +100,10 @@ class HierarchicalVAE(VAE):
     def _check_network_shapes(self, encoder_output_size, hint):
         # The bottom-up network's output is d_1 (any width), not q(z|x)'s parameters.
         decoder_out = tuple(self.decoder.output_shape[1:])
-        if decoder_out != self.network_config.input_shape:
+        if decoder_out != self.likelihood_layer.params_shape:
             raise ConfigError(
-                f"The decoder outputs shape {decoder_out}, but the likelihood needs the "
-                f"example shape {self.network_config.input_shape}."
+                f"The decoder outputs shape {decoder_out}, but the likelihood reads "
+                f"{self.likelihood_layer.params_shape}."
             )
 
     def build(self, input_shape=None):
@@ -197,6 +196,7 @@ class HierarchicalVAE(VAE):
     def sample(self, n, seed=None, *, labels=None):
         """n examples generated top-down: z_L from the prior, z_l ~ p(z_l | z_{l+1}), then
         the likelihood's mean given z_1, z_2. `[n, *input_shape]`."""
+        check_count(n)
         self.check_labels(labels, n)
         seed = stateless_seed(seed)
         z = self.prior.sample(n, seed=_layer_seed(seed, self.num_layers - 1))
@@ -206,8 +206,32 @@ class HierarchicalVAE(VAE):
             samples.insert(0, z)
         return self._decode(tf.concat(samples, axis=-1), None).mean()
 
+    @property
+    def exportable_parts(self):
+        # q(z_l | z_{l+1}, x) below the top depends on a sample of the layer above: no
+        # deterministic encoder graph describes it.
+        return ("decoder",)
+
     def encoder_outputs(self, x, labels=None):
-        raise ConfigError("A HierarchicalVAE cannot be exported yet; save it as .keras and serve it from Python.")
+        """q(z_L|x)'s parameters (a VampPrior's components at its pseudo-inputs are these)."""
+        return self.posterior_layer.parameters_of(self._posterior(x, labels))
+
+    def decoder_outputs(self, z, labels=None):
+        """The exported generator: z = [ε_1, ..., ε_{L-1}, z_L], `[batch, sum(latent_dims)]`,
+        with z_L a draw from the prior and each ε_l from N(0, I); the graph computes
+        z_l = loc_l(z_{l+1}) + scale_l(z_{l+1}) · ε_l top-down and returns
+        `{"mean": E[x | z_1, z_2], **likelihood parameters}`. A server draws the input
+        exactly as it draws a one-layer VAE's z (N(0, I), with the prior's own draw in the
+        last `latent_dims[-1]` columns)."""
+        bounds = np.cumsum((0, *self.latent_dims))
+        latent = z[:, bounds[-2] :]  # z_L
+        latents = [latent]
+        for l in reversed(range(self.num_layers - 1)):
+            # The Gaussian's own parameters: stddev() broadcasts with an op ONNX lacks.
+            prior = self.conditional_priors[l].parameters_of(self._layer_below(l, latent, None, False)[0])
+            latent = prior["loc"] + prior["scale"] * z[:, bounds[l] : bounds[l + 1]]
+            latents.insert(0, latent)
+        return super().decoder_outputs(tf.concat(latents, axis=-1), labels)
 
     def get_config(self):
         config = super().get_config()

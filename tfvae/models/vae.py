@@ -9,7 +9,7 @@ from tfvae import objectives
 from tfvae.callbacks import KLWarmup
 from tfvae.distributions import posterior_code, reparameterized_sample
 from tfvae.errors import ConfigError
-from tfvae.models.base import LatentModel, example_count
+from tfvae.models.base import LatentModel, check_count, example_count
 from tfvae.posteriors import get_posterior
 from tfvae.priors import get_prior
 from tfvae.seeding import fold_in, stateless_seed
@@ -188,6 +188,11 @@ class VAE(LatentModel):
 
     def decode(self, z, training=False, *, labels=None):
         """p(x|z) for z `[..., latent_dim]`: batch shape `z.shape[:-1]`, event shape x's."""
+        shape = tuple(z.shape if isinstance(z, (tf.Tensor, np.ndarray)) else np.shape(z))
+        if not shape or shape[-1] not in (None, self.latent_dim):
+            raise ConfigError(
+                f"decode takes z of shape [..., {self.latent_dim}] (latent_dim); got shape {shape}."
+            )
         return self._decode(z, self.check_labels(labels), training)
 
     def sample(self, n, seed=None, *, labels=None):
@@ -202,9 +207,31 @@ class VAE(LatentModel):
           `[n, *input_shape]`: the likelihood's mean (pixel probabilities for a
           Bernoulli likelihood).
         """
+        check_count(n)
         labels = self.check_labels(labels, n)
         z = self.prior.sample(n, seed=stateless_seed(seed))
         return self._decode(z, labels).mean()
+
+    @property
+    def has_prior(self):
+        return True
+
+    @property
+    def posterior_family(self):
+        return self.posterior_layer.covariance
+
+    @property
+    def loss_name(self):
+        return "negative IWAE bound" if self.objective == "iwae" else "negative ELBO"
+
+    @property
+    def encoder_layers(self):
+        return (self.encoder, self.posterior_layer)
+
+    @property
+    def exportable_parts(self):
+        # An IAF posterior is no Gaussian whose parameters a client could sample from.
+        return ("decoder",) if self.posterior_layer.covariance == "iaf" else ("decoder", "encoder")
 
     def encoder_outputs(self, x, labels=None):
         """The exported encoder's outputs: q(z|x)'s `loc` and `scale` (or `scale_tril`)."""
@@ -221,8 +248,15 @@ class VAE(LatentModel):
         return terms, [objectives.kl_divergence(posterior, prior, terms, self.analytic_kl)]
 
     def _objective_and_metrics(self, x, labels, training):
-        seed = tf.stack([tf.cast(self.sampler_seed, tf.int32), tf.cast(self.sampler_step, tf.int32)])
-        self.sampler_step.assign_add(1)
+        if training:
+            seed = tf.stack([tf.cast(self.sampler_seed, tf.int32), tf.cast(self.sampler_step, tf.int32)])
+            self.sampler_step.assign_add(1)
+        else:
+            # Evaluation (and validation) draws from its own stream, the same for every
+            # batch and every call: evaluating twice gives identical numbers, and an
+            # evaluation between two fits leaves the training noise as it was. Training's
+            # step counter is never negative, so the streams never meet.
+            seed = tf.stack([tf.cast(self.sampler_seed, tf.int32), tf.constant(-1, tf.int32)])
         terms, kls = self._sampled_terms(x, labels, self.num_samples, seed, training)
         reconstruction = -tf.reduce_mean(objectives.expected_log_likelihood(terms))
         layer_kls = [tf.reduce_mean(kl) for kl in kls]

@@ -1,0 +1,25 @@
+"""The README's Python quick start runs as printed (in a fresh folder, seeded)."""
+import os
+import re
+
+import keras
+import numpy as np
+
+README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+
+
+def quick_start():
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Quick start (Python)"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_quick_start_runs_verbatim(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    keras.utils.set_random_seed(0)
+    namespace = {}
+    exec(compile(quick_start(), "README.md quick start", "exec"), namespace)
+    vae, same, data = namespace["vae"], namespace["same"], namespace["data"]
+    np.testing.assert_array_equal(same.elbo(data.test, seed=1).numpy(), vae.elbo(data.test, seed=1).numpy())
+    assert os.path.isfile(tmp_path / "vae.keras")

@@ -1,0 +1,84 @@
+"""Tables: CSV files, a Gaussian likelihood standardised inside the model, answers in the table's units."""
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import tfvae
+from tfvae import DataError, cli, training
+
+
+def write_table(path, rows, header=("height_mm", "weight_g", "temperature_c")):
+    with open(path, "w") as f:
+        f.write(",".join(header) + "\n")
+        f.writelines(",".join(f"{v:.6g}" for v in row) + "\n" for row in rows)
+    return str(path)
+
+
+def correlated_rows(n, seed=0):
+    """Rows in large, unequal units: a 1-d factor plus noise, means ~1000, 50 and 37."""
+    rng = np.random.default_rng(seed)
+    factor = rng.standard_normal((n, 1))
+    return np.hstack([1000 + 80 * factor, 50 + 4 * factor, 37 + 0.5 * factor]) + rng.normal(0, [8, 0.4, 0.05], (n, 3))
+
+
+def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
+    path = write_table(tmp_path / "table.csv", correlated_rows(400))
+    out = str(tmp_path / "run")
+    assert cli.main(["train", "--data", path, "--likelihood", "gaussian", "--latent-dim", "1", "--hidden-units", "32",
+                     "--epochs", "25", "--batch-size", "32", "--learning-rate", "0.01", "--quiet", "--out", out]) == 0
+    pictures = sorted(name for name in os.listdir(out) if name.endswith(".png"))
+    assert pictures == ["learning_curve.png"]  # rows of a table are no pictures
+    assert cli.main(["sample", out, "--n", "4", "--out", str(tmp_path / "s.png")]) == 2
+    assert "--out FILE.npy" in capsys.readouterr().err
+    assert cli.main(["sample", out, "--n", "4", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (4, 3)
+    model = keras.models.load_model(os.path.join(out, "model.keras"))  # the statistics travel with it
+    rows = training.load_run_data(out).valid
+    reconstructed = model.reconstruct(rows).numpy()  # decode(E_q[z|x])
+    errors = np.abs(reconstructed - rows).mean(axis=0)
+    spread = rows.std(axis=0)
+    assert np.all(errors < 0.5 * spread), (errors, spread)  # in the table's units, far below its spread
+    np.testing.assert_allclose(reconstructed.mean(axis=0), rows.mean(axis=0), rtol=0.02)
+    # A fresh model's predictive spread is the data's (standardised units start at 1).
+    fresh = training.build_model_for(training.read_config(out), training.load_run_data(out))
+    np.testing.assert_allclose(fresh.likelihood_layer.data_scale, training.load_splits(
+        training.read_config(out)).train.std(axis=0), rtol=1e-4)
+
+
+def test_log_likelihood_ranks_anomalous_rows_below_normal_ones(tmp_path):
+    train = correlated_rows(400, seed=1)
+    data = tfvae.load_dataset(write_table(tmp_path / "t.csv", train), likelihood="gaussian")
+    loc, scale = tfvae.data.standardization(data.train)
+    vae = tfvae.VAE((3,), 1, hidden_units=(32,), seed=0,
+                    likelihood=tfvae.GaussianLikelihood((3,), data_loc=loc, data_scale=scale))
+    vae.compile(optimizer=keras.optimizers.Adam(0.01))
+    vae.fit(data.train, epochs=25, batch_size=32, verbose=0)
+    normal = correlated_rows(50, seed=2).astype("float32")
+    anomalous = normal.copy()
+    anomalous[:, 1] = 50 - 4 * (anomalous[:, 0] - 1000) / 80  # weight against height: breaks the factor
+    scores = vae.log_likelihood(np.vstack([normal, anomalous]), num_samples=100, seed=0)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score([0] * 50 + [1] * 50, -scores) > 0.9
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a,b\n1,2\n3,x\n", r"line 3, column 'b': 'x' is not a number"),
+    ("a,b\n1,2\n3\n", r"line 3: 1 cells, but the table has 2 columns"),
+    ("a,b\n1,\n", r"line 2, column 'b': '' is not a number"),
+    ("a,b\n1,nan\n", r"'nan' is not a number.*impute"),
+])
+def test_a_bad_table_names_the_line_column_and_fix(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        tfvae.load_dataset(str(path), likelihood="gaussian")
+
+
+def test_a_table_without_a_header_is_read_too(tmp_path):
+    path = tmp_path / "plain.csv"
+    path.write_text("1,2\n3,4\n5,6\n7,8\n9,10\n11,12\n13,14\n15,16\n17,18\n19,20\n")
+    data = tfvae.load_dataset(str(path), likelihood="gaussian")
+    assert data.example_shape == (2,) and len(data.train) + len(data.valid) == 10

@@ -63,11 +63,20 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--data", "digits", "--out", "x", "--epochs", "0"], "--epochs: expected a positive integer, got 0"),
+        (["train", "--data", "digits", "--out", "x", "--epochs", "0"], "--epochs: expected a positive integer up to 2147483647, got 0"),
         (["train", "--data", "digits", "--out", "x", "--latent-dim", "0"], "--latent-dim: expected a positive"),
         (["train", "--data", "digits", "--out", "x", "--posterior", "banded"], "invalid choice: 'banded'"),
         (["train", "--data", "digits", "--out", "x", "--hidden-units", "64,x"], "comma-separated"),
         (["fly"], "invalid choice: 'fly'"),
+        (["train", "--data", "digits", "--out", "x", "--seed", "99999999999999999999"], "--seed: expected an integer in"),
+        (["train", "--data", "digits", "--out", "x", "--batch-size", "99999999999999999999999"],
+         "--batch-size: expected a positive integer up to 2147483647"),
+        (["train", "--data", "digits", "--out", "x", "--learning-rate", "inf"], "--learning-rate: expected a finite number"),
+        (["train", "--data", "digits", "--out", "x", "--beta", "1e309"], "--beta: expected a finite number"),
+        (["sample", "run", "--out", "s.png", "--seed", "99999999999999999999"], "--seed: expected an integer"),
+        (["export", "run", "--version", "99999999999999999999"], "--version: expected a positive integer up to"),
+        (["serve", "exported", "--port", "70000"], "--port: expected a TCP port in [1, 65535]"),
+        (["serve", "exported", "--batch-delay-ms", "inf"], "--batch-delay-ms: expected a finite number"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):

@@ -75,8 +75,8 @@ def test_cli_json_line_has_every_key_and_honours_limit_and_split(run_dir, capsys
     "argv, message",
     [
         (["--split", "holdout"], "invalid choice: 'holdout'"),
-        (["--num-samples", "0"], "--num-samples: expected a positive integer, got 0"),
-        (["--num-samples", "-5"], "--num-samples: expected a positive integer, got -5"),
+        (["--num-samples", "0"], "--num-samples: expected a positive integer up to 2147483647, got 0"),
+        (["--num-samples", "-5"], "--num-samples: expected a positive integer up to 2147483647, got -5"),
     ],
 )
 def test_cli_bad_arguments_exit_2_with_one_line(run_dir, argv, message, capsys):

@@ -62,10 +62,19 @@ def test_vamp_prior_trains_with_a_monte_carlo_kl_and_keeps_pseudo_inputs_in_rang
     assert report["nll"] <= -report["elbo"] + 3 * report["nll_stderr"]
 
 
-def test_mixture_priors_evaluate_in_smaller_sample_chunks():
-    """A VampPrior's log density holds [samples, batch, components] values."""
-    assert vamp_vae(components=500, latent_dim=40)._default_sample_batch_size(100) * 100 * 500 <= 2**25
-    assert tfvae.VAE((64,), 40, hidden_units=(8,))._default_sample_batch_size(100) == 1000
+def test_importance_sampling_chunks_fit_the_memory_budget():
+    """A VampPrior's log density holds [samples, batch, components] float64 values, a
+    likelihood its parameters per example (15 per dimension for a 5-logistic mixture)."""
+    budget = 64 * 2**20
+    vamp = vamp_vae(components=500, latent_dim=40)._default_sample_batch_size(100, 64)
+    assert vamp * 100 * 500 * 8 <= budget and (vamp + 1) * 100 * 500 * 8 > budget
+    assert tfvae.VAE((64,), 40, hidden_units=(8,))._default_sample_batch_size(100, 1024) == 1000  # capped
+    colour = tfvae.VAE((3072,), 8, hidden_units=(8,), likelihood="discretized_logistic_mixture",
+                       image_shape=(32, 32, 3))
+    chunk = colour._default_sample_batch_size(100, 1024)
+    assert chunk * 100 * 3072 * 15 * 16 <= 1024 * 2**20 and chunk < 50
+    with pytest.raises(tfvae.ConfigError, match="memory_budget_mib"):
+        colour.log_likelihood(np.zeros((1, 3072), "float32"), memory_budget_mib=0)
 
 
 def test_diagonal_gaussian_mixture_log_prob_matches_tfp_mixture_same_family():

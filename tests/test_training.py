@@ -220,9 +220,9 @@ def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_last_finite_check
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
-def test_the_cli_refuses_to_report_success_for_an_infinite_learning_rate(tmp_path, capsys):
+def test_the_cli_refuses_to_report_success_for_a_diverging_learning_rate(tmp_path, capsys):
     out = str(tmp_path / "run")
-    argv = ["train", "--data", "digits", "--out", out, "--learning-rate", "inf", "--latent-dim", "3",
+    argv = ["train", "--data", "digits", "--out", out, "--learning-rate", "1e30", "--latent-dim", "3",
             "--hidden-units", "32", "--epochs", "2", "--quiet", "--no-pictures"]
     assert cli.main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()

@@ -37,30 +37,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_int(text):
+# TensorFlow's sizes and seeds are 32-bit, TF Serving's and Triton's versions 64-bit: a
+# larger number is a mistake to report here, not a traceback from deep inside.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _integer(text, low, high, expected):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def _positive_int(text):
+    return _integer(text, 1, INT32_MAX, f"a positive integer up to {INT32_MAX}")
 
 
 def _non_negative_int(text):
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _integer(text, 0, INT32_MAX, f"an integer in [0, {INT32_MAX}]")
+
+
+def _version(text):
+    return _integer(text, 1, INT64_MAX, f"a positive integer up to {INT64_MAX} (int64)")
+
+
+def _port(text):
+    return _integer(text, 1, 65535, "a TCP port in [1, 65535]")
 
 
 def _non_negative_float(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -244,7 +259,7 @@ def _add_export(subparsers):
     p.add_argument("--name", help="model name (default: the run directory's name)")
     p.add_argument("--out", default="exported", metavar="EXPORT_DIR",
                    help="the model repository (default: exported)")
-    p.add_argument("--version", type=_positive_int, default=None,
+    p.add_argument("--version", type=_version, default=None,
                    help="version folder (default: the next free number)")
     p.add_argument("--parts", type=_parts, default=None, metavar="decoder,encoder",
                    help="default: every part the model can export (a hierarchical VAE's and an IAF "
@@ -276,6 +291,8 @@ def _add_evaluate(subparsers):
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N examples")
     p.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K")
     p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--memory-budget-mib", type=_positive_float, default=1024,
+                   help="roughly what one importance-sampling step may hold (default 1024)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
     p.set_defaults(handler=_evaluate)
@@ -316,7 +333,7 @@ def _evaluate(args):
     examples, labels = _limited(*_split_for(model, args), args.limit)
     report = evaluate(model, examples, labels=labels if model.conditional else None,
                       num_samples=args.num_samples, batch_size=args.batch_size,
-                      seed=args.seed, verbose=0 if args.json else 1)
+                      seed=args.seed, verbose=0 if args.json else 1, memory_budget_mib=args.memory_budget_mib)
     print(f"{args.split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
           f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
           f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
@@ -372,7 +389,7 @@ def _add_serve(subparsers):
     )
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="a repository written by `tfvae export`")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
     p.add_argument("--max-batch-size", type=_positive_int, default=defaults.max_batch_size)
     p.add_argument("--batch-delay-ms", type=_non_negative_float, default=defaults.batch_delay_ms)

@@ -32,7 +32,8 @@ def active_units(model, x, batch_size=100, labels=None):
     return [int(layer.sum()) for layer in np.split(active, np.cumsum(model.latent_sizes)[:-1])]
 
 
-def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None, seed=0, verbose=0, labels=None):
+def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None, seed=0, verbose=0, labels=None,
+             memory_budget_mib=1024):
     """Per-example averages over `x`, in nats.
 
     Args:
@@ -41,7 +42,9 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
       labels: `[N]` class ids, for a conditional model (its NLL is then -log p(x|y)).
       num_samples: K, importance samples per example for the NLL.
       batch_size: examples per step.
-      sample_batch_size: samples per step (default min(K, 1000)).
+      sample_batch_size: samples per step (default: what `memory_budget_mib` allows).
+      memory_budget_mib: roughly what one importance-sampling step may hold
+        (`VAE.log_likelihood`).
       seed: the same seed repeats the report.
       verbose: 1 shows a progress bar.
 
@@ -64,7 +67,8 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
     if len(x) == 0:
         raise ConfigError("evaluate needs at least one example.")
     log_px = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size,
-                                  sample_batch_size=sample_batch_size, seed=seed, verbose=verbose, labels=labels)
+                                  sample_batch_size=sample_batch_size, seed=seed, verbose=verbose, labels=labels,
+                                  memory_budget_mib=memory_budget_mib)
     expected_log_likelihood, layer_kls = [], []
     for index, (x_batch, labels_batch) in enumerate(_batches(x, labels, batch_size)):
         ell, _ = model.elbo_terms(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)

@@ -63,10 +63,11 @@ class ConditionalVAE(VAE):
         return super().elbo(x, num_samples, seed, labels=labels)
 
     def log_likelihood(self, x, labels, num_samples=1000, batch_size=100, sample_batch_size=None, seed=None,
-                       verbose=0):
+                       verbose=0, memory_budget_mib=1024):
         """The importance-sampled log p(x|y) per example; see `VAE.log_likelihood`."""
         return super().log_likelihood(
-            x, num_samples, batch_size, sample_batch_size, seed, verbose, labels=labels
+            x, num_samples, batch_size, sample_batch_size, seed, verbose, labels=labels,
+            memory_budget_mib=memory_budget_mib,
         )
 
     def fit(self, x=None, y=None, *args, **kwargs):

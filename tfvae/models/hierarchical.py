@@ -84,9 +84,11 @@ class HierarchicalVAE(VAE):
         networks = dict(arch=arch, hidden_units=hidden_units, filters=filters, activation=activation,
                         image_shape=image_shape)
         # The decoder reads [z_1, t_1]: z_1 and the top-down state from the layers above.
-        params = get_likelihood(kwargs.get("likelihood", "bernoulli"), tuple(input_shape), kwargs.get("likelihood_scale"))
-        config = NetworkConfig(input_shape, latent_dims[0] + width, params_per_dimension=params.params_per_dimension,
-                               input_normalization=params.input_normalization, **networks)
+        # Built here (and handed on) because the decoder's size depends on it.
+        likelihood = get_likelihood(kwargs.pop("likelihood", "bernoulli"), tuple(input_shape),
+                                    kwargs.pop("likelihood_scale", None))
+        config = NetworkConfig(input_shape, latent_dims[0] + width, params_per_dimension=likelihood.params_per_dimension,
+                               input_normalization=likelihood.input_normalization, **networks)
         # Read by `build`, which VAE.__init__ calls (a built layer accepts no new sub-layers).
         self.latent_dims = latent_dims
         self._layer_config = NetworkConfig((width,), 1, arch="gated" if arch == "gated" else "mlp",
@@ -94,17 +96,12 @@ class HierarchicalVAE(VAE):
         super().__init__(
             input_shape, latent_dims[-1], posterior=posterior, flow_steps=flow_steps,
             encoder=encoder or build_encoder(config, width, name="bottom_up"),
-            decoder=decoder or build_decoder(config), **networks, **kwargs,
+            decoder=decoder or build_decoder(config), likelihood=likelihood, **networks, **kwargs,
         )
 
     def _check_network_shapes(self, encoder_output_size, hint):
         # The bottom-up network's output is d_1 (any width), not q(z|x)'s parameters.
-        decoder_out = tuple(self.decoder.output_shape[1:])
-        if decoder_out != self.likelihood_layer.params_shape:
-            raise ConfigError(
-                f"The decoder outputs shape {decoder_out}, but the likelihood reads "
-                f"{self.likelihood_layer.params_shape}."
-            )
+        self._check_decoder_shape()
 
     def build(self, input_shape=None):
         self.likelihood_layer.build(self.decoder.output_shape)

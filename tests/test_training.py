@@ -254,3 +254,13 @@ def test_evaluation_uses_the_validation_examples_the_run_held_out_not_fresh_ones
     np.savez(other, train=train_examples[::-1])
     assert cli.main(["evaluate", out, "--data", other, "--split", "valid", "--num-samples", "10"]) == 2
     assert "could be ones the run" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_its_count_of_epochs_without_a_better_validation_loss():
+    log = [{"loss": 9.0, "val_loss": v} for v in (5.0, 3.0, 4.0, 3.0, 6.0)]
+    assert checkpointing.best_so_far(log) == (3.0, 3)  # the first 3.0: ties are no improvement
+    assert checkpointing.stopped_early(log, patience=3) and not checkpointing.stopped_early(log, patience=4)
+    stopping = checkpointing.ResumableEarlyStopping(patience=4, log=log)
+    stopping.on_train_begin()
+    assert (stopping.best, stopping.wait) == (3.0, 3)  # Keras' own would restart at (None, 0)
+    assert checkpointing.best_so_far([]) is None and not checkpointing.stopped_early(log[:1], patience=1)

@@ -140,18 +140,29 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def __init__(self, patience, log=()):
         super().__init__(monitor="val_loss", patience=patience)
-        self.done = [row["val_loss"] for row in log if "val_loss" in row]
+        self.done = best_so_far(log)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self.done:
-            best = min(range(len(self.done)), key=self.done.__getitem__)
-            self.best, self.wait = self.done[best], len(self.done) - 1 - best
+        if self.done is not None:
+            self.best, self.wait = self.done
+
+
+def best_so_far(log):
+    """`(best val_loss, epochs done since it)` of the epochs in `log`, or None before any.
+
+    The first of equal values counts, as Keras' `EarlyStopping` and `BestWeights` only
+    take strict improvements.
+    """
+    losses = [row["val_loss"] for row in log if "val_loss" in row]
+    if not losses:
+        return None
+    best = min(range(len(losses)), key=losses.__getitem__)
+    return losses[best], len(losses) - 1 - best
 
 
 def stopped_early(log, patience):
     """Whether `EarlyStopping(patience)` had already ended the run whose epochs are `log`."""
-    losses = [row["val_loss"] for row in log if "val_loss" in row]
-    if not patience or len(losses) < 2:
-        return False
-    return len(losses) - 1 - min(range(len(losses)), key=losses.__getitem__) >= patience
+    done = best_so_far(log)
+    # Keras never stops after the first epoch (`epoch > 0`).
+    return bool(patience) and done is not None and len(log) > 1 and done[1] >= patience

@@ -28,6 +28,7 @@ from tfvae.checkpointing import (
     BestWeights,
     EpochCheckpoint,
     ResumableEarlyStopping,
+    best_so_far,
     latest_checkpoint,
     stopped_early,
 )
@@ -397,7 +398,7 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
     checkpointing = EpochCheckpoint(checkpoint_dir, log)
     callbacks = [
         shuffle_callback,
-        BestWeights(os.path.join(config.out, BEST_WEIGHTS), min((row["val_loss"] for row in log), default=math.inf)),
+        BestWeights(os.path.join(config.out, BEST_WEIGHTS), (best_so_far(log) or (math.inf,))[0]),
         checkpointing,
         _EpochLogWriter(os.path.join(config.out, EPOCH_LOG), checkpointing),
         keras.callbacks.TerminateOnNaN(),  # ends a diverged epoch at once; EpochCheckpoint reports it

@@ -1,7 +1,7 @@
 """Honest evaluation: the importance-sampled negative log-likelihood and the ELBO's parts.
 
 Everything comes from the model's shared estimators (`VAE.log_likelihood`,
-`VAE.elbo_terms`), in batches so that memory is bounded whatever the number of samples.
+`VAE.elbo_parts`), in batches so that memory is bounded whatever the number of samples.
 """
 import math
 
@@ -71,11 +71,9 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
                                   memory_budget_mib=memory_budget_mib)
     expected_log_likelihood, layer_kls = [], []
     for index, (x_batch, labels_batch) in enumerate(_batches(x, labels, batch_size)):
-        ell, _ = model.elbo_terms(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)
+        ell, kls = model.elbo_parts(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)
         expected_log_likelihood.append(ell.numpy())
-        # The same seed draws the same z, so the layers' KLs sum to elbo_terms' KL.
-        layer_kls.append(np.stack([k.numpy() for k in model.layer_kls(
-            x_batch, num_samples=1, seed=seed + index, labels=labels_batch)], axis=1))
+        layer_kls.append(np.stack([kl.numpy() for kl in kls], axis=1))  # [batch, layers]
     expected_log_likelihood, layer_kls = np.concatenate(expected_log_likelihood), np.concatenate(layer_kls)
     kl = layer_kls.sum(axis=1)
     active = active_units(model, x, batch_size, labels)

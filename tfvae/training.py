@@ -32,10 +32,9 @@ from tfvae.checkpointing import (
     latest_checkpoint,
     stopped_early,
 )
-from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset, standardization
+from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
 from tfvae.distributions import DiscretizedLogisticMixtureLikelihood, GaussianLikelihood
 from tfvae.errors import ConfigError, RunError
-from tfvae.input_pipeline import shuffled_batches
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
@@ -81,6 +80,9 @@ class TrainConfig:
       clip_norm: clip the gradients' global norm to this (0: off; Adam's `global_clipnorm`).
       analytic_kl: closed-form KL where it exists.
       patience: stop after this many epochs without a better validation loss (0: never).
+      shuffle_window: examples shuffled together when `train` is streamed from TFRecord
+        shards (`tfvae.records`; memory holds about three windows); in-memory data are
+        shuffled whole.
       seed: seeds weights, shuffling and samples; the same seed repeats the run.
     """
 
@@ -112,6 +114,7 @@ class TrainConfig:
     clip_norm: float = 0.0
     analytic_kl: bool = True
     patience: int = 0
+    shuffle_window: int = 10_000
     seed: int = 0
 
     def __post_init__(self):
@@ -126,7 +129,7 @@ class TrainConfig:
         if self.latent_dims and self.model != "hierarchical":
             raise ConfigError("latent_dims (--latent-dims) is for --model hierarchical; use latent_dim otherwise.")
         for name in ("epochs", "latent_dim", "num_samples", "batch_size", "pseudo_inputs", "flow_steps",
-                     "mixture_components"):
+                     "mixture_components", "shuffle_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
@@ -272,7 +275,7 @@ def build_model_for(config, splits):
     """`build_model` for the data in `splits` (a Gaussian likelihood standardised by the
     training split's statistics, so it answers in the data's units)."""
     num_classes = splits.num_classes if config.conditional else None
-    statistics = standardization(splits.train) if config.likelihood == "gaussian" else None
+    statistics = splits.train_statistics() if config.likelihood == "gaussian" else None
     return build_model(config, splits.example_shape, splits.image_shape, num_classes, statistics)
 
 
@@ -394,7 +397,8 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
     if done:
         done.restore(model)
     labels = splits.labels if config.conditional else {}
-    batches, shuffle_callback = shuffled_batches(splits.train, config.batch_size, config.seed, labels.get("train"))
+    batches, shuffle_callback = splits.train_batches(
+        config.batch_size, config.seed, labels=config.conditional, window=config.shuffle_window)
     checkpointing = EpochCheckpoint(checkpoint_dir, log)
     callbacks = [
         shuffle_callback,

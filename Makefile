@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
+.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
 	bench-eval bench-serve bench-train bench-train-ablation clean
 
 install: $(STAMP)
@@ -25,6 +25,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The inner loop: every test but those marked slow (trainings, servers, subprocesses).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+# ruff's checks (pyflakes, pycodestyle, import order) and its formatter, as configured in ruff.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Test NLL of the literature's VAE on binarised MNIST (hours on 2 cores; resumable with
 # BENCH_ARGS=--resume). Each writes bench/results/<name>.json.

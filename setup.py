@@ -1,8 +1,17 @@
+import re
+
 from setuptools import find_packages, setup
+
+
+def version():
+    """The one version, written in tfvae/__init__.py."""
+    with open("tfvae/__init__.py", encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
 
 setup(
     name="tfvae",
-    version="0.1.0",
+    version=version(),
     description="Variational autoencoders in Keras 3 and TensorFlow Probability: train with fit, "
     "evaluate honestly, export and serve.",
     long_description=open("README.md", encoding="utf-8").read(),
@@ -28,7 +37,10 @@ setup(
         "uvicorn[standard]==0.54.0",
         "orjson==3.13.0",
         "prometheus-client==0.26.0",
+        "jsonschema==4.26.0",
     ],
-    extras_require={"test": ["pytest>=8", "httpx==0.28.1", "tritonclient[http]==2.73.0"]},
+    extras_require={
+        "test": ["pytest>=8", "httpx==0.28.1", "tritonclient[http]==2.73.0", "hypothesis==6.170.17", "ruff==0.17.6"]
+    },
     entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
 )

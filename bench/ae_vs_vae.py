@@ -11,6 +11,7 @@ the VAE adds q(z|x)'s scale, the prior and the KL. Reported on the test split:
   of every pixel draws blur, and the test reconstructions give the reference level).
 Writes bench/results/ae_vs_vae.json and docs/images/ae_vs_vae/*.png.
 """
+
 import argparse
 import json
 import os
@@ -18,10 +19,10 @@ import time
 
 import keras
 import numpy as np
+from results_io import provenance, write_result
 
 import tfvae
 from tfvae import plots
-from results_io import provenance, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "binarized_mnist.npz")
@@ -34,8 +35,10 @@ def reconstruction_report(model, x, batch_size=500):
         likelihood = model.decode(codes[i : i + batch_size])
         nll.append(-likelihood.log_prob(x[i : i + batch_size]).numpy())
         errors.append(np.mean((likelihood.mean().numpy() > 0.5) != (x[i : i + batch_size] > 0.5), axis=1))
-    return codes, {"reconstruction_nats": float(np.mean(np.concatenate(nll))),
-                   "pixel_error_rate": float(np.mean(np.concatenate(errors)))}
+    return codes, {
+        "reconstruction_nats": float(np.mean(np.concatenate(nll))),
+        "pixel_error_rate": float(np.mean(np.concatenate(errors))),
+    }
 
 
 def mean_entropy(probabilities):
@@ -56,8 +59,11 @@ def main():
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ae_vs_vae.json"))
     args = parser.parse_args()
     splits = tfvae.load_dataset(args.data)
-    networks = dict(input_shape=splits.example_shape, latent_dim=args.latent_dim,
-                    hidden_units=tuple(int(u) for u in args.hidden_units.split(",")))
+    networks = dict(
+        input_shape=splits.example_shape,
+        latent_dim=args.latent_dim,
+        hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
+    )
     models = {"autoencoder": tfvae.Autoencoder(**networks), "vae": tfvae.VAE(**networks, seed=0)}
     report = {"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size, **networks, "models": {}}
     rng = np.random.default_rng(0)
@@ -66,8 +72,9 @@ def main():
         keras.utils.set_random_seed(0)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         started = time.perf_counter()
-        model.fit(splits.train, epochs=args.epochs, batch_size=args.batch_size, verbose=2,
-                  validation_data=(splits.valid,))
+        model.fit(
+            splits.train, epochs=args.epochs, batch_size=args.batch_size, verbose=2, validation_data=(splits.valid,)
+        )
         train_seconds = time.perf_counter() - started
         train_codes, _ = reconstruction_report(model, splits.train)
         _, figures = reconstruction_report(model, test)
@@ -83,10 +90,18 @@ def main():
         for kind, z in random_codes.items():
             images = model.decode(z).mean().numpy()
             figures["random_codes"][kind] = {"entropy_nats": mean_entropy(images)}
-            plots.save_image_grid(images, splits.image_shape, os.path.join(args.pictures, f"{name}_{kind}.png"),
-                                  title=f"{name}: decoded codes z ~ {kind.replace('_', ' ')}")
-        plots.save_reconstructions(test[:16], model.reconstruct(test[:16]).numpy(), splits.image_shape,
-                                   os.path.join(args.pictures, f"{name}_reconstructions.png"))
+            plots.save_image_grid(
+                images,
+                splits.image_shape,
+                os.path.join(args.pictures, f"{name}_{kind}.png"),
+                title=f"{name}: decoded codes z ~ {kind.replace('_', ' ')}",
+            )
+        plots.save_reconstructions(
+            test[:16],
+            model.reconstruct(test[:16]).numpy(),
+            splits.image_shape,
+            os.path.join(args.pictures, f"{name}_reconstructions.png"),
+        )
         if name == "vae":
             figures["test_nll_k1000_first_1000"] = -float(np.mean(model.log_likelihood(test[:1000], 1000, seed=0)))
         report["models"][name] = figures

@@ -9,16 +9,17 @@ epochs and optimiser. Scored on the 107 held-out benign and all 212 malignant ro
 - the autoencoder's reconstruction error, the squared error in standardised units.
 Writes bench/results/anomaly.json with both ROC AUCs.
 """
+
 import argparse
 import time
 
 import keras
 import numpy as np
+from results_io import provenance, write_result
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
 
 import tfvae
-from results_io import provenance, write_result
 
 
 def train(model, x, epochs, seed):
@@ -52,26 +53,43 @@ def main():
         def likelihood():
             return tfvae.GaussianLikelihood((30,), data_loc=loc, data_scale=scale)
 
-        vae = train(tfvae.VAE((30,), args.latent_dim, likelihood=likelihood(), seed=seed, **networks),
-                    train_rows, args.epochs, seed)
+        vae = train(
+            tfvae.VAE((30,), args.latent_dim, likelihood=likelihood(), seed=seed, **networks),
+            train_rows,
+            args.epochs,
+            seed,
+        )
         log_px = vae.log_likelihood(test, num_samples=args.num_samples, seed=seed)
-        autoencoder = train(tfvae.Autoencoder((30,), args.latent_dim, likelihood=likelihood(), **networks),
-                            train_rows, args.epochs, seed)
+        autoencoder = train(
+            tfvae.Autoencoder((30,), args.latent_dim, likelihood=likelihood(), **networks),
+            train_rows,
+            args.epochs,
+            seed,
+        )
         error = (((autoencoder.reconstruct(test).numpy() - test) / scale) ** 2).sum(axis=1)
-        rows.append({
-            "seed": seed,
-            "vae_log_likelihood_auc": float(roc_auc_score(is_anomaly, -log_px)),
-            "autoencoder_reconstruction_error_auc": float(roc_auc_score(is_anomaly, error)),
-            "vae_mean_log_likelihood_normal": float(log_px[: len(normal)].mean()),
-            "vae_mean_log_likelihood_anomalous": float(log_px[len(normal):].mean()),
-        })
+        rows.append(
+            {
+                "seed": seed,
+                "vae_log_likelihood_auc": float(roc_auc_score(is_anomaly, -log_px)),
+                "autoencoder_reconstruction_error_auc": float(roc_auc_score(is_anomaly, error)),
+                "vae_mean_log_likelihood_normal": float(log_px[: len(normal)].mean()),
+                "vae_mean_log_likelihood_anomalous": float(log_px[len(normal) :].mean()),
+            }
+        )
         print(rows[-1], flush=True)
     summary = {key: float(np.mean([row[key] for row in rows])) for key in rows[0] if key != "seed"}
-    write_result(args.out, {
-        "dataset": "sklearn.datasets.load_breast_cancer: 250 benign rows to train; 107 benign + 212 malignant to score",
-        "config": vars(args), "per_seed": rows, "mean": summary,
-        "seconds": round(time.perf_counter() - started, 1), **provenance(),
-    })
+    write_result(
+        args.out,
+        {
+            "dataset": "sklearn.datasets.load_breast_cancer: 250 benign rows to train; "
+            "107 benign + 212 malignant to score",
+            "config": vars(args),
+            "per_seed": rows,
+            "mean": summary,
+            "seconds": round(time.perf_counter() - started, 1),
+            **provenance(),
+        },
+    )
     print(summary)
 
 

@@ -13,6 +13,7 @@ Datasets:
 - photo_patches: tfvae's colour patches of scikit-learn's photographs (test split).
 Writes bench/results/codecs_<dataset>.json and docs/images/real_data/<dataset>_*.png.
 """
+
 import argparse
 import io
 import os
@@ -21,10 +22,10 @@ import time
 import keras
 import numpy as np
 from PIL import Image
+from results_io import provenance, write_result
 
 import tfvae
 from tfvae import plots
-from results_io import provenance, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,8 +35,10 @@ def codec_bits_per_dim(images, image_shape):
     sizes = {"png": [], "webp_lossless": []}
     for image in images.reshape(len(images), *image_shape).astype(np.uint8):
         picture = Image.fromarray(image[..., 0] if image_shape[-1] == 1 else image)
-        for name, options in (("png", dict(format="PNG", optimize=True, compress_level=9)),
-                              ("webp_lossless", dict(format="WEBP", lossless=True, quality=100, method=6))):
+        for name, options in (
+            ("png", dict(format="PNG", optimize=True, compress_level=9)),
+            ("webp_lossless", dict(format="WEBP", lossless=True, quality=100, method=6)),
+        ):
             buffer = io.BytesIO()
             picture.save(buffer, **options)
             sizes[name].append(len(buffer.getvalue()))
@@ -51,7 +54,11 @@ def load(name, seed=0):
         order = np.random.default_rng(seed).permutation(len(images))
         return images[order[:4000]], images[order[4000:]], (28, 28, 1)
     data = tfvae.load_dataset("photo_patches", likelihood="discretized_logistic")
-    return np.concatenate([data.train, data.valid]).reshape(-1, 32 * 32 * 3), data.test.reshape(-1, 32 * 32 * 3), (32, 32, 3)
+    return (
+        np.concatenate([data.train, data.valid]).reshape(-1, 32 * 32 * 3),
+        data.test.reshape(-1, 32 * 32 * 3),
+        (32, 32, 3),
+    )
 
 
 def main():
@@ -71,30 +78,53 @@ def main():
     keras.utils.set_random_seed(args.seed)
     dims = train.shape[1]
     vae = tfvae.VAE(
-        (dims,), args.latent_dim, seed=args.seed, image_shape=image_shape, activation="elu",
+        (dims,),
+        args.latent_dim,
+        seed=args.seed,
+        image_shape=image_shape,
+        activation="elu",
         hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
         likelihood=tfvae.DiscretizedLogisticMixtureLikelihood((dims,), num_components=args.components),
     )
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = vae.fit(train, epochs=args.epochs, batch_size=100, verbose=2,
-                      validation_data=(test[:500],), validation_freq=10).history
+    history = vae.fit(
+        train, epochs=args.epochs, batch_size=100, verbose=2, validation_data=(test[:500],), validation_freq=10
+    ).history
     trained = time.perf_counter()
     report = tfvae.evaluate(vae, test, num_samples=args.eval_samples, seed=0, verbose=1)
     best_codec = min(codecs.values())
     pictures = os.path.join(HERE, "..", "docs", "images", "real_data")
     os.makedirs(pictures, exist_ok=True)
-    plots.save_image_grid(vae.sample(64, seed=0).numpy(), image_shape, os.path.join(pictures, f"{args.dataset}_samples.png"),
-                          title="64 samples from the prior (likelihood means)", value_range=(0, 255))
-    plots.save_reconstructions(test[:16], vae.reconstruct(test[:16]).numpy(), image_shape,
-                               os.path.join(pictures, f"{args.dataset}_reconstructions.png"), value_range=(0, 255))
+    plots.save_image_grid(
+        vae.sample(64, seed=0).numpy(),
+        image_shape,
+        os.path.join(pictures, f"{args.dataset}_samples.png"),
+        title="64 samples from the prior (likelihood means)",
+        value_range=(0, 255),
+    )
+    plots.save_reconstructions(
+        test[:16],
+        vae.reconstruct(test[:16]).numpy(),
+        image_shape,
+        os.path.join(pictures, f"{args.dataset}_reconstructions.png"),
+        value_range=(0, 255),
+    )
     result = {
-        "dataset": args.dataset, "train_images": len(train), "test_images": len(test),
+        "dataset": args.dataset,
+        "train_images": len(train),
+        "test_images": len(test),
         "codecs_bits_per_dim": codecs,
-        "vae_nll_bits_per_dim": report["nll_bits_per_dim"], "vae_elbo_bits_per_dim": report["elbo_bits_per_dim"],
-        "vae_nll_nats": report["nll"], "vae_nll_stderr_nats": report["nll_stderr"],
-        "ratio_to_best_codec": report["nll_bits_per_dim"] / best_codec, "target_ratio": 0.75,
-        "final_train_loss": history["loss"][-1], "train_seconds": round(trained - started, 1),
-        "eval_seconds": round(time.perf_counter() - trained, 1), "config": vars(args), **provenance(),
+        "vae_nll_bits_per_dim": report["nll_bits_per_dim"],
+        "vae_elbo_bits_per_dim": report["elbo_bits_per_dim"],
+        "vae_nll_nats": report["nll"],
+        "vae_nll_stderr_nats": report["nll_stderr"],
+        "ratio_to_best_codec": report["nll_bits_per_dim"] / best_codec,
+        "target_ratio": 0.75,
+        "final_train_loss": history["loss"][-1],
+        "train_seconds": round(trained - started, 1),
+        "eval_seconds": round(time.perf_counter() - trained, 1),
+        "config": vars(args),
+        **provenance(),
     }
     write_result(os.path.join(HERE, "results", f"codecs_{args.dataset}.json"), result)
     print({k: result[k] for k in ("codecs_bits_per_dim", "vae_nll_bits_per_dim", "ratio_to_best_codec")})

@@ -8,6 +8,7 @@ diagonal Gaussian, Bernoulli, Adam 1e-3, batch 128) for a few epochs, then measu
   1, 64 and 256, beside the same decoder in Keras (a `tf.function`) on the same inputs.
 Writes bench/results/evaluation.json.
 """
+
 import argparse
 import json
 import os
@@ -19,9 +20,9 @@ import keras
 import numpy as np
 import onnxruntime
 import tensorflow as tf
+from results_io import provenance, write_result
 
 import tfvae
-from results_io import provenance, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "binarized_mnist.npz")
@@ -63,17 +64,21 @@ def main():
         "model": "784-512-256, latent 32 diagonal, Bernoulli (the baselines' model)",
         "train_epochs": args.epochs,
         "nll": {
-            "test_nll": float(-log_px.mean()), "num_samples": args.eval_samples, "examples": len(log_px),
+            "test_nll": float(-log_px.mean()),
+            "num_samples": args.eval_samples,
+            "examples": len(log_px),
             "seconds": round(nll_seconds, 1),
             "images_x_samples_per_s": round(len(log_px) * args.eval_samples / nll_seconds),
-            "peak_rss_mib_before": round(rss_before, 1), "peak_rss_mib_after": round(peak_rss_mib(), 1),
+            "peak_rss_mib_before": round(rss_before, 1),
+            "peak_rss_mib_after": round(peak_rss_mib(), 1),
         },
         "decode_rows_per_s": {},
     }
     with tempfile.TemporaryDirectory() as export_dir:
         result = tfvae.export(model, export_dir, "decoder", parts=("decoder",))
-        session = onnxruntime.InferenceSession(os.path.join(result.paths["decoder"], "model.onnx"),
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            os.path.join(result.paths["decoder"], "model.onnx"), providers=["CPUExecutionProvider"]
+        )
         keras_decode = tf.function(lambda z: model.decode(z).mean())
         for batch in (1, 64, 256):
             z = np.random.default_rng(batch).standard_normal((batch, 32)).astype(np.float32)
@@ -82,7 +87,11 @@ def main():
                 "keras_tf_function": round(rows_per_second(lambda: keras_decode(z).numpy(), batch, args.seconds)),
             }
     report.update(provenance())
-    report["versions"] = {"tfvae": tfvae.__version__, "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__}
+    report["versions"] = {
+        "tfvae": tfvae.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "tensorflow": tf.__version__,
+    }
     write_result(args.out, report)
     print(json.dumps(report, indent=1))
 

@@ -6,6 +6,7 @@ For the decoder and the encoder, at batch sizes 1, 7 and 256: the max |differenc
 every output between the Keras model and (a) the SavedModel's signatures loaded with
 tf.saved_model.load, (b) ONNX Runtime, (c) the ONNX reference evaluator.
 """
+
 import argparse
 import json
 import os
@@ -18,12 +19,12 @@ import onnx
 import onnxruntime
 import tensorflow as tf
 from onnx.reference import ReferenceEvaluator
+from results_io import provenance, write_result
 
 import tfvae
 from tfvae.exporting import model_parts
 
 BATCH_SIZES = (1, 7, 256)
-from results_io import provenance, write_result
 
 
 def runtime_outputs(folder, signatures, input_name, inputs):
@@ -59,8 +60,11 @@ def main():
             input_name = entry["inputs"][0]["name"]
             for batch in BATCH_SIZES:
                 shape = (batch, model.latent_dim) if part == "decoder" else (batch, *model.network_config.input_shape)
-                inputs = rng.normal(size=shape).astype(np.float32) if part == "decoder" else (
-                    rng.random(shape) > 0.5).astype(np.float32)
+                inputs = (
+                    rng.normal(size=shape).astype(np.float32)
+                    if part == "decoder"
+                    else (rng.random(shape) > 0.5).astype(np.float32)
+                )
                 expected = {k: v.numpy() for k, v in parts[part].outputs(tf.constant(inputs)).items()}
                 for runtime, got in runtime_outputs(folder, entry["signatures"], input_name, inputs).items():
                     for key in expected:
@@ -70,8 +74,12 @@ def main():
                         relative[f"{part}/{key}/{runtime}/batch_{batch}"] = difference / scale
     report = {
         "run_dir": args.run_dir,
-        "model": {"latent_dim": model.latent_dim, "input_shape": list(model.network_config.input_shape),
-                  "posterior": model.posterior_layer.covariance, "likelihood": model.likelihood_layer.family},
+        "model": {
+            "latent_dim": model.latent_dim,
+            "input_shape": list(model.network_config.input_shape),
+            "posterior": model.posterior_layer.covariance,
+            "likelihood": model.likelihood_layer.family,
+        },
         "onnx_opset": result.manifest["onnx_opset"],
         "export_seconds": round(export_seconds, 2),
         "max_abs_difference": table,

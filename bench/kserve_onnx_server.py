@@ -6,6 +6,7 @@ inside `predict`, v2 in and out.
 
     python bench/kserve_onnx_server.py --model-dir EXPORT_DIR/NAME/1 --name NAME --port 8081
 """
+
 import argparse
 import os
 

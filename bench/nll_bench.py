@@ -4,10 +4,11 @@ One Gaussian stochastic layer (40 dimensions), MLP encoder and decoder of two ga
 layers of 300 (`--arch mlp --activation relu` for plain ReLU layers), standard normal
 prior (`--prior vamp` for the VampPrior), Bernoulli likelihood, KL warm-up over 100
 epochs, Adam 5e-4, batch 100, early stopping on the validation split (patience 50), as in
-Tomczak & Welling (2018), whose baseline reports 88.56 nats and VampPrior 85.57. The test NLL is importance-sampled with 5000
-samples per image. Training checkpoints every epoch: rerun with --resume after an
+Tomczak & Welling (2018), whose baseline reports 88.56 nats and VampPrior 85.57. The test NLL
+is importance-sampled with 5000 samples per image. Training checkpoints every epoch: rerun with --resume after an
 interruption. Writes bench/results/<name>.json.
 """
+
 import argparse
 import json
 import os
@@ -16,6 +17,7 @@ import time
 
 import keras
 import numpy as np
+from results_io import provenance, write_result
 
 import tfvae
 import tfvae.input_pipeline
@@ -24,7 +26,6 @@ from tfvae.training import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data", "binarized_mnist.npz")
-from results_io import provenance, write_result
 
 
 def peak_rss_mib():
@@ -56,8 +57,13 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
     batches, shuffle = tfvae.input_pipeline.shuffled_batches(splits.train, config.batch_size, config.seed)
     started = time.perf_counter()
     second = model.fit(
-        batches, initial_epoch=first["epochs"], epochs=first["epochs"] + epochs, verbose=2, shuffle=False,
-        validation_data=(splits.valid,), validation_batch_size=config.batch_size,
+        batches,
+        initial_epoch=first["epochs"],
+        epochs=first["epochs"] + epochs,
+        verbose=2,
+        shuffle=False,
+        validation_data=(splits.valid,),
+        validation_batch_size=config.batch_size,
         callbacks=[shuffle, keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)],
     ).history
     history = {
@@ -92,8 +98,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)
     parser.add_argument("--latent-dim", type=int, default=40)
-    parser.add_argument("--latent-dims", default=None,
-                        help="a hierarchical VAE's layer sizes, bottom first (e.g. 40,40)")
+    parser.add_argument(
+        "--latent-dims", default=None, help="a hierarchical VAE's layer sizes, bottom first (e.g. 40,40)"
+    )
     parser.add_argument("--arch", choices=("mlp", "gated"), default="gated")
     parser.add_argument("--activation", default="linear", help="of the hidden layers ('linear' gates a linear map)")
     parser.add_argument("--posterior", choices=("diagonal", "full", "iaf"), default="diagonal")
@@ -109,24 +116,42 @@ def main():
     parser.add_argument("--eval-samples", type=int, default=5000)
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate the first N test images")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="evaluate a trained run: a finished one's model.keras, or the best weights so "
-                        "far of a stopped, unfinished one (reported as unfinished)")
-    parser.add_argument("--fine-tune-from", metavar="RUN_DIR", default=None,
-                        help="a second stage: continue this finished run's best model at --learning-rate "
-                        "for up to --epochs more epochs with --patience")
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="evaluate a trained run: a finished one's model.keras, or the best weights so "
+        "far of a stopped, unfinished one (reported as unfinished)",
+    )
+    parser.add_argument(
+        "--fine-tune-from",
+        metavar="RUN_DIR",
+        default=None,
+        help="a second stage: continue this finished run's best model at --learning-rate "
+        "for up to --epochs more epochs with --patience",
+    )
     parser.add_argument("--out", default=None, help="default: bench/results/NAME.json")
     args = parser.parse_args()
     config = TrainConfig(
-        data=args.data, out=args.run_dir or os.path.join("runs", f"bench-{args.name}"), epochs=args.epochs,
-        latent_dim=args.latent_dim, arch=args.arch,
+        data=args.data,
+        out=args.run_dir or os.path.join("runs", f"bench-{args.name}"),
+        epochs=args.epochs,
+        latent_dim=args.latent_dim,
+        arch=args.arch,
         model="hierarchical" if args.latent_dims else "vae",
-        latent_dims=tuple(int(d) for d in args.latent_dims.split(",")) if args.latent_dims else (), activation=args.activation, posterior=args.posterior,
+        latent_dims=tuple(int(d) for d in args.latent_dims.split(",")) if args.latent_dims else (),
+        activation=args.activation,
+        posterior=args.posterior,
         flow_steps=args.flow_steps,
-        prior=args.prior, pseudo_inputs=args.pseudo_inputs,
+        prior=args.prior,
+        pseudo_inputs=args.pseudo_inputs,
         hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
-        batch_size=args.batch_size, learning_rate=args.learning_rate, kl_warmup_epochs=args.kl_warmup_epochs,
-        objective=args.objective, num_samples=args.num_samples, patience=args.patience, seed=0,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        kl_warmup_epochs=args.kl_warmup_epochs,
+        objective=args.objective,
+        num_samples=args.num_samples,
+        patience=args.patience,
+        seed=0,
     )
     started = time.perf_counter()
     finished = True
@@ -163,8 +188,10 @@ def main():
         "peak_rss_mib_after_training": round(rss_after_training, 1),
         "peak_rss_mib_after_eval": round(peak_rss_mib(), 1),
         "config": config.to_dict(),
-        "command": "python bench/nll_bench.py " + " ".join(
-            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
+        "command": "python bench/nll_bench.py "
+        + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in vars(args).items()
             if v not in (None, False) and k not in ("out",)
         ),
         **provenance(),

@@ -1,4 +1,5 @@
 """What every bench script records with its figures, and how it writes them."""
+
 import os
 import platform
 import subprocess

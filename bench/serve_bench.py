@@ -8,6 +8,7 @@ connection (the primary figures), and wrk (C, one thread).
 The servers run one after the other on this machine; each one's output goes to a log
 file. Results: bench/results/serving.json.
 """
+
 import argparse
 import http.client
 import json
@@ -25,9 +26,9 @@ import urllib.parse
 import httpx
 import keras
 import numpy as np
+from results_io import provenance, write_result
 
 import tfvae
-from results_io import provenance, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONCURRENCY = (1, 8, 32)
@@ -67,7 +68,9 @@ def wait_ready(url, process, timeout=120):
 def run_wrk(url, script, connections, seconds):
     result = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     text = result.stdout
 
@@ -159,8 +162,12 @@ def main():
         model_dir = export_model(os.path.join(work, "repo"))
         z = np.random.default_rng(0).standard_normal((1, 32)).astype(np.float32)
         expected = onnxruntime.InferenceSession(os.path.join(model_dir, "model.onnx")).run(["mean"], {"z": z})[0][0]
-        body = json.dumps({"inputs": [{"name": "z", "shape": [1, 32], "datatype": "FP32", "data": z[0].tolist()}],
-                           "outputs": [{"name": "mean"}]})
+        body = json.dumps(
+            {
+                "inputs": [{"name": "z", "shape": [1, 32], "datatype": "FP32", "data": z[0].tolist()}],
+                "outputs": [{"name": "mean"}],
+            }
+        )
         script = os.path.join(work, "post.lua")
         with open(script, "w") as f:
             f.write(LUA % body)
@@ -169,16 +176,39 @@ def main():
         tfvae_port, kserve_port = free_port(), free_port()
         tfvae_cli = os.path.join(os.path.dirname(sys.executable), "tfvae")
         results = {
-            "tfvae": measure("tfvae serve", [tfvae_cli, "serve", os.path.join(work, "repo"), "--port", str(tfvae_port)],
-                             f"http://127.0.0.1:{tfvae_port}", script, args.seconds, expected,
-                             os.path.join(work, "tfvae.log")),
-            "kserve": measure("kserve", [args.kserve_python, os.path.join(HERE, "kserve_onnx_server.py"),
-                                         "--model-dir", model_dir, "--name", "mnist", "--port", str(kserve_port)],
-                              f"http://127.0.0.1:{kserve_port}", script, args.seconds, expected,
-                              os.path.join(work, "kserve.log")),
+            "tfvae": measure(
+                "tfvae serve",
+                [tfvae_cli, "serve", os.path.join(work, "repo"), "--port", str(tfvae_port)],
+                f"http://127.0.0.1:{tfvae_port}",
+                script,
+                args.seconds,
+                expected,
+                os.path.join(work, "tfvae.log"),
+            ),
+            "kserve": measure(
+                "kserve",
+                [
+                    args.kserve_python,
+                    os.path.join(HERE, "kserve_onnx_server.py"),
+                    "--model-dir",
+                    model_dir,
+                    "--name",
+                    "mnist",
+                    "--port",
+                    str(kserve_port),
+                ],
+                f"http://127.0.0.1:{kserve_port}",
+                script,
+                args.seconds,
+                expected,
+                os.path.join(work, "kserve.log"),
+            ),
         }
-    kserve_version = subprocess.run([args.kserve_python, "-c", "import importlib.metadata as m; print(m.version('kserve'))"],
-                                    capture_output=True, text=True).stdout.strip()
+    kserve_version = subprocess.run(
+        [args.kserve_python, "-c", "import importlib.metadata as m; print(m.version('kserve'))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     ratios = {
         c: {
             "throughput_tfvae_over_kserve": results["tfvae"]["concurrency"][c]["requests_per_s"]
@@ -199,11 +229,15 @@ def main():
         "results": results,
         "ratios": ratios,
         "tfvae_settings": "defaults: --max-batch-size 256 --batch-delay-ms 1, ONNX Runtime on all cores, uvicorn "
-                          "with uvloop + httptools",
+        "with uvloop + httptools",
         "kserve_settings": "ModelServer defaults (workers 1, access log on) with enable_latency_logging=False, "
-                           "ONNX Runtime defaults",
-        "versions": {"tfvae": tfvae.__version__, "kserve": kserve_version, "onnxruntime": onnxruntime.__version__,
-                     "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]},
+        "ONNX Runtime defaults",
+        "versions": {
+            "tfvae": tfvae.__version__,
+            "kserve": kserve_version,
+            "onnxruntime": onnxruntime.__version__,
+            "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0],
+        },
         **provenance(),
         "command": "make bench-serve",
     }

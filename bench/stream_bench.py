@@ -15,6 +15,7 @@ child's own ru_maxrss):
    not grow with the data).
 Writes bench/results/stream.json.
 """
+
 import argparse
 import json
 import os
@@ -24,14 +25,29 @@ import sys
 import time
 
 import numpy as np
+from results_io import provenance, write_result
 
 from tfvae import data, records
-from results_io import provenance, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TFVAE = os.path.join(os.path.dirname(sys.executable), "tfvae")
-MODEL = ["--likelihood", "discretized_logistic", "--hidden-units", "512,256", "--latent-dim", "32",
-         "--batch-size", "256", "--epochs", "1", "--seed", "0", "--quiet", "--no-pictures", "--overwrite"]
+MODEL = [
+    "--likelihood",
+    "discretized_logistic",
+    "--hidden-units",
+    "512,256",
+    "--latent-dim",
+    "32",
+    "--batch-size",
+    "256",
+    "--epochs",
+    "1",
+    "--seed",
+    "0",
+    "--quiet",
+    "--no-pictures",
+    "--overwrite",
+]
 
 
 def random_crops(count, seed):
@@ -52,8 +68,9 @@ def write_dataset(folder, count, seed):
         return
     shutil.rmtree(folder, ignore_errors=True)
     records.write_records(folder, "train", random_crops(count, seed), examples_per_shard=-(-count // 64))
-    records.write_records(folder, "valid", data.load_dataset("photo_patches", "discretized_logistic")
-                          .valid.astype(np.uint8))
+    records.write_records(
+        folder, "valid", data.load_dataset("photo_patches", "discretized_logistic").valid.astype(np.uint8)
+    )
 
 
 def timed_train(data_path, out):
@@ -114,13 +131,17 @@ def main():
         "stream_train_bits_per_dim": history["bits_per_dim"]["train"][0],
         "stream_valid_bits_per_dim": history["bits_per_dim"]["valid"][0],
         "subset": {
-            name: {"examples": args.subset, "seconds": s, "peak_rss_gib": rss / 2**30,
-                   "train_loss": h["train"]["loss"][0]}
+            name: {
+                "examples": args.subset,
+                "seconds": s,
+                "peak_rss_gib": rss / 2**30,
+                "train_loss": h["train"]["loss"][0],
+            }
             for name, (s, rss, h) in subset_runs.items()
         },
         "subset_streamed_over_in_memory_seconds": subset_runs["records"][0] / subset_runs["in_memory"][0],
         "note": "seconds are whole `tfvae train` processes (start-up, checking the records, one epoch, "
-                "writing the run).",
+        "writing the run).",
         **provenance(),
     }
     write_result(args.out, report)

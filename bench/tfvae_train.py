@@ -9,6 +9,7 @@ By default it runs tfvae as a user gets it. `--jit-compile`, `--steps-per-execut
 and `--input keras` (Keras' own fit path for arrays, bypassing tfvae's input pipeline)
 undo the speed defaults one at a time for bench/train_ablation.py.
 """
+
 import argparse
 import functools
 import json
@@ -58,12 +59,21 @@ def main():
     fit(x_train, epochs=args.epochs, batch_size=args.batch, verbose=0, callbacks=[timer])
     later = timer.seconds[1:] or timer.seconds
     test = model.evaluate(x_test, batch_size=500, verbose=0, return_dict=True)
-    print(json.dumps({
-        "baseline": "tfvae", "epochs": args.epochs, "seed": args.seed,
-        "jit_compile": model.jit_compile, "steps_per_execution": model.steps_per_execution, "input": args.input,
-        "train_images_per_s": round(len(x_train) * len(later) / sum(later), 1),
-        "epoch_seconds": [round(t, 2) for t in timer.seconds], "test_neg_elbo": round(test["loss"], 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "baseline": "tfvae",
+                "epochs": args.epochs,
+                "seed": args.seed,
+                "jit_compile": model.jit_compile,
+                "steps_per_execution": model.steps_per_execution,
+                "input": args.input,
+                "train_images_per_s": round(len(x_train) * len(later) / sum(later), 1),
+                "epoch_seconds": [round(t, 2) for t in timer.seconds],
+                "test_neg_elbo": round(test["loss"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Runs bench/tfvae_train.py with the defaults undone one at a time, interleaved ov
   xla_32_steps         + 32 steps per execution
   tfvae_defaults       + tfvae's one-thread input path (what `fit` does by default)
 """
+
 import argparse
 import json
 import os
@@ -36,8 +37,15 @@ def main():
     runs = {name: [] for name in CONFIGS}
     for round_index in range(args.rounds):
         for name, flags in CONFIGS.items():
-            command = [sys.executable, os.path.join(HERE, "tfvae_train.py"), "--data", args.data,
-                       "--epochs", str(args.epochs), *flags]
+            command = [
+                sys.executable,
+                os.path.join(HERE, "tfvae_train.py"),
+                "--data",
+                args.data,
+                "--epochs",
+                str(args.epochs),
+                *flags,
+            ]
             result = subprocess.run(command, capture_output=True, text=True, check=True)
             runs[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
             print(f"round {round_index + 1} {name:15s} {runs[name][-1]}", flush=True)

@@ -7,6 +7,7 @@ figure is its best round (the medians are reported too). tfvae runs with seed 0,
 ... in successive rounds, so its test -ELBO comes with a seed-to-seed spread; the
 baselines fix their seed. Writes bench/results/train.json.
 """
+
 import argparse
 import json
 import os
@@ -31,8 +32,9 @@ def trainers(torch_python):
 
 
 def run(command, data, epochs, extra=()):
-    result = subprocess.run([*command, "--data", data, "--epochs", str(epochs), *extra],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [*command, "--data", data, "--epochs", str(epochs), *extra], capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -43,10 +45,16 @@ def versions(torch_python):
 
     import tfvae
 
-    torch = subprocess.run([torch_python, "-c", "import torch; print(torch.__version__)"],
-                           capture_output=True, text=True).stdout.strip()
-    return {"tfvae": tfvae.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "tensorflow_probability": tfp.__version__, "torch": torch}
+    torch = subprocess.run(
+        [torch_python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "tfvae": tfvae.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tensorflow_probability": tfp.__version__,
+        "torch": torch,
+    }
 
 
 def main():
@@ -79,7 +87,8 @@ def main():
         "ratios": {name: round(best["tfvae"] / value, 3) for name, value in baselines.items()},
         "median_images_per_s": median,
         "median_ratio_to_fastest_baseline": round(
-            median["tfvae"] / max(v for k, v in median.items() if k != "tfvae"), 3),
+            median["tfvae"] / max(v for k, v in median.items() if k != "tfvae"), 3
+        ),
         "test_neg_elbo": {
             "tfvae": round(statistics.mean(tfvae_elbos), 3),
             **{name: min(r["test_neg_elbo"] for r in results) for name, results in runs.items() if name != "tfvae"},
@@ -88,16 +97,23 @@ def main():
         "tfvae_test_neg_elbo_sd": round(statistics.stdev(tfvae_elbos), 3) if len(tfvae_elbos) > 1 else None,
         "runs": runs,
         "note": "images/s over the epochs after the first (as the baselines measure); best round per trainer; "
-                "test_neg_elbo with one posterior sample after the same epochs; tfvae's is the mean over "
-                "its seeds (one per round). tfp_layers' figure includes its KL activity regulariser, as its "
-                "script says.",
+        "test_neg_elbo with one posterior sample after the same epochs; tfvae's is the mean over "
+        "its seeds (one per round). tfp_layers' figure includes its KL activity regulariser, as its "
+        "script says.",
         "versions": versions(args.torch_python),
         **provenance(),
         "command": "make bench-train",
     }
     write_result(args.out, report)
-    print(json.dumps({k: report[k] for k in ("tfvae_images_per_s", "baselines_images_per_s",
-                                               "ratio_to_fastest_baseline", "test_neg_elbo")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in ("tfvae_images_per_s", "baselines_images_per_s", "ratio_to_fastest_baseline", "test_neg_elbo")
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """tfvae's model server (installed as `tfvae.serving`): KServe v2 and TF Serving REST over
 the model repositories that `tfvae export` writes. Start it with `tfvae serve EXPORT_DIR`."""
+
 from tfvae.serving.app import ServerConfig, create_app
 
 __all__ = ["ServerConfig", "create_app"]

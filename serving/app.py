@@ -1,4 +1,6 @@
 """The ASGI app: KServe v2 and TF Serving REST routes over one model repository."""
+
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -11,6 +13,7 @@ import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -39,6 +42,11 @@ class ServerConfig:
       max_body_bytes: largest request body.
       max_rows: most rows (instances, or samples for :generate) per request.
       threads: ONNX Runtime intra-op threads per model (default: all cores).
+      ready_when: "all": /v2/health/ready answers 200 only when every model in the
+        repository serves its newest version; "any": when one model serves.
+      body_timeout_s: the whole body must arrive within this (else 408), so a client
+        trickling bytes cannot hold a request open.
+      max_connections: connections and requests served at once; more get 503.
     """
 
     export_dir: str
@@ -48,6 +56,9 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     max_rows: int = 4096
     threads: int = None
+    ready_when: str = "all"
+    body_timeout_s: float = 30.0
+    max_connections: int = 1000
     on_ready: object = None  # called with the loaded models once the server takes requests
 
 
@@ -84,30 +95,28 @@ def draw_latents(model, n, seed):
 
 def create_app(config):
     """Loads every model in `config.export_dir` and returns the Starlette app serving them."""
-    models = load_repository(config.export_dir, config.backend, config.threads)
+    repository = load_repository(config.export_dir, config.backend, config.threads)
+    models = repository.models
     metrics = Metrics()
     state = {"ready": False, "in_flight": 0}
 
-    def endpoint(label, batched=False):
-        """Counts, times and guards a handler: client errors become 4xx, faults 500 (logged).
-
-        `batched` handlers count towards `state["in_flight"]`, which batchers read.
-        """
+    def endpoint(label):
+        """Counts, times and guards a handler: client errors become 4xx, faults 500 (logged)."""
 
         def decorate(handler):
             @functools.wraps(handler)
             async def wrapped(request):
                 started = time.perf_counter()
-                state["in_flight"] += batched
                 try:
                     response = await handler(request)
                 except RequestError as error:
                     response = _json({"error": error.message}, error.status)
+                except ClientDisconnect:
+                    logger.info("client left during %s %s", request.method, request.url.path)
+                    response = _json({"error": "client disconnected"}, 499)
                 except Exception:
                     logger.exception("internal error in %s %s", request.method, request.url.path)
                     response = _json({"error": "internal server error; see the server log"}, 500)
-                finally:
-                    state["in_flight"] -= batched
                 metrics.requests.labels(label, str(response.status_code)).inc()
                 metrics.latency.labels(label).observe(time.perf_counter() - started)
                 return response
@@ -116,13 +125,33 @@ def create_app(config):
 
         return decorate
 
+    async def run_batched(model, inputs):
+        # Counted only once its body is read and checked: the batchers wait for
+        # in-flight requests, and a client still uploading must not hold them.
+        state["in_flight"] += 1
+        try:
+            outputs = await model.batcher.submit(inputs)
+        finally:
+            state["in_flight"] -= 1
+        for name, array in outputs.items():
+            if not np.isfinite(array).all():  # JSON has no NaN or Inf: they would go out as null
+                raise RequestError(
+                    f"the model's outputs for these inputs are not finite ({name!r}); send "
+                    "inputs of a sensible size (z of a VAE is near N(0, I))"
+                )
+        return outputs
+
     def find(name, version=None):
+        if name not in models and name in repository.refused:
+            raise RequestError(f"model {name!r} is not served: {repository.refused[name]}", 503)
         if name not in models:
             raise RequestError(f"unknown model {name!r}; this server has {sorted(models)}", 404)
         if version is None:
             return latest(models[name])
         if version not in models[name]:
-            raise RequestError(f"model {name!r} has no version {version!r}; it has {sorted(models[name], key=int)}", 404)
+            raise RequestError(
+                f"model {name!r} has no version {version!r}; it has {sorted(models[name], key=int)}", 404
+            )
         return models[name][version]
 
     async def read_body(request, allow_binary):
@@ -132,12 +161,18 @@ def create_app(config):
             raise RequestError(f"unsupported content type {content_type!r}; send {' or '.join(accepted)}", 415)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > config.max_body_bytes:
-            raise RequestError(f"body of {declared} bytes is over this server's {config.max_body_bytes}-byte limit", 413)
+            raise RequestError(
+                f"body of {declared} bytes is over this server's {config.max_body_bytes}-byte limit", 413
+            )
         body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > config.max_body_bytes:
-                raise RequestError(f"body is over this server's {config.max_body_bytes}-byte limit", 413)
+        try:
+            async with asyncio.timeout(config.body_timeout_s):
+                async for chunk in request.stream():
+                    body.extend(chunk)
+                    if len(body) > config.max_body_bytes:
+                        raise RequestError(f"body is over this server's {config.max_body_bytes}-byte limit", 413)
+        except TimeoutError:
+            raise RequestError(f"the body did not arrive within {config.body_timeout_s:g} s", 408) from None
         return bytes(body)
 
     @endpoint("v2_health_live")
@@ -146,6 +181,8 @@ def create_app(config):
 
     @endpoint("v2_health_ready")
     async def ready(request):
+        if state["ready"] and config.ready_when == "all" and repository.refused:
+            return _json({"ready": False, "refused": repository.refused}, 503)
         return _json({"ready": state["ready"]}, 200 if state["ready"] else 503)
 
     @endpoint("v2_server_metadata")
@@ -159,17 +196,20 @@ def create_app(config):
 
     @endpoint("v2_model_ready")
     async def model_ready(request):
-        model = find(request.path_params["name"], request.path_params.get("version"))
+        name, version = request.path_params["name"], request.path_params.get("version")
+        model = find(name, version)
+        if version is None and name in repository.refused:  # serving an older version than its newest
+            return _json({"name": name, "ready": False, "error": repository.refused[name]}, 503)
         return _json({"name": model.name, "ready": True})
 
-    @endpoint("v2_infer", batched=True)
+    @endpoint("v2_infer")
     async def infer(request):
         model = find(request.path_params["name"], request.path_params.get("version"))
         body = await read_body(request, allow_binary=True)
         parsed, inputs, requested = protocol_v2.parse_infer_request(
             body, request.headers.get(protocol_v2.HEADER_LENGTH), model, config.max_rows
         )
-        outputs = await model.batcher.submit(inputs)
+        outputs = await run_batched(model, inputs)
         content, headers = protocol_v2.format_infer_response(parsed, model, outputs, requested)
         return Response(content, headers=headers)
 
@@ -181,16 +221,17 @@ def create_app(config):
         model = find(name, version)
         return _json(protocol_tfserving.model_status([model.version] if version else models[name]))
 
-    @endpoint("v1_predict", batched=True)
+    @endpoint("v1_predict")
     async def v1_post(request):
         name, version, verb = _v1_target(request)
         model = find(name, version)
         body = await read_body(request, allow_binary=False)
         if verb == "predict":
             form, inputs, names = protocol_tfserving.parse_predict_request(body, model, config.max_rows)
-            outputs = await model.batcher.submit(inputs)
-            return Response(protocol_tfserving.format_predict_response(form, outputs, names),
-                            media_type="application/json")
+            outputs = await run_batched(model, inputs)
+            return Response(
+                protocol_tfserving.format_predict_response(form, outputs, names), media_type="application/json"
+            )
         if verb == "generate":
             return await generate(model, body)
         raise RequestError(f"unknown verb :{verb}; use :predict or :generate", 404)
@@ -201,23 +242,25 @@ def create_app(config):
         request = load_json_object(body)
         n, seed = request.get("n"), request.get("seed")
         if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= config.max_rows:
-            raise RequestError(f"\"n\" must be an integer in [1, {config.max_rows}]; got {n!r}", 400)
+            raise RequestError(f'"n" must be an integer in [1, {config.max_rows}]; got {n!r}', 400)
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-            raise RequestError(f"\"seed\" must be a non-negative integer; got {seed!r}")
+            raise RequestError(f'"seed" must be a non-negative integer; got {seed!r}')
         conditional = model.manifest.get("conditional")
         if "labels" in request and not conditional:
-            raise RequestError(f"model {model.name!r} is not conditional: leave out \"labels\"")
+            raise RequestError(f'model {model.name!r} is not conditional: leave out "labels"')
         inputs = {"z": draw_latents(model, n, seed)}
         if conditional:
             labels = request.get("labels")
-            if not isinstance(labels, list) or len(labels) != n or not all(
-                isinstance(y, int) and not isinstance(y, bool) for y in labels
+            if (
+                not isinstance(labels, list)
+                or len(labels) != n
+                or not all(isinstance(y, int) and not isinstance(y, bool) for y in labels)
             ):
                 raise RequestError(
-                    f"model {model.name!r} is conditional: \"labels\" must be a list of {n} integer class ids"
+                    f'model {model.name!r} is conditional: "labels" must be a list of {n} integer class ids'
                 )
             inputs["labels"] = check_class_ids(labels, "labels", model.manifest["num_classes"])
-        outputs = await model.batcher.submit(inputs)
+        outputs = await run_batched(model, inputs)
         return _json({"samples": outputs["mean"], "z": inputs["z"]})
 
     def _v1_target(request):
@@ -235,7 +278,9 @@ def create_app(config):
         for versions in models.values():
             for model in versions.values():
                 model.batcher = DynamicBatcher(
-                    model.backend, config.max_batch_size, config.batch_delay_ms / 1000.0,
+                    model.backend,
+                    config.max_batch_size,
+                    config.batch_delay_ms / 1000.0,
                     on_batch=metrics.batch_size.labels(model.name).observe,
                     in_flight=lambda: state["in_flight"],
                 )
@@ -262,6 +307,7 @@ def create_app(config):
         Route("/v1/models/{target:path}", v1_post, methods=["POST"]),
         Route("/metrics", metrics_endpoint),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await startup()
@@ -276,8 +322,10 @@ def create_app(config):
 
     async def http_error(request, error):
         metrics.requests.labels("unrouted", str(error.status_code)).inc()
-        message = {404: f"no such endpoint: {request.method} {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, error.detail)
+        message = {
+            404: f"no such endpoint: {request.method} {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(error.status_code, error.detail)
         return _json({"error": message}, error.status_code)
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

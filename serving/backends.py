@@ -1,4 +1,5 @@
 """Runtimes that run an exported model on a batch: ONNX Runtime (default) or the SavedModel."""
+
 import os
 
 import numpy as np

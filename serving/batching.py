@@ -5,6 +5,7 @@ inside the server (a lone request at concurrency 1 runs at once); a batch closes
 when it reaches `max_batch_size` rows. The batch runs in a worker thread (ONNX Runtime and TensorFlow
 release the GIL), and each request gets back exactly its own rows.
 """
+
 import asyncio
 import concurrent.futures
 import dataclasses
@@ -82,11 +83,11 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch, rows = await self._next_batch()
-            names = batch[0].inputs.keys()
-            inputs = {name: np.concatenate([item.inputs[name] for item in batch]) for name in names}
             try:
+                names = batch[0].inputs.keys()
+                inputs = {name: np.concatenate([item.inputs[name] for item in batch]) for name in names}
                 outputs = await loop.run_in_executor(self._executor, self.backend.run, inputs)
-            except Exception as error:  # a runtime fault fails this batch's requests, not the server
+            except Exception as error:  # a fault fails this batch's requests; the loop serves on
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)

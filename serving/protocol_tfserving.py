@@ -3,18 +3,16 @@
 As TF Serving does: with one output the answer is `{"predictions": [per instance]}` or
 `{"outputs": batched}`; with several, each instance (or `outputs`) is a dict by name.
 """
+
 import numpy as np
 import orjson
 
 from tfvae.serving.errors import RequestError
-from tfvae.serving.tensors import check_rows, load_json_object
+from tfvae.serving.tensors import as_numbers, check_rows, load_json_object
 
 
 def _as_array(data, tensor, max_rows):
-    try:
-        array = np.asarray(data, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise RequestError(f"input {tensor['name']!r} must be numbers, one row per instance") from None
+    array = as_numbers(data, f"input {tensor['name']!r} must be numbers, one row per instance")
     return check_rows(array, tensor, max_rows)
 
 
@@ -22,11 +20,11 @@ def parse_predict_request(body, model, max_rows):
     """Returns `(format, {input name: array}, output names)`; format is "row" or "columnar"."""
     request = load_json_object(body)
     signature = request.get("signature_name", "serving_default")
-    if signature not in model.signatures:
+    if not isinstance(signature, str) or signature not in model.signatures:
         raise RequestError(f"unknown signature_name {signature!r}; the model has {sorted(model.signatures)}")
     has_rows, has_columns = "instances" in request, "inputs" in request
     if has_rows == has_columns:
-        raise RequestError("the request needs exactly one of \"instances\" (row format) or \"inputs\" (columnar)")
+        raise RequestError('the request needs exactly one of "instances" (row format) or "inputs" (columnar)')
     data = request["instances" if has_rows else "inputs"]
     tensors = {t["name"]: t for t in model.inputs}
     if isinstance(data, dict) if has_columns else (isinstance(data, list) and data and isinstance(data[0], dict)):
@@ -38,7 +36,7 @@ def parse_predict_request(body, model, max_rows):
     else:
         raise RequestError(f"the model has several inputs {sorted(tensors)}: name them")
     if has_rows and not isinstance(request["instances"], list):
-        raise RequestError("\"instances\" must be a list, one entry per instance")
+        raise RequestError('"instances" must be a list, one entry per instance')
     inputs = {name: _as_array(value, tensors[name], max_rows) for name, value in data.items()}
     return ("row" if has_rows else "columnar"), inputs, model.signatures[signature]
 

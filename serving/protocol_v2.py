@@ -5,11 +5,21 @@ Request: a JSON object `{"id"?, "parameters"?, "inputs": [{"name", "shape", "dat
 {"binary_data"}}]}`; with the extension, the header `Inference-Header-Content-Length`
 gives the JSON's length and the binary tensors follow it, in input order.
 """
+
+import math
+
 import numpy as np
 import orjson
 
 from tfvae.serving.errors import RequestError
-from tfvae.serving.tensors import V2_DATATYPES, array_from_json, check_rows, load_json_object, v2_datatype
+from tfvae.serving.tensors import (
+    V2_DATATYPES,
+    array_from_json,
+    check_rows,
+    check_shape,
+    load_json_object,
+    v2_datatype,
+)
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -26,25 +36,48 @@ def _split_body(body, header_length):
     return body[:length], body[length:]
 
 
+def parameters(obj, where):
+    """`obj["parameters"]`: a JSON object (empty when absent)."""
+    value = obj.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(f'"parameters" of {where} must be a JSON object; got {value!r}')
+    return value
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_shape(name, shape, tensor, max_rows):
+    """The declared shape, checked against the model's before any array is made from it."""
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise RequestError(f'input {name!r} needs "shape", a list of non-negative integers; got {shape!r}')
+    check_shape(name, shape, tensor, max_rows)
+
+
 def _read_input(entry, tensor, binary, offset, max_rows):
     name = entry.get("name")
     shape, datatype = entry.get("shape"), entry.get("datatype")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise RequestError(f"input {name!r} needs \"shape\", a list of non-negative integers")
+    _check_shape(name, shape, tensor, max_rows)
     if datatype != v2_datatype(tensor["datatype"]):
         raise RequestError(
             f"input {name!r} has datatype {datatype!r}; the model takes {v2_datatype(tensor['datatype'])}"
         )
-    size = (entry.get("parameters") or {}).get("binary_data_size")
+    size = parameters(entry, f"input {name!r}").get("binary_data_size")
+    count = math.prod(shape)  # exact (Python ints) and bounded: the shape was checked
     if size is not None:
         dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")
-        if not isinstance(size, int) or size != int(np.prod(shape)) * dtype.itemsize or offset + size > len(binary):
-            raise RequestError(f"input {name!r}: binary_data_size {size!r} does not match shape {shape} "
-                               f"of {datatype} or the bytes sent")
-        array = np.frombuffer(binary, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+        if not _is_int(size) or size != count * dtype.itemsize or offset + size > len(binary):
+            raise RequestError(
+                f"input {name!r}: binary_data_size {size!r} does not match shape {shape} "
+                f"of {datatype} or the bytes sent"
+            )
+        array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
         return check_rows(array, tensor, max_rows), offset + size
     if "data" not in entry:
-        raise RequestError(f"input {name!r} needs \"data\" (or binary data with binary_data_size)")
+        raise RequestError(f'input {name!r} needs "data" (or binary data with binary_data_size)')
     return check_rows(array_from_json(entry["data"], shape, name), tensor, max_rows), offset
 
 
@@ -54,10 +87,12 @@ def parse_infer_request(body, header_length, model, max_rows):
     request = load_json_object(text)
     entries = request.get("inputs")
     if not isinstance(entries, list) or not entries:
-        raise RequestError("the request needs \"inputs\", a non-empty list of tensors")
+        raise RequestError('the request needs "inputs", a non-empty list of tensors')
     tensors = {tensor["name"]: tensor for tensor in model.inputs}
-    names = [entry.get("name") if isinstance(entry, dict) else None for entry in entries]
-    if sorted(map(str, names)) != sorted(tensors):
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise RequestError('each of "inputs" must be a JSON object {"name", "shape", "datatype", "data"}')
+    names = [entry.get("name") for entry in entries]
+    if not all(isinstance(name, str) for name in names) or sorted(names) != sorted(tensors):
         raise RequestError(f"inputs {names} do not match the model's inputs {sorted(tensors)}")
     inputs, offset = {}, 0
     for entry in entries:
@@ -71,16 +106,18 @@ def parse_infer_request(body, header_length, model, max_rows):
 
 
 def _requested_outputs(request, model):
-    default_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(parameters(request, "the request").get("binary_data_output", False))
     requested = request.get("outputs")
     if requested is None:
         return [(name, default_binary) for name in model.output_names]
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
-        raise RequestError("\"outputs\" must be a list of {\"name\": ...} objects")
+        raise RequestError('"outputs" must be a list of {"name": ...} objects')
     unknown = [o["name"] for o in requested if o["name"] not in model.output_names]
     if unknown:
         raise RequestError(f"unknown output(s) {unknown}; the model has {model.output_names}")
-    return [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary))) for o in requested]
+    return [
+        (o["name"], bool(parameters(o, f"output {o['name']!r}").get("binary_data", default_binary))) for o in requested
+    ]
 
 
 def format_infer_response(request, model, outputs, requested):

@@ -2,17 +2,21 @@
 
 A model version is a numeric folder with a manifest.json (written last by
 `tfvae export`); its manifest says which part (decoder or encoder) the folder is, and
-its tensors. Files are checked against the manifest's sha256 before anything runs.
+its tensors. A version is served only when its manifest passes `tfvae.manifest.check`,
+every part the manifest lists holds the same manifest (an export is served whole or
+not at all), and its files match the manifest's sha256. Every refused version is
+logged with its reason.
 """
+
 import dataclasses
 import json
 import logging
 import os
 
-from tfvae.errors import TfvaeError
 import numpy as np
 
-from tfvae.exporting import MANIFEST_FILE, PRIOR_FILE, sha256_file
+from tfvae.errors import TfvaeError
+from tfvae.manifest import MANIFEST_FILE, PRIOR_FILE, check, sha256_file
 from tfvae.serving.backends import load_backend
 
 logger = logging.getLogger("tfvae.serving")
@@ -53,10 +57,31 @@ def _verify(folder, files):
             raise RepositoryError(f"{path} is missing or differs from its manifest's sha256")
 
 
+def _read_manifest(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise RepositoryError(f"{path} cannot be read as JSON ({error})") from None
+
+
+def _check_parts_agree(export_dir, folder, manifest):
+    """Every part the manifest lists holds this same manifest (the export is whole)."""
+    for part, entry in manifest["parts"].items():
+        path = os.path.join(export_dir, *entry["path"].split("/"), MANIFEST_FILE)
+        if os.path.normpath(os.path.dirname(path)) == os.path.normpath(folder):
+            continue
+        if not os.path.isfile(path) or _read_manifest(path) != manifest:
+            raise RepositoryError(
+                f"the export is incomplete: its {part} ({entry['path']}) has no manifest, or another "
+                "export's; export again (tfvae export --overwrite) or remove this version"
+            )
+
+
 def _load_version(export_dir, name, version, backend_kind, threads):
     folder = os.path.join(export_dir, name, version)
-    with open(os.path.join(folder, MANIFEST_FILE), encoding="utf-8") as f:
-        manifest = json.load(f)
+    manifest = check(_read_manifest(os.path.join(folder, MANIFEST_FILE)), os.path.join(folder, MANIFEST_FILE))
+    _check_parts_agree(export_dir, folder, manifest)
     entries = [(part, entry) for part, entry in manifest["parts"].items() if entry["model_name"] == name]
     if not entries:
         raise RepositoryError(f"{folder}/{MANIFEST_FILE} describes no part named {name!r}")
@@ -71,40 +96,77 @@ def _load_version(export_dir, name, version, backend_kind, threads):
     if PRIOR_FILE in entry["files"]:  # verified above with the other files
         with np.load(os.path.join(folder, PRIOR_FILE), allow_pickle=False) as archive:
             components = {key: archive[key] for key in archive.files}
+        top = components["loc"].shape[-1]
+        if top > manifest["latent_dim"]:
+            raise RepositoryError(
+                f"{PRIOR_FILE}'s components have {top} dimensions, more than the manifest's "
+                f"latent_dim {manifest['latent_dim']}"
+            )
     return ModelVersion(
-        name=name, version=version, part=part, manifest=manifest, inputs=inputs, prior_components=components,
-        outputs=entry["outputs"], signatures=entry["signatures"], backend=backend,
+        name=name,
+        version=version,
+        part=part,
+        manifest=manifest,
+        inputs=inputs,
+        prior_components=components,
+        outputs=entry["outputs"],
+        signatures=entry["signatures"],
+        backend=backend,
     )
 
 
+@dataclasses.dataclass
+class Repository:
+    """What `load_repository` found.
+
+    Attributes:
+      models: `{name: {version: ModelVersion}}`, every servable version.
+      refused: `{name: reason}` for each model whose newest version (the highest with
+        a manifest) could not be served; the model may still serve an older one.
+    """
+
+    models: dict
+    refused: dict
+
+
 def load_repository(export_dir, backend_kind="onnx", threads=None):
-    """Every model version in `export_dir`: `{name: {version: ModelVersion}}`.
+    """Every servable model version in `export_dir`.
+
+    Returns:
+      `Repository`.
 
     Raises:
-      RepositoryError: the folder is missing or holds no exported model.
+      RepositoryError: the folder is missing or holds no servable model.
     """
     if not os.path.isdir(export_dir):
         raise RepositoryError(f"{export_dir} is not a folder; give the --out folder of `tfvae export`.")
-    models = {}
+    models, refused = {}, {}
     for name in sorted(os.listdir(export_dir)):
         model_folder = os.path.join(export_dir, name)
         if name.startswith(".") or not os.path.isdir(model_folder):
             continue
-        for version in sorted(os.listdir(model_folder), key=lambda v: int(v) if v.isdigit() else -1):
-            if not version.isdigit() or not os.path.isfile(os.path.join(model_folder, version, MANIFEST_FILE)):
+        versions = sorted((v for v in os.listdir(model_folder) if v.isdigit() and v[0] != "0"), key=int)
+        for version in versions:
+            if not os.path.isfile(os.path.join(model_folder, version, MANIFEST_FILE)):
+                logger.warning(
+                    "not serving %s version %s: it has no %s (an export not finished)", name, version, MANIFEST_FILE
+                )
                 continue
             try:
                 loaded = _load_version(export_dir, name, version, backend_kind, threads)
-            except (RepositoryError, OSError, ValueError, KeyError) as error:
+            except Exception as error:  # noqa: BLE001 - one bad version must not stop the others
                 logger.error("not serving %s version %s: %s", name, version, error)
+                refused[name] = f"version {version}: {error}"
                 continue
             models.setdefault(name, {})[version] = loaded
+            refused.pop(name, None)  # a newer version loaded: only the newest counts
     if not models:
+        reasons = "".join(f"; {name} {reason}" for name, reason in refused.items())
         raise RepositoryError(
-            f"{export_dir} holds no servable model (no <name>/<version>/{MANIFEST_FILE}); "
-            "write one with `tfvae export`."
+            f"{export_dir} holds no servable model (no <name>/<version>/{MANIFEST_FILE} that passes its "
+            f"checks{reasons}); write one with `tfvae export`."
         )
-    return models
+    return Repository(models=models, refused=refused)
 
 
 def latest(versions):

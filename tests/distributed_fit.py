@@ -3,6 +3,7 @@
 Run as a script (logical devices must be set before TensorFlow starts); prints one JSON
 line with both loss trajectories.
 """
+
 import json
 
 import tensorflow as tf
@@ -26,8 +27,12 @@ def trajectory(strategy):
 
 
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-print(json.dumps({
-    "replicas": mirrored.num_replicas_in_sync,
-    "one_device": trajectory(tf.distribute.get_strategy()),
-    "mirrored": trajectory(mirrored),
-}))
+print(
+    json.dumps(
+        {
+            "replicas": mirrored.num_replicas_in_sync,
+            "one_device": trajectory(tf.distribute.get_strategy()),
+            "mirrored": trajectory(mirrored),
+        }
+    )
+)

@@ -1,4 +1,5 @@
 """Helpers shared by several test modules (tests import this, never each other)."""
+
 import os
 import signal
 import socket
@@ -7,6 +8,9 @@ import sys
 import time
 
 import httpx
+import keras
+
+import tfvae
 
 
 def free_port():
@@ -16,22 +20,24 @@ def free_port():
 
 
 class Server:
-    """`tfvae serve` in a subprocess; waits until /v2/health/ready answers 200."""
+    """`tfvae serve` in a subprocess; waits until `/v2/health/<wait_for>` answers 200."""
 
-    def __init__(self, export_dir, *flags):
+    def __init__(self, export_dir, *flags, wait_for="ready"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         script = os.path.join(os.path.dirname(sys.executable), "tfvae")
         self.process = subprocess.Popen(
             [script, "serve", export_dir, "--port", str(self.port), *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.process.stdout.read()}")
             try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/v2/health/{wait_for}", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -45,3 +51,25 @@ class Server:
         code = self.process.wait(timeout=60)
         self.output = self.process.stdout.read()
         return code == -signal.SIGTERM and "Traceback" not in self.output
+
+
+def tiny_vae(input_shape=(64,), latent_dim=3, **kwargs):
+    """A small fast model for tests."""
+    kwargs.setdefault("hidden_units", (32,))
+    kwargs.setdefault("seed", 0)
+    model = tfvae.VAE(input_shape, latent_dim, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return model
+
+
+def trained_conditional_and_autoencoder(digits):
+    """A conditional VAE and an autoencoder (latent 4), each trained one epoch on 256 digits."""
+    conditional = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=4, hidden_units=(32,), seed=0)
+    autoencoder = tfvae.Autoencoder((64,), 4, hidden_units=(32,))
+    for model, data in (
+        (conditional, (digits.train[:256], digits.labels["train"][:256])),
+        (autoencoder, digits.train[:256]),
+    ):
+        model.compile()
+        model.fit(data, epochs=1, batch_size=64, verbose=0)
+    return conditional, autoencoder

@@ -10,6 +10,8 @@ import pytest
 import tfvae
 from tfvae import cli
 
+pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
+
 TINY = ["--epochs", "2", "--latent-dim", "3", "--hidden-units", "32", "--batch-size", "64", "--quiet"]
 
 
@@ -21,8 +23,14 @@ def run_dir(tmp_path_factory):
 
 
 def test_train_writes_model_history_config_and_pictures(run_dir):
-    for name in ("model.keras", "history.json", "config.json", "samples.png", "reconstructions.png",
-                 "learning_curve.png"):
+    for name in (
+        "model.keras",
+        "history.json",
+        "config.json",
+        "samples.png",
+        "reconstructions.png",
+        "learning_curve.png",
+    ):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
     with open(os.path.join(run_dir, "history.json")) as f:
         history = json.load(f)
@@ -63,20 +71,32 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--data", "digits", "--out", "x", "--epochs", "0"], "--epochs: expected a positive integer up to 2147483647, got 0"),
+        (
+            ["train", "--data", "digits", "--out", "x", "--epochs", "0"],
+            "--epochs: expected a positive integer up to 2147483647, got 0",
+        ),
         (["train", "--data", "digits", "--out", "x", "--latent-dim", "0"], "--latent-dim: expected a positive"),
         (["train", "--data", "digits", "--out", "x", "--posterior", "banded"], "invalid choice: 'banded'"),
         (["train", "--data", "digits", "--out", "x", "--hidden-units", "64,x"], "comma-separated"),
         (["fly"], "invalid choice: 'fly'"),
-        (["train", "--data", "digits", "--out", "x", "--seed", "99999999999999999999"], "--seed: expected an integer in"),
-        (["train", "--data", "digits", "--out", "x", "--batch-size", "99999999999999999999999"],
-         "--batch-size: expected a positive integer up to 2147483647"),
-        (["train", "--data", "digits", "--out", "x", "--learning-rate", "inf"], "--learning-rate: expected a finite number"),
+        (
+            ["train", "--data", "digits", "--out", "x", "--seed", "99999999999999999999"],
+            "--seed: expected an integer in",
+        ),
+        (
+            ["train", "--data", "digits", "--out", "x", "--batch-size", "99999999999999999999999"],
+            "--batch-size: expected a positive integer up to 2147483647",
+        ),
+        (
+            ["train", "--data", "digits", "--out", "x", "--learning-rate", "inf"],
+            "--learning-rate: expected a finite number",
+        ),
         (["train", "--data", "digits", "--out", "x", "--beta", "1e309"], "--beta: expected a finite number"),
         (["sample", "run", "--out", "s.png", "--seed", "99999999999999999999"], "--seed: expected an integer"),
         (["export", "run", "--version", "99999999999999999999"], "--version: expected a positive integer up to"),
         (["serve", "exported", "--port", "70000"], "--port: expected a TCP port in [1, 65535]"),
         (["serve", "exported", "--batch-delay-ms", "inf"], "--batch-delay-ms: expected a finite number"),
+        (["serve", "exported", "--batch-delay-ms", "5000"], "--batch-delay-ms: expected milliseconds in [0, 1000]"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
@@ -97,6 +117,16 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
         (["train", "--data", "digits", "--out", "{tmp}/r", "--activation", "zz"], "not a Keras activation"),
         (["sample", "{tmp}", "--out", "{tmp}/s.png"], "holds no model.keras"),
         (["sample", "{tmp}", "--out", "{tmp}/s.gif"], "must end in .png or .npy"),
+        (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--hidden-units", "1000000000"],
+            "Training this model (mlp [1000000000], latent 16, batch 128 x 1 samples, examples of shape [64]) needs "
+            "about 4,530.0 GiB, more than this machine's",
+        ),
+        (["train", "--data", "digits", "--out", "{tmp}/r", "--num-samples", "100000000"], "use smaller --hidden-units"),
+        (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--prior", "vamp", "--pseudo-inputs", "1000000000"],
+            "--pseudo-inputs",
+        ),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
@@ -109,8 +139,12 @@ def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
 def test_console_script_error_is_one_line_without_traceback(tmp_path):
     """The installed `tfvae` entry point, in a real process: stderr is just the error."""
     script = os.path.join(os.path.dirname(sys.executable), "tfvae")
-    result = subprocess.run([script, "train", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [script, "train", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"tfvae train: error: Dataset file '{tmp_path / 'missing.npz'}' does not exist. Give a path to an .npz "
@@ -168,10 +202,44 @@ def test_autoencoder_and_vamp_prior_presets(tmp_path, capsys):
     assert cli.main(["sample", autoencoder, "--out", str(tmp_path / "s.png")]) == 2
     assert "cannot sample" in capsys.readouterr().err
     vamp = str(tmp_path / "vamp")
-    assert cli.main(["train", "--data", "digits", "--prior", "vamp", "--pseudo-inputs", "7", "--out", vamp,
-                     *TINY]) == 0
+    assert cli.main(["train", "--data", "digits", "--prior", "vamp", "--pseudo-inputs", "7", "--out", vamp, *TINY]) == 0
     prior = keras.models.load_model(os.path.join(vamp, "model.keras")).prior_layer
     assert isinstance(prior, tfvae.VampPrior) and prior.num_components == 7
-    assert cli.main(["train", "--data", "digits", "--model", "autoencoder", "--prior", "vamp",
-                     "--out", str(tmp_path / "bad"), *TINY]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--model",
+                "autoencoder",
+                "--prior",
+                "vamp",
+                "--out",
+                str(tmp_path / "bad"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "no prior" in capsys.readouterr().err
+
+
+def test_sizes_past_the_machine_memory_are_refused_before_allocating(run_dir, capsys):
+    assert cli.main(["sample", run_dir, "--n", "2000000000", "--out", os.path.join(run_dir, "s.npy")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "2,000,000,000 samples needs about" in error and "a smaller --n" in error
+
+
+def test_tensorflow_file_errors_are_one_line(monkeypatch, capsys):
+    import tensorflow as tf
+
+    def denied(args):
+        raise tf.errors.PermissionDeniedError(None, None, "exported/gen/.staging-1/variables; Permission denied\nmore")
+
+    monkeypatch.setattr(cli, "_export", denied)
+    assert cli.main(["export", "run"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "tfvae export: error: exported/gen/.staging-1/variables; Permission denied"
+    )

@@ -127,11 +127,14 @@ def test_image_folders_with_split_subfolders_and_colour(tmp_path):
     assert splits.labels["test"].tolist() == [0, 0, 0, 1, 1, 1]
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("corrupt", r"b/1\.png: cannot be read as an image"),
-    ("empty class", r"b: the class folder holds no images"),
-    ("mixed sizes", r"images differ in size: .*is 8x6, .*is 5x5"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("corrupt", r"b/1\.png: cannot be read as an image"),
+        ("empty class", r"b: the class folder holds no images"),
+        ("mixed sizes", r"images differ in size: .*is 8x6, .*is 5x5"),
+    ],
+)
 def test_a_bad_image_folder_names_the_file_and_the_fix(tmp_path, problem, message):
     write_images(tmp_path / "a", 3)
     if problem == "corrupt":
@@ -151,7 +154,29 @@ def test_an_image_folder_trains_a_conditional_model_from_the_cli(tmp_path):
     for name, seed in (("zero", 0), ("one", 1)):
         write_images(tmp_path / "images" / name, 16, seed=seed)
     out = str(tmp_path / "run")
-    assert cli.main(["train", "--data", str(tmp_path / "images"), "--conditional", "--likelihood",
-                     "discretized_logistic", "--latent-dim", "2", "--hidden-units", "16", "--epochs", "1",
-                     "--batch-size", "8", "--quiet", "--no-pictures", "--out", out]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "images"),
+                "--conditional",
+                "--likelihood",
+                "discretized_logistic",
+                "--latent-dim",
+                "2",
+                "--hidden-units",
+                "16",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--quiet",
+                "--no-pictures",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     assert os.path.exists(os.path.join(out, "model.keras")) and os.path.exists(os.path.join(out, "split.json"))

@@ -1,4 +1,5 @@
 """Likelihoods of 8-bit data: true probabilities of the 256 levels, bits per dimension, data checks."""
+
 import json
 import math
 import os
@@ -26,9 +27,11 @@ def test_a_discretized_logistic_sums_to_one_over_the_levels_and_matches_pixelcnn
     scale = tf.constant([0.3, 5.0, 2.0, 3.0, 1.0], tf.float64)
     p = np.exp(discretized_logistic(loc, scale).log_prob(LEVELS[:, None] + np.zeros(5)).numpy())  # [256, 5]
     np.testing.assert_allclose(p.sum(axis=0), 1.0, rtol=1e-12)
+
     # Salimans et al. (2017): the logistic's mass over [k - ½, k + ½], the tails on the edges.
     def sigmoid(u):
         return 1 / (1 + np.exp(-u))
+
     k, m, s = LEVELS[:, None], loc.numpy(), scale.numpy()
     expected = sigmoid((k + 0.5 - m) / s) - sigmoid((k - 0.5 - m) / s)
     expected[0], expected[255] = sigmoid((0.5 - m) / s), 1 - sigmoid((254.5 - m) / s)
@@ -93,13 +96,35 @@ def test_a_gaussian_likelihood_says_its_figures_are_densities(digits):
 
 def test_the_cli_trains_on_8_bit_data_and_writes_bits_per_dim(eight_bit_npz, tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert cli.main(["train", "--data", eight_bit_npz, "--likelihood", "discretized_logistic", "--out", out,
-                     "--epochs", "2", "--latent-dim", "4", "--hidden-units", "32", "--batch-size", "64",
-                     "--quiet", "--no-pictures"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                eight_bit_npz,
+                "--likelihood",
+                "discretized_logistic",
+                "--out",
+                out,
+                "--epochs",
+                "2",
+                "--latent-dim",
+                "4",
+                "--hidden-units",
+                "32",
+                "--batch-size",
+                "64",
+                "--quiet",
+                "--no-pictures",
+            ]
+        )
+        == 0
+    )
     with open(os.path.join(out, "history.json")) as f:
         history = json.load(f)
-    np.testing.assert_allclose(history["bits_per_dim"]["valid"],
-                               np.array(history["valid"]["loss"]) / (64 * math.log(2)), rtol=1e-12)
+    np.testing.assert_allclose(
+        history["bits_per_dim"]["valid"], np.array(history["valid"]["loss"]) / (64 * math.log(2)), rtol=1e-12
+    )
     assert cli.main(["evaluate", out, "--num-samples", "10", "--limit", "20"]) == 0
     assert "bits/dim: nll" in capsys.readouterr().out
 

@@ -1,10 +1,14 @@
 """fit under tf.distribute: MirroredStrategy over two logical CPU devices."""
+
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
 
 
 def test_mirrored_strategy_follows_the_one_device_loss_trajectory():

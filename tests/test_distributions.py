@@ -47,8 +47,12 @@ def test_gaussian_likelihood_fixed_and_learned_scale():
 
 
 def test_layers_round_trip_through_their_config():
-    for layer in (GaussianPosterior(3, "full", scale_floor=1e-3), BernoulliLikelihood((8, 8, 1)),
-                  GaussianLikelihood((4,), scale=0.2), StandardNormalPrior(5)):
+    for layer in (
+        GaussianPosterior(3, "full", scale_floor=1e-3),
+        BernoulliLikelihood((8, 8, 1)),
+        GaussianLikelihood((4,), scale=0.2),
+        StandardNormalPrior(5),
+    ):
         clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
         assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
 

@@ -1,9 +1,10 @@
 """tfvae.evaluate and `tfvae evaluate`: honest numbers and clear errors."""
+
 import json
 
 import numpy as np
 import pytest
-from conftest import tiny_vae
+from helpers import tiny_vae
 from test_importance_sampling import LATENT_DIM, linear_model, make_linear_gaussian
 
 import tfvae
@@ -58,8 +59,26 @@ def test_evaluate_is_repeatable_with_a_seed(trained, digits):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("runs") / "eval")
-    assert cli.main(["train", "--data", "digits", "--out", out, "--epochs", "2", "--latent-dim", "3",
-                     "--hidden-units", "32", "--quiet", "--no-pictures"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--out",
+                out,
+                "--epochs",
+                "2",
+                "--latent-dim",
+                "3",
+                "--hidden-units",
+                "32",
+                "--quiet",
+                "--no-pictures",
+            ]
+        )
+        == 0
+    )
     return out
 
 

@@ -1,4 +1,5 @@
 """Export: every runtime reproduces the Keras model; writes are versioned and atomic."""
+
 import hashlib
 import json
 import os
@@ -8,7 +9,7 @@ import onnx
 import onnxruntime
 import pytest
 import tensorflow as tf
-from conftest import tiny_vae, trained_conditional_and_autoencoder
+from helpers import tiny_vae, trained_conditional_and_autoencoder
 from onnx.reference import ReferenceEvaluator
 
 import tfvae
@@ -41,8 +42,12 @@ def part_inputs(model, part, batch):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(), dict(posterior="full"), dict(arch="conv", filters=(4, 8), hidden_units=(16,)),
-     dict(likelihood="gaussian")],
+    [
+        dict(),
+        dict(posterior="full"),
+        dict(arch="conv", filters=(4, 8), hidden_units=(16,)),
+        dict(likelihood="gaussian"),
+    ],
     ids=["mlp-diagonal", "mlp-full", "conv", "gaussian-likelihood"],
 )
 def test_savedmodel_onnxruntime_and_reference_match_keras(digits, tmp_path, kwargs):
@@ -70,8 +75,11 @@ def test_savedmodel_onnxruntime_and_reference_match_keras(digits, tmp_path, kwar
             names = [o.name for o in session.get_outputs()]
             from_ort = dict(zip(names, session.run(names, {input_name: inputs})))
             from_reference = dict(zip(names, reference.run(names, {input_name: inputs})))
-            for runtime, got in (("savedmodel", from_saved), ("onnxruntime", from_ort),
-                                 ("onnx.reference", from_reference)):
+            for runtime, got in (
+                ("savedmodel", from_saved),
+                ("onnxruntime", from_ort),
+                ("onnx.reference", from_reference),
+            ):
                 assert sorted(got) == sorted(expected), runtime
                 for key in expected:
                     assert got[key].shape == expected[key].shape
@@ -118,7 +126,10 @@ def test_manifest_triton_config_and_layout(digits, tmp_path):
             dims = ", ".join(str(d) for d in tensor["shape"][1:])
             assert f'name: "{tensor["name"]}" data_type: TYPE_FP32 dims: [ {dims} ]' in config
     assert result.manifest["parts"]["encoder"]["outputs"][1] == {
-        "name": "scale_tril", "datatype": "float32", "shape": ["batch", 4, 4]}
+        "name": "scale_tril",
+        "datatype": "float32",
+        "shape": ["batch", 4, 4],
+    }
     assert sorted(os.listdir(tmp_path)) == ["gen", "gen_encoder"]  # nothing else left behind
 
 
@@ -151,6 +162,77 @@ def test_an_interrupted_export_leaves_no_half_model(digits, tmp_path, monkeypatc
     assert sorted(os.listdir(tmp_path / "gen_encoder")) == ["1", "config.pbtxt"]
 
 
+def _dead_pid():
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_an_export_killed_between_its_parts_is_never_served_half_and_the_next_one_cleans_up(
+    digits, tmp_path, monkeypatch
+):
+    from tfvae.serving.repository import load_repository
+
+    model = trained(digits)
+    tfvae.export(model, str(tmp_path), "gen")
+    stale = tmp_path / "gen" / f".staging-{_dead_pid()}-2-x"  # what a kill -9 leaves
+    os.makedirs(stale / "variables")
+    commits = []
+
+    def killed_after_the_decoder(staging, final, overwrite):
+        if commits:
+            raise KeyboardInterrupt
+        commits.append(final)
+        os.rename(staging, final)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export_lib, "_commit", killed_after_the_decoder)
+        with pytest.raises(KeyboardInterrupt):
+            tfvae.export(model, str(tmp_path), "gen")
+    assert os.path.isdir(tmp_path / "gen" / "2") and not os.path.exists(tmp_path / "gen" / "2" / "manifest.json")
+    assert not os.path.exists(tmp_path / "gen_encoder" / "2")
+    served = load_repository(str(tmp_path))
+    assert {name: sorted(v) for name, v in served.models.items()} == {"gen": ["1"], "gen_encoder": ["1"]}
+    assert served.refused == {}  # a version without a manifest was never exported whole
+
+    manifests = []
+    real_write = export_lib._write_text_atomically
+
+    def killed_between_the_manifests(path, text):
+        if path.endswith("manifest.json") and manifests:
+            raise KeyboardInterrupt
+        manifests.append(path)
+        real_write(path, text)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export_lib, "_write_text_atomically", killed_between_the_manifests)
+        with pytest.raises(KeyboardInterrupt):
+            tfvae.export(model, str(tmp_path), "gen")
+    assert not stale.exists()  # removed by the next export: its process is gone
+    served = load_repository(str(tmp_path))
+    assert sorted(served.models["gen"]) == ["1"] and sorted(served.models["gen_encoder"]) == ["1"]
+    assert "the export is incomplete: its encoder (gen_encoder/3) has no manifest" in served.refused["gen"]
+    assert tfvae.export(model, str(tmp_path), "gen").version == 4
+    served = load_repository(str(tmp_path))
+    assert sorted(served.models["gen"], key=int) == ["1", "4"] and served.refused == {}
+
+
+def test_versions_are_int64_and_a_refused_export_leaves_nothing(digits, tmp_path, monkeypatch, capsys):
+    model = trained(digits)
+    with pytest.raises(tfvae.ExportError, match=r"integer in \[1, 9223372036854775807\]"):
+        tfvae.export(model, str(tmp_path), "gen", version=2**63)
+
+    def disagrees(*args):
+        raise tfvae.ExportError("the ONNX graph disagrees")
+
+    monkeypatch.setattr(export_lib, "_check_onnx_parity", disagrees)
+    with pytest.raises(tfvae.ExportError, match="disagrees"):
+        tfvae.export(model, str(tmp_path / "repo"), "gen")
+    assert os.listdir(tmp_path / "repo") == []
+
+
 def test_exported_savedmodel_maps_over_a_tf_data_pipeline(digits, tmp_path):
     model = trained(digits)
     result = tfvae.export(model, str(tmp_path), "gen")
@@ -171,8 +253,26 @@ def test_exported_savedmodel_maps_over_a_tf_data_pipeline(digits, tmp_path):
 
 def test_cli_export_writes_the_tree(tmp_path, capsys):
     run = str(tmp_path / "run")
-    assert cli.main(["train", "--data", "digits", "--out", run, "--epochs", "1", "--latent-dim", "2",
-                     "--hidden-units", "16", "--quiet", "--no-pictures"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--out",
+                run,
+                "--epochs",
+                "1",
+                "--latent-dim",
+                "2",
+                "--hidden-units",
+                "16",
+                "--quiet",
+                "--no-pictures",
+            ]
+        )
+        == 0
+    )
     out = str(tmp_path / "repo")
     assert cli.main(["export", run, "--name", "digits", "--out", out]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -218,8 +318,12 @@ def test_conditional_and_autoencoder_parts_export_with_their_inputs(digits, tmp_
     x, labels = digits.valid[:7], np.arange(7, dtype=np.int64)
     cases = [
         (conditional, "decoder", {"z": z, "labels": labels}, {"mean": conditional.decode(z, labels).mean()}),
-        (conditional, "encoder", {"x": x, "labels": labels},
-         {"loc": conditional.encode(x, labels).mean(), "scale": conditional.encode(x, labels).stddev()}),
+        (
+            conditional,
+            "encoder",
+            {"x": x, "labels": labels},
+            {"loc": conditional.encode(x, labels).mean(), "scale": conditional.encode(x, labels).stddev()},
+        ),
         (autoencoder, "decoder", {"z": z}, {"mean": autoencoder.decode(z).mean()}),
         (autoencoder, "encoder", {"x": x}, {"z": autoencoder.encode(x)}),
     ]

@@ -1,4 +1,5 @@
 """The IAF posterior: masks, log-determinants, the Gaussian it starts from, and a VAE with it."""
+
 import os
 
 import keras
@@ -101,7 +102,9 @@ def test_a_vae_with_an_iaf_posterior_trains_bounds_log_p_and_round_trips(digits,
     vae.save(path)
     same = keras.models.load_model(path)
     assert same.posterior_layer.flow_steps == 2
-    np.testing.assert_array_equal(same.elbo(x, num_samples=3, seed=1).numpy(), vae.elbo(x, num_samples=3, seed=1).numpy())
+    np.testing.assert_array_equal(
+        same.elbo(x, num_samples=3, seed=1).numpy(), vae.elbo(x, num_samples=3, seed=1).numpy()
+    )
     result = tfvae.export(vae, str(tmp_path / "exported"), "iaf")  # the decoder: an IAF's q has no Gaussian parameters
     assert set(result.paths) == {"decoder"} and result.manifest["posterior"] == "iaf"
     with pytest.raises(tfvae.ExportError, match="exports only its decoder"):

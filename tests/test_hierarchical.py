@@ -1,4 +1,5 @@
 """The hierarchical VAE: a closed-form log p(x), per-layer KLs, sampling, round trips, the CLI."""
+
 import json
 import os
 
@@ -14,13 +15,22 @@ from scipy import stats
 import tfvae
 from tfvae import cli
 
+pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
+
 
 def linear_gaussian_hierarchy():
     """z_2 ~ N(0, I), z_1 | z_2 ~ N(A z_2 + b, S_1), x | z_1 ~ N(M z_1 + c, 0.25 I): a HierarchicalVAE
     whose generative networks are set to affine maps (the weights that would let x or the scale
     of z_1 depend on anything else are zero), with log p(x) a Gaussian in closed form."""
-    model = tfvae.HierarchicalVAE((3,), latent_dims=(2, 2), hidden_units=(4,), activation="linear",
-                                  likelihood="gaussian", likelihood_scale=0.5, seed=0)
+    model = tfvae.HierarchicalVAE(
+        (3,),
+        latent_dims=(2, 2),
+        hidden_units=(4,),
+        activation="linear",
+        likelihood="gaussian",
+        likelihood_scale=0.5,
+        seed=0,
+    )
     rng = np.random.default_rng(0)
     for weight in model.weights:
         if weight.dtype == "float32" and weight.trainable:
@@ -95,8 +105,9 @@ def test_per_layer_closed_form_kls_match_their_monte_carlo_estimates(digits):
 @pytest.mark.parametrize("posterior", ["diagonal", "iaf"])
 def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(digits, tmp_path, posterior):
     prior = tfvae.VampPrior(3, num_components=10) if posterior == "diagonal" else None
-    model = tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), hidden_units=(32,), posterior=posterior,
-                                  prior=prior, seed=0)
+    model = tfvae.HierarchicalVAE(
+        (64,), latent_dims=(4, 3), hidden_units=(32,), posterior=posterior, prior=prior, seed=0
+    )
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     history = model.fit(digits.train, epochs=2, batch_size=64, verbose=0).history
     assert history["loss"][1] < history["loss"][0]
@@ -106,13 +117,16 @@ def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(digits, 
     model.save(path)
     same = keras.models.load_model(path)
     assert same.latent_dims == (4, 3)
-    np.testing.assert_array_equal(same.elbo(x, num_samples=2, seed=3).numpy(), model.elbo(x, num_samples=2, seed=3).numpy())
+    np.testing.assert_array_equal(
+        same.elbo(x, num_samples=2, seed=3).numpy(), model.elbo(x, num_samples=2, seed=3).numpy()
+    )
     np.testing.assert_array_equal(same.sample(3, seed=4).numpy(), model.sample(3, seed=4).numpy())
 
 
 def test_the_exported_generator_maps_each_layers_noise_top_down_in_every_runtime(digits, tmp_path):
-    model = tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), hidden_units=(32,), seed=0,
-                                  prior=tfvae.VampPrior(3, num_components=5))
+    model = tfvae.HierarchicalVAE(
+        (64,), latent_dims=(4, 3), hidden_units=(32,), seed=0, prior=tfvae.VampPrior(3, num_components=5)
+    )
     model.compile()
     model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
     noise = np.random.default_rng(0).standard_normal((6, 7)).astype("float32")  # [ε_1, z_2]
@@ -127,13 +141,15 @@ def test_the_exported_generator_maps_each_layers_noise_top_down_in_every_runtime
     result = tfvae.export(model, export_dir, "hvae")  # the parts it can export: the generator
     assert set(result.paths) == {"decoder"} and result.manifest["latent_dim"] == 7
     assert result.manifest["parts"]["decoder"]["onnx_max_abs_difference"] <= 1e-5
-    session = onnxruntime.InferenceSession(os.path.join(export_dir, "hvae", "1", "model.onnx"),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        os.path.join(export_dir, "hvae", "1", "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     (onnx_mean,) = session.run(["mean"], {"z": noise})
     np.testing.assert_allclose(onnx_mean, expected, atol=1e-5)
     saved = tf.saved_model.load(os.path.join(export_dir, "hvae", "1"))
-    np.testing.assert_allclose(saved.signatures["serving_default"](z=tf.constant(noise))["mean"].numpy(),
-                               expected, atol=1e-5)
+    np.testing.assert_allclose(
+        saved.signatures["serving_default"](z=tf.constant(noise))["mean"].numpy(), expected, atol=1e-5
+    )
     with np.load(os.path.join(export_dir, "hvae", "1", "prior.npz")) as prior:
         assert prior["loc"].shape == (5, 3)  # the VampPrior's components over z_2
 
@@ -151,14 +167,37 @@ def test_the_server_generates_from_an_exported_hierarchy(digits, tmp_path):
         assert server.stop(), server.output
     noise = np.asarray(body["z"], np.float32)
     assert noise.shape == (8, 7)
-    np.testing.assert_allclose(np.asarray(body["samples"]), model.decoder_outputs(tf.constant(noise))["mean"].numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(body["samples"]), model.decoder_outputs(tf.constant(noise))["mean"].numpy(), atol=1e-5
+    )
 
 
 def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert cli.main(["train", "--data", "digits", "--out", out, "--model", "hierarchical", "--latent-dims", "4,3",
-                     "--hidden-units", "32", "--epochs", "2", "--batch-size", "64", "--quiet", "--no-pictures"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--out",
+                out,
+                "--model",
+                "hierarchical",
+                "--latent-dims",
+                "4,3",
+                "--hidden-units",
+                "32",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "64",
+                "--quiet",
+                "--no-pictures",
+            ]
+        )
+        == 0
+    )
     assert cli.main(["evaluate", out, "--num-samples", "20", "--limit", "30", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])

@@ -3,6 +3,7 @@
 x = W z + b + ε, z ~ N(0, I), ε ~ N(0, σ² I) gives p(x) = N(x; b, W Wᵀ + σ² I) and the
 exact posterior N(M⁻¹Wᵀ(x − b), σ² M⁻¹) with M = WᵀW + σ² I.
 """
+
 import keras
 import numpy as np
 import pytest
@@ -40,8 +41,13 @@ def linear_model(lg, covariance, loc_shift=0.0, scale_factor=1.0):
     encoder = keras.Sequential([keras.Input((X_DIM,)), keras.layers.Dense(params_size)])
     decoder = keras.Sequential([keras.Input((LATENT_DIM,)), keras.layers.Dense(X_DIM)])
     model = tfvae.VAE(
-        (X_DIM,), LATENT_DIM, posterior=covariance, likelihood="gaussian",
-        likelihood_scale=SIGMA, encoder=encoder, decoder=decoder,
+        (X_DIM,),
+        LATENT_DIM,
+        posterior=covariance,
+        likelihood="gaussian",
+        likelihood_scale=SIGMA,
+        encoder=encoder,
+        decoder=decoder,
     )
     decoder.set_weights([lg["w"].T, lg["b"]])
     kernel = np.zeros((X_DIM, params_size))
@@ -51,7 +57,9 @@ def linear_model(lg, covariance, loc_shift=0.0, scale_factor=1.0):
     cov = lg["posterior_cov"] * scale_factor**2
     floor = model.posterior_layer.scale_floor
     if covariance == "full":
-        bias[LATENT_DIM:] = model.posterior_layer.scale_tril_bijector.inverse(np.linalg.cholesky(cov).astype(np.float32)).numpy()
+        bias[LATENT_DIM:] = model.posterior_layer.scale_tril_bijector.inverse(
+            np.linalg.cholesky(cov).astype(np.float32)
+        ).numpy()
     else:
         bias[LATENT_DIM:] = tfb.Softplus().inverse((np.sqrt(np.diag(cov)) - floor).astype(np.float32)).numpy()
     encoder.set_weights([kernel, bias])

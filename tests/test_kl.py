@@ -1,4 +1,5 @@
 """The closed-form KL against the textbook formula, and against Monte Carlo."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -36,8 +37,7 @@ def test_closed_form_kl_against_standard_normal_matches_formula(covariance):
     p = StandardNormalPrior(3, dtype="float64").distribution()
     kl = objectives.kl_divergence(q, p).numpy()
     expected = [
-        numpy_gaussian_kl(mu, cov, np.zeros(3), np.eye(3))
-        for mu, cov in zip(q.mean().numpy(), covariance_of(q))
+        numpy_gaussian_kl(mu, cov, np.zeros(3), np.eye(3)) for mu, cov in zip(q.mean().numpy(), covariance_of(q))
     ]
     np.testing.assert_allclose(kl, expected, rtol=1e-10)
     if covariance == "full":  # a full posterior really has off-diagonal covariance

@@ -1,11 +1,15 @@
 """On the real benchmark data: the shared statically binarised MNIST (skipped when absent)."""
+
 import json
 import os
 
 import keras
 import numpy as np
+import pytest
 
 from tfvae.training import TrainConfig, train
+
+pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
 
 
 def test_one_epoch_on_binarized_mnist_trains_and_reloads_identically(mnist_path, tmp_path):

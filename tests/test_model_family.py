@@ -1,4 +1,5 @@
 """The model family beside the VAE: ConditionalVAE, Autoencoder and the VampPrior."""
+
 import keras
 import numpy as np
 import pytest
@@ -20,15 +21,15 @@ def round_trip(model, tmp_path):
 
 
 def vamp_vae(components=5, latent_dim=3):
-    model = tfvae.VAE((64,), latent_dim, hidden_units=(32,), seed=0,
-                      prior=tfvae.VampPrior(latent_dim, num_components=components))
+    model = tfvae.VAE(
+        (64,), latent_dim, hidden_units=(32,), seed=0, prior=tfvae.VampPrior(latent_dim, num_components=components)
+    )
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     return model
 
 
 def conditional_vae(**kwargs):
-    model = tfvae.ConditionalVAE(input_shape=(64,), num_classes=10, latent_dim=4, hidden_units=(128,), seed=0,
-                                 **kwargs)
+    model = tfvae.ConditionalVAE(input_shape=(64,), num_classes=10, latent_dim=4, hidden_units=(128,), seed=0, **kwargs)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     return model
 
@@ -44,7 +45,8 @@ def test_vamp_prior_log_prob_is_the_uniform_mixture_of_posteriors_at_the_pseudo_
     loc, scale = components.mean().numpy(), components.stddev().numpy()  # [5, 3] each
     log_normal = (
         -0.5 * (((z[:, None] - loc[None]) / scale[None]) ** 2).sum(-1)
-        - np.log(scale).sum(-1)[None] - 0.5 * 3 * np.log(2 * np.pi)
+        - np.log(scale).sum(-1)[None]
+        - 0.5 * 3 * np.log(2 * np.pi)
     )  # [7, 5]
     by_hand = logsumexp(log_normal, axis=1) - np.log(5)
     np.testing.assert_allclose(model.prior.log_prob(z).numpy(), by_hand, rtol=1e-5, atol=1e-5)
@@ -69,8 +71,9 @@ def test_importance_sampling_chunks_fit_the_memory_budget():
     vamp = vamp_vae(components=500, latent_dim=40)._default_sample_batch_size(100, 64)
     assert vamp * 100 * 500 * 8 <= budget and (vamp + 1) * 100 * 500 * 8 > budget
     assert tfvae.VAE((64,), 40, hidden_units=(8,))._default_sample_batch_size(100, 1024) == 1000  # capped
-    colour = tfvae.VAE((3072,), 8, hidden_units=(8,), likelihood="discretized_logistic_mixture",
-                       image_shape=(32, 32, 3))
+    colour = tfvae.VAE(
+        (3072,), 8, hidden_units=(8,), likelihood="discretized_logistic_mixture", image_shape=(32, 32, 3)
+    )
     chunk = colour._default_sample_batch_size(100, 1024)
     assert chunk * 100 * 3072 * 15 * 16 <= 1024 * 2**20 and chunk < 50
     with pytest.raises(tfvae.ConfigError, match="memory_budget_mib"):
@@ -119,14 +122,16 @@ def test_conditional_vae_takes_each_form_of_labelled_data_and_round_trips(digits
     x, y = digits.train[:256], digits.labels["train"][:256]
     model = conditional_vae()
     first = model.fit((x, y), epochs=1, batch_size=64, verbose=0).history["loss"][0]
-    second = model.fit(x, y, epochs=1, batch_size=64, verbose=0,
-                       validation_data=(digits.valid, digits.labels["valid"])).history
+    second = model.fit(
+        x, y, epochs=1, batch_size=64, verbose=0, validation_data=(digits.valid, digits.labels["valid"])
+    ).history
     assert second["loss"][0] < first and "val_loss" in second
     model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(64), epochs=1, verbose=0, shuffle=False)
     loaded = round_trip(model, tmp_path)
     labels = np.arange(10)
-    np.testing.assert_array_equal(loaded.sample(10, labels=labels, seed=3).numpy(),
-                                  model.sample(10, labels=labels, seed=3).numpy())
+    np.testing.assert_array_equal(
+        loaded.sample(10, labels=labels, seed=3).numpy(), model.sample(10, labels=labels, seed=3).numpy()
+    )
     np.testing.assert_array_equal(loaded.reconstruct(x[:8], y[:8]).numpy(), model.reconstruct(x[:8], y[:8]).numpy())
     np.testing.assert_array_equal(loaded.encode(x[:8], y[:8]).mean().numpy(), model.encode(x[:8], y[:8]).mean().numpy())
     log_px_given_y = model.log_likelihood(x[:20], y[:20], num_samples=100, seed=0)
@@ -169,8 +174,7 @@ def test_autoencoder_refuses_to_sample_and_its_reconstruction_loss_falls(digits,
     with pytest.raises(tfvae.ConfigError, match="no prior p\\(z\\) to draw codes from"):
         model.sample(4)
     before = float(np.mean(model.reconstruction_loss(digits.valid).numpy()))
-    history = model.fit(digits.train, epochs=5, batch_size=64, verbose=0,
-                        validation_data=(digits.valid,)).history
+    history = model.fit(digits.train, epochs=5, batch_size=64, verbose=0, validation_data=(digits.valid,)).history
     after = float(np.mean(model.reconstruction_loss(digits.valid).numpy()))
     assert after < before - 10.0 and history["val_loss"][-1] == pytest.approx(after, rel=1e-4)
     assert model.encode(digits.valid[:5]).shape == (5, 4)

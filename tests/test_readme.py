@@ -1,9 +1,13 @@
 """The README's Python examples run as printed (in a fresh folder, seeded)."""
+
 import os
 import re
 
 import keras
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
@@ -11,7 +15,7 @@ README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 def quick_start():
     with open(README, encoding="utf-8") as f:
         text = f.read()
-    section = text[text.index("## Quick start (Python)"):]
+    section = text[text.index("## Quick start (Python)") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

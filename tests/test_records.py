@@ -1,4 +1,5 @@
 """Training data streamed from TFRecord shards (`tfvae.records`)."""
+
 import os
 
 import numpy as np
@@ -9,13 +10,20 @@ import tfvae
 from tfvae import DataError, cli, records
 from tfvae.training import TrainConfig, load_run, read_config, train
 
+pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
+
 
 def write_digits(folder, digits, train_shard=2000, labels=True):
     """digits' train and valid as uint8 records (valid in memory, train streamed)."""
     for split in ("train", "valid"):
         examples, split_labels = digits.split(split)
-        records.write_records(folder, split, examples.astype(np.uint8),
-                              labels=split_labels if labels else None, examples_per_shard=train_shard)
+        records.write_records(
+            folder,
+            split,
+            examples.astype(np.uint8),
+            labels=split_labels if labels else None,
+            examples_per_shard=train_shard,
+        )
     return str(folder)
 
 
@@ -27,8 +35,11 @@ def test_a_streamed_run_repeats_the_in_memory_run_when_the_data_fit_one_window(t
     in_memory = str(tmp_path / "digits.npz")
     np.savez(in_memory, train=digits.train, valid=digits.valid)
     histories = [
-        train(TrainConfig(data=data, out=str(tmp_path / name), epochs=2, hidden_units=(32,), latent_dim=4,
-                          seed=3), verbose=0, pictures=False).history
+        train(
+            TrainConfig(data=data, out=str(tmp_path / name), epochs=2, hidden_units=(32,), latent_dim=4, seed=3),
+            verbose=0,
+            pictures=False,
+        ).history
         for name, data in (("memory", in_memory), ("stream", streamed))
     ]
     assert histories[0]["train"] == histories[1]["train"]
@@ -62,9 +73,29 @@ def test_every_epoch_streams_each_example_once_in_an_order_set_by_seed_and_epoch
 def test_conditional_training_from_records_on_the_command_line(tmp_path, digits):
     folder = write_digits(tmp_path / "records", digits)
     out = tmp_path / "run"
-    assert cli.main(["train", "--data", folder, "--conditional", "--epochs", "1", "--hidden-units", "16",
-                     "--latent-dim", "2", "--shuffle-window", "500", "--out", str(out), "--quiet",
-                     "--no-pictures"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                folder,
+                "--conditional",
+                "--epochs",
+                "1",
+                "--hidden-units",
+                "16",
+                "--latent-dim",
+                "2",
+                "--shuffle-window",
+                "500",
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-pictures",
+            ]
+        )
+        == 0
+    )
     assert read_config(str(out)).shuffle_window == 500
     model = load_run(str(out))
     assert model.conditional and model.num_classes == 10
@@ -86,12 +117,16 @@ def example(x, label=None):
 @pytest.mark.parametrize(
     "payloads, message",
     [
-        ([example(np.zeros(4, np.uint8))] * 5 + [example(np.zeros(5, np.uint8))],
-         r"train.tfrecord, record 5: an example of shape \(5,\) and dtype uint8, but the first record has \(4,\)"),
+        (
+            [example(np.zeros(4, np.uint8))] * 5 + [example(np.zeros(5, np.uint8))],
+            r"train.tfrecord, record 5: an example of shape \(5,\) and dtype uint8, but the first record has \(4,\)",
+        ),
         ([example(np.zeros(4, np.uint8))] * 3 + [b"not a protobuf"], r"train.tfrecord, record 3: not a record"),
         ([b"\x00garbage"], r"train.tfrecord, record 0: not a record of the tfvae format"),
-        ([example(np.zeros(4, np.uint8), 1), example(np.zeros(4, np.uint8))],
-         r"record 1: no 'label', but the first record has one"),
+        (
+            [example(np.zeros(4, np.uint8), 1), example(np.zeros(4, np.uint8))],
+            r"record 1: no 'label', but the first record has one",
+        ),
         ([example(np.full(4, 3, np.uint8))], r"train.tfrecord, records 0..0: values span \[3, 3\]"),
         ([example(np.zeros(4, np.uint8), -2)], "label -2 is negative"),
     ],

@@ -1,5 +1,8 @@
 """The real server in a subprocess on loopback, spoken to over HTTP by real clients."""
+
 import asyncio
+import http.client
+import json
 import os
 import signal
 import subprocess
@@ -8,15 +11,18 @@ import threading
 import time
 
 import httpx
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import onnxruntime
 import orjson
 import pytest
 import tritonclient.http as triton
-from conftest import tiny_vae, trained_conditional_and_autoencoder
-from helpers import Server
+from helpers import Server, tiny_vae, trained_conditional_and_autoencoder
 
 import tfvae
+
+pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
 
 TOLERANCE = 1e-5
 MAX_ROWS = 64
@@ -34,15 +40,17 @@ def repository(tmp_path_factory, digits):
 
 @pytest.fixture(scope="module")
 def server(repository):
-    running = Server(repository[0], "--max-rows", str(MAX_ROWS), "--max-body-mib", str(MAX_BODY_MIB),
-                     "--batch-delay-ms", "5")
+    running = Server(
+        repository[0], "--max-rows", str(MAX_ROWS), "--max-body-mib", str(MAX_BODY_MIB), "--batch-delay-ms", "5"
+    )
     yield running
     assert running.stop(), running.output
 
 
 def onnx_outputs(export_dir, name, inputs):
-    session = onnxruntime.InferenceSession(os.path.join(export_dir, name, "1", "model.onnx"),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        os.path.join(export_dir, name, "1", "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, inputs)))
 
@@ -71,8 +79,9 @@ def test_v2_infer_with_a_standard_client_matches_the_exported_model(server, repo
     model = repository[1]
     z_input = triton.InferInput("z", list(z.shape), "FP32")
     z_input.set_data_from_numpy(z, binary_data=binary)
-    result = client.infer("gen", [z_input], model_version="1",
-                          outputs=[triton.InferRequestedOutput("mean", binary_data=binary)])
+    result = client.infer(
+        "gen", [z_input], model_version="1", outputs=[triton.InferRequestedOutput("mean", binary_data=binary)]
+    )
     assert result.as_numpy("logits") is None  # only what was asked for
     np.testing.assert_allclose(result.as_numpy("mean"), expected["mean"], atol=TOLERANCE)
     np.testing.assert_allclose(result.as_numpy("mean"), model.decode(z).mean().numpy(), atol=TOLERANCE)
@@ -87,10 +96,16 @@ def test_v2_infer_with_a_standard_client_matches_the_exported_model(server, repo
 
 def test_v2_binary_output_by_request_parameter(server, repository):
     z = latent(2)
-    body = orjson.dumps({"id": "r1", "parameters": {"binary_data_output": True},
-                         "inputs": [{"name": "z", "shape": [2, 4], "datatype": "FP32", "data": z.ravel().tolist()}]})
-    response = httpx.post(f"{server.url}/v2/models/gen/infer", content=body,
-                          headers={"Content-Type": "application/json"})
+    body = orjson.dumps(
+        {
+            "id": "r1",
+            "parameters": {"binary_data_output": True},
+            "inputs": [{"name": "z", "shape": [2, 4], "datatype": "FP32", "data": z.ravel().tolist()}],
+        }
+    )
+    response = httpx.post(
+        f"{server.url}/v2/models/gen/infer", content=body, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 200
     length = int(response.headers["inference-header-content-length"])
     header = orjson.loads(response.content[:length])
@@ -98,7 +113,7 @@ def test_v2_binary_output_by_request_parameter(server, repository):
     offset, expected = length, onnx_outputs(repository[0], "gen", {"z": z})
     for output in header["outputs"]:
         size = output["parameters"]["binary_data_size"]
-        array = np.frombuffer(response.content[offset: offset + size], "<f4").reshape(output["shape"])
+        array = np.frombuffer(response.content[offset : offset + size], "<f4").reshape(output["shape"])
         np.testing.assert_allclose(array, expected[output["name"]], atol=TOLERANCE)
         offset += size
     assert offset == len(response.content)
@@ -114,17 +129,22 @@ def test_tf_serving_rest_row_and_columnar_formats(server, repository):
     np.testing.assert_allclose(columns["outputs"], mean, atol=TOLERANCE)
     named = httpx.post(f"{server.url}/v1/models/gen:predict", json={"instances": [{"z": r} for r in z.tolist()]}).json()
     np.testing.assert_allclose(named["predictions"], mean, atol=TOLERANCE)
-    logits = httpx.post(f"{server.url}/v1/models/gen:predict",
-                        json={"signature_name": "params", "instances": z.tolist()}).json()
+    logits = httpx.post(
+        f"{server.url}/v1/models/gen:predict", json={"signature_name": "params", "instances": z.tolist()}
+    ).json()
     np.testing.assert_allclose(logits["predictions"], model.decode(z).distribution.logits.numpy(), atol=TOLERANCE)
     x = (np.random.default_rng(2).random((2, 64)) > 0.5).astype(np.float32)
     encoded = httpx.post(f"{server.url}/v1/models/gen_encoder:predict", json={"instances": x.tolist()}).json()
     assert set(encoded["predictions"][0]) == {"loc", "scale"}  # several outputs: a dict per instance
-    np.testing.assert_allclose([p["scale"] for p in encoded["predictions"]],
-                               model.encode(x).stddev().numpy(), atol=TOLERANCE)
+    np.testing.assert_allclose(
+        [p["scale"] for p in encoded["predictions"]], model.encode(x).stddev().numpy(), atol=TOLERANCE
+    )
     status = httpx.get(f"{server.url}/v1/models/gen").json()
-    assert status["model_version_status"][0] == {"version": "1", "state": "AVAILABLE",
-                                                 "status": {"error_code": "OK", "error_message": ""}}
+    assert status["model_version_status"][0] == {
+        "version": "1",
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""},
+    }
 
 
 def test_generate_samples_the_prior_and_repeats_with_a_seed(server, repository):
@@ -144,57 +164,220 @@ def v2_body(z, **overrides):
 
 
 def binary_body(size, payload):
-    header = orjson.dumps({"inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32",
-                                       "parameters": {"binary_data_size": size}}]})
+    header = orjson.dumps(
+        {"inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": size}}]}
+    )
     return header + payload, {"inference-header-content-length": str(len(header))}
 
 
 BAD_REQUESTS = [
     ("malformed JSON", "POST", "/v2/models/gen/infer", b'{"inputs": [', {}, 400, "malformed JSON"),
-    ("missing inputs", "POST", "/v2/models/gen/infer", b'{"outputs": []}', {}, 400, "needs \\\"inputs\\\""),
-    ("missing data", "POST", "/v2/models/gen/infer", b'{"inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32"}]}',
-     {}, 400, "needs \\\"data\\\""),
-    ("wrong shape", "POST", "/v2/models/gen/infer", v2_body(np.zeros((2, 5), np.float32)), {}, 400,
-     "shape [2, 5]; expected [rows, 4]"),
-    ("data/shape mismatch", "POST", "/v2/models/gen/infer", v2_body(np.zeros((2, 4), np.float32), shape=[3, 4]), {},
-     400, "has 8 values but shape [3, 4] needs 12"),
-    ("wrong datatype", "POST", "/v2/models/gen/infer", v2_body(np.zeros((1, 4), np.float32), datatype="INT64"), {},
-     400, "datatype 'INT64'; the model takes FP32"),
-    ("wrong input name", "POST", "/v2/models/gen/infer", v2_body(np.zeros((1, 4), np.float32), name="x"), {}, 400,
-     "do not match the model's inputs"),
-    ("strings as data", "POST", "/v2/models/gen/infer", v2_body(np.zeros((1, 4), np.float32), data=["a"] * 4), {},
-     400, "must be numbers"),
-    ("unknown output", "POST", "/v2/models/gen/infer",
-     orjson.dumps({"inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}],
-                   "outputs": [{"name": "image"}]}), {}, 400, "unknown output(s) ['image']"),
-    ("unknown model", "POST", "/v2/models/nope/infer", v2_body(np.zeros((1, 4), np.float32)), {}, 404,
-     "unknown model 'nope'"),
-    ("unknown version", "POST", "/v2/models/gen/versions/9/infer", v2_body(np.zeros((1, 4), np.float32)), {}, 404,
-     "has no version '9'"),
-    ("too many rows", "POST", "/v2/models/gen/infer", v2_body(np.zeros((MAX_ROWS + 1, 4), np.float32)), {}, 413,
-     f"at most {MAX_ROWS} per request"),
-    ("body over limit", "POST", "/v2/models/gen/infer", b" " * int(MAX_BODY_MIB * 2**20 + 1), {}, 413,
-     "byte limit"),
-    ("binary NaN", "POST", "/v2/models/gen/infer", *binary_body(16, np.full(4, np.nan, "<f4").tobytes()), 400,
-     "contains NaN or Inf"),
-    ("binary size mismatch", "POST", "/v2/models/gen/infer", *binary_body(12, b"\0" * 12), 400,
-     "binary_data_size 12 does not match"),
-    ("header length outside body", "POST", "/v2/models/gen/infer", b"{}", {"inference-header-content-length": "99"},
-     400, "outside the body"),
-    ("JSON NaN literal", "POST", "/v1/models/gen:predict", b'{"instances": [[NaN, 0, 0, 0]]}', {}, 400,
-     "malformed JSON"),
-    ("infinite value", "POST", "/v1/models/gen:predict", b'{"instances": [[1e999, 0, 0, 0]]}', {}, 400,
-     "number is infinity"),
-    ("content type", "POST", "/v1/models/gen:predict", b"instances=1", {"content-type": "text/plain"}, 415,
-     "unsupported content type 'text/plain'"),
-    ("both formats", "POST", "/v1/models/gen:predict", b'{"instances": [], "inputs": []}', {}, 400,
-     "exactly one of"),
-    ("unknown signature", "POST", "/v1/models/gen:predict", b'{"signature_name": "x", "instances": [[0,0,0,0]]}',
-     {}, 400, "unknown signature_name 'x'"),
+    ("missing inputs", "POST", "/v2/models/gen/infer", b'{"outputs": []}', {}, 400, 'needs \\"inputs\\"'),
+    (
+        "missing data",
+        "POST",
+        "/v2/models/gen/infer",
+        b'{"inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32"}]}',
+        {},
+        400,
+        'needs \\"data\\"',
+    ),
+    (
+        "wrong shape",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((2, 5), np.float32)),
+        {},
+        400,
+        "shape [2, 5]; expected [rows, 4]",
+    ),
+    (
+        "data/shape mismatch",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((2, 4), np.float32), shape=[3, 4]),
+        {},
+        400,
+        "has 8 values but shape [3, 4] needs 12",
+    ),
+    (
+        "wrong datatype",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((1, 4), np.float32), datatype="INT64"),
+        {},
+        400,
+        "datatype 'INT64'; the model takes FP32",
+    ),
+    (
+        "wrong input name",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((1, 4), np.float32), name="x"),
+        {},
+        400,
+        "do not match the model's inputs",
+    ),
+    (
+        "strings as data",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((1, 4), np.float32), data=["a"] * 4),
+        {},
+        400,
+        "must be numbers",
+    ),
+    (
+        "unknown output",
+        "POST",
+        "/v2/models/gen/infer",
+        orjson.dumps(
+            {
+                "inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}],
+                "outputs": [{"name": "image"}],
+            }
+        ),
+        {},
+        400,
+        "unknown output(s) ['image']",
+    ),
+    (
+        "unknown model",
+        "POST",
+        "/v2/models/nope/infer",
+        v2_body(np.zeros((1, 4), np.float32)),
+        {},
+        404,
+        "unknown model 'nope'",
+    ),
+    (
+        "unknown version",
+        "POST",
+        "/v2/models/gen/versions/9/infer",
+        v2_body(np.zeros((1, 4), np.float32)),
+        {},
+        404,
+        "has no version '9'",
+    ),
+    (
+        "too many rows",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((MAX_ROWS + 1, 4), np.float32)),
+        {},
+        413,
+        f"at most {MAX_ROWS} per request",
+    ),
+    ("body over limit", "POST", "/v2/models/gen/infer", b" " * int(MAX_BODY_MIB * 2**20 + 1), {}, 413, "byte limit"),
+    (
+        "binary NaN",
+        "POST",
+        "/v2/models/gen/infer",
+        *binary_body(16, np.full(4, np.nan, "<f4").tobytes()),
+        400,
+        "contains NaN or Inf",
+    ),
+    (
+        "binary size mismatch",
+        "POST",
+        "/v2/models/gen/infer",
+        *binary_body(12, b"\0" * 12),
+        400,
+        "binary_data_size 12 does not match",
+    ),
+    (
+        "header length outside body",
+        "POST",
+        "/v2/models/gen/infer",
+        b"{}",
+        {"inference-header-content-length": "99"},
+        400,
+        "outside the body",
+    ),
+    (
+        "JSON NaN literal",
+        "POST",
+        "/v1/models/gen:predict",
+        b'{"instances": [[NaN, 0, 0, 0]]}',
+        {},
+        400,
+        "malformed JSON",
+    ),
+    (
+        "infinite value",
+        "POST",
+        "/v1/models/gen:predict",
+        b'{"instances": [[1e999, 0, 0, 0]]}',
+        {},
+        400,
+        "number is infinity",
+    ),
+    (
+        "content type",
+        "POST",
+        "/v1/models/gen:predict",
+        b"instances=1",
+        {"content-type": "text/plain"},
+        415,
+        "unsupported content type 'text/plain'",
+    ),
+    ("both formats", "POST", "/v1/models/gen:predict", b'{"instances": [], "inputs": []}', {}, 400, "exactly one of"),
+    (
+        "unknown signature",
+        "POST",
+        "/v1/models/gen:predict",
+        b'{"signature_name": "x", "instances": [[0,0,0,0]]}',
+        {},
+        400,
+        "unknown signature_name 'x'",
+    ),
+    (
+        "parameters not an object",
+        "POST",
+        "/v2/models/gen/infer",
+        b'{"parameters": [1], "inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}',
+        {},
+        400,
+        '\\"parameters\\" of the request must be a JSON object',
+    ),
+    (
+        "shape that wraps to 0",
+        "POST",
+        "/v2/models/gen/infer",
+        b'{"inputs": [{"name": "z", "shape": [4294967296, 4294967296], "datatype": "FP32", "data": []}]}',
+        {},
+        400,
+        "has shape [4294967296, 4294967296]; expected [rows, 4]",
+    ),
+    (
+        "boolean in shape",
+        "POST",
+        "/v2/models/gen/infer",
+        b'{"inputs": [{"name": "z", "shape": [true, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}',
+        {},
+        400,
+        "a list of non-negative integers",
+    ),
+    (
+        "signature name a list",
+        "POST",
+        "/v1/models/gen:predict",
+        b'{"signature_name": [], "instances": [[0,0,0,0]]}',
+        {},
+        400,
+        "unknown signature_name []",
+    ),
     ("unknown verb", "POST", "/v1/models/gen:classify", b'{"instances": [[0,0,0,0]]}', {}, 404, "unknown verb"),
-    ("generate bad n", "POST", "/v1/models/gen:generate", b'{"n": 0}', {}, 400, "\\\"n\\\" must be an integer"),
-    ("generate too many", "POST", "/v1/models/gen:generate", f'{{"n": {MAX_ROWS + 1}}}'.encode(), {}, 400,
-     "\\\"n\\\" must be an integer"),
+    ("generate bad n", "POST", "/v1/models/gen:generate", b'{"n": 0}', {}, 400, '\\"n\\" must be an integer'),
+    (
+        "generate too many",
+        "POST",
+        "/v1/models/gen:generate",
+        f'{{"n": {MAX_ROWS + 1}}}'.encode(),
+        {},
+        400,
+        '\\"n\\" must be an integer',
+    ),
     ("generate labels", "POST", "/v1/models/gen:generate", b'{"n": 1, "labels": [3]}', {}, 400, "not conditional"),
     ("generate encoder", "POST", "/v1/models/gen_encoder:generate", b'{"n": 1}', {}, 400, "is an encoder"),
     ("no such route", "GET", "/v3/models", b"", {}, 404, "no such endpoint"),
@@ -210,6 +393,19 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_stays_up(server,
     assert response.headers["content-type"].startswith("application/json")
     assert message.replace("\\", "") in response.json()["error"]
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+
+
+def test_inputs_whose_outputs_overflow_get_a_400_not_null(server, repository):
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * 4)).reshape(4, -1).T  # every corner of the cube
+    z = next(
+        3e38 * s[None].astype(np.float32)
+        for s in signs
+        if not np.isfinite(repository[1].decode(3e38 * s[None].astype(np.float32)).distribution.logits).all()
+    )
+    response = httpx.post(
+        f"{server.url}/v1/models/gen:predict", json={"signature_name": "params", "instances": z.tolist()}
+    )
+    assert response.status_code == 400 and "outputs for these inputs are not finite" in response.json()["error"]
 
 
 def test_concurrent_requests_are_batched_and_split_back_exactly(server, repository):
@@ -278,12 +474,22 @@ def test_savedmodel_backend_serves_the_same_answers(repository):
 
 
 def test_sigterm_drains_in_flight_requests_then_exits(repository):
-    server = Server(repository[0], "--batch-delay-ms", "1500")  # a lone request waits 1.5 s
+    server = Server(repository[0])
     answer = {}
+    body = orjson.dumps({"instances": latent(1).tolist()})
+
+    def slow_upload():  # the request is still arriving when SIGTERM comes
+        yield body[:10]
+        time.sleep(1.5)
+        yield body[10:]
 
     def slow_request():
-        answer["response"] = httpx.post(f"{server.url}/v1/models/gen:predict",
-                                        json={"instances": latent(1).tolist()}, timeout=30)
+        answer["response"] = httpx.post(
+            f"{server.url}/v1/models/gen:predict",
+            content=slow_upload(),
+            timeout=30,
+            headers={"content-type": "application/json"},
+        )
 
     thread = threading.Thread(target=slow_request)
     thread.start()
@@ -299,8 +505,8 @@ def test_serve_refuses_a_folder_without_models(tmp_path):
     result = subprocess.run([script, "serve", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"tfvae serve: error: {tmp_path} holds no servable model (no <name>/<version>/manifest.json); "
-        "write one with `tfvae export`."
+        f"tfvae serve: error: {tmp_path} holds no servable model (no <name>/<version>/manifest.json that "
+        "passes its checks); write one with `tfvae export`."
     ]
 
 
@@ -313,26 +519,91 @@ def test_a_file_that_differs_from_its_manifest_is_not_served(repository, tmp_pat
     shutil.copytree(repository[0], copy)
     with open(os.path.join(copy, "gen", "1", "model.onnx"), "ab") as f:
         f.write(b"tampered")
-    models = load_repository(copy)
-    assert "gen" not in models and "gen_encoder" in models
+    loaded = load_repository(copy)
+    assert "gen" not in loaded.models and "gen_encoder" in loaded.models
+    assert "model.onnx is missing or differs from its manifest's sha256" in loaded.refused["gen"]
     with open(os.path.join(copy, "gen_encoder", "1", "model.onnx"), "ab") as f:
         f.write(b"tampered")
-    with pytest.raises(RepositoryError, match="holds no servable model"):
+    with pytest.raises(RepositoryError, match="holds no servable model.*differs from its manifest's sha256"):
         load_repository(copy)
 
 
-def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path):
-    import json
+def _edited_copy(repository, tmp_path, edit):
     import shutil
 
     copy = str(tmp_path / "repo")
     shutil.copytree(repository[0], copy)
-    manifest_path = os.path.join(copy, "gen", "1", "manifest.json")
-    with open(manifest_path) as f:
-        manifest = json.load(f)
-    manifest["prior"] = "VampPrior"
-    with open(manifest_path, "w") as f:
-        json.dump(manifest, f)
+    for part in ("gen", "gen_encoder"):
+        path = os.path.join(copy, part, "1", "manifest.json")
+        with open(path) as f:
+            manifest = json.load(f)
+        with open(path, "w") as f:
+            json.dump(edit(manifest), f)
+    return copy
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda m: {"parts": []}, "manifest.json: the top level: 'name' is a required property"),
+        (lambda m: [1, 2], "manifest.json: the top level: [1, 2] is not of type 'object'"),
+        (
+            lambda m: {**m, "latent_dim": 9},
+            "the decoder's input 'z' has shape ['batch', 4], but the manifest's latent_dim",
+        ),
+        (
+            lambda m: {**m, "parts": {**m["parts"], "generator": m["parts"]["decoder"]}},
+            "parts: 'generator' is not one of ['decoder', 'encoder']",
+        ),
+        (lambda m: {**m, "version": 2**70}, "version: 1180591620717411303424 is greater than the maximum"),
+    ],
+    ids=["empty-parts", "a-list", "latent-dim-edited", "unknown-part", "version-past-int64"],
+)
+def test_a_manifest_that_breaks_its_schema_or_its_tensors_is_refused_with_the_reason(
+    repository, tmp_path, edit, reason
+):
+    from tfvae.serving.repository import RepositoryError, load_repository
+
+    with pytest.raises(RepositoryError) as error:
+        load_repository(_edited_copy(repository, tmp_path, edit))
+    assert reason in str(error.value)
+
+
+def test_readiness_is_per_model_and_the_operator_chooses_all_or_any(repository, tmp_path):
+    copy = _edited_copy(repository, tmp_path, lambda m: m)
+    with open(os.path.join(copy, "gen", "1", "model.onnx"), "ab") as f:
+        f.write(b"tampered")
+    for ready_when, status in (("all", 503), ("any", 200)):
+        server = Server(copy, "--ready-when", ready_when, wait_for="live")
+        try:
+            assert httpx.get(f"{server.url}/v2/health/ready").status_code == status
+            assert httpx.get(f"{server.url}/v2/models/gen_encoder/ready").status_code == 200
+            gen = httpx.get(f"{server.url}/v2/models/gen/ready")
+            assert gen.status_code == 503 and "differs from its manifest's sha256" in gen.json()["error"]
+        finally:
+            assert server.stop(), server.output
+    assert "not serving gen version 1" in server.output
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(repository):
+    import socket
+
+    script = os.path.join(os.path.dirname(sys.executable), "tfvae")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [script, "serve", repository[0], "--port", str(port)], capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 2 and "tfvae serve:" not in result.stdout  # never announced
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tfvae serve: error: cannot listen on 127.0.0.1:{port} (see the message above); choose another --port."
+    )
+
+
+def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path):
+    copy = _edited_copy(repository, tmp_path, lambda m: {**m, "prior": "VampPrior"})  # with no prior.npz
     server = Server(copy)
     try:
         response = httpx.post(f"{server.url}/v1/models/gen:generate", json={"n": 2})
@@ -357,22 +628,34 @@ def test_conditional_generation_and_autoencoders_over_http(digits, tmp_path):
         z = np.asarray(body["z"], np.float32)
         expected = conditional.decode(z, np.asarray(labels)).mean().numpy()
         assert np.max(np.abs(np.asarray(body["samples"]) - expected)) <= TOLERANCE
-        infer = httpx.post(f"{server.url}/v2/models/cgen/infer", json={"inputs": [
-            {"name": "z", "shape": [4, 4], "datatype": "FP32", "data": z.ravel().tolist()},
-            {"name": "labels", "shape": [4], "datatype": "INT64", "data": labels},
-        ]})
+        infer = httpx.post(
+            f"{server.url}/v2/models/cgen/infer",
+            json={
+                "inputs": [
+                    {"name": "z", "shape": [4, 4], "datatype": "FP32", "data": z.ravel().tolist()},
+                    {"name": "labels", "shape": [4], "datatype": "INT64", "data": labels},
+                ]
+            },
+        )
         assert infer.status_code == 200, infer.text
         mean = next(o for o in infer.json()["outputs"] if o["name"] == "mean")
         assert np.max(np.abs(np.asarray(mean["data"]).reshape(4, 64) - expected)) <= TOLERANCE
-        for bad, message in [({"n": 2}, "list of 2 integer class ids"),
-                             ({"n": 2, "labels": [0, 10]}, "classes 0 to 9"),
-                             ({"n": 2, "labels": [0, 1.5]}, "list of 2 integer class ids")]:
+        for bad, message in [
+            ({"n": 2}, "list of 2 integer class ids"),
+            ({"n": 2, "labels": [0, 10]}, "classes 0 to 9"),
+            ({"n": 2, "labels": [0, 1.5]}, "list of 2 integer class ids"),
+        ]:
             response = httpx.post(f"{server.url}/v1/models/cgen:generate", json=bad)
             assert response.status_code == 400 and message in response.json()["error"], response.text
-        out_of_range = httpx.post(f"{server.url}/v2/models/cgen/infer", json={"inputs": [
-            {"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]},
-            {"name": "labels", "shape": [1], "datatype": "INT64", "data": [-1]},
-        ]})
+        out_of_range = httpx.post(
+            f"{server.url}/v2/models/cgen/infer",
+            json={
+                "inputs": [
+                    {"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]},
+                    {"name": "labels", "shape": [1], "datatype": "INT64", "data": [-1]},
+                ]
+            },
+        )
         assert out_of_range.status_code == 400 and "classes 0 to 9" in out_of_range.json()["error"]
         refused = httpx.post(f"{server.url}/v1/models/ae:generate", json={"n": 2})
         assert refused.status_code == 400 and "autoencoder" in refused.json()["error"]
@@ -389,8 +672,10 @@ def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path):
     tfvae.export(model, export_dir, "vamp", parts=("decoder",))
     server = Server(export_dir)
     try:
-        bodies = [httpx.post(f"{server.url}/v1/models/vamp:generate", json={"n": 2000, "seed": seed}).json()
-                  for seed in (0, 1)]
+        bodies = [
+            httpx.post(f"{server.url}/v1/models/vamp:generate", json={"n": 2000, "seed": seed}).json()
+            for seed in (0, 1)
+        ]
     finally:
         assert server.stop(), server.output
     z = np.concatenate([np.asarray(body["z"], np.float32) for body in bodies])  # [4000, 2]
@@ -401,3 +686,123 @@ def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path):
     np.testing.assert_allclose(z.mean(axis=0), reference.mean(axis=0), atol=float(scale.max()) * 0.08)
     np.testing.assert_allclose(z.std(axis=0), scale, rtol=0.08)
     assert not np.allclose(z.std(axis=0), 1.0, atol=0.05)  # not N(0, I) by mistake
+
+
+# Values a careless or hostile client might put anywhere in a request.
+_JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from([0, 1, 4, -1, 2**32, 2**63, "z", "x", "FP32", "INT64", "BYTES", "mean", "params"]),
+)
+_JSON = st.recursive(
+    _JSON_SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _maybe(key, values):
+    return st.one_of(st.just({}), values.map(lambda v: {key: v}))
+
+
+def _merged(*parts):
+    return st.tuples(*parts).map(lambda dicts: {k: v for d in dicts for k, v in d.items()})
+
+
+_SHAPES = st.one_of(
+    _JSON, st.lists(st.one_of(st.integers(-2, 8), st.sampled_from([2**32, 2**63 - 1, True])), max_size=3)
+)
+_V2_INPUT = _merged(
+    _maybe("name", st.one_of(st.sampled_from(["z", "x"]), _JSON)),
+    _maybe("shape", _SHAPES),
+    _maybe("datatype", st.one_of(st.sampled_from(["FP32", "FP64", "INT64", "BOOL", "BYTES"]), _JSON)),
+    _maybe("data", st.one_of(_JSON, st.lists(st.floats(-3, 3), max_size=12))),
+    _maybe("parameters", st.one_of(_JSON, st.fixed_dictionaries({"binary_data_size": _JSON_SCALARS}))),
+)
+_V2_BODY = _merged(
+    _maybe("id", _JSON),
+    _maybe("inputs", st.one_of(_JSON, st.lists(_V2_INPUT, max_size=2))),
+    _maybe(
+        "outputs", st.one_of(_JSON, st.lists(_merged(_maybe("name", _JSON), _maybe("parameters", _JSON)), max_size=2))
+    ),
+    _maybe("parameters", _JSON),
+)
+_PREDICT_BODY = _merged(_maybe("signature_name", _JSON), _maybe("instances", _JSON), _maybe("inputs", _JSON))
+_GENERATE_BODY = _merged(_maybe("n", _JSON), _maybe("seed", _JSON), _maybe("labels", _JSON))
+
+
+def _fuzz(server, path, bodies, header_lengths=st.none()):
+    seen = {}
+
+    @hypothesis.settings(
+        max_examples=250,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(body=bodies, trailing=st.binary(max_size=24), header_length=header_lengths)
+    def send(body, trailing, header_length):
+        # The standard library writes integers of any size (orjson stops at 64 bits).
+        content = json.dumps(body).encode() + (trailing if header_length is not None else b"")
+        headers = {} if header_length is None else {"inference-header-content-length": str(header_length)}
+        response = httpx.post(server.url + path, content=content, headers=headers)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (body, response.text)
+        assert "error" in response.json() or response.status_code == 200
+
+    send()
+    return seen
+
+
+@pytest.mark.parametrize(
+    "path, bodies, header_lengths",
+    [
+        ("/v2/models/gen/infer", _V2_BODY, st.none()),
+        ("/v2/models/gen/infer", _V2_BODY, st.integers(-5, 400)),
+        ("/v2/models/gen_encoder/infer", _V2_BODY, st.none()),
+        ("/v1/models/gen:predict", _PREDICT_BODY, st.none()),
+        ("/v1/models/gen:generate", _GENERATE_BODY, st.none()),
+    ],
+    ids=["v2-json", "v2-binary", "v2-encoder", "predict", "generate"],
+)
+def test_fuzzed_requests_never_get_a_5xx_and_the_server_stays_correct(server, repository, path, bodies, header_lengths):
+    seen = _fuzz(server, path, bodies, header_lengths)
+    assert sum(seen.values()) == 250 and any(400 <= status < 500 for status in seen)
+    z = latent(2)
+    rows = httpx.post(f"{server.url}/v1/models/gen:predict", json={"instances": z.tolist()}).json()
+    np.testing.assert_allclose(rows["predictions"], repository[1].decode(z).mean().numpy(), atol=TOLERANCE)
+
+
+def test_a_stalled_upload_neither_holds_other_requests_nor_stays_open(repository):
+    import socket
+
+    server = Server(repository[0], "--batch-delay-ms", "500", "--body-timeout-s", "2")
+    try:
+        stalled = socket.create_connection(("127.0.0.1", server.port))
+        stalled.sendall(
+            b"POST /v1/models/gen:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"instan'
+        )
+        time.sleep(0.3)
+        started = time.perf_counter()
+        answer = httpx.post(f"{server.url}/v1/models/gen:predict", json={"instances": latent(1).tolist()})
+        # Counted as in flight, the upload would make the batch wait its whole 500 ms.
+        assert answer.status_code == 200 and time.perf_counter() - started < 0.25
+        stalled.settimeout(10)
+        reply = http.client.HTTPResponse(stalled)
+        reply.begin()
+        assert reply.status == 408 and "the body did not arrive within 2 s" in json.loads(reply.read())["error"]
+        stalled.close()
+        leaving = socket.create_connection(("127.0.0.1", server.port))  # leaves mid-body
+        leaving.sendall(b"POST /v1/models/gen:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        leaving.close()
+        time.sleep(0.5)
+        assert 'tfvae_requests_total{endpoint="v1_predict",status="499"} 1.0' in httpx.get(f"{server.url}/metrics").text
+    finally:
+        assert server.stop(), server.output

@@ -1,4 +1,5 @@
 """Tables: CSV files, a Gaussian likelihood standardised inside the model, answers in the table's units."""
+
 import os
 
 import keras
@@ -26,8 +27,31 @@ def correlated_rows(n, seed=0):
 def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     path = write_table(tmp_path / "table.csv", correlated_rows(400))
     out = str(tmp_path / "run")
-    assert cli.main(["train", "--data", path, "--likelihood", "gaussian", "--latent-dim", "1", "--hidden-units", "32",
-                     "--epochs", "25", "--batch-size", "32", "--learning-rate", "0.01", "--quiet", "--out", out]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                path,
+                "--likelihood",
+                "gaussian",
+                "--latent-dim",
+                "1",
+                "--hidden-units",
+                "32",
+                "--epochs",
+                "25",
+                "--batch-size",
+                "32",
+                "--learning-rate",
+                "0.01",
+                "--quiet",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     pictures = sorted(name for name in os.listdir(out) if name.endswith(".png"))
     assert pictures == ["learning_curve.png"]  # rows of a table are no pictures
     assert cli.main(["sample", out, "--n", "4", "--out", str(tmp_path / "s.png")]) == 2
@@ -43,16 +67,18 @@ def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     np.testing.assert_allclose(reconstructed.mean(axis=0), rows.mean(axis=0), rtol=0.02)
     # A fresh model's predictive spread is the data's (standardised units start at 1).
     fresh = training.build_model_for(training.read_config(out), training.load_run_data(out))
-    np.testing.assert_allclose(fresh.likelihood_layer.data_scale, training.load_splits(
-        training.read_config(out)).train.std(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(
+        fresh.likelihood_layer.data_scale, training.load_splits(training.read_config(out)).train.std(axis=0), rtol=1e-4
+    )
 
 
 def test_log_likelihood_ranks_anomalous_rows_below_normal_ones(tmp_path):
     train = correlated_rows(400, seed=1)
     data = tfvae.load_dataset(write_table(tmp_path / "t.csv", train), likelihood="gaussian")
     loc, scale = tfvae.data.standardization(data.train)
-    vae = tfvae.VAE((3,), 1, hidden_units=(32,), seed=0,
-                    likelihood=tfvae.GaussianLikelihood((3,), data_loc=loc, data_scale=scale))
+    vae = tfvae.VAE(
+        (3,), 1, hidden_units=(32,), seed=0, likelihood=tfvae.GaussianLikelihood((3,), data_loc=loc, data_scale=scale)
+    )
     vae.compile(optimizer=keras.optimizers.Adam(0.01))
     vae.fit(data.train, epochs=25, batch_size=32, verbose=0)
     normal = correlated_rows(50, seed=2).astype("float32")
@@ -64,12 +90,15 @@ def test_log_likelihood_ranks_anomalous_rows_below_normal_ones(tmp_path):
     assert roc_auc_score([0] * 50 + [1] * 50, -scores) > 0.9
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a,b\n1,2\n3,x\n", r"line 3, column 'b': 'x' is not a number"),
-    ("a,b\n1,2\n3\n", r"line 3: 1 cells, but the table has 2 columns"),
-    ("a,b\n1,\n", r"line 2, column 'b': '' is not a number"),
-    ("a,b\n1,nan\n", r"'nan' is not a number.*impute"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a,b\n1,2\n3,x\n", r"line 3, column 'b': 'x' is not a number"),
+        ("a,b\n1,2\n3\n", r"line 3: 1 cells, but the table has 2 columns"),
+        ("a,b\n1,\n", r"line 2, column 'b': '' is not a number"),
+        ("a,b\n1,nan\n", r"'nan' is not a number.*impute"),
+    ],
+)
 def test_a_bad_table_names_the_line_column_and_fix(tmp_path, text, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)

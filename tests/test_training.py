@@ -1,4 +1,5 @@
 """Runs that lose nothing: checkpoints, resume, best model, early stopping."""
+
 import json
 import os
 import shutil
@@ -10,13 +11,14 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_vae
+from helpers import tiny_vae
 
 import tfvae
 from tfvae import RunError, checkpointing, cli, training
 from tfvae.stopping import StopOnSignal
 from tfvae.training import TrainConfig, train
 
+pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
 TINY = dict(data="digits", latent_dim=3, hidden_units=(32,), batch_size=64)
 
 
@@ -74,9 +76,27 @@ def test_sigterm_stops_the_cli_with_status_130_and_a_hint_and_resume_finishes_th
     out = str(tmp_path / "run")
     script = os.path.join(os.path.dirname(sys.executable), "tfvae")
     process = subprocess.Popen(
-        [script, "train", "--data", "digits", "--epochs", "40", "--latent-dim", "3", "--hidden-units", "32",
-         "--batch-size", "32", "--quiet", "--no-pictures", "--out", out],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            script,
+            "train",
+            "--data",
+            "digits",
+            "--epochs",
+            "40",
+            "--latent-dim",
+            "3",
+            "--hidden-units",
+            "32",
+            "--batch-size",
+            "32",
+            "--quiet",
+            "--no-pictures",
+            "--out",
+            out,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     first = os.path.join(out, "checkpoints", "epoch-000001")
     deadline = time.monotonic() + 120
@@ -86,8 +106,7 @@ def test_sigterm_stops_the_cli_with_status_130_and_a_hint_and_resume_finishes_th
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == (
-        f"tfvae train: interrupted; continue from the last completed epoch with "
-        f"`tfvae train --out {out} --resume`"
+        f"tfvae train: interrupted; continue from the last completed epoch with `tfvae train --out {out} --resume`"
     )
     with open(os.path.join(out, "epochs.csv")) as f:
         done_before = len(f.readlines()) - 1
@@ -109,8 +128,7 @@ def test_a_signal_during_fit_stops_at_a_batch_end_and_the_handlers_come_back(dig
     before = signal.getsignal(signal.SIGTERM)
     stop = StopOnSignal()
     with pytest.raises(KeyboardInterrupt), stop.installed():
-        model.fit(digits.train, epochs=5, batch_size=64, verbose=0,
-                  callbacks=[SignalAtSecondEpoch(), record, stop])
+        model.fit(digits.train, epochs=5, batch_size=64, verbose=0, callbacks=[SignalAtSecondEpoch(), record, stop])
     assert stop.received == signal.SIGTERM
     assert completed == [0]  # epoch 0 finished whole; epoch 1 stopped at its first batch end
     assert signal.getsignal(signal.SIGTERM) is before
@@ -214,16 +232,32 @@ def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_last_finite_check
     assert not os.path.exists(os.path.join(out, "model.keras"))
     last = checkpointing.latest_checkpoint(os.path.join(out, "checkpoints"))
     assert last.epochs == 1 and len(last.log) == 1
-    model = training.build_model(TrainConfig(data="", out="", **{k: v for k, v in TINY.items() if k != "data"}),
-                                 (64,), (8, 8, 1))
+    model = training.build_model(
+        TrainConfig(data="", out="", **{k: v for k, v in TINY.items() if k != "data"}), (64,), (8, 8, 1)
+    )
     last.restore(model)
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
 def test_the_cli_refuses_to_report_success_for_a_diverging_learning_rate(tmp_path, capsys):
     out = str(tmp_path / "run")
-    argv = ["train", "--data", "digits", "--out", out, "--learning-rate", "1e30", "--latent-dim", "3",
-            "--hidden-units", "32", "--epochs", "2", "--quiet", "--no-pictures"]
+    argv = [
+        "train",
+        "--data",
+        "digits",
+        "--out",
+        out,
+        "--learning-rate",
+        "1e30",
+        "--latent-dim",
+        "3",
+        "--hidden-units",
+        "32",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--no-pictures",
+    ]
     assert cli.main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "diverged in epoch 1" in error[0] and "no epoch finished" in error[0]
@@ -236,8 +270,11 @@ def test_evaluation_uses_the_validation_examples_the_run_held_out_not_fresh_ones
     data = str(tmp_path / "data.npz")
     np.savez(data, train=train_examples)
     out = str(tmp_path / "run")
-    result = train(TrainConfig(data=data, out=out, epochs=1, seed=5, **{k: v for k, v in TINY.items() if k != "data"}),
-                   verbose=0, pictures=False)
+    result = train(
+        TrainConfig(data=data, out=out, epochs=1, seed=5, **{k: v for k, v in TINY.items() if k != "data"}),
+        verbose=0,
+        pictures=False,
+    )
     trained_on = training.load_splits(result.config).train
     assert len(trained_on) == 180
     for data_argument in (None, data):  # the run's own data, named or not

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_vae
+from helpers import tiny_vae
 
 import tfvae
 from tfvae import objectives
@@ -63,8 +63,8 @@ def test_encode_and_decode_work_in_tf_function_and_dataset_map(digits):
     np.testing.assert_allclose(round_trip(tf.constant(x)).numpy(), model.reconstruct(x).numpy(), rtol=1e-6)
     mapped = tf.data.Dataset.from_tensor_slices(x).batch(4).map(lambda b: model.encode(b).mean())
     np.testing.assert_allclose(np.concatenate(list(mapped.as_numpy_iterator())), eager, rtol=1e-6)
-    sampled = tf.data.Dataset.from_tensor_slices(x).batch(4).map(
-        lambda b: model.encode(b).sample(seed=tf.constant([0, 1]))
+    sampled = (
+        tf.data.Dataset.from_tensor_slices(x).batch(4).map(lambda b: model.encode(b).sample(seed=tf.constant([0, 1])))
     )
     assert np.concatenate(list(sampled.as_numpy_iterator())).shape == (8, 3)
 
@@ -81,17 +81,21 @@ def test_gradients_reach_the_encoder_through_the_reparameterised_sample(digits):
     assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients)
     # In particular the part of the output layer that sets the scale gets a gradient.
     output_kernel_gradient = gradients[-2].numpy()
-    assert np.abs(output_kernel_gradient[:, model.latent_dim:]).max() > 0
+    assert np.abs(output_kernel_gradient[:, model.latent_dim :]).max() > 0
 
 
-def test_monte_carlo_kl_and_closed_form_give_the_same_loss_within_error(digits):
-    model = tiny_vae(num_samples=200)
+def test_monte_carlo_kl_and_closed_form_agree_within_error(digits):
+    # Eager elbo_parts reads analytic_kl on every call (a compiled evaluate would keep the
+    # first choice); an ignored switch gives the closed form twice and fails the spread check.
+    model = tiny_vae()
     model.fit(digits.train, epochs=2, batch_size=64, verbose=0)
     x = digits.valid
-    analytic = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)
+    closed = model.elbo_parts(x, num_samples=1, seed=0)[1][0].numpy()
     model.analytic_kl = False
-    monte_carlo = model.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)
-    assert abs(analytic["kl"] - monte_carlo["kl"]) < 0.05 * analytic["kl"] + 0.05
+    monte_carlo = model.elbo_parts(x, num_samples=500, seed=0)[1][0].numpy()
+    difference = monte_carlo - closed
+    assert difference.std() > 1e-3
+    assert abs(difference.mean()) < 4 * difference.std(ddof=1) / np.sqrt(len(x))
 
 
 def test_importance_sampled_log_likelihood_is_tighter_than_the_elbo(digits):
@@ -132,8 +136,9 @@ def test_keras_file_round_trip_decodes_identically(tmp_path, digits, kwargs):
     assert json.dumps(loaded.get_config()) == json.dumps(model.get_config())
     z = np.random.default_rng(0).normal(size=(5, model.latent_dim)).astype(np.float32)
     np.testing.assert_array_equal(loaded.decode(z).mean().numpy(), model.decode(z).mean().numpy())
-    np.testing.assert_array_equal(loaded.encode(digits.test[:5]).stddev().numpy(),
-                                  model.encode(digits.test[:5]).stddev().numpy())
+    np.testing.assert_array_equal(
+        loaded.encode(digits.test[:5]).stddev().numpy(), model.encode(digits.test[:5]).stddev().numpy()
+    )
     loaded.fit(digits.train[:128], epochs=1, batch_size=64, verbose=0)  # comes back compiled
 
 
@@ -175,9 +180,13 @@ def test_the_training_metrics_kl_is_the_closed_form_computed_by_hand(digits):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(num_samples=0), "num_samples"), (dict(beta=-1.0), "beta"), (dict(arch="rnn"), "arch"),
-     (dict(objective="vimco"), "objective"),
-     (dict(arch="conv", filters=(4, 8, 16, 32)), "multiples of 16")],
+    [
+        (dict(num_samples=0), "num_samples"),
+        (dict(beta=-1.0), "beta"),
+        (dict(arch="rnn"), "arch"),
+        (dict(objective="vimco"), "objective"),
+        (dict(arch="conv", filters=(4, 8, 16, 32)), "multiples of 16"),
+    ],
 )
 def test_bad_model_arguments_say_what_to_fix(kwargs, message):
     with pytest.raises(tfvae.ConfigError, match=message):
@@ -251,8 +260,9 @@ def test_xla_is_on_by_default_except_for_convolutions_on_a_machine_without_a_gpu
 
 
 def test_files_with_the_older_one_weight_sampler_state_still_load(tmp_path, digits):
-    import h5py
     import zipfile
+
+    import h5py
 
     model = tiny_vae(seed=5)
     model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
@@ -296,15 +306,21 @@ def test_evaluation_has_its_own_noise_and_leaves_training_as_it_was(digits):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m, d: m.decode(np.zeros((2, 5), "float32")), r"decode takes z of shape \[\.\.\., 3\].*\(2, 5\)"),
-    (lambda m, d: m.sample(-1), r"`n` must be a positive integer; got -1"),
-    (lambda m, d: m.fit((d.train, d.labels["train"]), epochs=1, verbose=0), "VAE is not conditional: fit takes"),
-    (lambda m, d: m.fit(d.train[:, :10], epochs=1, verbose=0), r"fit's x: examples have shape \(10,\).*\(64,\)"),
-    (lambda m, d: m.fit(np.where(np.arange(64) == 5, np.nan, d.train[:8]), epochs=1, verbose=0),
-     r"fit's x: 8 NaN or infinite values \(first in example 0\)"),
-    (lambda m, d: m.fit(d.train * 255, epochs=1, verbose=0), r"values span \[0, 255\].*Bernoulli"),
-], ids=["decode-size", "sample-negative", "labels-on-a-vae", "example-shape", "nan", "bernoulli-range"])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, d: m.decode(np.zeros((2, 5), "float32")), r"decode takes z of shape \[\.\.\., 3\].*\(2, 5\)"),
+        (lambda m, d: m.sample(-1), r"`n` must be a positive integer; got -1"),
+        (lambda m, d: m.fit((d.train, d.labels["train"]), epochs=1, verbose=0), "VAE is not conditional: fit takes"),
+        (lambda m, d: m.fit(d.train[:, :10], epochs=1, verbose=0), r"fit's x: examples have shape \(10,\).*\(64,\)"),
+        (
+            lambda m, d: m.fit(np.where(np.arange(64) == 5, np.nan, d.train[:8]), epochs=1, verbose=0),
+            r"fit's x: 8 NaN or infinite values \(first in example 0\)",
+        ),
+        (lambda m, d: m.fit(d.train * 255, epochs=1, verbose=0), r"values span \[0, 255\].*Bernoulli"),
+    ],
+    ids=["decode-size", "sample-negative", "labels-on-a-vae", "example-shape", "nan", "bernoulli-range"],
+)
 def test_mistakes_at_the_api_edge_name_the_cause(digits, call, message):
     with pytest.raises(tfvae.TfvaeError, match=message):
         call(tiny_vae(), digits)

@@ -1,4 +1,5 @@
 """tfvae: variational autoencoders in Keras 3 and TensorFlow Probability."""
+
 import os
 
 from tfvae._native import native_stderr_silenced

@@ -6,6 +6,7 @@ straight to file descriptor 2 before its logging is configured, so
 so the import and the device probe run with fd 2 pointed at /dev/null. Python
 exceptions are unaffected: they propagate after fd 2 is restored.
 """
+
 import contextlib
 import os
 import sys

@@ -1,4 +1,5 @@
 """Keras callbacks specific to VAEs."""
+
 import keras
 
 from tfvae.errors import ConfigError

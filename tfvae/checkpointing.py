@@ -9,6 +9,7 @@ its epoch counter as two files in place: a kill between or inside the two writes
 a 0-byte `latest.weights.h5` (resume impossible) or weights one epoch ahead of their
 counter (resume no longer repeats the run).
 """
+
 import json
 import math
 import os

@@ -4,8 +4,10 @@ Every subcommand parses and checks its flags, then calls the API
 (`tfvae.training.train`, `VAE.sample`, ...). Mistakes a user can fix end in one
 line on stderr and exit status 2, never a traceback.
 """
+
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -13,17 +15,18 @@ import sys
 import numpy as np
 
 import tfvae
+from tfvae import memory
 from tfvae._native import native_stderr_silenced
 from tfvae.data import LIKELIHOOD_FAMILIES, SPLITS, available_datasets
 from tfvae.errors import TfvaeError
 from tfvae.evaluation import evaluate
 from tfvae.exporting import PARTS, check_arguments, export
-from tfvae.serving import ServerConfig, create_app
-from tfvae.serving.backends import BACKENDS
-from tfvae.networks import ARCHITECTURES
 from tfvae.models.vae import OBJECTIVES
+from tfvae.networks import ARCHITECTURES
 from tfvae.posteriors import POSTERIORS
 from tfvae.priors import PRIORS
+from tfvae.serving import ServerConfig, create_app
+from tfvae.serving.backends import BACKENDS
 from tfvae.training import HISTORY_FILE, MODELS, TrainConfig, load_run, load_run_data, train
 
 USAGE_ERROR = 2
@@ -99,72 +102,152 @@ def _units(text):
 def _add_train(subparsers):
     defaults = TrainConfig(data="", out="")
     p = subparsers.add_parser(
-        "train", help="train a VAE (or a conditional VAE, or an autoencoder) and write a run directory",
-        description="Train a model with Keras fit; writes DIR/model.keras, history.json, "
-        "config.json and PNG pictures.",
+        "train",
+        help="train a VAE (or a conditional VAE, or an autoencoder) and write a run directory",
+        description="Train a model with Keras fit; writes DIR/model.keras, history.json, config.json and PNG pictures.",
     )
-    p.add_argument("--data",
-                   help=f"a bundled dataset ({', '.join(available_datasets())}), an .npz path "
-                   "with 'train' (and optionally 'valid', 'test') arrays, a .csv table, a folder of "
-                   "images (subfolders are classes) or of TFRecord shards (train streamed); needed "
-                   "unless --resume")
+    p.add_argument(
+        "--data",
+        help=f"a bundled dataset ({', '.join(available_datasets())}), an .npz path "
+        "with 'train' (and optionally 'valid', 'test') arrays, a .csv table, a folder of "
+        "images (subfolders are classes) or of TFRecord shards (train streamed); needed "
+        "unless --resume",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
-    p.add_argument("--model", choices=MODELS, default=defaults.model,
-                   help="vae; hierarchical: a ladder VAE with --latent-dims; or autoencoder: the "
-                   "deterministic baseline (no prior, no sampling)")
-    p.add_argument("--conditional", action="store_true",
-                   help="a conditional VAE p(x|y, z) on the data's class labels (train_labels, ...)")
-    p.add_argument("--prior", choices=PRIORS, default=defaults.prior,
-                   help="p(z): standard_normal, or vamp (the VampPrior, --pseudo-inputs components)")
-    p.add_argument("--pseudo-inputs", type=_positive_int, default=defaults.pseudo_inputs,
-                   help="VampPrior components K (with --prior vamp)")
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default=defaults.model,
+        help="vae; hierarchical: a ladder VAE with --latent-dims; or autoencoder: the "
+        "deterministic baseline (no prior, no sampling)",
+    )
+    p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="a conditional VAE p(x|y, z) on the data's class labels (train_labels, ...)",
+    )
+    p.add_argument(
+        "--prior",
+        choices=PRIORS,
+        default=defaults.prior,
+        help="p(z): standard_normal, or vamp (the VampPrior, --pseudo-inputs components)",
+    )
+    p.add_argument(
+        "--pseudo-inputs",
+        type=_positive_int,
+        default=defaults.pseudo_inputs,
+        help="VampPrior components K (with --prior vamp)",
+    )
     p.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     p.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim)
-    p.add_argument("--latent-dims", type=_units, default=defaults.latent_dims, metavar="D1,D2,...",
-                   help="--model hierarchical: the sizes of z_1 ... z_L, bottom first (e.g. 40,40)")
-    p.add_argument("--posterior", choices=POSTERIORS, default=defaults.posterior,
-                   help="q(z|x): a Gaussian with diagonal or full covariance, or iaf (the diagonal "
-                   "Gaussian through --flow-steps inverse autoregressive flow steps)")
-    p.add_argument("--flow-steps", type=_positive_int, default=defaults.flow_steps,
-                   help="IAF steps (with --posterior iaf)")
-    p.add_argument("--likelihood", choices=LIKELIHOOD_FAMILIES, default=defaults.likelihood,
-                   help="p(x|z): bernoulli (binary data), gaussian (continuous), or a discretised "
-                   "logistic (mixture) for 8-bit data 0..255, reported in bits/dim")
-    p.add_argument("--likelihood-scale", type=_non_negative_float, default=defaults.likelihood_scale,
-                   help="a fixed standard deviation of the gaussian likelihood (default 0: learned)")
-    p.add_argument("--mixture-components", type=_positive_int, default=defaults.mixture_components,
-                   help="components per dimension of discretized_logistic_mixture")
-    p.add_argument("--num-samples", type=_positive_int, default=defaults.num_samples,
-                   help="Monte Carlo samples of z per input")
-    p.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
-                   help="elbo, or iwae: the --num-samples-sample importance-weighted bound")
+    p.add_argument(
+        "--latent-dims",
+        type=_units,
+        default=defaults.latent_dims,
+        metavar="D1,D2,...",
+        help="--model hierarchical: the sizes of z_1 ... z_L, bottom first (e.g. 40,40)",
+    )
+    p.add_argument(
+        "--posterior",
+        choices=POSTERIORS,
+        default=defaults.posterior,
+        help="q(z|x): a Gaussian with diagonal or full covariance, or iaf (the diagonal "
+        "Gaussian through --flow-steps inverse autoregressive flow steps)",
+    )
+    p.add_argument(
+        "--flow-steps", type=_positive_int, default=defaults.flow_steps, help="IAF steps (with --posterior iaf)"
+    )
+    p.add_argument(
+        "--likelihood",
+        choices=LIKELIHOOD_FAMILIES,
+        default=defaults.likelihood,
+        help="p(x|z): bernoulli (binary data), gaussian (continuous), or a discretised "
+        "logistic (mixture) for 8-bit data 0..255, reported in bits/dim",
+    )
+    p.add_argument(
+        "--likelihood-scale",
+        type=_non_negative_float,
+        default=defaults.likelihood_scale,
+        help="a fixed standard deviation of the gaussian likelihood (default 0: learned)",
+    )
+    p.add_argument(
+        "--mixture-components",
+        type=_positive_int,
+        default=defaults.mixture_components,
+        help="components per dimension of discretized_logistic_mixture",
+    )
+    p.add_argument(
+        "--num-samples", type=_positive_int, default=defaults.num_samples, help="Monte Carlo samples of z per input"
+    )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=defaults.objective,
+        help="elbo, or iwae: the --num-samples-sample importance-weighted bound",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
     p.add_argument("--arch", choices=ARCHITECTURES, default=defaults.arch)
-    p.add_argument("--hidden-units", type=_units, default=defaults.hidden_units,
-                   metavar="W1,W2,...", help="hidden widths (encoder order; the decoder mirrors)")
-    p.add_argument("--filters", type=_units, default=defaults.filters, metavar="F1,F2,...",
-                   help="channels of the stride-2 convolutions (--arch conv)")
+    p.add_argument(
+        "--hidden-units",
+        type=_units,
+        default=defaults.hidden_units,
+        metavar="W1,W2,...",
+        help="hidden widths (encoder order; the decoder mirrors)",
+    )
+    p.add_argument(
+        "--filters",
+        type=_units,
+        default=defaults.filters,
+        metavar="F1,F2,...",
+        help="channels of the stride-2 convolutions (--arch conv)",
+    )
     p.add_argument("--activation", default=defaults.activation, help="a Keras activation name")
-    p.add_argument("--beta", type=_non_negative_float, default=defaults.beta,
-                   help="KL weight (beta-VAE when > 1)")
-    p.add_argument("--kl-warmup-epochs", type=_non_negative_int, default=defaults.kl_warmup_epochs,
-                   help="raise the KL weight linearly to beta over this many epochs")
-    p.add_argument("--free-bits", type=_non_negative_float, default=defaults.free_bits,
-                   help="a floor in nats on the batch's mean KL in the training objective (0: off)")
+    p.add_argument("--beta", type=_non_negative_float, default=defaults.beta, help="KL weight (beta-VAE when > 1)")
+    p.add_argument(
+        "--kl-warmup-epochs",
+        type=_non_negative_int,
+        default=defaults.kl_warmup_epochs,
+        help="raise the KL weight linearly to beta over this many epochs",
+    )
+    p.add_argument(
+        "--free-bits",
+        type=_non_negative_float,
+        default=defaults.free_bits,
+        help="a floor in nats on the batch's mean KL in the training objective (0: off)",
+    )
     p.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate)
-    p.add_argument("--clip-norm", type=_non_negative_float, default=defaults.clip_norm,
-                   help="clip the gradients' global norm to this (0: off)")
-    p.add_argument("--mc-kl", dest="analytic_kl", action="store_false",
-                   help="estimate the KL by Monte Carlo even where a closed form exists")
-    p.add_argument("--patience", type=_non_negative_int, default=defaults.patience,
-                   help="stop after this many epochs without a better validation loss (0: never)")
-    p.add_argument("--shuffle-window", type=_positive_int, default=defaults.shuffle_window,
-                   help="examples shuffled together when train is streamed from TFRecord shards")
+    p.add_argument(
+        "--clip-norm",
+        type=_non_negative_float,
+        default=defaults.clip_norm,
+        help="clip the gradients' global norm to this (0: off)",
+    )
+    p.add_argument(
+        "--mc-kl",
+        dest="analytic_kl",
+        action="store_false",
+        help="estimate the KL by Monte Carlo even where a closed form exists",
+    )
+    p.add_argument(
+        "--patience",
+        type=_non_negative_int,
+        default=defaults.patience,
+        help="stop after this many epochs without a better validation loss (0: never)",
+    )
+    p.add_argument(
+        "--shuffle-window",
+        type=_positive_int,
+        default=defaults.shuffle_window,
+        help="examples shuffled together when train is streamed from TFRecord shards",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in DIR")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the unfinished run in DIR from its last completed epoch (its "
-                   "config.json gives every other setting)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run in DIR from its last completed epoch (its "
+        "config.json gives every other setting)",
+    )
     p.add_argument("--no-pictures", dest="pictures", action="store_false")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)
@@ -178,11 +261,19 @@ def _train(args):
     # SIGTERM ends the run like Ctrl-C: the last completed epoch stays checkpointed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        result = train(TrainConfig(**fields), overwrite=args.overwrite, resume=args.resume,
-                       verbose=0 if args.quiet else 1, pictures=args.pictures)
+        result = train(
+            TrainConfig(**fields),
+            overwrite=args.overwrite,
+            resume=args.resume,
+            verbose=0 if args.quiet else 1,
+            pictures=args.pictures,
+        )
     except KeyboardInterrupt:
-        print(f"tfvae train: interrupted; continue from the last completed epoch with "
-              f"`tfvae train --out {args.out} --resume`", file=sys.stderr)
+        print(
+            f"tfvae train: interrupted; continue from the last completed epoch with "
+            f"`tfvae train --out {args.out} --resume`",
+            file=sys.stderr,
+        )
         return INTERRUPTED
     summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
     if "test" in result.history:
@@ -193,16 +284,21 @@ def _train(args):
 
 def _add_sample(subparsers):
     p = subparsers.add_parser(
-        "sample", help="generate examples from a trained run",
+        "sample",
+        help="generate examples from a trained run",
         description="Draw z from the prior, decode, and write a PNG grid or a .npy array.",
     )
     p.add_argument("run_dir", metavar="DIR", help="a run directory written by `tfvae train`")
     p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
     p.add_argument("--out", required=True, metavar="FILE", help="a .png grid or a .npy array")
     p.add_argument("--seed", type=_non_negative_int, default=None)
-    p.add_argument("--labels", type=_labels, default=None, metavar="Y1,Y2,...",
-                   help="conditional models: the classes to generate, repeated to --n "
-                   "(default: every class in turn)")
+    p.add_argument(
+        "--labels",
+        type=_labels,
+        default=None,
+        metavar="Y1,Y2,...",
+        help="conditional models: the classes to generate, repeated to --n (default: every class in turn)",
+    )
     p.set_defaults(handler=_sample)
 
 
@@ -218,6 +314,12 @@ def _sample(args):
     if extension not in (".png", ".npy"):
         raise TfvaeError(f"--out must end in .png or .npy; got {args.out!r}.")
     model = load_run(args.run_dir)
+    # The samples, the decoder's activations for them and the likelihood's parameters.
+    memory.require(
+        3 * memory.FLOAT_BYTES * args.n * math.prod(model.network_config.input_shape),
+        f"{args.n:,} samples",
+        "ask for fewer with a smaller --n, in several calls",
+    )
     if extension == ".png" and model.image_shape is None:
         raise TfvaeError(
             f"the model in {args.run_dir} does not model images (examples of shape "
@@ -237,8 +339,13 @@ def _sample(args):
     else:
         from tfvae import plots
 
-        plots.save_image_grid(samples, model.image_shape, args.out, value_range=plots.value_range(model),
-                              title=f"{args.n} samples from the prior")
+        plots.save_image_grid(
+            samples,
+            model.image_shape,
+            args.out,
+            value_range=plots.value_range(model),
+            title=f"{args.n} samples from the prior",
+        )
     print(f"wrote {args.out}: {args.n} samples, shape {samples.shape[1:]}")
     return 0
 
@@ -255,19 +362,22 @@ def _parts(text):
 
 def _add_export(subparsers):
     p = subparsers.add_parser(
-        "export", help="export a trained run for TF Serving, ONNX Runtime and Triton",
+        "export",
+        help="export a trained run for TF Serving, ONNX Runtime and Triton",
         description="Write the decoder (NAME) and encoder (NAME_encoder) as SavedModel, ONNX, "
         "a Triton config.pbtxt and manifest.json into one model repository.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
     p.add_argument("--name", help="model name (default: the run directory's name)")
-    p.add_argument("--out", default="exported", metavar="EXPORT_DIR",
-                   help="the model repository (default: exported)")
-    p.add_argument("--version", type=_version, default=None,
-                   help="version folder (default: the next free number)")
-    p.add_argument("--parts", type=_parts, default=None, metavar="decoder,encoder",
-                   help="default: every part the model can export (a hierarchical VAE's and an IAF "
-                   "model's decoder only)")
+    p.add_argument("--out", default="exported", metavar="EXPORT_DIR", help="the model repository (default: exported)")
+    p.add_argument("--version", type=_version, default=None, help="version folder (default: the next free number)")
+    p.add_argument(
+        "--parts",
+        type=_parts,
+        default=None,
+        metavar="decoder,encoder",
+        help="default: every part the model can export (a hierarchical VAE's and an IAF model's decoder only)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.set_defaults(handler=_export)
 
@@ -276,18 +386,20 @@ def _export(args):
     name = args.name or os.path.basename(os.path.normpath(args.run_dir))
     check_arguments(name, args.parts or PARTS, args.version, args.out)
     model = load_run(args.run_dir)
-    result = export(model, args.out, name, version=args.version, parts=args.parts,
-                    overwrite=args.overwrite)
+    result = export(model, args.out, name, version=args.version, parts=args.parts, overwrite=args.overwrite)
     for part, path in result.paths.items():
         difference = result.manifest["parts"][part]["onnx_max_abs_difference"]
-        print(f"wrote {path} ({part}: SavedModel + ONNX opset {result.manifest['onnx_opset']}, "
-              f"ONNX vs TF max |diff| {difference:.2g})")
+        print(
+            f"wrote {path} ({part}: SavedModel + ONNX opset {result.manifest['onnx_opset']}, "
+            f"ONNX vs TF max |diff| {difference:.2g})"
+        )
     return 0
 
 
 def _add_evaluate(subparsers):
     p = subparsers.add_parser(
-        "evaluate", help="importance-sampled NLL, ELBO, KL and active units of a trained run",
+        "evaluate",
+        help="importance-sampled NLL, ELBO, KL and active units of a trained run",
         description="Estimate -log p(x) by importance sampling (q(z|x) as proposal) and report "
         "per-example averages. With --json the last line of stdout is one JSON object.",
     )
@@ -295,8 +407,12 @@ def _add_evaluate(subparsers):
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N examples")
     p.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K")
     p.add_argument("--batch-size", type=_positive_int, default=100)
-    p.add_argument("--memory-budget-mib", type=_positive_float, default=1024,
-                   help="roughly what one importance-sampling step may hold (default 1024)")
+    p.add_argument(
+        "--memory-budget-mib",
+        type=_positive_float,
+        default=1024,
+        help="roughly what one importance-sampling step may hold (default 1024)",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
     p.set_defaults(handler=_evaluate)
@@ -305,9 +421,12 @@ def _add_evaluate(subparsers):
 def _add_run_and_split(parser):
     """RUN_DIR, --data and --split: the run and the examples `_split_for` gives it."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
-    parser.add_argument("--data", default=None,
-                        help="a bundled dataset name or an .npz path (default: the data the run was "
-                        "trained on, with its own held-out validation examples)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="a bundled dataset name or an .npz path (default: the data the run was "
+        "trained on, with its own held-out validation examples)",
+    )
     parser.add_argument("--split", choices=SPLITS, default="test")
 
 
@@ -318,8 +437,10 @@ def _split_for(model, args):
         splits.require_labels()
     examples, labels = splits.split(args.split)
     if args.split == "train" and splits.streamed:
-        raise TfvaeError(f"{splits.name}: the train split is streamed from TFRecord shards, not held in "
-                         "memory; evaluate --split valid or test.")
+        raise TfvaeError(
+            f"{splits.name}: the train split is streamed from TFRecord shards, not held in "
+            "memory; evaluate --split valid or test."
+        )
     if examples is None:
         reason = f" ({splits.valid_source})" if args.split == "valid" else ""
         raise TfvaeError(f"{splits.name} has no {args.split!r} split{reason}; choose another --split.")
@@ -338,21 +459,36 @@ def _limited(examples, labels, limit):
 def _evaluate(args):
     model = load_run(args.run_dir)
     examples, labels = _limited(*_split_for(model, args), args.limit)
-    report = evaluate(model, examples, labels=labels if model.conditional else None,
-                      num_samples=args.num_samples, batch_size=args.batch_size,
-                      seed=args.seed, verbose=0 if args.json else 1, memory_budget_mib=args.memory_budget_mib)
-    print(f"{args.split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
-          f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
-          f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
-          f"active units {report['active_units']}/{model.latent_dim}")
+    report = evaluate(
+        model,
+        examples,
+        labels=labels if model.conditional else None,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        verbose=0 if args.json else 1,
+        memory_budget_mib=args.memory_budget_mib,
+    )
+    print(
+        f"{args.split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
+        f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
+        f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
+        f"active units {report['active_units']}/{model.latent_dim}"
+    )
     if report["likelihood_of"] == "probability":
         print(f"bits/dim: nll {report['nll_bits_per_dim']:.4f}, elbo {report['elbo_bits_per_dim']:.4f}")
     else:
         print("(a Gaussian likelihood: these are densities of continuous data, not probabilities)")
     if len(model.latent_sizes) > 1:
-        print("per layer (bottom first): " + ", ".join(
-            f"z_{i + 1}: kl {kl:.3f}, active {active}/{size}" for i, (kl, active, size) in enumerate(
-                zip(report["kl_per_layer"], report["active_units_per_layer"], model.latent_sizes))))
+        print(
+            "per layer (bottom first): "
+            + ", ".join(
+                f"z_{i + 1}: kl {kl:.3f}, active {active}/{size}"
+                for i, (kl, active, size) in enumerate(
+                    zip(report["kl_per_layer"], report["active_units_per_layer"], model.latent_sizes)
+                )
+            )
+        )
     if args.json:
         print(json.dumps(report))
     return 0
@@ -360,7 +496,8 @@ def _evaluate(args):
 
 def _add_report(subparsers):
     p = subparsers.add_parser(
-        "report", help="write the pictures of a trained run",
+        "report",
+        help="write the pictures of a trained run",
         description="samples.png, reconstructions.png, learning_curve.png, latent_map.png and "
         "interpolation.png for the run in RUN_DIR, from --data's --split.",
     )
@@ -381,8 +518,11 @@ def _report(args):
     written = plots.save_run_pictures(model, examples, history, args.out, seed=args.seed, labels=model_labels)
     written.append(plots.save_latent_map(model, examples, os.path.join(args.out, "latent_map.png"), labels=labels))
     if model.image_shape is not None:
-        written.append(plots.save_interpolation(model, examples[0], examples[1],
-                                                os.path.join(args.out, "interpolation.png"), labels=model_labels))
+        written.append(
+            plots.save_interpolation(
+                model, examples[0], examples[1], os.path.join(args.out, "interpolation.png"), labels=model_labels
+            )
+        )
     print("wrote " + ", ".join(written))
     return 0
 
@@ -390,7 +530,8 @@ def _report(args):
 def _add_serve(subparsers):
     defaults = ServerConfig(export_dir="")
     p = subparsers.add_parser(
-        "serve", help="serve an export repository over KServe v2 and TF Serving REST",
+        "serve",
+        help="serve an export repository over KServe v2 and TF Serving REST",
         description="Load every model in EXPORT_DIR and serve it over HTTP: KServe v2 (/v2/...), "
         "TF Serving REST (/v1/models/...), generation (:generate) and /metrics.",
     )
@@ -399,32 +540,95 @@ def _add_serve(subparsers):
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
     p.add_argument("--max-batch-size", type=_positive_int, default=defaults.max_batch_size)
-    p.add_argument("--batch-delay-ms", type=_non_negative_float, default=defaults.batch_delay_ms)
+    p.add_argument(
+        "--batch-delay-ms",
+        type=_batch_delay,
+        default=defaults.batch_delay_ms,
+        help="how long a request waits for others to share its model run (0 to 1000)",
+    )
     p.add_argument("--max-body-mib", type=_positive_float, default=defaults.max_body_bytes / 2**20)
-    p.add_argument("--max-rows", type=_positive_int, default=defaults.max_rows,
-                   help="most instances (or :generate samples) per request")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="ONNX Runtime threads per model (default: all cores)")
+    p.add_argument(
+        "--max-rows",
+        type=_positive_int,
+        default=defaults.max_rows,
+        help="most instances (or :generate samples) per request",
+    )
+    p.add_argument(
+        "--threads", type=_positive_int, default=None, help="ONNX Runtime threads per model (default: all cores)"
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=_positive_float,
+        default=defaults.body_timeout_s,
+        help="a request's whole body must arrive within this many seconds (else 408)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=defaults.max_connections,
+        help="connections and requests served at once; more are answered 503",
+    )
+    p.add_argument(
+        "--ready-when",
+        choices=("all", "any"),
+        default=defaults.ready_when,
+        help="/v2/health/ready is 200 when every model serves its newest version (all) or when one model serves (any)",
+    )
     p.set_defaults(handler=_serve)
+
+
+def _batch_delay(text):
+    value = _non_negative_float(text)
+    if value > 1000:
+        # A wait of seconds would hold every lone request that long: clients time out.
+        raise argparse.ArgumentTypeError(f"expected milliseconds in [0, 1000], got {text!r}")
+    return value
 
 
 def _serve(args):
     import uvicorn
 
-    def announce(models):
-        names = ", ".join(f"{name} (v{','.join(sorted(v, key=int))})" for name, v in models.items())
-        print(f"tfvae serve: {names} on http://{args.host}:{args.port}", flush=True)
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started:  # announced once the socket is bound, not before
+                names = ", ".join(f"{name} (v{','.join(sorted(v, key=int))})" for name, v in models.items())
+                print(f"tfvae serve: {names} on http://{args.host}:{args.port}", flush=True)
 
+    models = {}
     config = ServerConfig(
-        export_dir=args.export_dir, backend=args.backend, max_batch_size=args.max_batch_size,
-        batch_delay_ms=args.batch_delay_ms, max_body_bytes=int(args.max_body_mib * 2**20),
-        max_rows=args.max_rows, threads=args.threads, on_ready=announce,
+        export_dir=args.export_dir,
+        backend=args.backend,
+        max_batch_size=args.max_batch_size,
+        batch_delay_ms=args.batch_delay_ms,
+        max_body_bytes=int(args.max_body_mib * 2**20),
+        max_rows=args.max_rows,
+        threads=args.threads,
+        ready_when=args.ready_when,
+        on_ready=models.update,
+        body_timeout_s=args.body_timeout_s,
+        max_connections=args.max_connections,
     )
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish
     # (up to the graceful timeout), runs the app's shutdown, then re-raises the signal so
     # the exit status tells supervisors the server was stopped by it (143 for SIGTERM).
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=30)
+    server = _Server(
+        uvicorn.Config(
+            create_app(config),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            timeout_graceful_shutdown=30,
+            limit_concurrency=config.max_connections,
+        )
+    )
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind, having logged why
+        if server.started:
+            raise
+    if not server.started:
+        raise TfvaeError(f"cannot listen on {args.host}:{args.port} (see the message above); choose another --port.")
     return 0
 
 
@@ -451,6 +655,10 @@ def main(argv=None):
         return args.handler(args)
     except (TfvaeError, OSError) as error:
         print(f"tfvae {args.command}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError) as error:
+        # TensorFlow's file and memory errors are no OSError; their first line says what and where.
+        print(f"tfvae {args.command}: error: {error.message.splitlines()[0]}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print(f"tfvae {args.command}: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ larger than memory). Loading checks what numeric code
 would otherwise trip over later, and says which file, which key, what was found and
 what to do.
 """
+
 import dataclasses
 import os
 
@@ -95,8 +96,13 @@ class DataSplits:
 
     def require_labels(self):
         """Raises a DataError unless every split present has labels (conditional training)."""
-        missing = [name for name in SPLITS if getattr(self, name) is not None and name not in self.labels
-                   and not (name == "train" and self.streamed and self.train.labelled)]
+        missing = [
+            name
+            for name in SPLITS
+            if getattr(self, name) is not None
+            and name not in self.labels
+            and not (name == "train" and self.streamed and self.train.labelled)
+        ]
         if missing:
             raise DataError(
                 f"{self.name}: a conditional model needs class labels, but "
@@ -260,8 +266,9 @@ def _load_image(file, grey):
     try:
         image = keras.utils.load_img(file, color_mode="grayscale" if grey else "rgb")
     except Exception as error:  # PIL raises UnidentifiedImageError, OSError, ValueError...
-        raise DataError(f"{file}: cannot be read as an image ({type(error).__name__}: {error}); "
-                        "replace or remove the file.") from error
+        raise DataError(
+            f"{file}: cannot be read as an image ({type(error).__name__}: {error}); replace or remove the file."
+        ) from error
     return keras.utils.img_to_array(image, dtype="float32")  # [height, width, channels]
 
 
@@ -388,9 +395,7 @@ def check_values(where, array, likelihood):
 def _validate_labels(source, key, labels, count):
     where = f"{source}[{key!r}]"
     if labels.ndim != 1 or len(labels) != count:
-        raise DataError(
-            f"{where}: shape {labels.shape}; expected one class id per example, [{count}]."
-        )
+        raise DataError(f"{where}: shape {labels.shape}; expected one class id per example, [{count}].")
     if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
         labels = labels.astype(np.int64)
     if labels.dtype.kind not in "iu":
@@ -437,8 +442,7 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         arrays, source = _read_npz(str(data)), str(data)
     else:
         raise DataError(
-            f"Unknown dataset {data!r}: give a path to an .npz file or one of "
-            f"{', '.join(available_datasets())}."
+            f"Unknown dataset {data!r}: give a path to an .npz file or one of {', '.join(available_datasets())}."
         )
     labels = {key[: -len("_labels")]: arrays.pop(key) for key in LABEL_KEYS if key in arrays}
     splits = {key: _validate(source, key, array, likelihood) for key, array in arrays.items()}
@@ -457,8 +461,7 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
     if "valid" in splits:
         if held_out is not None:
             raise DataError(
-                f"{source} has its own 'valid' array, so there is nothing to hold out of "
-                "'train'; leave out `held_out`."
+                f"{source} has its own 'valid' array, so there is nothing to hold out of 'train'; leave out `held_out`."
             )
     elif held_out is None:
         held_out = _hold_out(source, len(splits["train"]), validation_fraction, seed)
@@ -485,8 +488,10 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
 
 def _load_records(path, likelihood, held_out):
     """`DataSplits` of a folder of TFRecord shards: `train` streamed, the others in memory."""
-    streams = {split: records.open_records(path, split, lambda where, x: check_values(where, x, likelihood))
-               for split in SPLITS}
+    streams = {
+        split: records.open_records(path, split, lambda where, x: check_values(where, x, likelihood))
+        for split in SPLITS
+    }
     if streams["valid"] is None:
         raise DataError(
             f"{path}: a record dataset needs validation shards of its own (valid-*.tfrecord): a streamed "
@@ -494,8 +499,9 @@ def _load_records(path, likelihood, held_out):
             f"tfvae.records.write_records({path!r}, 'valid', examples)."
         )
     if held_out is not None:
-        raise DataError(f"{path} has its own validation shards, so there is nothing to hold out of "
-                        "'train'; leave out `held_out`.")
+        raise DataError(
+            f"{path} has its own validation shards, so there is nothing to hold out of 'train'; leave out `held_out`."
+        )
     train = streams["train"]
     arrays, labels = {}, {}
     for split in ("valid", "test"):
@@ -510,8 +516,13 @@ def _load_records(path, likelihood, held_out):
         if split_labels is not None:
             labels[split] = split_labels
     return DataSplits(
-        name=path, train=train, valid=arrays["valid"], test=arrays.get("test"),
-        image_shape=infer_image_shape(train.example_shape), valid_source="file", labels=labels,
+        name=path,
+        train=train,
+        valid=arrays["valid"],
+        test=arrays.get("test"),
+        image_shape=infer_image_shape(train.example_shape),
+        valid_source="file",
+        labels=labels,
     )
 
 
@@ -528,8 +539,14 @@ def _hold_out(source, size, fraction, seed):
 
 def _check_held_out(source, held_out, size):
     held_out = np.asarray(held_out)
-    if (held_out.ndim != 1 or held_out.dtype.kind not in "iu" or not 0 < len(held_out) < size
-            or held_out.min() < 0 or held_out.max() >= size or len(np.unique(held_out)) != len(held_out)):
+    if (
+        held_out.ndim != 1
+        or held_out.dtype.kind not in "iu"
+        or not 0 < len(held_out) < size
+        or held_out.min() < 0
+        or held_out.max() >= size
+        or len(np.unique(held_out)) != len(held_out)
+    ):
         raise DataError(
             f"{source}: the recorded held-out examples ({len(held_out)} indices) do not fit its "
             f"{size} training examples; the file changed since the run was trained. Evaluate on "

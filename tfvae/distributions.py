@@ -4,6 +4,7 @@
 themselves: a network produces an unconstrained parameter tensor, and the layer maps
 it to a distribution whose batch shape is the leading dimensions of that tensor.
 """
+
 import math
 
 import keras
@@ -39,9 +40,7 @@ def _positive_int(name, value):
 def _event_shape(value):
     shape = tuple(int(d) for d in value)
     if not shape or any(d <= 0 for d in shape):
-        raise ConfigError(
-            f"`event_shape` must be a non-empty tuple of positive ints, e.g. (784,); got {value!r}."
-        )
+        raise ConfigError(f"`event_shape` must be a non-empty tuple of positive ints, e.g. (784,); got {value!r}.")
     return shape
 
 
@@ -147,7 +146,9 @@ class GaussianPosterior(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            latent_dim=self.latent_dim, covariance=self.covariance, scale_floor=self.scale_floor,
+            latent_dim=self.latent_dim,
+            covariance=self.covariance,
+            scale_floor=self.scale_floor,
             off_diagonal_scale=self.off_diagonal_scale,
         )
         return config
@@ -316,7 +317,9 @@ class GaussianLikelihood(Likelihood):
         self.data_scale = None if data_scale is None else np.asarray(data_scale, np.float32).reshape(self.event_shape)
         if self.data_scale is not None:
             if not np.all(self.data_scale > 0):
-                raise ConfigError("`data_scale` must be positive in every dimension (use 1 where the data are constant).")
+                raise ConfigError(
+                    "`data_scale` must be positive in every dimension (use 1 where the data are constant)."
+                )
             self.input_normalization = (self.data_loc, np.square(self.data_scale))
         if self.scale is None:
             # softplus(0.5413) = 1: the learned scale starts at one (standardised) unit.
@@ -343,7 +346,8 @@ class GaussianLikelihood(Likelihood):
     def get_config(self):
         config = super().get_config()
         config.update(
-            scale=self.scale, scale_floor=self.scale_floor,
+            scale=self.scale,
+            scale_floor=self.scale_floor,
             data_loc=None if self.data_loc is None else self.data_loc.tolist(),
             data_scale=None if self.data_scale is None else self.data_scale.tolist(),
         )
@@ -376,11 +380,10 @@ def discretized_logistic(loc, scale, num_levels=NUM_LEVELS):
     centres each level's bin on it, as in PixelCNN++ (Salimans et al. 2017).
     """
     return _DiscretizedLogistic(
-        tfd.Logistic(loc=loc - 0.5, scale=scale), low=tf.constant(0.0, loc.dtype),
+        tfd.Logistic(loc=loc - 0.5, scale=scale),
+        low=tf.constant(0.0, loc.dtype),
         high=tf.constant(num_levels - 1.0, loc.dtype),
     )
-
-
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -500,6 +503,5 @@ def get_likelihood(likelihood, event_shape, scale=None):
     if likelihood in LIKELIHOODS:
         return LIKELIHOODS[likelihood](event_shape)
     raise ConfigError(
-        f"`likelihood` must be one of {sorted(LIKELIHOODS)} or a `tfvae.Likelihood` layer; "
-        f"got {likelihood!r}."
+        f"`likelihood` must be one of {sorted(LIKELIHOODS)} or a `tfvae.Likelihood` layer; got {likelihood!r}."
     )

@@ -3,6 +3,7 @@
 Everything comes from the model's shared estimators (`VAE.log_likelihood`,
 `VAE.elbo_parts`), in batches so that memory is bounded whatever the number of samples.
 """
+
 import math
 
 import numpy as np
@@ -10,9 +11,21 @@ import numpy as np
 from tfvae import objectives
 from tfvae.errors import ConfigError
 
-REPORT_KEYS = ("nll", "nll_stderr", "elbo", "kl", "reconstruction", "active_units", "kl_per_layer",
-               "active_units_per_layer", "num_samples", "examples", "likelihood_of", "nll_bits_per_dim",
-               "elbo_bits_per_dim")
+REPORT_KEYS = (
+    "nll",
+    "nll_stderr",
+    "elbo",
+    "kl",
+    "reconstruction",
+    "active_units",
+    "kl_per_layer",
+    "active_units_per_layer",
+    "num_samples",
+    "examples",
+    "likelihood_of",
+    "nll_bits_per_dim",
+    "elbo_bits_per_dim",
+)
 # Burda et al. (2016): a latent dimension is active when Var_x(E_q[z_d]) exceeds 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -25,15 +38,24 @@ def _batches(x, labels, batch_size):
 def active_units(model, x, batch_size=100, labels=None):
     """How many latent dimensions the posterior means actually use (Burda et al. 2016),
     per stochastic layer (bottom first): a list with one count per `model.latent_sizes`."""
-    means = np.concatenate([
-        model.latent_code(x_batch, labels_batch).numpy() for x_batch, labels_batch in _batches(x, labels, batch_size)
-    ])
+    means = np.concatenate(
+        [model.latent_code(x_batch, labels_batch).numpy() for x_batch, labels_batch in _batches(x, labels, batch_size)]
+    )
     active = means.var(axis=0) > ACTIVE_UNIT_THRESHOLD
     return [int(layer.sum()) for layer in np.split(active, np.cumsum(model.latent_sizes)[:-1])]
 
 
-def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None, seed=0, verbose=0, labels=None,
-             memory_budget_mib=1024):
+def evaluate(
+    model,
+    x,
+    num_samples=5000,
+    batch_size=100,
+    sample_batch_size=None,
+    seed=0,
+    verbose=0,
+    labels=None,
+    memory_budget_mib=1024,
+):
     """Per-example averages over `x`, in nats.
 
     Args:
@@ -66,9 +88,16 @@ def evaluate(model, x, num_samples=5000, batch_size=100, sample_batch_size=None,
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
         raise ConfigError("evaluate needs at least one example.")
-    log_px = model.log_likelihood(x, num_samples=num_samples, batch_size=batch_size,
-                                  sample_batch_size=sample_batch_size, seed=seed, verbose=verbose, labels=labels,
-                                  memory_budget_mib=memory_budget_mib)
+    log_px = model.log_likelihood(
+        x,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        sample_batch_size=sample_batch_size,
+        seed=seed,
+        verbose=verbose,
+        labels=labels,
+        memory_budget_mib=memory_budget_mib,
+    )
     expected_log_likelihood, layer_kls = [], []
     for index, (x_batch, labels_batch) in enumerate(_batches(x, labels, batch_size)):
         ell, kls = model.elbo_parts(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)

@@ -14,12 +14,17 @@ parameters under a second signature). Sampling stays outside the graphs: Keras'
 stateless random ops do not convert to ONNX, and servers want deterministic graphs, so
 a client (or `tfvae serve`) draws z itself.
 
-Each version folder is built in a hidden temporary folder beside it and renamed into
-place, so an interrupted export never leaves a half-written model.
+Every part's version folder is built in a hidden staging folder beside it; only when
+all parts are whole are they renamed into place, and then each gets the same
+manifest.json, written last (atomically). `tfvae serve` serves a version only when every
+part its manifest lists holds that same manifest, so an export killed at any instant is
+either served whole or not at all (TF Serving and Triton, which do not read manifests,
+see each part's folder appear whole). Staging folders left by a killed export are
+removed by the next export.
 """
+
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -30,15 +35,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvae import manifest as manifests
 from tfvae.errors import ExportError
+from tfvae.manifest import MANIFEST_FILE, PARTS, PRIOR_FILE, sha256_file
 from tfvae.priors import VampPrior
 
-PARTS = ("decoder", "encoder")
 ONNX_OPSET = 17
 SAVED_MODEL_FILE = "saved_model.pb"
 ONNX_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
-PRIOR_FILE = "prior.npz"
+MAX_VERSION = 2**63 - 1  # TF Serving and Triton read versions as int64
+_STAGING, _RETIRED = ".staging-", ".retired-"
 TRITON_CONFIG_FILE = "config.pbtxt"
 TRITON_MAX_BATCH_SIZE = 256
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -105,7 +111,9 @@ def model_parts(model, name):
             serving=output_names(model.encoder_outputs, encoder_specs),
             extra={},
             layers=model.encoder_layers,
-        ) if "encoder" in model.exportable_parts else None,
+        )
+        if "encoder" in model.exportable_parts
+        else None,
     }
     return {kind: part for kind, part in parts.items() if part is not None}
 
@@ -214,33 +222,25 @@ def triton_config(model_name, inputs, outputs, max_batch_size=TRITON_MAX_BATCH_S
         # Triton needs dims for a batched tensor of shape [batch]: [1], reshaped to [].
         if len(entry["shape"]) == 1:
             return "dims: [ 1 ] reshape: { shape: [ ] }"
-        return f'dims: [ {", ".join(str(d) for d in entry["shape"][1:])} ]'
+        return f"dims: [ {', '.join(str(d) for d in entry['shape'][1:])} ]"
 
     def block(kind, entries):
         rows = ",\n".join(
-            f'  {{ name: "{e["name"]}" data_type: {_TRITON_TYPES[e["datatype"]]} {dims(e)} }}'
-            for e in entries
+            f'  {{ name: "{e["name"]}" data_type: {_TRITON_TYPES[e["datatype"]]} {dims(e)} }}' for e in entries
         )
         return f"{kind} [\n{rows}\n]"
 
-    return "\n".join([
-        f'name: "{model_name}"',
-        'backend: "onnxruntime"',
-        f"max_batch_size: {max_batch_size}",
-        block("input", inputs),
-        block("output", outputs),
-        "dynamic_batching { max_queue_delay_microseconds: 1000 }",
-        "",
-    ])
-
-
-def sha256_file(path):
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return "\n".join(
+        [
+            f'name: "{model_name}"',
+            'backend: "onnxruntime"',
+            f"max_batch_size: {max_batch_size}",
+            block("input", inputs),
+            block("output", outputs),
+            "dynamic_batching { max_queue_delay_microseconds: 1000 }",
+            "",
+        ]
+    )
 
 
 def _hash_tree(root):
@@ -284,8 +284,13 @@ def check_arguments(name, parts, version, export_dir):
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         raise ExportError(f"Unknown part(s) {unknown or parts}; choose from {', '.join(PARTS)}.")
-    if version is not None and (not isinstance(version, int) or version <= 0):
-        raise ExportError(f"version must be a positive integer; got {version!r}.")
+    if version is not None and (
+        not isinstance(version, int) or isinstance(version, bool) or not 0 < version <= MAX_VERSION
+    ):
+        raise ExportError(
+            f"version must be an integer in [1, {MAX_VERSION}] (TF Serving and Triton read "
+            f"versions as int64); got {version!r}."
+        )
     try:
         os.makedirs(export_dir, exist_ok=True)
         tempfile.TemporaryFile(dir=export_dir).close()
@@ -301,7 +306,7 @@ def _commit(staging, final, overwrite):
     if os.path.exists(final):
         if not overwrite:
             raise ExportError(f"{final} appeared while exporting; not replacing it.")
-        retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(final))
+        retired = tempfile.mkdtemp(prefix=f"{_RETIRED}{os.getpid()}-", dir=os.path.dirname(final))
         os.rename(final, os.path.join(retired, "old"))
         os.rename(staging, final)
         shutil.rmtree(retired)
@@ -312,7 +317,29 @@ def _commit(staging, final, overwrite):
 def _write_text_atomically(path, text):
     with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, prefix=".tmp-") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(f.name, path)
+
+
+def remove_stale_staging(model_folder):
+    """Removes the staging and retired folders of exports that are no longer running."""
+    if not os.path.isdir(model_folder):
+        return
+    for entry in os.listdir(model_folder):
+        if entry.startswith((_STAGING, _RETIRED)) and not _alive(entry.split("-")[1]):
+            shutil.rmtree(os.path.join(model_folder, entry), ignore_errors=True)
+
+
+def _alive(pid):
+    """Whether the process `pid` (a string from a folder name) runs on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def export(model, export_dir, name, version=None, parts=None, overwrite=False, opset=ONNX_OPSET):
@@ -369,11 +396,18 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         "versions": versions,
         "parts": {},
     }
+    created = [
+        os.path.join(export_dir, p.model_name)
+        for p in selected
+        if not os.path.isdir(os.path.join(export_dir, p.model_name))
+    ]
+    paths = {}
     try:
         for part in selected:
             model_folder = os.path.join(export_dir, part.model_name)
             os.makedirs(model_folder, exist_ok=True)
-            folder = tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_folder)
+            remove_stale_staging(model_folder)
+            folder = tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-{version}-", dir=model_folder)
             staging[part.kind] = folder
             _write_saved_model(part, folder)
             proto = _write_onnx(part, os.path.join(folder, ONNX_FILE), opset)
@@ -389,21 +423,23 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
                 "onnx_max_abs_difference": _check_onnx_parity(part, os.path.join(folder, ONNX_FILE), model.num_classes),
                 "files": _hash_tree(folder),
             }
-        text = json.dumps(manifest, indent=2) + "\n"
-        for folder in staging.values():
-            with open(os.path.join(folder, MANIFEST_FILE), "w", encoding="utf-8") as f:
-                f.write(text)
-        paths = {}
-        for part in selected:  # each rename is atomic: every version folder is whole
+        manifests.check(manifest, f"the manifest of {name} version {version}")
+        for part in selected:  # whole folders, each renamed atomically
             final = os.path.join(export_dir, part.model_name, str(version))
             _commit(staging.pop(part.kind), final, overwrite)
             paths[part.kind] = final
+        text = json.dumps(manifest, indent=2) + "\n"
+        for part in selected:  # last: what makes the version servable
+            _write_text_atomically(os.path.join(paths[part.kind], MANIFEST_FILE), text)
             entry = manifest["parts"][part.kind]
             config = triton_config(part.model_name, entry["inputs"], entry["outputs"])
             _write_text_atomically(os.path.join(export_dir, part.model_name, TRITON_CONFIG_FILE), config)
     finally:
         for folder in staging.values():
             shutil.rmtree(folder, ignore_errors=True)
+        for folder in created:  # a refused export leaves no empty model folder
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
     return ExportResult(name=name, version=version, export_dir=export_dir, paths=paths, manifest=manifest)
 
 

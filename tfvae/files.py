@@ -6,6 +6,7 @@ complete one. A kill leaves at most a temporary file behind; its name starts wit
 `TEMPORARY_PREFIX`, and `remove_stale_temporaries` clears those the next time the
 directory is written.
 """
+
 import contextlib
 import json
 import os

@@ -5,6 +5,7 @@ neither track nor save, so the masked layers are written here; the flow itself i
 TFP's `tfb.MaskedAutoregressiveFlow`, inverted (Kingma et al. 2016: an IAF computes
 every output in one pass from its input, so sampling z ~ q(z|x) is parallel).
 """
+
 import functools
 
 import keras
@@ -55,8 +56,15 @@ class MaskedDense(keras.layers.Layer):
       (4, 3)
     """
 
-    def __init__(self, input_degrees, output_degrees, strict=False, activation=None,
-                 kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self,
+        input_degrees,
+        output_degrees,
+        strict=False,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.input_degrees = [int(d) for d in input_degrees]
         self.output_degrees = [int(d) for d in output_degrees]
@@ -83,7 +91,9 @@ class MaskedDense(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            input_degrees=self.input_degrees, output_degrees=self.output_degrees, strict=self.strict,
+            input_degrees=self.input_degrees,
+            output_degrees=self.output_degrees,
+            strict=self.strict,
             activation=keras.activations.serialize(self.activation),
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
@@ -115,8 +125,16 @@ class AutoregressiveNetwork(keras.layers.Layer):
       >>> shift, log_scale = made(np.zeros((2, 4), "float32"), np.zeros((2, 3), "float32"))
     """
 
-    def __init__(self, event_size, hidden_units=(64,), params=2, context_size=0, input_order="left-to-right",
-                 activation="elu", **kwargs):
+    def __init__(
+        self,
+        event_size,
+        hidden_units=(64,),
+        params=2,
+        context_size=0,
+        input_order="left-to-right",
+        activation="elu",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.event_size = _positive_int("event_size", event_size)
         self.hidden_units = tuple(int(u) for u in hidden_units)
@@ -138,8 +156,9 @@ class AutoregressiveNetwork(keras.layers.Layer):
         self.context_projection = (
             keras.layers.Dense(self.hidden_units[0], use_bias=False) if self.context_size else None
         )
-        self.output_layer = MaskedDense(previous, np.tile(degrees, self.params), strict=True,
-                                        kernel_initializer="zeros")
+        self.output_layer = MaskedDense(
+            previous, np.tile(degrees, self.params), strict=True, kernel_initializer="zeros"
+        )
 
     def build(self, z_shape, context_shape=None):
         shape = z_shape
@@ -162,8 +181,11 @@ class AutoregressiveNetwork(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            event_size=self.event_size, hidden_units=list(self.hidden_units), params=self.params,
-            context_size=self.context_size, input_order=self.input_order,
+            event_size=self.event_size,
+            hidden_units=list(self.hidden_units),
+            params=self.params,
+            context_size=self.context_size,
+            input_order=self.input_order,
             activation=keras.activations.serialize(self.activation),
         )
         return config
@@ -218,8 +240,13 @@ class IAFPosterior(keras.layers.Layer):
         self.hidden_units = tuple(hidden_units or default_flow_hidden_units(latent_dim))
         self.scale_floor = float(scale_floor)
         self.steps = [
-            AutoregressiveNetwork(self.latent_dim, self.hidden_units, context_size=self.context_size,
-                                  input_order=INPUT_ORDERS[step % 2], name=f"made_{step}")
+            AutoregressiveNetwork(
+                self.latent_dim,
+                self.hidden_units,
+                context_size=self.context_size,
+                input_order=INPUT_ORDERS[step % 2],
+                name=f"made_{step}",
+            )
             for step in range(self.flow_steps)
         ]
 
@@ -252,19 +279,26 @@ class IAFPosterior(keras.layers.Layer):
     def call(self, params):
         context = params[..., 2 * self.latent_dim :]
         # tfb.Chain applies its last bijector first: step 0 acts on z_0.
-        flow = tfb.Chain([
-            tfb.Invert(tfb.MaskedAutoregressiveFlow(
-                shift_and_log_scale_fn=functools.partial(_shift_and_log_scale, step, context)
-            ))
-            for step in reversed(self.steps)
-        ])
+        flow = tfb.Chain(
+            [
+                tfb.Invert(
+                    tfb.MaskedAutoregressiveFlow(
+                        shift_and_log_scale_fn=functools.partial(_shift_and_log_scale, step, context)
+                    )
+                )
+                for step in reversed(self.steps)
+            ]
+        )
         return tfd.TransformedDistribution(self.base(params), flow)
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            latent_dim=self.latent_dim, flow_steps=self.flow_steps, context_size=self.context_size,
-            hidden_units=list(self.hidden_units), scale_floor=self.scale_floor,
+            latent_dim=self.latent_dim,
+            flow_steps=self.flow_steps,
+            context_size=self.context_size,
+            hidden_units=list(self.hidden_units),
+            scale_floor=self.scale_floor,
         )
         return config
 

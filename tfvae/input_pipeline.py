@@ -5,6 +5,7 @@ whose sequence restarts in a new process: a run resumed at epoch 3 would see epo
 order again and end elsewhere than the uninterrupted run. Here every epoch's order is a
 stateless shuffle keyed by the run's seed and the epoch number, which a callback sets.
 """
+
 import math
 
 import keras
@@ -45,9 +46,17 @@ def shuffled_batches(x, batch_size, seed, labels=None):
         return tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=key)
 
     dataset = (
-        tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size)
-        .map(lambda index: tf.gather(table, index) if label_table is None
-             else (tf.gather(table, index), tf.gather(label_table, index)))
+        tf.data.Dataset.from_tensors(0)
+        .map(order)
+        .unbatch()
+        .batch(batch_size)
+        .map(
+            lambda index: (
+                tf.gather(table, index)
+                if label_table is None
+                else (tf.gather(table, index), tf.gather(label_table, index))
+            )
+        )
         .apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size)))
         .prefetch(2)
     )

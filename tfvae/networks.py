@@ -5,6 +5,7 @@ An encoder maps x `[batch, *input_shape]` to the posterior's parameter tensor
 parameters `[batch, *input_shape]`. Users may pass any Keras models with those
 signatures instead.
 """
+
 import dataclasses
 import math
 
@@ -106,8 +107,7 @@ class NetworkConfig:
             keras.activations.get(self.activation)
         except ValueError:
             raise ConfigError(
-                f"`activation` {self.activation!r} is not a Keras activation; use e.g. "
-                "'relu', 'gelu', 'tanh' or 'elu'."
+                f"`activation` {self.activation!r} is not a Keras activation; use e.g. 'relu', 'gelu', 'tanh' or 'elu'."
             ) from None
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
@@ -170,9 +170,7 @@ def build_encoder(config, output_size, name="encoder", num_classes=None):
     if config.arch == "conv":
         h = keras.layers.Reshape(config.image_shape)(x)
         for filters in config.filters:
-            h = keras.layers.Conv2D(
-                filters, 3, strides=2, padding="same", activation=config.activation
-            )(h)
+            h = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=config.activation)(h)
         h = keras.layers.Flatten()(h)
         if labels is not None:
             h = keras.layers.Concatenate()([h, labels])
@@ -205,9 +203,7 @@ def build_decoder(config, name="decoder", num_classes=None):
         )(h)
         h = keras.layers.Reshape((height // stride, width // stride, config.filters[-1]))(h)
         for filters in reversed(config.filters):
-            h = keras.layers.Conv2DTranspose(
-                filters, 3, strides=2, padding="same", activation=config.activation
-            )(h)
+            h = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation=config.activation)(h)
         h = keras.layers.Conv2D(channels * config.params_per_dimension, 3, padding="same")(h)
     else:
         for units in reversed(config.hidden_units):

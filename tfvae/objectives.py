@@ -3,6 +3,7 @@
 All of them start from `log_weight_terms`, so training, `VAE.elbo` and the
 importance-sampled `VAE.log_likelihood` cannot drift apart.
 """
+
 import math
 from typing import NamedTuple
 

@@ -3,6 +3,7 @@
 Figures are drawn with matplotlib's object API on the Agg canvas, never through
 pyplot's global state, so the library is safe to use from servers and threads.
 """
+
 import math
 import os
 
@@ -69,7 +70,11 @@ def save_reconstructions(inputs, reconstructions, image_shape, path, ncols=8, va
         rows.extend([inputs[start : start + ncols], reconstructions[start : start + ncols]])
     interleaved = np.concatenate(rows)
     return save_image_grid(
-        interleaved, image_shape, path, title="inputs (odd rows) and reconstructions", ncols=ncols,
+        interleaved,
+        image_shape,
+        path,
+        title="inputs (odd rows) and reconstructions",
+        ncols=ncols,
         value_range=value_range,
     )
 
@@ -96,7 +101,11 @@ def save_class_samples(model, path, per_class=10, seed=0):
     labels = np.repeat(np.arange(model.num_classes), per_class)
     samples = model.sample(len(labels), labels=labels, seed=seed).numpy()
     return save_image_grid(
-        samples, model.image_shape, path, ncols=per_class, value_range=value_range(model),
+        samples,
+        model.image_shape,
+        path,
+        ncols=per_class,
+        value_range=value_range(model),
         title=f"samples from the prior, one row per class (0 to {model.num_classes - 1})",
     )
 
@@ -105,8 +114,13 @@ def save_prior_samples(model, path, n=64, seed=0):
     """Samples from the prior: a grid for a VAE, a row per class for a conditional VAE."""
     if model.conditional:
         return save_class_samples(model, path, seed=seed)
-    return save_image_grid(model.sample(n, seed=seed).numpy(), model.image_shape, path,
-                           title=f"{n} samples from the prior", value_range=value_range(model))
+    return save_image_grid(
+        model.sample(n, seed=seed).numpy(),
+        model.image_shape,
+        path,
+        title=f"{n} samples from the prior",
+        value_range=value_range(model),
+    )
 
 
 def save_run_pictures(model, examples, history, run_dir, seed=0, n=64, labels=None):
@@ -120,9 +134,15 @@ def save_run_pictures(model, examples, history, run_dir, seed=0, n=64, labels=No
         if model.has_prior:
             written.append(save_prior_samples(model, os.path.join(run_dir, "samples.png"), n, seed))
         reconstructions = model.reconstruct(inputs, labels=input_labels).numpy()
-        written.append(save_reconstructions(inputs, reconstructions, model.image_shape,
-                                            os.path.join(run_dir, "reconstructions.png"),
-                                            value_range=value_range(model)))
+        written.append(
+            save_reconstructions(
+                inputs,
+                reconstructions,
+                model.image_shape,
+                os.path.join(run_dir, "reconstructions.png"),
+                value_range=value_range(model),
+            )
+        )
     written.append(save_learning_curve(history, os.path.join(run_dir, "learning_curve.png"), model.loss_name))
     return written
 
@@ -131,11 +151,15 @@ def save_latent_map(model, examples, path, batch_size=500, labels=None):
     """A scatter of the codes (posterior means E_q[z|x] for a VAE): the latent plane itself
     for 2-D latents, otherwise their first two principal components; coloured by class
     when labels are given."""
-    means = np.concatenate([
-        model.latent_code(examples[i : i + batch_size], None if labels is None or not model.conditional
-                          else labels[i : i + batch_size]).numpy()
-        for i in range(0, len(examples), batch_size)
-    ])
+    means = np.concatenate(
+        [
+            model.latent_code(
+                examples[i : i + batch_size],
+                None if labels is None or not model.conditional else labels[i : i + batch_size],
+            ).numpy()
+            for i in range(0, len(examples), batch_size)
+        ]
+    )
     if means.shape[1] > 2:
         from sklearn.decomposition import PCA
 
@@ -169,5 +193,11 @@ def save_interpolation(model, start, end, path, steps=10, labels=None):
     line_labels = None if labels is None else np.full(steps, labels[0])
     images = model.decode_mean(z, line_labels).numpy()
     row = np.concatenate([start[None], images, end[None]])
-    return save_image_grid(row, model.image_shape, path, title="input, interpolation in z, input", ncols=len(row),
-                           value_range=value_range(model))
+    return save_image_grid(
+        row,
+        model.image_shape,
+        path,
+        title="input, interpolation in z, input",
+        ncols=len(row),
+        value_range=value_range(model),
+    )

@@ -1,4 +1,5 @@
 """The posterior families q(z|x) by name: the one place `VAE`, the CLI and configs look them up."""
+
 from tfvae.distributions import COVARIANCES, GaussianPosterior
 from tfvae.errors import ConfigError
 from tfvae.flows import IAFPosterior

@@ -1,4 +1,5 @@
 """Priors p(z): Keras layers so that a learned prior keeps its weights in `.keras` files."""
+
 import math
 
 import keras
@@ -126,15 +127,22 @@ class VampPrior(Prior):
     """
 
     def __init__(
-        self, latent_dim, num_components=500, pseudo_input_range=(0.0, 1.0),
-        initial_mean=0.05, initial_stddev=0.01, **kwargs,
+        self,
+        latent_dim,
+        num_components=500,
+        pseudo_input_range=(0.0, 1.0),
+        initial_mean=0.05,
+        initial_stddev=0.01,
+        **kwargs,
     ):
         super().__init__(latent_dim, **kwargs)
         self.components = _positive_int("num_components", num_components)
         if pseudo_input_range is not None:
             low, high = (float(v) for v in pseudo_input_range)
             if not low < high:
-                raise ConfigError(f"`pseudo_input_range` must be (low, high) with low < high; got {pseudo_input_range!r}.")
+                raise ConfigError(
+                    f"`pseudo_input_range` must be (low, high) with low < high; got {pseudo_input_range!r}."
+                )
             pseudo_input_range = (low, high)
         self.pseudo_input_range = pseudo_input_range
         self.initial_mean = float(initial_mean)

@@ -18,6 +18,7 @@ keyed by them and the window's position. The first window's key is the in-memory
 shuffle's (`input_pipeline.shuffled_batches`), so data that fits in one window is
 batched exactly as it would be from memory.
 """
+
 import dataclasses
 import glob
 import math
@@ -96,8 +97,9 @@ def _write_shard(directory, split, index, chunk):
     path = os.path.join(directory, f"{files.TEMPORARY_PREFIX}{split}-{index:05d}.tfrecord")
     with tf.io.TFRecordWriter(path) as writer:
         for example, label in chunk:
-            feature = {"x": tf.train.Feature(bytes_list=tf.train.BytesList(
-                value=[tf.io.serialize_tensor(example).numpy()]))}
+            feature = {
+                "x": tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(example).numpy()]))
+            }
             if label is not None:
                 feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
             writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
@@ -156,14 +158,26 @@ class RecordStream:
         def one_epoch(_):
             key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
             order = tf.random.experimental.stateless_shuffle(
-                tf.range(len(self.files), dtype=tf.int64), seed=tf.random.experimental.stateless_fold_in(key, -1))
+                tf.range(len(self.files), dtype=tf.int64), seed=tf.random.experimental.stateless_fold_in(key, -1)
+            )
             records = tf.data.Dataset.from_tensor_slices(tf.gather(shards, order)).interleave(
-                tf.data.TFRecordDataset, cycle_length=min(4, len(self.files)))
-            return records.map(parse).batch(window).enumerate().flat_map(lambda index, window: _shuffled_window(
-                window, tf.where(index == 0, key, tf.random.experimental.stateless_fold_in(key, index))))
+                tf.data.TFRecordDataset, cycle_length=min(4, len(self.files))
+            )
+            return (
+                records.map(parse)
+                .batch(window)
+                .enumerate()
+                .flat_map(
+                    lambda index, window: _shuffled_window(
+                        window, tf.where(index == 0, key, tf.random.experimental.stateless_fold_in(key, index))
+                    )
+                )
+            )
 
         dataset = (
-            tf.data.Dataset.from_tensors(0).flat_map(one_epoch).batch(batch_size)
+            tf.data.Dataset.from_tensors(0)
+            .flat_map(one_epoch)
+            .batch(batch_size)
             .apply(tf.data.experimental.assert_cardinality(math.ceil(self.count / batch_size)))
             .prefetch(2)
         )
@@ -236,9 +250,16 @@ def open_records(directory, split, check):
             count, position = count + len(x), position + len(x)
     loc = total / count
     scale = np.sqrt(np.maximum(total_sq / count - loc * loc, 0.0))
-    return RecordStream(files=tuple(shards), count=count, example_shape=example_shape, dtype=dtype,
-                        labelled=labelled, num_classes=largest + 1 if labelled else None, loc=loc.astype(np.float32),
-                        scale=np.where(scale > 0, scale, 1.0).astype(np.float32))
+    return RecordStream(
+        files=tuple(shards),
+        count=count,
+        example_shape=example_shape,
+        dtype=dtype,
+        labelled=labelled,
+        num_classes=largest + 1 if labelled else None,
+        loc=loc.astype(np.float32),
+        scale=np.where(scale > 0, scale, 1.0).astype(np.float32),
+    )
 
 
 def read_records(stream):
@@ -251,8 +272,10 @@ def read_records(stream):
     return np.concatenate(parts), None
 
 
-_FORMAT = ("Each record must be a tf.train.Example whose bytes feature 'x' is tf.io.serialize_tensor(example) "
-           "(and optionally an int64 'label'); tfvae.records.write_records writes it.")
+_FORMAT = (
+    "Each record must be a tf.train.Example whose bytes feature 'x' is tf.io.serialize_tensor(example) "
+    "(and optionally an int64 'label'); tfvae.records.write_records writes it."
+)
 
 
 def _first_record(shard):
@@ -262,8 +285,9 @@ def _first_record(shard):
             tensor_pb2.TensorProto.FromString(example.features.feature["x"].bytes_list.value[0])
             return example
         except Exception as error:  # protobuf's DecodeError, IndexError for a missing 'x'
-            raise DataError(f"{shard}, record 0: not a record of the tfvae format ({type(error).__name__}). "
-                            f"{_FORMAT}") from error
+            raise DataError(
+                f"{shard}, record 0: not a record of the tfvae format ({type(error).__name__}). {_FORMAT}"
+            ) from error
     raise DataError(f"{shard}: the shard holds no records; remove it or write examples into it.")
 
 

@@ -1,4 +1,5 @@
 """Seeds for TFP's stateless samplers."""
+
 import tensorflow as tf
 
 

@@ -1,4 +1,5 @@
 """Stopping a training run on SIGINT/SIGTERM between batches, never inside a checkpoint write."""
+
 import contextlib
 import signal
 import threading

@@ -13,6 +13,7 @@
 
 Every file is written under a temporary name and renamed into place (`tfvae.files`).
 """
+
 import dataclasses
 import json
 import math
@@ -23,7 +24,7 @@ import time
 import keras
 import numpy as np
 
-from tfvae import files, objectives
+from tfvae import files, memory, objectives
 from tfvae.checkpointing import (
     BestWeights,
     EpochCheckpoint,
@@ -33,7 +34,7 @@ from tfvae.checkpointing import (
     stopped_early,
 )
 from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
-from tfvae.distributions import DiscretizedLogisticMixtureLikelihood, GaussianLikelihood
+from tfvae.distributions import LIKELIHOODS, DiscretizedLogisticMixtureLikelihood, GaussianLikelihood
 from tfvae.errors import ConfigError, RunError
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
 from tfvae.models.vae import OBJECTIVES
@@ -128,13 +129,27 @@ class TrainConfig:
             )
         if self.latent_dims and self.model != "hierarchical":
             raise ConfigError("latent_dims (--latent-dims) is for --model hierarchical; use latent_dim otherwise.")
-        for name in ("epochs", "latent_dim", "num_samples", "batch_size", "pseudo_inputs", "flow_steps",
-                     "mixture_components", "shuffle_window"):
+        for name in (
+            "epochs",
+            "latent_dim",
+            "num_samples",
+            "batch_size",
+            "pseudo_inputs",
+            "flow_steps",
+            "mixture_components",
+            "shuffle_window",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
-        choices = {"posterior": POSTERIORS, "likelihood": LIKELIHOOD_FAMILIES, "arch": ARCHITECTURES,
-                   "objective": OBJECTIVES, "model": MODELS, "prior": PRIORS}
+        choices = {
+            "posterior": POSTERIORS,
+            "likelihood": LIKELIHOOD_FAMILIES,
+            "arch": ARCHITECTURES,
+            "objective": OBJECTIVES,
+            "model": MODELS,
+            "prior": PRIORS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
@@ -161,8 +176,10 @@ class TrainConfig:
                 f"{self.free_bits}, {self.likelihood_scale}."
             )
         if self.likelihood_scale and self.likelihood != "gaussian":
-            raise ConfigError("likelihood_scale (--likelihood-scale) fixes a Gaussian likelihood's scale; "
-                              "add --likelihood gaussian or leave it out.")
+            raise ConfigError(
+                "likelihood_scale (--likelihood-scale) fixes a Gaussian likelihood's scale; "
+                "add --likelihood gaussian or leave it out."
+            )
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -229,24 +246,39 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
     if likelihood == "discretized_logistic_mixture":
         likelihood = DiscretizedLogisticMixtureLikelihood(input_shape, num_components=config.mixture_components)
     elif likelihood == "gaussian" and statistics is not None:
-        likelihood = GaussianLikelihood(input_shape, scale=config.likelihood_scale or None,
-                                        data_loc=statistics[0], data_scale=statistics[1])
+        likelihood = GaussianLikelihood(
+            input_shape, scale=config.likelihood_scale or None, data_loc=statistics[0], data_scale=statistics[1]
+        )
     networks = dict(
-        input_shape=input_shape, latent_dim=config.latent_dim, likelihood=likelihood,
-        likelihood_scale=config.likelihood_scale or None, arch=config.arch, hidden_units=config.hidden_units,
-        filters=config.filters, activation=config.activation, image_shape=image_shape,
+        input_shape=input_shape,
+        latent_dim=config.latent_dim,
+        likelihood=likelihood,
+        likelihood_scale=config.likelihood_scale or None,
+        arch=config.arch,
+        hidden_units=config.hidden_units,
+        filters=config.filters,
+        activation=config.activation,
+        image_shape=image_shape,
     )
     if config.model == "autoencoder":
         model = Autoencoder(**networks)
     else:
         vae_options = dict(
-            posterior=config.posterior, flow_steps=config.flow_steps, free_bits=config.free_bits,
+            posterior=config.posterior,
+            flow_steps=config.flow_steps,
+            free_bits=config.free_bits,
             prior=VampPrior(config.latent_dim, config.pseudo_inputs) if config.prior == "vamp" else None,
-            num_samples=config.num_samples, objective=config.objective, analytic_kl=config.analytic_kl,
-            beta=config.beta, kl_warmup_epochs=config.kl_warmup_epochs, seed=config.seed,
+            num_samples=config.num_samples,
+            objective=config.objective,
+            analytic_kl=config.analytic_kl,
+            beta=config.beta,
+            kl_warmup_epochs=config.kl_warmup_epochs,
+            seed=config.seed,
         )
         if config.model == "hierarchical":
-            vae_options["prior"] = VampPrior(config.latent_dims[-1], config.pseudo_inputs) if config.prior == "vamp" else None
+            vae_options["prior"] = (
+                VampPrior(config.latent_dims[-1], config.pseudo_inputs) if config.prior == "vamp" else None
+            )
             networks.pop("latent_dim")
             model = HierarchicalVAE(latent_dims=config.latent_dims, **networks, **vae_options)
         elif config.conditional:
@@ -264,8 +296,9 @@ def load_splits(config):
     (seeded by `config.seed`) and records them in its split.json; once recorded,
     exactly those examples are held out again (on resume, evaluate and report).
     """
-    splits = load_dataset(config.data, likelihood=config.likelihood, seed=config.seed,
-                          held_out=_recorded_held_out(config.out))
+    splits = load_dataset(
+        config.data, likelihood=config.likelihood, seed=config.seed, held_out=_recorded_held_out(config.out)
+    )
     if config.conditional:
         splits.require_labels()
     return splits
@@ -277,6 +310,30 @@ def build_model_for(config, splits):
     num_classes = splits.num_classes if config.conditional else None
     statistics = splits.train_statistics() if config.likelihood == "gaussian" else None
     return build_model(config, splits.example_shape, splits.image_shape, num_classes, statistics)
+
+
+def _check_fits_in_memory(config, splits):
+    """Refuses, before anything is built, a model that cannot fit in this machine's memory."""
+    latent = sum(config.latent_dims) if config.latent_dims else config.latent_dim
+    per_dimension = LIKELIHOODS[config.likelihood].params_per_dimension
+    if config.likelihood == "discretized_logistic_mixture":  # set per instance: 3 per component
+        per_dimension = 3 * config.mixture_components
+    needed = memory.training_bytes(
+        splits.example_shape,
+        latent,
+        config.hidden_units,
+        config.batch_size,
+        config.num_samples,
+        config.pseudo_inputs if config.prior == "vamp" else 0,
+        per_dimension,
+    )
+    memory.require(
+        needed,
+        f"Training this model ({config.arch} {list(config.hidden_units)}, latent {latent}, "
+        f"batch {config.batch_size} x {config.num_samples} samples, examples of shape "
+        f"{list(splits.example_shape)})",
+        "use smaller --hidden-units, --latent-dim, --batch-size, --num-samples or --pseudo-inputs",
+    )
 
 
 def _write_epoch_log(path, log):
@@ -318,8 +375,9 @@ def _remove(path):
 
 def _bits_per_dim_history(history, dimensions):
     """The loss (negative ELBO or IWAE bound) of each split in bits per dimension."""
-    per_split = {split: [objectives.bits_per_dim(v, dimensions) for v in history[split]["loss"]]
-                 for split in ("train", "valid")}
+    per_split = {
+        split: [objectives.bits_per_dim(v, dimensions) for v in history[split]["loss"]] for split in ("train", "valid")
+    }
     if "test" in history:
         per_split["test"] = objectives.bits_per_dim(history["test"]["loss"], dimensions)
     return per_split
@@ -336,18 +394,26 @@ def _recorded_held_out(run_dir):
 
 def _record_split(config, splits):
     if splits.held_out is not None:
-        files.write_json(os.path.join(config.out, SPLIT_FILE), {
-            "data": config.data,
-            "train_examples": len(splits.train) + len(splits.held_out),
-            "held_out": splits.held_out.tolist(),
-        })
+        files.write_json(
+            os.path.join(config.out, SPLIT_FILE),
+            {
+                "data": config.data,
+                "train_examples": len(splits.train) + len(splits.held_out),
+                "held_out": splits.held_out.tolist(),
+            },
+        )
 
 
 def _diverged(config, checkpoint, epoch, logs):
-    name = "loss" if not math.isfinite(logs.get("loss", 0.0)) else next(n for n, v in logs.items() if not math.isfinite(v))
+    name = (
+        "loss" if not math.isfinite(logs.get("loss", 0.0)) else next(n for n, v in logs.items() if not math.isfinite(v))
+    )
     bad = f"{name} {logs[name]}"
-    kept = (f"its last finite state (epoch {checkpoint.epochs}) is kept in {os.path.join(config.out, CHECKPOINT_DIR)}"
-            if checkpoint else "no epoch finished with finite values")
+    kept = (
+        f"its last finite state (epoch {checkpoint.epochs}) is kept in {os.path.join(config.out, CHECKPOINT_DIR)}"
+        if checkpoint
+        else "no epoch finished with finite values"
+    )
     return RunError(
         f"Training diverged in epoch {epoch + 1} ({bad}); no model.keras was written and {kept}. "
         f"Start again with a smaller learning rate (now {config.learning_rate:g}) or beta (now {config.beta:g}), "
@@ -385,6 +451,7 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         for stale in (CHECKPOINT_DIR, EPOCH_LOG, BEST_WEIGHTS, MODEL_FILE, HISTORY_FILE, SPLIT_FILE):
             _remove(os.path.join(config.out, stale))
     splits = load_splits(config)
+    _check_fits_in_memory(config, splits)
     os.makedirs(config.out, exist_ok=True)
     files.remove_stale_temporaries(config.out)
     files.write_json(os.path.join(config.out, CONFIG_FILE), config.to_dict())
@@ -398,7 +465,8 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         done.restore(model)
     labels = splits.labels if config.conditional else {}
     batches, shuffle_callback = splits.train_batches(
-        config.batch_size, config.seed, labels=config.conditional, window=config.shuffle_window)
+        config.batch_size, config.seed, labels=config.conditional, window=config.shuffle_window
+    )
     checkpointing = EpochCheckpoint(checkpoint_dir, log)
     callbacks = [
         shuffle_callback,
@@ -446,8 +514,7 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
     if pictures:
         from tfvae import plots
 
-        plots.save_run_pictures(model, splits.valid, history, config.out, seed=config.seed,
-                                labels=labels.get("valid"))
+        plots.save_run_pictures(model, splits.valid, history, config.out, seed=config.seed, labels=labels.get("valid"))
     return RunResult(model=model, history=history, run_dir=config.out, config=config)
 
 
@@ -494,7 +561,9 @@ def load_run_data(run_dir, data=None, likelihood=None):
         if splits.held_out is None:
             return splits
         return dataclasses.replace(
-            splits, valid=None, labels={k: v for k, v in splits.labels.items() if k != "valid"},
+            splits,
+            valid=None,
+            labels={k: v for k, v in splits.labels.items() if k != "valid"},
             valid_source=f"{data} has no 'valid' array, and examples held out of its 'train' now could "
             f"be ones the run in {run_dir} trained on",
         )
@@ -507,9 +576,7 @@ def load_run(run_dir):
     """The model saved in a run directory."""
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.isfile(path):
-        raise RunError(
-            f"{run_dir} holds no {MODEL_FILE}; give the --out directory of a finished `tfvae train`."
-        )
+        raise RunError(f"{run_dir} holds no {MODEL_FILE}; give the --out directory of a finished `tfvae train`.")
     try:
         return keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged or foreign file
@@ -517,5 +584,3 @@ def load_run(run_dir):
             f"{path} cannot be loaded as a tfvae model ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else 'no detail'}); retrain or restore the run."
         ) from error
-
-

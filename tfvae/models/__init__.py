@@ -1,4 +1,5 @@
 """The models: `VAE`, `ConditionalVAE`, `HierarchicalVAE` and the `Autoencoder` baseline."""
+
 from tfvae.models.autoencoder import Autoencoder
 from tfvae.models.base import LatentModel
 from tfvae.models.conditional import ConditionalVAE

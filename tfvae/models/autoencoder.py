@@ -1,4 +1,5 @@
 """The plain autoencoder: the deterministic baseline a VAE is compared against."""
+
 import keras
 import tensorflow as tf
 
@@ -47,11 +48,21 @@ class Autoencoder(LatentModel):
         **kwargs,
     ):
         super().__init__(
-            input_shape, latent_dim, encoder_output_size=latent_dim,
-            likelihood=likelihood, likelihood_scale=likelihood_scale, encoder=encoder, decoder=decoder,
-            arch=arch, hidden_units=hidden_units, filters=filters, activation=activation,
-            image_shape=image_shape, metric_names=("loss", "reconstruction"),
-            encoder_output_hint="an autoencoder's encoder outputs the code z itself", **kwargs,
+            input_shape,
+            latent_dim,
+            encoder_output_size=latent_dim,
+            likelihood=likelihood,
+            likelihood_scale=likelihood_scale,
+            encoder=encoder,
+            decoder=decoder,
+            arch=arch,
+            hidden_units=hidden_units,
+            filters=filters,
+            activation=activation,
+            image_shape=image_shape,
+            metric_names=("loss", "reconstruction"),
+            encoder_output_hint="an autoencoder's encoder outputs the code z itself",
+            **kwargs,
         )
         self.build((None, *self.network_config.input_shape))
 

@@ -7,6 +7,7 @@ conditioning (the networks then also see one-hot labels), and the `fit` plumbing
 metrics. The VAE, the conditional VAE and the autoencoder differ only in what lies
 between x and z.
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -22,9 +23,16 @@ from tfvae.networks import NetworkConfig, build_decoder, build_encoder
 STEPS_PER_EXECUTION = 32
 
 _CONVOLUTIONS = (
-    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
 )
 
 
@@ -113,8 +121,12 @@ class LatentModel(keras.Model):
             raise ConfigError(
                 f"The decoder outputs shape {decoder_out}, but the {self.likelihood_layer.family} likelihood "
                 f"reads {self.likelihood_layer.params_shape} (the example shape"
-                + ("" if self.likelihood_layer.params_per_dimension == 1
-                   else f" and {self.likelihood_layer.params_per_dimension} parameters per dimension") + ")."
+                + (
+                    ""
+                    if self.likelihood_layer.params_per_dimension == 1
+                    else f" and {self.likelihood_layer.params_per_dimension} parameters per dimension"
+                )
+                + ")."
             )
 
     def build(self, input_shape=None):
@@ -138,7 +150,7 @@ class LatentModel(keras.Model):
 
     @property
     def posterior_family(self):
-        """"diagonal", "full" or "iaf" for a model with q(z|x); None for a point code."""
+        """ "diagonal", "full" or "iaf" for a model with q(z|x); None for a point code."""
         return None
 
     @property
@@ -182,8 +194,7 @@ class LatentModel(keras.Model):
             return None
         if labels is None:
             raise ConfigError(
-                f"{type(self).__name__} is conditional: pass `labels`, integer class ids in "
-                f"[0, {self.num_classes})."
+                f"{type(self).__name__} is conditional: pass `labels`, integer class ids in [0, {self.num_classes})."
             )
         if isinstance(labels, tf.Tensor) and not tf.executing_eagerly():
             return labels
@@ -193,9 +204,7 @@ class LatentModel(keras.Model):
                 f"`labels` must be a 1-D array of {count if count is not None else 'N'} class "
                 f"ids; got shape {values.shape}."
             )
-        if values.size and (
-            values.dtype.kind not in "iu" or values.min() < 0 or values.max() >= self.num_classes
-        ):
+        if values.size and (values.dtype.kind not in "iu" or values.min() < 0 or values.max() >= self.num_classes):
             raise ConfigError(
                 f"`labels` must be integer class ids in [0, {self.num_classes}); got dtype "
                 f"{values.dtype}, range [{values.min()}, {values.max()}]."
@@ -276,7 +285,7 @@ class LatentModel(keras.Model):
 
     def call(self, inputs, training=False):
         """The deterministic reconstruction E[x | z = code(x)]; inputs x or (x, labels)."""
-        x, labels = (inputs if self.conditional else (inputs, None))
+        x, labels = inputs if self.conditional else (inputs, None)
         return self._decode(self._code(x, labels, training), labels, training).mean()
 
     # Training.
@@ -345,9 +354,19 @@ class LatentModel(keras.Model):
         return not any(isinstance(layer, _CONVOLUTIONS) for layer in layers)
 
     def fit(
-        self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-        validation_split=0.0, shuffle=True, class_weight=None, sample_weight=None,
-        steps_per_epoch=None, **kwargs,
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        steps_per_epoch=None,
+        **kwargs,
     ):
         """As `keras.Model.fit`; in-memory training data take tfvae's input path.
 
@@ -359,8 +378,12 @@ class LatentModel(keras.Model):
         `class_weight`, `steps_per_epoch` or `shuffle=False`, go to Keras as given.
         """
         keras_arguments = dict(
-            verbose=verbose, validation_split=validation_split, class_weight=class_weight,
-            sample_weight=sample_weight, steps_per_epoch=steps_per_epoch, **kwargs,
+            verbose=verbose,
+            validation_split=validation_split,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            steps_per_epoch=steps_per_epoch,
+            **kwargs,
         )
         if not self.conditional and (y is not None or isinstance(x, (tuple, list))):
             raise ConfigError(
@@ -378,7 +401,10 @@ class LatentModel(keras.Model):
         # Keras' shuffling follows the global seed too (keras.utils.set_random_seed).
         batches, shuffle_callback = shuffled_batches(examples, batch_size or 32, np.random.randint(2**31 - 1), labels)
         return super().fit(
-            batches, epochs=epochs, callbacks=[shuffle_callback, *(callbacks or [])], shuffle=False,
+            batches,
+            epochs=epochs,
+            callbacks=[shuffle_callback, *(callbacks or [])],
+            shuffle=False,
             **keras_arguments,
         )
 

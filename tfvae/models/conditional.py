@@ -1,4 +1,5 @@
 """The conditional VAE p(x, y, z) = p(x|y, z) p(y) p(z) with q(z|x, y)."""
+
 import keras
 import tensorflow as tf
 
@@ -62,11 +63,26 @@ class ConditionalVAE(VAE):
         """The conditional ELBO per example, `[batch]` nats."""
         return super().elbo(x, num_samples, seed, labels=labels)
 
-    def log_likelihood(self, x, labels, num_samples=1000, batch_size=100, sample_batch_size=None, seed=None,
-                       verbose=0, memory_budget_mib=1024):
+    def log_likelihood(
+        self,
+        x,
+        labels,
+        num_samples=1000,
+        batch_size=100,
+        sample_batch_size=None,
+        seed=None,
+        verbose=0,
+        memory_budget_mib=1024,
+    ):
         """The importance-sampled log p(x|y) per example; see `VAE.log_likelihood`."""
         return super().log_likelihood(
-            x, num_samples, batch_size, sample_batch_size, seed, verbose, labels=labels,
+            x,
+            num_samples,
+            batch_size,
+            sample_batch_size,
+            seed,
+            verbose,
+            labels=labels,
             memory_budget_mib=memory_budget_mib,
         )
 

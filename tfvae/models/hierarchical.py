@@ -1,4 +1,5 @@
 """A VAE with L stochastic layers, top-down generation and top-down inference (a ladder VAE)."""
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -81,22 +82,36 @@ class HierarchicalVAE(VAE):
         if num_classes is not None:
             raise ConfigError("A HierarchicalVAE is not conditional; use tfvae.ConditionalVAE for labels.")
         width = tuple(hidden_units)[-1]
-        networks = dict(arch=arch, hidden_units=hidden_units, filters=filters, activation=activation,
-                        image_shape=image_shape)
+        networks = dict(
+            arch=arch, hidden_units=hidden_units, filters=filters, activation=activation, image_shape=image_shape
+        )
         # The decoder reads [z_1, t_1]: z_1 and the top-down state from the layers above.
         # Built here (and handed on) because the decoder's size depends on it.
-        likelihood = get_likelihood(kwargs.pop("likelihood", "bernoulli"), tuple(input_shape),
-                                    kwargs.pop("likelihood_scale", None))
-        config = NetworkConfig(input_shape, latent_dims[0] + width, params_per_dimension=likelihood.params_per_dimension,
-                               input_normalization=likelihood.input_normalization, **networks)
+        likelihood = get_likelihood(
+            kwargs.pop("likelihood", "bernoulli"), tuple(input_shape), kwargs.pop("likelihood_scale", None)
+        )
+        config = NetworkConfig(
+            input_shape,
+            latent_dims[0] + width,
+            params_per_dimension=likelihood.params_per_dimension,
+            input_normalization=likelihood.input_normalization,
+            **networks,
+        )
         # Read by `build`, which VAE.__init__ calls (a built layer accepts no new sub-layers).
         self.latent_dims = latent_dims
-        self._layer_config = NetworkConfig((width,), 1, arch="gated" if arch == "gated" else "mlp",
-                                           hidden_units=(width,), activation=activation)
+        self._layer_config = NetworkConfig(
+            (width,), 1, arch="gated" if arch == "gated" else "mlp", hidden_units=(width,), activation=activation
+        )
         super().__init__(
-            input_shape, latent_dims[-1], posterior=posterior, flow_steps=flow_steps,
+            input_shape,
+            latent_dims[-1],
+            posterior=posterior,
+            flow_steps=flow_steps,
             encoder=encoder or build_encoder(config, width, name="bottom_up"),
-            decoder=decoder or build_decoder(config), likelihood=likelihood, **networks, **kwargs,
+            decoder=decoder or build_decoder(config),
+            likelihood=likelihood,
+            **networks,
+            **kwargs,
         )
 
     def _check_network_shapes(self, encoder_output_size, hint):
@@ -110,10 +125,11 @@ class HierarchicalVAE(VAE):
         lower = range(len(dims) - 1)
         self.bottom_up = [hidden_layer(self._layer_config, width) for _ in lower]  # d_l -> d_{l+1}
         self.top_down = [hidden_layer(self._layer_config, width) for _ in lower]  # z_{l+1} -> t_l
-        self.prior_params = [keras.layers.Dense(2 * dims[l]) for l in lower]
-        self.conditional_priors = [GaussianPosterior(dims[l]) for l in lower]
-        self.lower_posteriors = [get_posterior(self.posterior_layer.covariance, dims[l], self.flow_steps)
-                                 for l in lower]
+        self.prior_params = [keras.layers.Dense(2 * dims[level]) for level in lower]
+        self.conditional_priors = [GaussianPosterior(dims[level]) for level in lower]
+        self.lower_posteriors = [
+            get_posterior(self.posterior_layer.covariance, dims[level], self.flow_steps) for level in lower
+        ]
         self.posterior_params = [
             keras.layers.Dense(layer.num_params) for layer in (*self.lower_posteriors, self.posterior_layer)
         ]
@@ -141,14 +157,14 @@ class HierarchicalVAE(VAE):
         """q(z_L | x), the top layer's posterior (a VampPrior mixes it over pseudo-inputs)."""
         return self.posterior_layer(self.posterior_params[-1](self._features(x, labels, training)[-1]))
 
-    def _layer_below(self, l, z_above, features, training):
+    def _layer_below(self, level, z_above, features, training):
         """`(p(z_l | z_{l+1}), q(z_l | z_{l+1}, x))` for the samples z_above `[..., batch, d]`."""
-        state = self.top_down[l](z_above, training=training)  # t_l, [..., batch, width]
-        prior = self.conditional_priors[l](self.prior_params[l](state))
+        state = self.top_down[level](z_above, training=training)  # t_l, [..., batch, width]
+        prior = self.conditional_priors[level](self.prior_params[level](state))
         if features is None:
             return prior, None
-        bottom_up = tf.broadcast_to(features[l], tf.shape(state))
-        posterior = self.lower_posteriors[l](self.posterior_params[l](tf.concat([bottom_up, state], axis=-1)))
+        bottom_up = tf.broadcast_to(features[level], tf.shape(state))
+        posterior = self.lower_posteriors[level](self.posterior_params[level](tf.concat([bottom_up, state], axis=-1)))
         return prior, posterior
 
     def _sampled_terms(self, x, labels, num_samples, seed, training=False):
@@ -157,14 +173,17 @@ class HierarchicalVAE(VAE):
         z = reparameterized_sample(top, num_samples, _layer_seed(seed, self.num_layers - 1))
         prior = self.prior
         log_posterior, log_prior = top.log_prob(z), prior.log_prob(z)  # [num_samples, batch]
-        kls = [objectives.kl_divergence(top, prior, objectives.LogWeightTerms(None, log_prior, log_posterior),
-                                        self.analytic_kl)]
+        kls = [
+            objectives.kl_divergence(
+                top, prior, objectives.LogWeightTerms(None, log_prior, log_posterior), self.analytic_kl
+            )
+        ]
         samples = [z]
-        for l in reversed(range(self.num_layers - 1)):
-            layer_prior, layer_posterior = self._layer_below(l, z, features, training)
+        for level in reversed(range(self.num_layers - 1)):
+            layer_prior, layer_posterior = self._layer_below(level, z, features, training)
             # One z_l per sample of the layer above; no sample axis to index away, which
             # would hide z_l from the flow's cache and make log q invert an IAF step by step.
-            z = reparameterized_sample(layer_posterior, None, _layer_seed(seed, l))  # [num_samples, batch, d_l]
+            z = reparameterized_sample(layer_posterior, None, _layer_seed(seed, level))  # [num_samples, batch, d_l]
             log_q, log_p = layer_posterior.log_prob(z), layer_prior.log_prob(z)
             kls.insert(0, objectives.conditional_kl(layer_posterior, layer_prior, log_q, log_p, self.analytic_kl))
             log_posterior, log_prior = log_posterior + log_q, log_prior + log_p
@@ -181,8 +200,8 @@ class HierarchicalVAE(VAE):
         """[E_q z_1, ..., E_q z_L] top-down: each layer's code given the codes above it."""
         features = self._features(x, labels, training)
         codes = [posterior_code(self.posterior_layer(self.posterior_params[-1](features[-1])))]
-        for l in reversed(range(self.num_layers - 1)):
-            codes.insert(0, posterior_code(self._layer_below(l, codes[0], features, training)[1]))
+        for level in reversed(range(self.num_layers - 1)):
+            codes.insert(0, posterior_code(self._layer_below(level, codes[0], features, training)[1]))
         return tf.concat(codes, axis=-1)
 
     def encode(self, x, training=False, *, labels=None):
@@ -198,8 +217,8 @@ class HierarchicalVAE(VAE):
         seed = stateless_seed(seed)
         z = self.prior.sample(n, seed=_layer_seed(seed, self.num_layers - 1))
         samples = [z]
-        for l in reversed(range(self.num_layers - 1)):
-            z = self._layer_below(l, z, None, False)[0].sample(seed=_layer_seed(seed, l))
+        for level in reversed(range(self.num_layers - 1)):
+            z = self._layer_below(level, z, None, False)[0].sample(seed=_layer_seed(seed, level))
             samples.insert(0, z)
         return self._decode(tf.concat(samples, axis=-1), None).mean()
 
@@ -223,10 +242,10 @@ class HierarchicalVAE(VAE):
         bounds = np.cumsum((0, *self.latent_dims))
         latent = z[:, bounds[-2] :]  # z_L
         latents = [latent]
-        for l in reversed(range(self.num_layers - 1)):
+        for level in reversed(range(self.num_layers - 1)):
             # The Gaussian's own parameters: stddev() broadcasts with an op ONNX lacks.
-            prior = self.conditional_priors[l].parameters_of(self._layer_below(l, latent, None, False)[0])
-            latent = prior["loc"] + prior["scale"] * z[:, bounds[l] : bounds[l + 1]]
+            prior = self.conditional_priors[level].parameters_of(self._layer_below(level, latent, None, False)[0])
+            latent = prior["loc"] + prior["scale"] * z[:, bounds[level] : bounds[level + 1]]
             latents.insert(0, latent)
         return super().decoder_outputs(tf.concat(latents, axis=-1), labels)
 

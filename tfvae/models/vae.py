@@ -1,4 +1,5 @@
 """The variational autoencoder p(x, z) = p(x|z) p(z) with a Gaussian q(z|x)."""
+
 import math
 import random
 
@@ -123,11 +124,19 @@ class VAE(LatentModel):
             )
         posterior_layer = get_posterior(posterior, latent_dim, flow_steps)
         super().__init__(
-            input_shape, latent_dim,
+            input_shape,
+            latent_dim,
             encoder_output_size=posterior_layer.num_params,
-            likelihood=likelihood, likelihood_scale=likelihood_scale, encoder=encoder, decoder=decoder,
-            arch=arch, hidden_units=hidden_units, filters=filters, activation=activation,
-            image_shape=image_shape, metric_names=("loss", "reconstruction", "kl"),
+            likelihood=likelihood,
+            likelihood_scale=likelihood_scale,
+            encoder=encoder,
+            decoder=decoder,
+            arch=arch,
+            hidden_units=hidden_units,
+            filters=filters,
+            activation=activation,
+            image_shape=image_shape,
+            metric_names=("loss", "reconstruction", "kl"),
             encoder_output_hint=(
                 f"a {posterior} posterior over {latent_dim} latents reads {posterior_layer.num_params} parameters"
             ),
@@ -153,13 +162,20 @@ class VAE(LatentModel):
         # seed, XLA-compiled train steps took 26-35% longer (TF 2.21 on CPU; README,
         # "Training throughput").
         self.sampler_seed = self.add_weight(
-            shape=(), dtype="int64", trainable=False, name="sampler_seed",
+            shape=(),
+            dtype="int64",
+            trainable=False,
+            name="sampler_seed",
             initializer=keras.initializers.Constant(seed if seed is not None else random.randrange(2**31)),
             aggregation="only_first_replica",
         )
         self.sampler_step = self.add_weight(
-            shape=(), dtype="int64", trainable=False, name="sampler_step",
-            initializer="zeros", aggregation="only_first_replica",
+            shape=(),
+            dtype="int64",
+            trainable=False,
+            name="sampler_step",
+            initializer="zeros",
+            aggregation="only_first_replica",
         )
         self.build((None, *self.network_config.input_shape))
 
@@ -195,9 +211,7 @@ class VAE(LatentModel):
         """p(x|z) for z `[..., latent_dim]`: batch shape `z.shape[:-1]`, event shape x's."""
         shape = tuple(z.shape if isinstance(z, (tf.Tensor, np.ndarray)) else np.shape(z))
         if not shape or shape[-1] not in (None, self.latent_dim):
-            raise ConfigError(
-                f"decode takes z of shape [..., {self.latent_dim}] (latent_dim); got shape {shape}."
-            )
+            raise ConfigError(f"decode takes z of shape [..., {self.latent_dim}] (latent_dim); got shape {shape}.")
         return self._decode(z, self.check_labels(labels), training)
 
     def sample(self, n, seed=None, *, labels=None):
@@ -311,8 +325,16 @@ class VAE(LatentModel):
         return tf.reduce_logsumexp(terms.log_weights, axis=0)  # [batch]
 
     def log_likelihood(
-        self, x, num_samples=1000, batch_size=100, sample_batch_size=None, seed=None, verbose=0,
-        *, labels=None, memory_budget_mib=1024,
+        self,
+        x,
+        num_samples=1000,
+        batch_size=100,
+        sample_batch_size=None,
+        seed=None,
+        verbose=0,
+        *,
+        labels=None,
+        memory_budget_mib=1024,
     ):
         """The importance-sampled estimate of log p(x) per example, with q(z|x) as proposal.
 
@@ -339,9 +361,7 @@ class VAE(LatentModel):
           `[N]` NumPy array of log p(x) estimates in nats.
         """
         if num_samples <= 0 or batch_size <= 0:
-            raise ConfigError(
-                f"`num_samples` and `batch_size` must be positive; got {num_samples}, {batch_size}."
-            )
+            raise ConfigError(f"`num_samples` and `batch_size` must be positive; got {num_samples}, {batch_size}.")
         labels = self.check_labels(labels, example_count(x))
         if not memory_budget_mib > 0:
             raise ConfigError(f"`memory_budget_mib` must be positive; got {memory_budget_mib!r}.")
@@ -390,4 +410,3 @@ class VAE(LatentModel):
         return config
 
     _NESTED = (*LatentModel._NESTED, "prior")
-

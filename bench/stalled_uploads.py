@@ -2,8 +2,8 @@
 
 Each client sends its headers (Content-Length: the 4 MiB limit) and all but one byte of
 a JSON body, then stops. Measured for one server per code tree given (`--code NAME=DIR`,
-e.g. the commit before the body deadline and this one; `DIR/tfvae` and `DIR/serving`),
-each in its own process on the same export:
+e.g. a checkout of the commit before the body deadline, and this one: `DIR/tfvae` and
+`DIR/serving`), each in its own process with its defaults, on the same export:
 - RSS idle, 3 s after the stall begins, and after the body deadline (30 s by default)
   has passed;
 - how many stalled clients were answered (408) and closed by then;
@@ -40,6 +40,12 @@ def rss_mib(pid):
     raise RuntimeError("no VmRSS")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def code_tree(directory):
     """A folder whose `tfvae` package is `directory`'s, with its serving/ in place."""
     root = tempfile.mkdtemp(prefix="tfvae-code-")
@@ -48,18 +54,14 @@ def code_tree(directory):
     return root
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(code, export_dir, clients, wait_after):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": code_tree(code)}
+    root = code_tree(code)
+    # Run from `root`: `python -m` puts the working folder (here, this repository) first.
     server = subprocess.Popen(
         [sys.executable, "-m", "tfvae.cli", "serve", export_dir, "--port", str(port)],
-        env=env,
+        env={**os.environ, "PYTHONPATH": root},
+        cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -93,7 +95,8 @@ def measure(code, export_dir, clients, wait_after):
         for s in sockets:
             s.settimeout(0.5)
             try:
-                answered += s.recv(64).startswith(b"HTTP/1.1 408")
+                reply = s.recv(64)
+                answered += reply.startswith(b"HTTP/1.1 408")
             except OSError:
                 pass
             s.close()
@@ -117,16 +120,21 @@ def main():
     parser.add_argument("--wait-after", type=int, default=35)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "stalled_uploads.json"))
     args = parser.parse_args()
-    export_dir = tempfile.mkdtemp(prefix="tfvae-stall-")
+    export_dir = os.path.abspath(tempfile.mkdtemp(prefix="tfvae-stall-"))
     keras.utils.set_random_seed(0)
     model = tfvae.VAE((64,), 4, hidden_units=(32,), seed=0)
     model.compile()
     model.fit(np.zeros((64, 64), np.float32), epochs=1, verbose=0)
     tfvae.export(model, export_dir, "gen", parts=("decoder",))
-    report = {"clients": args.clients, "body_bytes_sent_each": LIMIT - 1, **provenance()}
+    report = {
+        "command": "python bench/stalled_uploads.py " + " ".join(f"--code {c}" for c in args.code),
+        "clients": args.clients,
+        "body_bytes_sent_each": LIMIT - 1,
+        **provenance(),
+    }
     for entry in args.code:
         name, directory = entry.split("=", 1)
-        report[name] = measure(directory, export_dir, args.clients, args.wait_after)
+        report[name] = measure(os.path.abspath(directory), export_dir, args.clients, args.wait_after)
         print(name, json.dumps(report[name]), flush=True)
     write_result(args.out, report)
 

@@ -44,6 +44,8 @@ class ServerConfig:
       threads: ONNX Runtime intra-op threads per model (default: all cores).
       ready_when: "all": /v2/health/ready answers 200 only when every model in the
         repository serves its newest version; "any": when one model serves.
+      header_timeout_s: a connection must send each request's headers within this
+        (else it is closed): `tfvae.serving.connections.headers_deadline`.
       body_timeout_s: the whole body must arrive within this (else 408), so a client
         trickling bytes cannot hold a request open.
       max_connections: connections and requests served at once; more get 503.
@@ -57,6 +59,7 @@ class ServerConfig:
     max_rows: int = 4096
     threads: int = None
     ready_when: str = "all"
+    header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_connections: int = 1000
     on_ready: object = None  # called with the loaded models once the server takes requests

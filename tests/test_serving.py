@@ -757,6 +757,7 @@ def _fuzz(server, path, bodies, header_lengths=st.none()):
         assert "error" in response.json() or response.status_code == 200
 
     send()
+    print(path, dict(sorted(seen.items())))  # the status histogram (pytest -s shows it)
     return seen
 
 
@@ -782,7 +783,7 @@ def test_fuzzed_requests_never_get_a_5xx_and_the_server_stays_correct(server, re
 def test_a_stalled_upload_neither_holds_other_requests_nor_stays_open(repository):
     import socket
 
-    server = Server(repository[0], "--batch-delay-ms", "500", "--body-timeout-s", "2")
+    server = Server(repository[0], "--batch-delay-ms", "500", "--body-timeout-s", "2", "--header-timeout-s", "1")
     try:
         stalled = socket.create_connection(("127.0.0.1", server.port))
         stalled.sendall(
@@ -804,5 +805,16 @@ def test_a_stalled_upload_neither_holds_other_requests_nor_stays_open(repository
         leaving.close()
         time.sleep(0.5)
         assert 'tfvae_requests_total{endpoint="v1_predict",status="499"} 1.0' in httpx.get(f"{server.url}/metrics").text
+        silent = socket.create_connection(("127.0.0.1", server.port))  # sends nothing
+        trickling = socket.create_connection(("127.0.0.1", server.port))  # never ends its headers
+        trickling.sendall(b"POST /v1/models/gen:predict HTTP/1.1\r\nHost: x\r\n")
+        kept = httpx.Client()  # a client that makes requests is unaffected
+        assert kept.get(f"{server.url}/v2/health/live").status_code == 200
+        time.sleep(1.5)
+        for closed in (silent, trickling):
+            closed.settimeout(5)
+            assert closed.recv(1) == b""  # closed by the server
+            closed.close()
+        assert kept.get(f"{server.url}/v2/health/live").status_code == 200
     finally:
         assert server.stop(), server.output

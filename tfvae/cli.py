@@ -27,6 +27,7 @@ from tfvae.posteriors import POSTERIORS
 from tfvae.priors import PRIORS
 from tfvae.serving import ServerConfig, create_app
 from tfvae.serving.backends import BACKENDS
+from tfvae.serving.connections import headers_deadline
 from tfvae.training import HISTORY_FILE, MODELS, TrainConfig, load_run, load_run_data, train
 
 USAGE_ERROR = 2
@@ -557,6 +558,12 @@ def _add_serve(subparsers):
         "--threads", type=_positive_int, default=None, help="ONNX Runtime threads per model (default: all cores)"
     )
     p.add_argument(
+        "--header-timeout-s",
+        type=_positive_float,
+        default=defaults.header_timeout_s,
+        help="a connection must send a request's headers within this many seconds (else it is closed)",
+    )
+    p.add_argument(
         "--body-timeout-s",
         type=_positive_float,
         default=defaults.body_timeout_s,
@@ -606,6 +613,7 @@ def _serve(args):
         threads=args.threads,
         ready_when=args.ready_when,
         on_ready=models.update,
+        header_timeout_s=args.header_timeout_s,
         body_timeout_s=args.body_timeout_s,
         max_connections=args.max_connections,
     )
@@ -620,6 +628,7 @@ def _serve(args):
             log_level="warning",
             timeout_graceful_shutdown=30,
             limit_concurrency=config.max_connections,
+            http=headers_deadline(config.header_timeout_s),
         )
     )
     try:

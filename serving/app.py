@@ -71,19 +71,19 @@ def _json(value, status=200):
 
 def draw_latents(model, n, seed):
     """n draws of z from the model's prior: N(0, I), or a mixture exported beside it."""
-    prior = model.manifest.get("prior")
+    prior = model.manifest["prior"]
     if prior is None:
         raise RequestError(f"model {model.name!r} is an autoencoder: it has no prior to sample; :generate needs a VAE")
-    rng = np.random.default_rng(seed)
-    noise = rng.standard_normal((n, model.manifest["latent_dim"])).astype(np.float32)
-    if prior == "StandardNormalPrior":
-        return noise
-    components = model.prior_components
-    if components is None:
+    if prior["distribution"] == "unsupported":
         raise RequestError(
-            f"model {model.name!r} has the prior {prior!r}, which the server cannot sample; "
+            f"model {model.name!r} has a prior the server cannot sample; "
             "sample z with tfvae and call :predict or /v2/.../infer"
         )
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n, model.manifest["latent_dim"])).astype(np.float32)
+    if prior["distribution"] == "standard_normal":
+        return noise
+    components = model.prior_components  # a gaussian_mixture: checked present at load
     # The mixture is over the last columns of z (all of them for a one-layer VAE; z_L after
     # the lower layers' N(0, I) noise for a hierarchical generator).
     top = components["loc"].shape[1]

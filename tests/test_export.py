@@ -110,7 +110,7 @@ def test_manifest_triton_config_and_layout(digits, tmp_path):
         assert manifest == json.loads(json.dumps(result.manifest))
         assert manifest["latent_dim"] == 4 and manifest["likelihood"] == "bernoulli"
         assert manifest["conditional"] is False and manifest["posterior"] == "full"
-        assert manifest["prior"] == "StandardNormalPrior"
+        assert manifest["prior"] == {"distribution": "standard_normal"}
         assert {"tfvae", "tensorflow", "onnx", "onnxruntime", "tf2onnx", "keras"} <= set(manifest["versions"])
         entry = manifest["parts"][part]
         assert entry["path"] == os.path.relpath(folder, str(tmp_path))

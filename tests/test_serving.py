@@ -556,8 +556,21 @@ def _edited_copy(repository, tmp_path, edit):
             "parts: 'generator' is not one of ['decoder', 'encoder']",
         ),
         (lambda m: {**m, "version": 2**70}, "version: 1180591620717411303424 is greater than the maximum"),
+        (lambda m: {**m, "prior": "StandardNormalPrior"}, "prior: 'StandardNormalPrior' is not valid under any"),
+        (
+            lambda m: {**m, "prior": {"distribution": "gaussian_mixture", "file": "prior.npz", "components": 5}},
+            "the prior is a mixture in prior.npz, but the decoder has no such file",
+        ),
     ],
-    ids=["empty-parts", "a-list", "latent-dim-edited", "unknown-part", "version-past-int64"],
+    ids=[
+        "empty-parts",
+        "a-list",
+        "latent-dim-edited",
+        "unknown-part",
+        "version-past-int64",
+        "prior-a-class-name",
+        "mixture-without-file",
+    ],
 )
 def test_a_manifest_that_breaks_its_schema_or_its_tensors_is_refused_with_the_reason(
     repository, tmp_path, edit, reason
@@ -603,7 +616,7 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(repository):
 
 
 def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path):
-    copy = _edited_copy(repository, tmp_path, lambda m: {**m, "prior": "VampPrior"})  # with no prior.npz
+    copy = _edited_copy(repository, tmp_path, lambda m: {**m, "prior": {"distribution": "unsupported"}})
     server = Server(copy)
     try:
         response = httpx.post(f"{server.url}/v1/models/gen:generate", json={"n": 2})

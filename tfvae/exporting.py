@@ -38,7 +38,7 @@ import tensorflow as tf
 from tfvae import manifest as manifests
 from tfvae.errors import ExportError
 from tfvae.manifest import MANIFEST_FILE, PARTS, PRIOR_FILE, sha256_file
-from tfvae.priors import VampPrior
+from tfvae.priors import StandardNormalPrior, VampPrior
 
 ONNX_OPSET = 17
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -170,6 +170,25 @@ def prior_components(model):
     if not isinstance(prior, VampPrior):
         return None
     return {name: value.numpy() for name, value in model.encoder_outputs(prior.pseudo_inputs).items()}
+
+
+def prior_description(model):
+    """The manifest's "prior": what a server needs to draw z, in no Python class's name.
+
+    None for a model without a prior (an autoencoder); `{"distribution":
+    "standard_normal"}`; `{"distribution": "gaussian_mixture", "file": "prior.npz",
+    "components": K}` for a mixture whose components are exported beside the decoder
+    (a VampPrior); `{"distribution": "unsupported"}` for any other prior, which clients
+    sample with tfvae.
+    """
+    if not model.has_prior:
+        return None
+    components = prior_components(model)
+    if components is not None:
+        return {"distribution": "gaussian_mixture", "file": PRIOR_FILE, "components": len(components["loc"])}
+    if isinstance(model.prior_layer, StandardNormalPrior):
+        return {"distribution": "standard_normal"}
+    return {"distribution": "unsupported"}
 
 
 def _write_prior_components(model, folder):
@@ -389,7 +408,7 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         "likelihood": model.likelihood_layer.family,
         "model_class": type(model).__name__,
         "posterior": model.posterior_family,
-        "prior": type(model.prior_layer).__name__ if model.has_prior else None,
+        "prior": prior_description(model),
         "conditional": model.conditional,
         "num_classes": model.num_classes,
         "onnx_opset": opset,

@@ -76,7 +76,25 @@ SCHEMA = {
         "latent_dim": {"type": "integer", "minimum": 1},
         "input_shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}},
         "likelihood": {"type": "string"},
-        "prior": {"type": ["string", "null"]},
+        "prior": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["distribution"],
+                    "properties": {"distribution": {"enum": ["standard_normal", "unsupported"]}},
+                },
+                {
+                    "type": "object",
+                    "required": ["distribution", "file", "components"],
+                    "properties": {
+                        "distribution": {"const": "gaussian_mixture"},
+                        "file": {"const": PRIOR_FILE},
+                        "components": {"type": "integer", "minimum": 1},
+                    },
+                },
+            ]
+        },
         "conditional": {"type": "boolean"},
         "num_classes": {"type": ["integer", "null"], "minimum": 1},
         "parts": {
@@ -131,6 +149,8 @@ def check(manifest, where):
                         f"{where}: the {part}'s {kind} {tensor['name']!r} has shape {tensor['shape']}, but the "
                         f"manifest's latent_dim, input_shape and labels make it {shape}"
                     )
+        if part == "decoder" and (manifest["prior"] or {}).get("file") and PRIOR_FILE not in entry["files"]:
+            raise ManifestError(f"{where}: the prior is a mixture in {PRIOR_FILE}, but the decoder has no such file")
         names = {tensor["name"] for tensor in entry["inputs"]}
         if ("labels" in names) != manifest["conditional"] or (manifest["conditional"] and not manifest["num_classes"]):
             raise ManifestError(

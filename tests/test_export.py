@@ -198,7 +198,7 @@ def test_an_export_killed_between_its_parts_is_never_served_half_and_the_next_on
     assert served.refused == {}  # a version without a manifest was never exported whole
 
     manifests = []
-    real_write = export_lib._write_text_atomically
+    real_write = export_lib.files.write_text
 
     def killed_between_the_manifests(path, text):
         if path.endswith("manifest.json") and manifests:
@@ -207,7 +207,7 @@ def test_an_export_killed_between_its_parts_is_never_served_half_and_the_next_on
         real_write(path, text)
 
     with monkeypatch.context() as patch:
-        patch.setattr(export_lib, "_write_text_atomically", killed_between_the_manifests)
+        patch.setattr(export_lib.files, "write_text", killed_between_the_manifests)
         with pytest.raises(KeyboardInterrupt):
             tfvae.export(model, str(tmp_path), "gen")
     assert not stale.exists()  # removed by the next export: its process is gone

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvae import files
 from tfvae import manifest as manifests
 from tfvae.errors import ExportError
 from tfvae.manifest import MANIFEST_FILE, PARTS, PRIOR_FILE, sha256_file
@@ -333,14 +334,6 @@ def _commit(staging, final, overwrite):
         os.rename(staging, final)
 
 
-def _write_text_atomically(path, text):
-    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, prefix=".tmp-") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
-
-
 def remove_stale_staging(model_folder):
     """Removes the staging and retired folders of exports that are no longer running."""
     if not os.path.isdir(model_folder):
@@ -449,10 +442,10 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
             paths[part.kind] = final
         text = json.dumps(manifest, indent=2) + "\n"
         for part in selected:  # last: what makes the version servable
-            _write_text_atomically(os.path.join(paths[part.kind], MANIFEST_FILE), text)
+            files.write_text(os.path.join(paths[part.kind], MANIFEST_FILE), text)
             entry = manifest["parts"][part.kind]
             config = triton_config(part.model_name, entry["inputs"], entry["outputs"])
-            _write_text_atomically(os.path.join(export_dir, part.model_name, TRITON_CONFIG_FILE), config)
+            files.write_text(os.path.join(export_dir, part.model_name, TRITON_CONFIG_FILE), config)
     finally:
         for folder in staging.values():
             shutil.rmtree(folder, ignore_errors=True)

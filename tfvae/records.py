@@ -78,18 +78,18 @@ def write_records(directory, split, examples, labels=None, examples_per_shard=10
         raise DataError(f"{directory} already holds {split} shards; remove them before writing new ones.")
     os.makedirs(directory, exist_ok=True)
     labels = iter(labels) if labels is not None else None
-    chunks, chunk, count = [], [], 0
+    written, chunk, count = [], [], 0
     for example in examples:
         chunk.append((np.asarray(example), None if labels is None else int(next(labels))))
         count += 1
         if len(chunk) == examples_per_shard:
-            chunks.append(_write_shard(directory, split, len(chunks), chunk))
+            written.append(_write_shard(directory, split, len(written), chunk))
             chunk = []
-    if chunk or not chunks:
-        chunks.append(_write_shard(directory, split, len(chunks), chunk))
+    if chunk or not written:
+        written.append(_write_shard(directory, split, len(written), chunk))
     # The shard count is known only at the end: name the shards "-of-N" last.
-    for index, temporary in enumerate(chunks):
-        os.replace(temporary, os.path.join(directory, f"{split}-{index:05d}-of-{len(chunks):05d}.tfrecord"))
+    for index, temporary in enumerate(written):
+        os.replace(temporary, os.path.join(directory, f"{split}-{index:05d}-of-{len(written):05d}.tfrecord"))
     return count
 
 
@@ -223,10 +223,7 @@ def open_records(directory, split, check):
     shards = record_files(directory, split)
     if not shards:
         return None
-    first = _first_record(shards[0])
-    tensor = tensor_pb2.TensorProto.FromString(first.features.feature["x"].bytes_list.value[0])
-    dtype, example_shape = tf.as_dtype(tensor.dtype), tuple(d.size for d in tensor.tensor_shape.dim)
-    labelled = "label" in first.features.feature
+    dtype, example_shape, labelled = _first_record(shards[0])
     parse = _parser(dtype, example_shape, labelled)
     count, total, total_sq, largest = 0, 0.0, 0.0, -1
     for shard in shards:
@@ -278,16 +275,20 @@ _FORMAT = (
 )
 
 
+def _describe(serialized, where):
+    """`(dtype, example shape, has a label)` of one serialised record, or a DataError naming `where`."""
+    try:
+        example = tf.train.Example.FromString(serialized.numpy())
+        tensor = tensor_pb2.TensorProto.FromString(example.features.feature["x"].bytes_list.value[0])
+    except Exception as error:  # protobuf's DecodeError, IndexError for a missing 'x'
+        raise DataError(f"{where}: not a record of the tfvae format ({type(error).__name__}). {_FORMAT}") from error
+    shape = tuple(d.size for d in tensor.tensor_shape.dim)
+    return tf.as_dtype(tensor.dtype), shape, "label" in example.features.feature
+
+
 def _first_record(shard):
     for serialized in tf.data.TFRecordDataset(shard).take(1):
-        try:
-            example = tf.train.Example.FromString(serialized.numpy())
-            tensor_pb2.TensorProto.FromString(example.features.feature["x"].bytes_list.value[0])
-            return example
-        except Exception as error:  # protobuf's DecodeError, IndexError for a missing 'x'
-            raise DataError(
-                f"{shard}, record 0: not a record of the tfvae format ({type(error).__name__}). {_FORMAT}"
-            ) from error
+        return _describe(serialized, f"{shard}, record 0")
     raise DataError(f"{shard}: the shard holds no records; remove it or write examples into it.")
 
 
@@ -297,17 +298,15 @@ def _bad_record(shard, start, dtype, example_shape, labelled, error):
     for offset, serialized in enumerate(tf.data.TFRecordDataset(shard).skip(start).take(_READ_BATCH)):
         where = f"{shard}, record {start + offset}"
         try:
-            example = tf.train.Example.FromString(serialized.numpy())
-            tensor = tensor_pb2.TensorProto.FromString(example.features.feature["x"].bytes_list.value[0])
-        except Exception as decode_error:  # protobuf's DecodeError, IndexError for a missing 'x'
-            return DataError(f"{where}: not a record of the tfvae format ({type(decode_error).__name__}). {_FORMAT}")
-        found = (tf.as_dtype(tensor.dtype), tuple(d.size for d in tensor.tensor_shape.dim))
-        if found != (dtype, example_shape):
+            found_dtype, found_shape, has_label = _describe(serialized, where)
+        except DataError as decode_error:
+            return decode_error
+        if (found_dtype, found_shape) != (dtype, example_shape):
             return DataError(
-                f"{where}: an example of shape {found[1]} and dtype {found[0].name}, but the first record has "
-                f"{example_shape} and {dtype.name}; every example of a dataset must have one shape and dtype."
+                f"{where}: an example of shape {found_shape} and dtype {found_dtype.name}, but the first record "
+                f"has {example_shape} and {dtype.name}; every example of a dataset must have one shape and dtype."
             )
-        if labelled and "label" not in example.features.feature:
+        if labelled and not has_label:
             return DataError(f"{where}: no 'label', but the first record has one; label every record or none.")
     message = str(error).splitlines()[0]
     return DataError(f"{shard}, records from {start}: cannot be read ({message}). {_FORMAT}")

@@ -103,7 +103,9 @@ def main():
             os.path.join(args.pictures, f"{name}_reconstructions.png"),
         )
         if name == "vae":
-            figures["test_nll_k1000_first_1000"] = -float(np.mean(model.log_likelihood(test[:1000], 1000, seed=0)))
+            figures["test_nll_k1000_first_1000"] = -float(
+                np.mean(model.log_likelihood(test[:1000], num_samples=1000, seed=0))
+            )
         report["models"][name] = figures
     report.update(provenance())
     write_result(args.out, report)

@@ -317,12 +317,15 @@ def test_conditional_and_autoencoder_parts_export_with_their_inputs(digits, tmp_
     z = rng.normal(size=(7, 4)).astype(np.float32)
     x, labels = digits.valid[:7], np.arange(7, dtype=np.int64)
     cases = [
-        (conditional, "decoder", {"z": z, "labels": labels}, {"mean": conditional.decode(z, labels).mean()}),
+        (conditional, "decoder", {"z": z, "labels": labels}, {"mean": conditional.decode(z, labels=labels).mean()}),
         (
             conditional,
             "encoder",
             {"x": x, "labels": labels},
-            {"loc": conditional.encode(x, labels).mean(), "scale": conditional.encode(x, labels).stddev()},
+            {
+                "loc": conditional.encode(x, labels=labels).mean(),
+                "scale": conditional.encode(x, labels=labels).stddev(),
+            },
         ),
         (autoencoder, "decoder", {"z": z}, {"mean": autoencoder.decode(z).mean()}),
         (autoencoder, "encoder", {"x": x}, {"z": autoencoder.encode(x)}),

@@ -639,7 +639,7 @@ def test_conditional_generation_and_autoencoders_over_http(digits, tmp_path):
         assert response.status_code == 200, response.text
         body = response.json()
         z = np.asarray(body["z"], np.float32)
-        expected = conditional.decode(z, np.asarray(labels)).mean().numpy()
+        expected = conditional.decode(z, labels=np.asarray(labels)).mean().numpy()
         assert np.max(np.abs(np.asarray(body["samples"]) - expected)) <= TOLERANCE
         infer = httpx.post(
             f"{server.url}/v2/models/cgen/infer",

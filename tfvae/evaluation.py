@@ -39,7 +39,10 @@ def active_units(model, x, batch_size=100, labels=None):
     """How many latent dimensions the posterior means actually use (Burda et al. 2016),
     per stochastic layer (bottom first): a list with one count per `model.latent_sizes`."""
     means = np.concatenate(
-        [model.latent_code(x_batch, labels_batch).numpy() for x_batch, labels_batch in _batches(x, labels, batch_size)]
+        [
+            model.latent_code(x_batch, labels=labels_batch).numpy()
+            for x_batch, labels_batch in _batches(x, labels, batch_size)
+        ]
     )
     active = means.var(axis=0) > ACTIVE_UNIT_THRESHOLD
     return [int(layer.sum()) for layer in np.split(active, np.cumsum(model.latent_sizes)[:-1])]

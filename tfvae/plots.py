@@ -155,7 +155,7 @@ def save_latent_map(model, examples, path, batch_size=500, labels=None):
         [
             model.latent_code(
                 examples[i : i + batch_size],
-                None if labels is None or not model.conditional else labels[i : i + batch_size],
+                labels=None if labels is None or not model.conditional else labels[i : i + batch_size],
             ).numpy()
             for i in range(0, len(examples), batch_size)
         ]
@@ -187,11 +187,11 @@ def save_interpolation(model, start, end, path, steps=10, labels=None):
     """Decodes the straight line between the codes of two inputs, ends included (a
     conditional model decodes the whole line with the first input's class)."""
     pair_labels = None if labels is None else np.asarray(labels[:2])
-    z_start, z_end = model.latent_code(np.stack([start, end]), pair_labels).numpy()
+    z_start, z_end = model.latent_code(np.stack([start, end]), labels=pair_labels).numpy()
     weights = np.linspace(0.0, 1.0, steps)[:, None]
     z = ((1 - weights) * z_start + weights * z_end).astype(np.float32)  # [steps, latent_dim]
     line_labels = None if labels is None else np.full(steps, labels[0])
-    images = model.decode_mean(z, line_labels).numpy()
+    images = model.decode_mean(z, labels=line_labels).numpy()
     row = np.concatenate([start[None], images, end[None]])
     return save_image_grid(
         row,

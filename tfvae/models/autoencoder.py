@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfvae.errors import ConfigError
-from tfvae.models.base import LatentModel
+from tfvae.models.base import LatentModel, example_count
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -69,20 +69,21 @@ class Autoencoder(LatentModel):
     def _code(self, x, labels, training):
         return self.encoder(self._network_inputs(x, labels), training=training)
 
-    def encode(self, x, training=False):
+    def encode(self, x, *, labels=None, training=False):
         """The code z = encoder(x), `[batch, latent_dim]`."""
-        return self._code(x, None, training)
+        return self._code(x, self.check_labels(labels, example_count(x)), training)
 
-    def decode(self, z, training=False):
+    def decode(self, z, *, labels=None, training=False):
         """p(x|z) for z `[..., latent_dim]`: batch shape `z.shape[:-1]`."""
-        return self._decode(z, None, training)
+        return self._decode(z, self.check_labels(labels), training)
 
-    def reconstruction_loss(self, x):
+    def reconstruction_loss(self, x, *, labels=None):
         """-log p(x | z = encoder(x)) per example, `[batch]` nats."""
         x = tf.cast(x, self.compute_dtype)
-        return -self.decode(self.encode(x)).log_prob(x)
+        labels = self.check_labels(labels, example_count(x))
+        return -self._decode(self._code(x, labels, False), labels).log_prob(x)
 
-    def sample(self, n=None, seed=None, **kwargs):
+    def sample(self, n, *, seed=None, labels=None):
         """Refuses: an autoencoder has no prior over z, so it has nothing to sample from."""
         raise ConfigError(
             "An Autoencoder cannot sample: it has no prior p(z) to draw codes from, and "

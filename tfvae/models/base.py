@@ -269,12 +269,12 @@ class LatentModel(keras.Model):
         """The deterministic code of x that `call`/`reconstruct` decode."""
         raise NotImplementedError
 
-    def latent_code(self, x, labels=None):
+    def latent_code(self, x, *, labels=None):
         """The deterministic code of each example, `[batch, latent_dim]`: E_q[z|x] for a
         VAE, encoder(x) for an autoencoder (labels for conditional models)."""
         return self._code(x, self.check_labels(labels, example_count(x)), False)
 
-    def decode_mean(self, z, labels=None):
+    def decode_mean(self, z, *, labels=None):
         """E[x|z] (and y for conditional models) for z `[batch, latent_dim]`."""
         return self._decode(z, self.check_labels(labels, example_count(z)), False).mean()
 

@@ -25,66 +25,20 @@ class ConditionalVAE(VAE):
       latent_dim, and every other argument: as `tfvae.VAE` (the standard normal
         prior only: a VampPrior has no labels for its pseudo-inputs).
 
+    Every method has `tfvae.VAE`'s signature, with the labels as the keyword argument
+    `labels` (required here): `encode(x, labels=y)`, `decode(z, labels=y)`,
+    `sample(n, labels=y)`, `elbo(x, labels=y)`, `log_likelihood(x, labels=y)`.
+
     Example:
       >>> cvae = tfvae.ConditionalVAE(input_shape=(64,), num_classes=10, latent_dim=4)
       >>> cvae.compile()
       >>> cvae.fit((x_train, y_train), epochs=2, batch_size=32)
       >>> cvae.sample(10, labels=np.arange(10), seed=0)  # one example of each class
+      >>> cvae.log_likelihood(x_test, labels=y_test)  # log p(x|y)
     """
 
     def __init__(self, input_shape, num_classes, latent_dim=16, **kwargs):
         super().__init__(input_shape, latent_dim, num_classes=num_classes, **kwargs)
-
-    def encode(self, x, labels, training=False):
-        """q(z|x, y): batch shape `[batch]`, event shape `[latent_dim]`."""
-        return super().encode(x, training, labels=labels)
-
-    def decode(self, z, labels, training=False):
-        """p(x|y, z) for z `[batch, latent_dim]` and labels `[batch]`."""
-        return super().decode(z, training, labels=labels)
-
-    def reconstruct(self, x, labels):
-        """E[x | y, z = E_q[z|x, y]]."""
-        return super().reconstruct(x, labels=labels)
-
-    def sample(self, n, labels, seed=None):
-        """n examples of the given classes: z ~ p(z), decoded with `labels` (int, length n).
-
-        Returns:
-          `[n, *input_shape]`: the likelihood's mean.
-        """
-        return super().sample(n, seed, labels=labels)
-
-    def elbo_terms(self, x, labels, num_samples=1, seed=None):
-        """`(E_q[log p(x|y, z)], KL(q(z|x, y) || p(z)))`, each `[batch]`."""
-        return super().elbo_terms(x, num_samples, seed, labels=labels)
-
-    def elbo(self, x, labels, num_samples=1, seed=None):
-        """The conditional ELBO per example, `[batch]` nats."""
-        return super().elbo(x, num_samples, seed, labels=labels)
-
-    def log_likelihood(
-        self,
-        x,
-        labels,
-        num_samples=1000,
-        batch_size=100,
-        sample_batch_size=None,
-        seed=None,
-        verbose=0,
-        memory_budget_mib=1024,
-    ):
-        """The importance-sampled log p(x|y) per example; see `VAE.log_likelihood`."""
-        return super().log_likelihood(
-            x,
-            num_samples,
-            batch_size,
-            sample_batch_size,
-            seed,
-            verbose,
-            labels=labels,
-            memory_budget_mib=memory_budget_mib,
-        )
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """As `VAE.fit` on `(x, labels)` (or x and y=labels); in-memory labels are checked first."""

@@ -204,12 +204,12 @@ class HierarchicalVAE(VAE):
             codes.insert(0, posterior_code(self._layer_below(level, codes[0], features, training)[1]))
         return tf.concat(codes, axis=-1)
 
-    def encode(self, x, training=False, *, labels=None):
+    def encode(self, x, *, labels=None, training=False):
         """q(z_L|x), the top layer's posterior; the layers below depend on z_L's sample
         (`latent_code` gives every layer's code)."""
-        return super().encode(x, training, labels=labels)
+        return super().encode(x, labels=labels, training=training)
 
-    def sample(self, n, seed=None, *, labels=None):
+    def sample(self, n, *, seed=None, labels=None):
         """n examples generated top-down: z_L from the prior, z_l ~ p(z_l | z_{l+1}), then
         the likelihood's mean given z_1, z_2. `[n, *input_shape]`."""
         check_count(n)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import keras
 import numpy as np
@@ -21,6 +22,17 @@ def test_fit_lowers_negative_elbo_on_numpy_and_reports_metrics(digits):
             history[f"{split}loss"], np.add(history[f"{split}reconstruction"], history[f"{split}kl"]), rtol=1e-5
         )
     assert min(history["kl"]) >= 0
+
+
+def test_the_progress_bar_counts_the_batches_that_ran(digits, capsys):
+    model = tiny_vae()  # 32 steps per call into TensorFlow
+    model.fit(digits.train[:1440], epochs=1, batch_size=64, verbose=1)  # 23 batches
+    model.evaluate(digits.valid[:180], batch_size=10, verbose=1)  # 18 batches
+    counts = [
+        tuple(map(int, m)) for m in re.findall(r"(\d+)/(\d+) ", re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out))
+    ]
+    assert counts and all(done <= total for done, total in counts), counts
+    assert (23, 23) in counts and (18, 18) in counts
 
 
 def test_fit_takes_a_tf_data_dataset(digits):

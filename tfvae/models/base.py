@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvae.callbacks import with_progress_bar
 from tfvae.data import check_values
 from tfvae.distributions import LIKELIHOODS, float32_layer, get_likelihood
 from tfvae.errors import ConfigError
@@ -377,6 +378,7 @@ class LatentModel(keras.Model):
         Other inputs, and fits with `validation_split`, `sample_weight`,
         `class_weight`, `steps_per_epoch` or `shuffle=False`, go to Keras as given.
         """
+        callbacks = with_progress_bar(callbacks, verbose)
         keras_arguments = dict(
             verbose=verbose,
             validation_split=validation_split,
@@ -407,6 +409,10 @@ class LatentModel(keras.Model):
             shuffle=False,
             **keras_arguments,
         )
+
+    def evaluate(self, *args, verbose="auto", callbacks=None, **kwargs):
+        """As `keras.Model.evaluate`, its progress bar counting the batches that ran."""
+        return super().evaluate(*args, verbose=verbose, callbacks=with_progress_bar(callbacks, verbose), **kwargs)
 
     def compile_from_config(self, config):
         # Keras skips re-compiling models whose `compile` is overridden unless this is

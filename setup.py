@@ -40,7 +40,15 @@ setup(
         "jsonschema==4.26.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "httpx==0.28.1", "tritonclient[http]==2.73.0", "hypothesis==6.170.17", "ruff==0.17.6"]
+        # httpx2: the client of Starlette's TestClient (which warns when it finds only httpx).
+        "test": [
+            "pytest>=8",
+            "httpx==0.28.1",
+            "httpx2==2.16.2",
+            "tritonclient[http]==2.73.0",
+            "hypothesis==6.170.17",
+            "ruff==0.17.6",
+        ]
     },
     entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
 )

@@ -2,13 +2,22 @@
 
 As TF Serving does: with one output the answer is `{"predictions": [per instance]}` or
 `{"outputs": batched}`; with several, each instance (or `outputs`) is a dict by name.
+Beside it, tfvae's own verb on the same paths: `:generate` (`{"n", "seed"?, "labels"?}`)
+draws z from the exported prior and answers `{"samples", "z"}`.
 """
+
+import re
 
 import numpy as np
 import orjson
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tfvae.serving.errors import RequestError
+from tfvae.serving.http import endpoint, json_response, read_body
 from tfvae.serving.tensors import as_numbers, check_rows, load_json_object
+
+_TARGET = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?::(?P<verb>[a-z]+))?$")
 
 
 def _as_array(data, tensor, max_rows):
@@ -69,3 +78,43 @@ def model_status(versions):
             for v in sorted(versions, key=int, reverse=True)
         ]
     }
+
+
+def _target(request):
+    """`(name, version or None, verb or None)` of `/v1/models/NAME[/versions/V][:VERB]`."""
+    match = _TARGET.match(request.path_params["target"])
+    if not match:
+        raise RequestError(f"cannot parse /v1/models/{request.path_params['target']}", 404)
+    return match["name"], match["version"], match["verb"]
+
+
+def routes(service):
+    """The TF Serving REST routes (model status, `:predict`) and `:generate` over `service`."""
+
+    @endpoint(service, "v1_model_status")
+    async def status(request):
+        name, version, verb = _target(request)
+        if verb:
+            raise RequestError(f"unknown endpoint :{verb} for GET; use GET /v1/models/{name}", 404)
+        model = service.find(name, version)
+        return json_response(model_status([model.version] if version else service.models[name]))
+
+    @endpoint(service, "v1_predict")
+    async def post(request):
+        name, version, verb = _target(request)
+        model = service.find(name, version)
+        body = await read_body(request, service.config, allow_binary=False)
+        if verb == "predict":
+            form, inputs, names = parse_predict_request(body, model, service.config.max_rows)
+            outputs = await service.run(model, inputs)
+            return Response(format_predict_response(form, outputs, names), media_type="application/json")
+        if verb == "generate":
+            inputs = service.generate_inputs(model, load_json_object(body))
+            outputs = await service.run(model, inputs)
+            return json_response({"samples": outputs["mean"], "z": inputs["z"]})
+        raise RequestError(f"unknown verb :{verb}; use :predict or :generate", 404)
+
+    return [
+        Route("/v1/models/{target:path}", status, methods=["GET"]),
+        Route("/v1/models/{target:path}", post, methods=["POST"]),
+    ]

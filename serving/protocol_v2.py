@@ -10,8 +10,12 @@ import math
 
 import numpy as np
 import orjson
+from starlette.responses import Response
+from starlette.routing import Route
 
+import tfvae
 from tfvae.serving.errors import RequestError
+from tfvae.serving.http import endpoint, json_response, read_body
 from tfvae.serving.tensors import (
     V2_DATATYPES,
     array_from_json,
@@ -161,3 +165,56 @@ def _tensor_metadata(tensor):
         "datatype": v2_datatype(tensor["datatype"]),
         "shape": [-1 if d == "batch" else d for d in tensor["shape"]],
     }
+
+
+def routes(service):
+    """The v2 REST routes (health, server and model metadata, readiness, infer) over `service`."""
+
+    @endpoint(service, "v2_health_live")
+    async def live(request):
+        return json_response({"live": True})
+
+    @endpoint(service, "v2_health_ready")
+    async def ready(request):
+        ready, refused = service.readiness()
+        return json_response({"ready": ready, **({"refused": refused} if refused else {})}, 200 if ready else 503)
+
+    @endpoint(service, "v2_server_metadata")
+    async def server_metadata(request):
+        return json_response({"name": "tfvae", "version": tfvae.__version__, "extensions": ["binary_tensor_data"]})
+
+    @endpoint(service, "v2_model_metadata")
+    async def metadata(request):
+        model = service.find(request.path_params["name"], request.path_params.get("version"))
+        return json_response(model_metadata(model, service.models[model.name]))
+
+    @endpoint(service, "v2_model_ready")
+    async def model_ready(request):
+        name, version = request.path_params["name"], request.path_params.get("version")
+        model = service.find(name, version)
+        if version is None and name in service.refused:  # serving an older version than its newest
+            return json_response({"name": name, "ready": False, "error": service.refused[name]}, 503)
+        return json_response({"name": model.name, "ready": True})
+
+    @endpoint(service, "v2_infer")
+    async def infer(request):
+        model = service.find(request.path_params["name"], request.path_params.get("version"))
+        body = await read_body(request, service.config, allow_binary=True)
+        parsed, inputs, requested = parse_infer_request(
+            body, request.headers.get(HEADER_LENGTH), model, service.config.max_rows
+        )
+        outputs = await service.run(model, inputs)
+        content, headers = format_infer_response(parsed, model, outputs, requested)
+        return Response(content, headers=headers)
+
+    return [
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2", server_metadata),
+        Route("/v2/models/{name}", metadata),
+        Route("/v2/models/{name}/versions/{version}", metadata),
+        Route("/v2/models/{name}/ready", model_ready),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+    ]

@@ -9,8 +9,16 @@ import time
 
 import httpx
 import keras
+import numpy as np
+import orjson
+from starlette.testclient import TestClient
 
 import tfvae
+from tfvae.serving import ServerConfig, create_app
+
+# The limits the servers under test run with (small, so tests can cross them cheaply).
+MAX_ROWS = 64
+MAX_BODY_MIB = 0.25
 
 
 def free_port():
@@ -51,6 +59,31 @@ class Server:
         code = self.process.wait(timeout=60)
         self.output = self.process.stdout.read()
         return code == -signal.SIGTERM and "Traceback" not in self.output
+
+
+def serve_in_process(export_dir, **config):
+    """The server's app in this process, as Starlette's `TestClient` (httpx-based; used as a
+    context manager, it runs the app's lifespan, which starts the batchers): for what the
+    app answers, without a subprocess that imports TensorFlow again. Keep `Server` for
+    what needs a real process: signals, sockets, the CLI."""
+    return TestClient(create_app(ServerConfig(export_dir, **config)), raise_server_exceptions=False)
+
+
+def latent(rows, seed=0):
+    return np.random.default_rng(seed).standard_normal((rows, 4)).astype(np.float32)
+
+
+def v2_body(z, **overrides):
+    entry = {"name": "z", "shape": list(z.shape), "datatype": "FP32", "data": z.ravel().tolist()}
+    entry.update(overrides)
+    return orjson.dumps({"inputs": [entry]})
+
+
+def binary_body(size, payload):
+    header = orjson.dumps(
+        {"inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": size}}]}
+    )
+    return header + payload, {"inference-header-content-length": str(len(header))}
 
 
 def tiny_vae(input_shape=(64,), latent_dim=3, **kwargs):

@@ -1,0 +1,73 @@
+"""The HTTP plumbing every REST protocol shares: JSON answers, bodies, error mapping."""
+
+import asyncio
+import functools
+import logging
+import time
+
+import orjson
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from tfvae.serving.errors import RequestError
+
+logger = logging.getLogger("tfvae.serving")
+_ACCEPTED_TYPES = ("application/json", "application/octet-stream")
+
+
+def json_response(value, status=200):
+    """`value` as a JSON response (NumPy arrays as lists)."""
+    return Response(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
+
+
+def endpoint(service, label):
+    """Counts, times and guards a handler: client errors become 4xx, faults 500 (logged).
+
+    Args:
+      service: the `ModelService` whose metrics count the request.
+      label: the endpoint's name in the metrics.
+    """
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def wrapped(request):
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except RequestError as error:
+                response = json_response({"error": error.message}, error.status)
+            except ClientDisconnect:
+                logger.info("client left during %s %s", request.method, request.url.path)
+                response = json_response({"error": "client disconnected"}, 499)
+            except Exception:
+                logger.exception("internal error in %s %s", request.method, request.url.path)
+                response = json_response({"error": "internal server error; see the server log"}, 500)
+            service.metrics.requests.labels(label, str(response.status_code)).inc()
+            service.metrics.latency.labels(label).observe(time.perf_counter() - started)
+            return response
+
+        return wrapped
+
+    return decorate
+
+
+async def read_body(request, config, allow_binary):
+    """The request's body, within `config.max_body_bytes` (413) and `config.body_timeout_s` (408);
+    JSON, or with `allow_binary` also application/octet-stream (else 415)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    accepted = _ACCEPTED_TYPES if allow_binary else _ACCEPTED_TYPES[:1]
+    if content_type and content_type not in accepted:
+        raise RequestError(f"unsupported content type {content_type!r}; send {' or '.join(accepted)}", 415)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > config.max_body_bytes:
+        raise RequestError(f"body of {declared} bytes is over this server's {config.max_body_bytes}-byte limit", 413)
+    body = bytearray()
+    try:
+        async with asyncio.timeout(config.body_timeout_s):
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > config.max_body_bytes:
+                    raise RequestError(f"body is over this server's {config.max_body_bytes}-byte limit", 413)
+    except TimeoutError:
+        raise RequestError(f"the body did not arrive within {config.body_timeout_s:g} s", 408) from None
+    return bytes(body)

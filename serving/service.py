@@ -1,0 +1,190 @@
+"""What every protocol serves: the loaded models, their batchers, readiness and metrics.
+
+The REST routes (`protocol_v2.routes`, `protocol_tfserving.routes`) parse a request in
+their protocol's format, then ask a `ModelService` for the model (`find`), run it
+through the model's dynamic batcher (`run`), or turn a `:generate` request into the
+generator's inputs (`generate_inputs`). Nothing here knows HTTP.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tfvae.serving.batching import DynamicBatcher
+from tfvae.serving.errors import RequestError
+from tfvae.serving.metrics import Metrics
+from tfvae.serving.repository import latest, load_repository
+from tfvae.serving.tensors import check_class_ids
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """How `tfvae serve` runs; the defaults suit one machine.
+
+    Args:
+      export_dir: the model repository written by `tfvae export`.
+      backend: "onnx" (ONNX Runtime) or "savedmodel".
+      max_batch_size: most rows per model run after dynamic batching.
+      batch_delay_ms: how long a request waits for others to share its run.
+      max_body_bytes: largest request body.
+      max_rows: most rows (instances, or samples for :generate) per request.
+      threads: ONNX Runtime intra-op threads per model (default: all cores).
+      ready_when: "all": /v2/health/ready answers 200 only when every model in the
+        repository serves its newest version; "any": when one model serves.
+      header_timeout_s: a connection must send each request's headers within this
+        (else it is closed): `tfvae.serving.connections.headers_deadline`.
+      body_timeout_s: the whole body must arrive within this (else 408), so a client
+        trickling bytes cannot hold a request open.
+      max_connections: connections and requests served at once; more get 503.
+    """
+
+    export_dir: str
+    backend: str = "onnx"
+    max_batch_size: int = 256
+    batch_delay_ms: float = 1.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_rows: int = 4096
+    threads: int = None
+    ready_when: str = "all"
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1000
+    on_ready: object = None  # called with the loaded models once the server takes requests
+
+
+class ModelService:
+    """The models of one repository and what serving them needs, for every protocol.
+
+    Args:
+      config: a `ServerConfig`; its repository is loaded (and checked) here.
+
+    Attributes:
+      models: `{name: {version: LoadedModel}}`, the versions that passed their checks.
+      refused: `{name: reason}` for models whose newest version was refused.
+      metrics: the Prometheus registry the protocols count into.
+      ready: True between `start` and `stop`.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        repository = load_repository(config.export_dir, config.backend, config.threads)
+        self.models, self.refused = repository.models, repository.refused
+        self.metrics = Metrics()
+        self.ready = False
+        # Requests past their body and checks, waiting on or inside a model run.
+        self.in_flight = 0
+
+    def find(self, name, version=None):
+        """The served model `name` at `version` (a string; None: its newest)."""
+        if name not in self.models and name in self.refused:
+            raise RequestError(f"model {name!r} is not served: {self.refused[name]}", 503)
+        if name not in self.models:
+            raise RequestError(f"unknown model {name!r}; this server has {sorted(self.models)}", 404)
+        if version is None:
+            return latest(self.models[name])
+        if version not in self.models[name]:
+            raise RequestError(
+                f"model {name!r} has no version {version!r}; it has {sorted(self.models[name], key=int)}", 404
+            )
+        return self.models[name][version]
+
+    def readiness(self):
+        """`(ready, refused)`: whether the server takes requests under `config.ready_when`,
+        and the refused models that keep it from being ready (empty when none do)."""
+        if self.ready and self.config.ready_when == "all" and self.refused:
+            return False, self.refused
+        return self.ready, {}
+
+    async def run(self, model, inputs):
+        """`model`'s outputs for `inputs` (`{name: [rows, ...]}`), batched with others."""
+        # Counted only once its body is read and checked: the batchers wait for
+        # in-flight requests, and a client still uploading must not hold them.
+        self.in_flight += 1
+        try:
+            outputs = await model.batcher.submit(inputs)
+        finally:
+            self.in_flight -= 1
+        for name, array in outputs.items():
+            if not np.isfinite(array).all():  # JSON has no NaN or Inf: they would go out as null
+                raise RequestError(
+                    f"the model's outputs for these inputs are not finite ({name!r}); send "
+                    "inputs of a sensible size (z of a VAE is near N(0, I))"
+                )
+        return outputs
+
+    def generate_inputs(self, model, request):
+        """The generator's inputs for a `:generate` request `{"n", "seed"?, "labels"?}`."""
+        if model.part != "decoder":
+            raise RequestError(f"model {model.name!r} is an encoder; :generate needs a decoder (generator)")
+        n, seed = request.get("n"), request.get("seed")
+        max_rows = self.config.max_rows
+        if not _is_int(n) or not 0 < n <= max_rows:
+            raise RequestError(f'"n" must be an integer in [1, {max_rows}]; got {n!r}')
+        if seed is not None and (not _is_int(seed) or seed < 0):
+            raise RequestError(f'"seed" must be a non-negative integer; got {seed!r}')
+        conditional = model.manifest.get("conditional")
+        if "labels" in request and not conditional:
+            raise RequestError(f'model {model.name!r} is not conditional: leave out "labels"')
+        inputs = {"z": draw_latents(model, n, seed)}
+        if conditional:
+            labels = request.get("labels")
+            if not isinstance(labels, list) or len(labels) != n or not all(_is_int(y) for y in labels):
+                raise RequestError(
+                    f'model {model.name!r} is conditional: "labels" must be a list of {n} integer class ids'
+                )
+            inputs["labels"] = check_class_ids(labels, "labels", model.manifest["num_classes"])
+        return inputs
+
+    def loaded(self):
+        """Every loaded model, each version once."""
+        return [model for versions in self.models.values() for model in versions.values()]
+
+    async def start(self):
+        """Starts each model's batcher; the service is then ready."""
+        for model in self.loaded():
+            model.batcher = DynamicBatcher(
+                model.backend,
+                self.config.max_batch_size,
+                self.config.batch_delay_ms / 1000.0,
+                on_batch=self.metrics.batch_size.labels(model.name).observe,
+                in_flight=lambda: self.in_flight,
+            )
+            model.batcher.start()
+        self.ready = True
+
+    async def stop(self):
+        """Not ready any more; each batcher finishes its run and stops."""
+        self.ready = False
+        for model in self.loaded():
+            await model.batcher.stop()
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def draw_latents(model, n, seed):
+    """n draws of z from the model's prior: N(0, I), or a mixture exported beside it."""
+    prior = model.manifest["prior"]
+    if prior is None:
+        raise RequestError(f"model {model.name!r} is an autoencoder: it has no prior to sample; :generate needs a VAE")
+    if prior["distribution"] == "unsupported":
+        raise RequestError(
+            f"model {model.name!r} has a prior the server cannot sample; "
+            "sample z with tfvae and call :predict or /v2/.../infer"
+        )
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n, model.manifest["latent_dim"])).astype(np.float32)
+    if prior["distribution"] == "standard_normal":
+        return noise
+    components = model.prior_components  # a gaussian_mixture: checked present at load
+    # The mixture is over the last columns of z (all of them for a one-layer VAE; z_L after
+    # the lower layers' N(0, I) noise for a hierarchical generator).
+    top = components["loc"].shape[1]
+    chosen = rng.integers(len(components["loc"]), size=n)  # a uniform mixture
+    if "scale" in components:
+        drawn = components["loc"][chosen] + components["scale"][chosen] * noise[:, -top:]
+    else:
+        drawn = components["loc"][chosen] + np.einsum("nij,nj->ni", components["scale_tril"][chosen], noise[:, -top:])
+    noise[:, -top:] = drawn
+    return noise

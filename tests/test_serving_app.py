@@ -1,0 +1,529 @@
+"""The server's app in process (Starlette's TestClient): every protocol's answers to bad
+input, readiness, generation from each kind of prior, the SavedModel backend, and the
+repository's checks. What needs a real process is in test_serving.py."""
+
+import json
+import logging
+import os
+
+import hypothesis
+import hypothesis.strategies as st
+import numpy as np
+import orjson
+import pytest
+from helpers import (
+    MAX_BODY_MIB,
+    MAX_ROWS,
+    binary_body,
+    latent,
+    serve_in_process,
+    trained_conditional_and_autoencoder,
+    v2_body,
+)
+
+import tfvae
+from tfvae.serving.repository import RepositoryError, load_repository
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def repository(exported_vae):
+    return exported_vae
+
+
+@pytest.fixture(scope="module")
+def client(repository):
+    limits = dict(max_rows=MAX_ROWS, max_body_bytes=int(MAX_BODY_MIB * 2**20), batch_delay_ms=5)
+    with serve_in_process(repository[0], **limits) as running:
+        yield running
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", "POST", "/v2/models/gen/infer", b'{"inputs": [', {}, 400, "malformed JSON"),
+    ("missing inputs", "POST", "/v2/models/gen/infer", b'{"outputs": []}', {}, 400, 'needs \\"inputs\\"'),
+    (
+        "missing data",
+        "POST",
+        "/v2/models/gen/infer",
+        b'{"inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32"}]}',
+        {},
+        400,
+        'needs \\"data\\"',
+    ),
+    (
+        "wrong shape",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((2, 5), np.float32)),
+        {},
+        400,
+        "shape [2, 5]; expected [rows, 4]",
+    ),
+    (
+        "data/shape mismatch",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((2, 4), np.float32), shape=[3, 4]),
+        {},
+        400,
+        "has 8 values but shape [3, 4] needs 12",
+    ),
+    (
+        "wrong datatype",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((1, 4), np.float32), datatype="INT64"),
+        {},
+        400,
+        "datatype 'INT64'; the model takes FP32",
+    ),
+    (
+        "wrong input name",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((1, 4), np.float32), name="x"),
+        {},
+        400,
+        "do not match the model's inputs",
+    ),
+    (
+        "strings as data",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((1, 4), np.float32), data=["a"] * 4),
+        {},
+        400,
+        "must be numbers",
+    ),
+    (
+        "unknown output",
+        "POST",
+        "/v2/models/gen/infer",
+        orjson.dumps(
+            {
+                "inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}],
+                "outputs": [{"name": "image"}],
+            }
+        ),
+        {},
+        400,
+        "unknown output(s) ['image']",
+    ),
+    (
+        "unknown model",
+        "POST",
+        "/v2/models/nope/infer",
+        v2_body(np.zeros((1, 4), np.float32)),
+        {},
+        404,
+        "unknown model 'nope'",
+    ),
+    (
+        "unknown version",
+        "POST",
+        "/v2/models/gen/versions/9/infer",
+        v2_body(np.zeros((1, 4), np.float32)),
+        {},
+        404,
+        "has no version '9'",
+    ),
+    (
+        "too many rows",
+        "POST",
+        "/v2/models/gen/infer",
+        v2_body(np.zeros((MAX_ROWS + 1, 4), np.float32)),
+        {},
+        413,
+        f"at most {MAX_ROWS} per request",
+    ),
+    ("body over limit", "POST", "/v2/models/gen/infer", b" " * int(MAX_BODY_MIB * 2**20 + 1), {}, 413, "byte limit"),
+    (
+        "binary NaN",
+        "POST",
+        "/v2/models/gen/infer",
+        *binary_body(16, np.full(4, np.nan, "<f4").tobytes()),
+        400,
+        "contains NaN or Inf",
+    ),
+    (
+        "binary size mismatch",
+        "POST",
+        "/v2/models/gen/infer",
+        *binary_body(12, b"\0" * 12),
+        400,
+        "binary_data_size 12 does not match",
+    ),
+    (
+        "header length outside body",
+        "POST",
+        "/v2/models/gen/infer",
+        b"{}",
+        {"inference-header-content-length": "99"},
+        400,
+        "outside the body",
+    ),
+    (
+        "JSON NaN literal",
+        "POST",
+        "/v1/models/gen:predict",
+        b'{"instances": [[NaN, 0, 0, 0]]}',
+        {},
+        400,
+        "malformed JSON",
+    ),
+    (
+        "infinite value",
+        "POST",
+        "/v1/models/gen:predict",
+        b'{"instances": [[1e999, 0, 0, 0]]}',
+        {},
+        400,
+        "number is infinity",
+    ),
+    (
+        "content type",
+        "POST",
+        "/v1/models/gen:predict",
+        b"instances=1",
+        {"content-type": "text/plain"},
+        415,
+        "unsupported content type 'text/plain'",
+    ),
+    ("both formats", "POST", "/v1/models/gen:predict", b'{"instances": [], "inputs": []}', {}, 400, "exactly one of"),
+    (
+        "unknown signature",
+        "POST",
+        "/v1/models/gen:predict",
+        b'{"signature_name": "x", "instances": [[0,0,0,0]]}',
+        {},
+        400,
+        "unknown signature_name 'x'",
+    ),
+    (
+        "parameters not an object",
+        "POST",
+        "/v2/models/gen/infer",
+        b'{"parameters": [1], "inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}',
+        {},
+        400,
+        '\\"parameters\\" of the request must be a JSON object',
+    ),
+    (
+        "shape that wraps to 0",
+        "POST",
+        "/v2/models/gen/infer",
+        b'{"inputs": [{"name": "z", "shape": [4294967296, 4294967296], "datatype": "FP32", "data": []}]}',
+        {},
+        400,
+        "has shape [4294967296, 4294967296]; expected [rows, 4]",
+    ),
+    (
+        "boolean in shape",
+        "POST",
+        "/v2/models/gen/infer",
+        b'{"inputs": [{"name": "z", "shape": [true, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}',
+        {},
+        400,
+        "a list of non-negative integers",
+    ),
+    (
+        "signature name a list",
+        "POST",
+        "/v1/models/gen:predict",
+        b'{"signature_name": [], "instances": [[0,0,0,0]]}',
+        {},
+        400,
+        "unknown signature_name []",
+    ),
+    ("unknown verb", "POST", "/v1/models/gen:classify", b'{"instances": [[0,0,0,0]]}', {}, 404, "unknown verb"),
+    ("generate bad n", "POST", "/v1/models/gen:generate", b'{"n": 0}', {}, 400, '\\"n\\" must be an integer'),
+    (
+        "generate too many",
+        "POST",
+        "/v1/models/gen:generate",
+        f'{{"n": {MAX_ROWS + 1}}}'.encode(),
+        {},
+        400,
+        '\\"n\\" must be an integer',
+    ),
+    ("generate labels", "POST", "/v1/models/gen:generate", b'{"n": 1, "labels": [3]}', {}, 400, "not conditional"),
+    ("generate encoder", "POST", "/v1/models/gen_encoder:generate", b'{"n": 1}', {}, 400, "is an encoder"),
+    ("no such route", "GET", "/v3/models", b"", {}, 404, "no such endpoint"),
+    ("wrong method", "GET", "/v2/models/gen/infer", b"", {}, 405, "not allowed"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_stays_up(client, case):
+    _, method, path, body, headers, status, message = case
+    response = client.request(method, path, content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert message.replace("\\", "") in response.json()["error"]
+    assert client.get("/v2/health/live").status_code == 200
+
+
+def test_inputs_whose_outputs_overflow_get_a_400_not_null(client, repository):
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * 4)).reshape(4, -1).T  # every corner of the cube
+    z = next(
+        3e38 * s[None].astype(np.float32)
+        for s in signs
+        if not np.isfinite(repository[1].decode(3e38 * s[None].astype(np.float32)).distribution.logits).all()
+    )
+    response = client.post("/v1/models/gen:predict", json={"signature_name": "params", "instances": z.tolist()})
+    assert response.status_code == 400 and "outputs for these inputs are not finite" in response.json()["error"]
+
+
+# Values a careless or hostile client might put anywhere in a request.
+_JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from([0, 1, 4, -1, 2**32, 2**63, "z", "x", "FP32", "INT64", "BYTES", "mean", "params"]),
+)
+_JSON = st.recursive(
+    _JSON_SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _maybe(key, values):
+    return st.one_of(st.just({}), values.map(lambda v: {key: v}))
+
+
+def _merged(*parts):
+    return st.tuples(*parts).map(lambda dicts: {k: v for d in dicts for k, v in d.items()})
+
+
+_SHAPES = st.one_of(
+    _JSON, st.lists(st.one_of(st.integers(-2, 8), st.sampled_from([2**32, 2**63 - 1, True])), max_size=3)
+)
+_V2_INPUT = _merged(
+    _maybe("name", st.one_of(st.sampled_from(["z", "x"]), _JSON)),
+    _maybe("shape", _SHAPES),
+    _maybe("datatype", st.one_of(st.sampled_from(["FP32", "FP64", "INT64", "BOOL", "BYTES"]), _JSON)),
+    _maybe("data", st.one_of(_JSON, st.lists(st.floats(-3, 3), max_size=12))),
+    _maybe("parameters", st.one_of(_JSON, st.fixed_dictionaries({"binary_data_size": _JSON_SCALARS}))),
+)
+_V2_BODY = _merged(
+    _maybe("id", _JSON),
+    _maybe("inputs", st.one_of(_JSON, st.lists(_V2_INPUT, max_size=2))),
+    _maybe(
+        "outputs", st.one_of(_JSON, st.lists(_merged(_maybe("name", _JSON), _maybe("parameters", _JSON)), max_size=2))
+    ),
+    _maybe("parameters", _JSON),
+)
+_PREDICT_BODY = _merged(_maybe("signature_name", _JSON), _maybe("instances", _JSON), _maybe("inputs", _JSON))
+_GENERATE_BODY = _merged(_maybe("n", _JSON), _maybe("seed", _JSON), _maybe("labels", _JSON))
+
+
+def _fuzz(client, path, bodies, header_lengths=st.none()):
+    seen = {}
+
+    @hypothesis.settings(
+        max_examples=250,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(body=bodies, trailing=st.binary(max_size=24), header_length=header_lengths)
+    def send(body, trailing, header_length):
+        # The standard library writes integers of any size (orjson stops at 64 bits).
+        content = json.dumps(body).encode() + (trailing if header_length is not None else b"")
+        headers = {} if header_length is None else {"inference-header-content-length": str(header_length)}
+        response = client.post(path, content=content, headers=headers)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (body, response.text)
+        assert "error" in response.json() or response.status_code == 200
+
+    send()
+    print(path, dict(sorted(seen.items())))  # the status histogram (pytest -s shows it)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "path, bodies, header_lengths",
+    [
+        ("/v2/models/gen/infer", _V2_BODY, st.none()),
+        ("/v2/models/gen/infer", _V2_BODY, st.integers(-5, 400)),
+        ("/v2/models/gen_encoder/infer", _V2_BODY, st.none()),
+        ("/v1/models/gen:predict", _PREDICT_BODY, st.none()),
+        ("/v1/models/gen:generate", _GENERATE_BODY, st.none()),
+    ],
+    ids=["v2-json", "v2-binary", "v2-encoder", "predict", "generate"],
+)
+def test_fuzzed_requests_never_get_a_5xx_and_the_server_stays_correct(client, repository, path, bodies, header_lengths):
+    seen = _fuzz(client, path, bodies, header_lengths)
+    assert sum(seen.values()) == 250 and any(400 <= status < 500 for status in seen)
+    z = latent(2)
+    rows = client.post("/v1/models/gen:predict", json={"instances": z.tolist()}).json()
+    np.testing.assert_allclose(rows["predictions"], repository[1].decode(z).mean().numpy(), atol=TOLERANCE)
+
+
+def test_savedmodel_backend_serves_the_same_answers(repository):
+    with serve_in_process(repository[0], backend="savedmodel") as client:
+        z = latent(4)
+        got = client.post("/v1/models/gen:predict", json={"instances": z.tolist()}).json()
+        np.testing.assert_allclose(got["predictions"], repository[1].decode(z).mean().numpy(), atol=TOLERANCE)
+
+
+def test_a_file_that_differs_from_its_manifest_is_not_served(repository, tmp_path):
+    import shutil
+
+    copy = str(tmp_path / "repo")
+    shutil.copytree(repository[0], copy)
+    with open(os.path.join(copy, "gen", "1", "model.onnx"), "ab") as f:
+        f.write(b"tampered")
+    loaded = load_repository(copy)
+    assert "gen" not in loaded.models and "gen_encoder" in loaded.models
+    assert "model.onnx is missing or differs from its manifest's sha256" in loaded.refused["gen"]
+    with open(os.path.join(copy, "gen_encoder", "1", "model.onnx"), "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(RepositoryError, match="holds no servable model.*differs from its manifest's sha256"):
+        load_repository(copy)
+
+
+def _edited_copy(repository, tmp_path, edit):
+    import shutil
+
+    copy = str(tmp_path / "repo")
+    shutil.copytree(repository[0], copy)
+    for part in ("gen", "gen_encoder"):
+        path = os.path.join(copy, part, "1", "manifest.json")
+        with open(path) as f:
+            manifest = json.load(f)
+        with open(path, "w") as f:
+            json.dump(edit(manifest), f)
+    return copy
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda m: {"parts": []}, "manifest.json: the top level: 'name' is a required property"),
+        (lambda m: [1, 2], "manifest.json: the top level: [1, 2] is not of type 'object'"),
+        (
+            lambda m: {**m, "latent_dim": 9},
+            "the decoder's input 'z' has shape ['batch', 4], but the manifest's latent_dim",
+        ),
+        (
+            lambda m: {**m, "parts": {**m["parts"], "generator": m["parts"]["decoder"]}},
+            "parts: 'generator' is not one of ['decoder', 'encoder']",
+        ),
+        (lambda m: {**m, "version": 2**70}, "version: 1180591620717411303424 is greater than the maximum"),
+        (lambda m: {**m, "prior": "StandardNormalPrior"}, "prior: 'StandardNormalPrior' is not valid under any"),
+        (
+            lambda m: {**m, "prior": {"distribution": "gaussian_mixture", "file": "prior.npz", "components": 5}},
+            "the prior is a mixture in prior.npz, but the decoder has no such file",
+        ),
+    ],
+    ids=[
+        "empty-parts",
+        "a-list",
+        "latent-dim-edited",
+        "unknown-part",
+        "version-past-int64",
+        "prior-a-class-name",
+        "mixture-without-file",
+    ],
+)
+def test_a_manifest_that_breaks_its_schema_or_its_tensors_is_refused_with_the_reason(
+    repository, tmp_path, edit, reason
+):
+    with pytest.raises(RepositoryError) as error:
+        load_repository(_edited_copy(repository, tmp_path, edit))
+    assert reason in str(error.value)
+
+
+def test_readiness_is_per_model_and_the_operator_chooses_all_or_any(repository, tmp_path, caplog):
+    copy = _edited_copy(repository, tmp_path, lambda m: m)
+    with open(os.path.join(copy, "gen", "1", "model.onnx"), "ab") as f:
+        f.write(b"tampered")
+    for ready_when, status in (("all", 503), ("any", 200)):
+        with caplog.at_level(logging.ERROR, "tfvae.serving"), serve_in_process(copy, ready_when=ready_when) as client:
+            assert client.get("/v2/health/ready").status_code == status
+            assert client.get("/v2/models/gen_encoder/ready").status_code == 200
+            gen = client.get("/v2/models/gen/ready")
+            assert gen.status_code == 503 and "differs from its manifest's sha256" in gen.json()["error"]
+        assert "not serving gen version 1" in caplog.text
+
+
+def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path):
+    copy = _edited_copy(repository, tmp_path, lambda m: {**m, "prior": {"distribution": "unsupported"}})
+    with serve_in_process(copy) as client:
+        response = client.post("/v1/models/gen:generate", json={"n": 2})
+        assert response.status_code == 400 and "cannot sample" in response.json()["error"]
+        predicted = client.post("/v1/models/gen:predict", json={"instances": latent(2).tolist()})
+        assert predicted.status_code == 200
+
+
+def test_conditional_generation_and_autoencoders_over_http(digits, tmp_path):
+    conditional, autoencoder = trained_conditional_and_autoencoder(digits)
+    export_dir = str(tmp_path / "repo")
+    tfvae.export(conditional, export_dir, "cgen", parts=("decoder",))
+    tfvae.export(autoencoder, export_dir, "ae", parts=("decoder",))
+    with serve_in_process(export_dir) as client:
+        labels = [0, 3, 9, 3]
+        response = client.post("/v1/models/cgen:generate", json={"n": 4, "seed": 5, "labels": labels})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        z = np.asarray(body["z"], np.float32)
+        expected = conditional.decode(z, labels=np.asarray(labels)).mean().numpy()
+        assert np.max(np.abs(np.asarray(body["samples"]) - expected)) <= TOLERANCE
+        infer = client.post(
+            "/v2/models/cgen/infer",
+            json={
+                "inputs": [
+                    {"name": "z", "shape": [4, 4], "datatype": "FP32", "data": z.ravel().tolist()},
+                    {"name": "labels", "shape": [4], "datatype": "INT64", "data": labels},
+                ]
+            },
+        )
+        assert infer.status_code == 200, infer.text
+        mean = next(o for o in infer.json()["outputs"] if o["name"] == "mean")
+        assert np.max(np.abs(np.asarray(mean["data"]).reshape(4, 64) - expected)) <= TOLERANCE
+        for bad, message in [
+            ({"n": 2}, "list of 2 integer class ids"),
+            ({"n": 2, "labels": [0, 10]}, "classes 0 to 9"),
+            ({"n": 2, "labels": [0, 1.5]}, "list of 2 integer class ids"),
+        ]:
+            response = client.post("/v1/models/cgen:generate", json=bad)
+            assert response.status_code == 400 and message in response.json()["error"], response.text
+        out_of_range = client.post(
+            "/v2/models/cgen/infer",
+            json={
+                "inputs": [
+                    {"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]},
+                    {"name": "labels", "shape": [1], "datatype": "INT64", "data": [-1]},
+                ]
+            },
+        )
+        assert out_of_range.status_code == 400 and "classes 0 to 9" in out_of_range.json()["error"]
+        refused = client.post("/v1/models/ae:generate", json={"n": 2})
+        assert refused.status_code == 400 and "autoencoder" in refused.json()["error"]
+
+
+def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path):
+    """The server samples the VampPrior's mixture from the components exported beside the decoder."""
+    model = tfvae.VAE((64,), 2, hidden_units=(32,), seed=0, prior=tfvae.VampPrior(2, num_components=4))
+    model.compile()
+    model.fit(digits.train[:512], epochs=2, batch_size=64, verbose=0)
+    export_dir = str(tmp_path / "repo")
+    tfvae.export(model, export_dir, "vamp", parts=("decoder",))
+    with serve_in_process(export_dir) as client:
+        bodies = [client.post("/v1/models/vamp:generate", json={"n": 2000, "seed": seed}).json() for seed in (0, 1)]
+    z = np.concatenate([np.asarray(body["z"], np.float32) for body in bodies])  # [4000, 2]
+    np.testing.assert_allclose(np.asarray(bodies[0]["samples"]), model.decode(z[:2000]).mean().numpy(), atol=TOLERANCE)
+    reference = model.prior.sample(20000, seed=3).numpy()
+    scale = reference.std(axis=0)
+    # 4,000 draws: the means agree to a few standard errors (scale / 63), the spreads to ~5%.
+    np.testing.assert_allclose(z.mean(axis=0), reference.mean(axis=0), atol=float(scale.max()) * 0.08)
+    np.testing.assert_allclose(z.std(axis=0), scale, rtol=0.08)
+    assert not np.allclose(z.std(axis=0), 1.0, atol=0.05)  # not N(0, I) by mistake

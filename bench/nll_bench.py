@@ -101,6 +101,12 @@ def main():
     parser.add_argument(
         "--latent-dims", default=None, help="a hierarchical VAE's layer sizes, bottom first (e.g. 40,40)"
     )
+    parser.add_argument(
+        "--conditional-layers",
+        type=int,
+        default=0,
+        help="a hierarchy's hidden layers inside each p(z_l | z_l+1) and q(z_l | z_l+1, x)",
+    )
     parser.add_argument("--arch", choices=("mlp", "gated"), default="gated")
     parser.add_argument("--activation", default="linear", help="of the hidden layers ('linear' gates a linear map)")
     parser.add_argument("--posterior", choices=("diagonal", "full", "iaf"), default="diagonal")
@@ -139,6 +145,7 @@ def main():
         arch=args.arch,
         model="hierarchical" if args.latent_dims else "vae",
         latent_dims=tuple(int(d) for d in args.latent_dims.split(",")) if args.latent_dims else (),
+        conditional_layers=args.conditional_layers,
         activation=args.activation,
         posterior=args.posterior,
         flow_steps=args.flow_steps,

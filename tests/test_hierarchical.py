@@ -102,12 +102,22 @@ def test_per_layer_closed_form_kls_match_their_monte_carlo_estimates(digits):
     np.testing.assert_allclose(total.numpy(), sum(monte_carlo), rtol=1e-5)
 
 
-@pytest.mark.parametrize("posterior", ["diagonal", "iaf"])
-def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(digits, tmp_path, posterior):
+@pytest.mark.parametrize("posterior, conditional_layers", [("diagonal", 0), ("iaf", 1)], ids=["diagonal", "iaf-deep"])
+def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(
+    digits, tmp_path, posterior, conditional_layers
+):
     prior = tfvae.VampPrior(3, num_components=10) if posterior == "diagonal" else None
     model = tfvae.HierarchicalVAE(
-        (64,), latent_dims=(4, 3), hidden_units=(32,), posterior=posterior, prior=prior, seed=0
+        (64,),
+        latent_dims=(4, 3),
+        hidden_units=(32,),
+        posterior=posterior,
+        prior=prior,
+        conditional_layers=conditional_layers,
+        seed=0,
     )
+    # Each hidden layer inside p(z_1 | z_2) and q(z_1 | z_2, x) is one more network.
+    assert len(model.prior_hidden) == len(model.posterior_hidden) == conditional_layers
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     history = model.fit(digits.train, epochs=2, batch_size=64, verbose=0).history
     assert history["loss"][1] < history["loss"][0]
@@ -116,7 +126,7 @@ def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(digits, 
     path = os.path.join(tmp_path, "hvae.keras")
     model.save(path)
     same = keras.models.load_model(path)
-    assert same.latent_dims == (4, 3)
+    assert same.latent_dims == (4, 3) and same.conditional_layers == conditional_layers
     np.testing.assert_array_equal(
         same.elbo(x, num_samples=2, seed=3).numpy(), model.elbo(x, num_samples=2, seed=3).numpy()
     )

@@ -149,6 +149,14 @@ def _add_train(subparsers):
         help="--model hierarchical: the sizes of z_1 ... z_L, bottom first (e.g. 40,40)",
     )
     p.add_argument(
+        "--conditional-layers",
+        type=_non_negative_int,
+        default=defaults.conditional_layers,
+        metavar="K",
+        help="--model hierarchical: hidden layers inside each p(z_l | z_l+1) and q(z_l | z_l+1, x) "
+        "(0: a linear map of the states)",
+    )
+    p.add_argument(
         "--posterior",
         choices=POSTERIORS,
         default=defaults.posterior,

@@ -70,6 +70,9 @@ class TrainConfig:
       epochs, batch_size, learning_rate: the optimisation (Adam).
       latent_dim, posterior, likelihood, arch, hidden_units, activation: the model.
       latent_dims: sizes of z_1 ... z_L, bottom first (model "hierarchical" only).
+      conditional_layers: hidden layers inside each of the hierarchy's conditionals
+        p(z_l | z_{l+1}) and q(z_l | z_{l+1}, x) (model "hierarchical" only; see
+        `HierarchicalVAE`).
       filters: channels of the convolutions (arch "conv").
       likelihood_scale: a fixed standard deviation of the Gaussian likelihood (0: learned).
       mixture_components: components of the discretized_logistic_mixture likelihood.
@@ -96,6 +99,7 @@ class TrainConfig:
     epochs: int = 10
     latent_dim: int = 16
     latent_dims: tuple = ()
+    conditional_layers: int = 0
     posterior: str = "diagonal"
     flow_steps: int = 2
     likelihood: str = "bernoulli"
@@ -129,6 +133,10 @@ class TrainConfig:
             )
         if self.latent_dims and self.model != "hierarchical":
             raise ConfigError("latent_dims (--latent-dims) is for --model hierarchical; use latent_dim otherwise.")
+        if not isinstance(self.conditional_layers, int) or self.conditional_layers < 0:
+            raise ConfigError(f"conditional_layers must be an integer >= 0; got {self.conditional_layers!r}.")
+        if self.conditional_layers and self.model != "hierarchical":
+            raise ConfigError("conditional_layers (--conditional-layers) is for --model hierarchical.")
         for name in (
             "epochs",
             "latent_dim",
@@ -280,7 +288,12 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
                 VampPrior(config.latent_dims[-1], config.pseudo_inputs) if config.prior == "vamp" else None
             )
             networks.pop("latent_dim")
-            model = HierarchicalVAE(latent_dims=config.latent_dims, **networks, **vae_options)
+            model = HierarchicalVAE(
+                latent_dims=config.latent_dims,
+                conditional_layers=config.conditional_layers,
+                **networks,
+                **vae_options,
+            )
         elif config.conditional:
             model = ConditionalVAE(num_classes=num_classes, **networks, **vae_options)
         else:

@@ -44,6 +44,11 @@ class HierarchicalVAE(VAE):
       posterior, flow_steps: every layer's q (see `tfvae.VAE`).
       hidden_units: the x-side networks' widths (`arch`: "mlp", "gated" or "conv");
         the last one is also the width of d_l and t_l.
+      conditional_layers: hidden layers (of that width) inside each p(z_l | z_{l+1})
+        after t_l, and inside each q(z_l | z_{l+1}, x) on [d_l, t_l], before their
+        Gaussian's parameters. 0 (the default): each is one linear map of its states;
+        1 gives p(z_1 | z_2) two hidden layers and q(z_1 | x, z_2) a joint one, as in
+        Tomczak & Welling's (2018) two-layer HVAE.
       **kwargs: the rest of `tfvae.VAE`'s arguments (likelihood, prior, beta,
         kl_warmup_epochs, free_bits (per layer), num_samples, objective, seed, ...).
 
@@ -63,6 +68,7 @@ class HierarchicalVAE(VAE):
         *,
         posterior="diagonal",
         flow_steps=2,
+        conditional_layers=0,
         arch="mlp",
         hidden_units=(512, 256),
         filters=(32, 64),
@@ -81,6 +87,9 @@ class HierarchicalVAE(VAE):
             )
         if num_classes is not None:
             raise ConfigError("A HierarchicalVAE is not conditional; use tfvae.ConditionalVAE for labels.")
+        if not isinstance(conditional_layers, int) or isinstance(conditional_layers, bool) or conditional_layers < 0:
+            raise ConfigError(f"`conditional_layers` must be an int >= 0; got {conditional_layers!r}.")
+        self.conditional_layers = conditional_layers
         width = tuple(hidden_units)[-1]
         networks = dict(
             arch=arch, hidden_units=hidden_units, filters=filters, activation=activation, image_shape=image_shape
@@ -125,6 +134,13 @@ class HierarchicalVAE(VAE):
         lower = range(len(dims) - 1)
         self.bottom_up = [hidden_layer(self._layer_config, width) for _ in lower]  # d_l -> d_{l+1}
         self.top_down = [hidden_layer(self._layer_config, width) for _ in lower]  # z_{l+1} -> t_l
+        # conditional_layers hidden layers per level, flat: level l's are [l * k, (l + 1) * k).
+        self.prior_hidden = [
+            hidden_layer(self._layer_config, width) for _ in lower for _ in range(self.conditional_layers)
+        ]
+        self.posterior_hidden = [
+            hidden_layer(self._layer_config, width) for _ in lower for _ in range(self.conditional_layers)
+        ]
         self.prior_params = [keras.layers.Dense(2 * dims[level]) for level in lower]
         self.conditional_priors = [GaussianPosterior(dims[level]) for level in lower]
         self.lower_posteriors = [
@@ -160,12 +176,21 @@ class HierarchicalVAE(VAE):
     def _layer_below(self, level, z_above, features, training):
         """`(p(z_l | z_{l+1}), q(z_l | z_{l+1}, x))` for the samples z_above `[..., batch, d]`."""
         state = self.top_down[level](z_above, training=training)  # t_l, [..., batch, width]
-        prior = self.conditional_priors[level](self.prior_params[level](state))
+        prior_state = self._hidden(self.prior_hidden, level, state, training)
+        prior = self.conditional_priors[level](self.prior_params[level](prior_state))
         if features is None:
             return prior, None
         bottom_up = tf.broadcast_to(features[level], tf.shape(state))
-        posterior = self.lower_posteriors[level](self.posterior_params[level](tf.concat([bottom_up, state], axis=-1)))
+        joint = self._hidden(self.posterior_hidden, level, tf.concat([bottom_up, state], axis=-1), training)
+        posterior = self.lower_posteriors[level](self.posterior_params[level](joint))
         return prior, posterior
+
+    def _hidden(self, layers, level, h, training):
+        """h through level `level`'s `conditional_layers` hidden layers of `layers`."""
+        k = self.conditional_layers
+        for layer in layers[level * k : (level + 1) * k]:
+            h = layer(h, training=training)
+        return h
 
     def _sampled_terms(self, x, labels, num_samples, seed, training=False):
         features = self._features(x, labels, training)
@@ -252,7 +277,7 @@ class HierarchicalVAE(VAE):
     def get_config(self):
         config = super().get_config()
         del config["latent_dim"]
-        config.update(latent_dims=list(self.latent_dims))
+        config.update(latent_dims=list(self.latent_dims), conditional_layers=self.conditional_layers)
         return config
 
 

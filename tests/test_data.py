@@ -35,7 +35,7 @@ def test_npz_without_valid_holds_out_a_seeded_fraction(tmp_path):
         (dict(valid=np.zeros((3, 4))), r"no 'train' array \(found keys \['valid'\]\)"),
         (dict(train=np.zeros(5)), r"\['train'\]: shape \(5,\) has rank 1"),
         (dict(train=np.zeros((0, 4))), "holds no examples"),
-        (dict(train=np.full((3, 4), 255, np.uint8)), r"values span \[255, 255\].*x / 255"),
+        (dict(train=np.full((3, 4), 300, np.int32)), r"values span \[300, 300\].*or 8-bit grey levels.*x / 255"),
         (dict(train=np.array([[0.0, np.nan]])), "1 NaN or infinite values"),
         (dict(train=np.zeros((3, 4)), test=np.zeros((3, 5))), r"\['test'\]: examples have shape \(5,\)"),
         (dict(train=np.array([["a", "b"]])), "not numeric"),

@@ -74,6 +74,13 @@ class DataSplits:
             largest.append(self.train.num_classes - 1)
         return max(largest) + 1 if largest else None
 
+    @property
+    def grey_levels(self):
+        """256 when `train` holds 8-bit grey levels past [0, 1] (a Bernoulli likelihood then
+        reads them as x / 255: `BernoulliLikelihood(num_levels=256)`), else None."""
+        high = self.train.high if self.streamed else float(np.max(self.train))
+        return 256 if high > 1.0 and high <= 255.0 else None
+
     def train_statistics(self):
         """`(loc, scale)` of `train` per dimension (see `standardization`)."""
         return (self.train.loc, self.train.scale) if self.streamed else standardization(self.train)
@@ -351,11 +358,11 @@ def _validate(source, key, array, likelihood):
     if array.shape[0] == 0 or array.size == 0:
         raise DataError(f"{where}: shape {array.shape} holds no examples; expected N > 0.")
     array = array.astype(np.float32)
-    check_values(where, array, likelihood)
+    check_values(where, array, likelihood, eight_bit=True)
     return array
 
 
-def check_values(where, array, likelihood):
+def check_values(where, array, likelihood, levels=None, eight_bit=False):
     """Raises a DataError when `array` holds NaN/Inf, or values outside what the
     likelihood family models (Bernoulli: [0, 1]; discretised: the 8-bit levels).
 
@@ -363,6 +370,10 @@ def check_values(where, array, likelihood):
       where: how to name the data in the message (a file and key, or an argument).
       array: float32 examples.
       likelihood: a key of `LIKELIHOODS`.
+      levels: the grey levels a Bernoulli likelihood was built for (its `num_levels`):
+        then every value must be an integer in [0, levels - 1].
+      eight_bit: loading data for a run: a Bernoulli likelihood also takes 8-bit grey
+        levels (the run then builds it for them; see `DataSplits.grey_levels`).
     """
     bad = ~np.isfinite(array)
     if bad.any():
@@ -381,15 +392,36 @@ def check_values(where, array, likelihood):
                 "(uint8); for data scaled to [0, 1] multiply by 255 and round; for continuous data "
                 "use a Gaussian likelihood (likelihood='gaussian', --likelihood gaussian)."
             )
-    if likelihood == "bernoulli":
-        low, high = float(array.min()), float(array.max())
-        if low < 0.0 or high > 1.0:
+    if likelihood == "bernoulli" and levels is not None:
+        top = levels - 1
+        off_grid = (array != np.round(array)) | (array < 0) | (array > top)
+        if off_grid.any():
             raise DataError(
-                f"{where}: values span [{low:g}, {high:g}], but a Bernoulli likelihood needs "
-                "[0, 1]. Scale the data (e.g. x / 255 for 8-bit pixels), model 8-bit levels as "
-                "they are (likelihood='discretized_logistic', --likelihood discretized_logistic) or "
-                "use a Gaussian likelihood (likelihood='gaussian', --likelihood gaussian)."
+                f"{where}: this Bernoulli likelihood reads grey levels, integers in [0, {top}], but "
+                f"{int(off_grid.sum())} values are not (e.g. {float(array[off_grid].flat[0]):g}). Give it "
+                "8-bit images as they are, or build it without num_levels for data in [0, 1]."
             )
+    elif likelihood == "bernoulli":
+        low, high = float(array.min()), float(array.max())
+        if (low < 0.0 or high > 1.0) and not (eight_bit and _on_8bit_grid(array)):
+            needs = "[0, 1] or 8-bit grey levels (integers 0 .. 255)" if eight_bit else "[0, 1]"
+            grey = (
+                ""
+                if eight_bit
+                else ", read 8-bit images as grey levels (likelihood=tfvae.BernoulliLikelihood("
+                f"{tuple(array.shape[1:])}, num_levels=256))"
+            )
+            raise DataError(
+                f"{where}: values span [{low:g}, {high:g}], but a Bernoulli likelihood needs {needs}. "
+                f"Scale the data (e.g. x / 255 for 8-bit pixels){grey}, model 8-bit levels as they are "
+                "(likelihood='discretized_logistic', --likelihood discretized_logistic) or use a Gaussian "
+                "likelihood (likelihood='gaussian', --likelihood gaussian)."
+            )
+
+
+def _on_8bit_grid(array):
+    """Whether every value is an integer in [0, 255]."""
+    return bool(np.all((array == np.round(array)) & (array >= 0) & (array <= 255)))
 
 
 def _validate_labels(source, key, labels, count):
@@ -489,7 +521,7 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
 def _load_records(path, likelihood, held_out):
     """`DataSplits` of a folder of TFRecord shards: `train` streamed, the others in memory."""
     streams = {
-        split: records.open_records(path, split, lambda where, x: check_values(where, x, likelihood))
+        split: records.open_records(path, split, lambda where, x: check_values(where, x, likelihood, eight_bit=True))
         for split in SPLITS
     }
     if streams["valid"] is None:

@@ -223,6 +223,13 @@ class Likelihood(keras.layers.Layer):
     data_levels = None
 
     @property
+    def likelihood_of(self):
+        """What `log_prob` measures: "probability" of discrete data (so nats convert to
+        bits/dim), "density" on continuous data (nats that change with the scale of x),
+        or "cross_entropy" (grey levels read as Bernoulli probabilities)."""
+        return "probability" if self.discrete else "density"
+
+    @property
     def params_shape(self):
         """The shape of one example's decoder output that this layer reads."""
         if self.params_per_dimension == 1:
@@ -246,31 +253,86 @@ class Likelihood(keras.layers.Layer):
         return config
 
 
+class _GreyLevelBernoulli(tfd.Bernoulli):
+    """Bernoulli(logits) over x / (num_levels - 1): grey levels 0 .. 255 read as the
+    probabilities [0, 1] the Bernoulli cross-entropy takes, with mean and samples in
+    the levels' own units."""
+
+    def __init__(self, logits, num_levels, validate_args=False, allow_nan_stats=True, name="GreyLevelBernoulli"):
+        parameters = dict(locals())
+        self._top = float(num_levels - 1)
+        super().__init__(
+            logits=logits, dtype=logits.dtype, validate_args=validate_args, allow_nan_stats=allow_nan_stats, name=name
+        )
+        self._parameters = parameters  # with num_levels, so copies and slices keep it
+
+    def _log_prob(self, x):
+        return super()._log_prob(x / self._top)
+
+    def _mean(self):
+        return self._top * super()._mean()
+
+    def _sample_n(self, n, seed=None):
+        return self._top * super()._sample_n(n, seed=seed)
+
+
 @keras.saving.register_keras_serializable(package="tfvae")
 class BernoulliLikelihood(Likelihood):
     """p(x|z) = Π Bernoulli(x_i; logits_i), for binary (or [0, 1]) data.
 
+    With `num_levels` (256 for 8-bit images), x is read in grey levels 0 .. 255: the
+    encoder and `log_prob` see x / 255, and `mean` (so `decode`, `sample` and the
+    exported decoder) answers in levels again. `log_prob` is then the Bernoulli
+    cross-entropy of grey levels read as probabilities, as VAEs on greyscale images
+    commonly train, but no normalised likelihood of the 256 levels: no bits/dim are
+    reported for it (a discretised logistic gives them).
+
     Args:
       event_shape: shape of one example x, e.g. `(784,)`.
+      num_levels: None (x in [0, 1]), or the number of integer levels x takes.
 
     Returns:
       `tfd.Independent(tfd.Bernoulli(logits))` with event shape `event_shape`;
-      `.mean()` is the pixel probabilities.
+      `.mean()` is the pixel probabilities (times `num_levels - 1` with levels).
 
     Example:
       >>> p = BernoulliLikelihood((784,))(tf.zeros([8, 784]))
       >>> p.log_prob(tf.ones([8, 784])).shape
       TensorShape([8])
+      >>> BernoulliLikelihood((2,), num_levels=256)(tf.zeros([1, 2])).mean().numpy()
+      array([[127.5, 127.5]], dtype=float32)
     """
 
     family = "bernoulli"
     discrete = True
 
+    def __init__(self, event_shape, num_levels=None, **kwargs):
+        super().__init__(event_shape, **kwargs)
+        if num_levels is not None:
+            _positive_int("num_levels", num_levels)
+            if num_levels < 2:
+                raise ConfigError(f"`num_levels` must be at least 2 (or None for [0, 1] data); got {num_levels}.")
+            self.data_levels = num_levels
+            self.input_normalization = (0.0, float(num_levels - 1) ** 2)
+            self.discrete = False  # not a probability of the levels: no bits/dim
+        self.num_levels = num_levels
+
+    @property
+    def likelihood_of(self):
+        return "probability" if self.num_levels is None else "cross_entropy"
+
     def call(self, logits):
-        return self._independent(tfd.Bernoulli(logits=logits, dtype=logits.dtype))
+        if self.num_levels is None:
+            return self._independent(tfd.Bernoulli(logits=logits, dtype=logits.dtype))
+        return self._independent(_GreyLevelBernoulli(logits, self.num_levels))
 
     def parameters_of(self, likelihood):
         return {"logits": likelihood.distribution.logits}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_levels=self.num_levels)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="tfvae")

@@ -80,8 +80,9 @@ def evaluate(
       stochastic layer (bottom first) `kl_per_layer` and `active_units_per_layer`,
       `num_samples`, `examples`, and `likelihood_of`: "probability" for discrete data
       (Bernoulli, discretised logistics), with `nll_bits_per_dim` and
-      `elbo_bits_per_dim` (nats / (D ln 2)), or "density" for a Gaussian likelihood, whose
-      figures are densities (the bits/dim keys are then None).
+      `elbo_bits_per_dim` (nats / (D ln 2)); "density" for a Gaussian likelihood, whose
+      figures are densities, or "cross_entropy" for a Bernoulli read on grey levels
+      (the bits/dim keys are then None).
     """
     if not model.has_prior:
         raise ConfigError(
@@ -125,10 +126,14 @@ def evaluate(
 
 
 def _bits_per_dim(model, nll, negative_elbo):
-    """Bits per dimension for likelihoods of discrete data; None where p(x|z) is a density,
-    whose "nats" measure no probability and do not compare across scalings of x."""
+    """Bits per dimension for likelihoods of discrete data; None where p(x|z) is a density
+    or a cross-entropy of grey levels, whose "nats" measure no probability of the data."""
     if not model.likelihood_layer.discrete:
-        return {"likelihood_of": "density", "nll_bits_per_dim": None, "elbo_bits_per_dim": None}
+        return {
+            "likelihood_of": model.likelihood_layer.likelihood_of,
+            "nll_bits_per_dim": None,
+            "elbo_bits_per_dim": None,
+        }
     dimensions = math.prod(model.network_config.input_shape)
     return {
         "likelihood_of": "probability",

@@ -120,6 +120,7 @@ class RecordStream:
       num_classes: 1 + the largest label, or None when unlabelled.
       loc, scale: per-dimension mean and standard deviation (1 where constant), found
         while the split was checked; a Gaussian likelihood standardises with them.
+      high: the largest value in the split.
     """
 
     files: tuple
@@ -130,6 +131,7 @@ class RecordStream:
     num_classes: int
     loc: np.ndarray
     scale: np.ndarray
+    high: float
 
     @property
     def shape(self):
@@ -225,7 +227,7 @@ def open_records(directory, split, check):
         return None
     dtype, example_shape, labelled = _first_record(shards[0])
     parse = _parser(dtype, example_shape, labelled)
-    count, total, total_sq, largest = 0, 0.0, 0.0, -1
+    count, total, total_sq, largest, high = 0, 0.0, 0.0, -1, -np.inf
     for shard in shards:
         position = 0
         batches = tf.data.TFRecordDataset(shard).map(parse).batch(_READ_BATCH).as_numpy_iterator()
@@ -243,7 +245,7 @@ def open_records(directory, split, check):
                 if batch[1].min() < 0:
                     raise DataError(f"{where}: label {batch[1].min()} is negative; class ids start at 0.")
                 largest = max(largest, int(batch[1].max()))
-            total, total_sq = total + x.sum(axis=0), total_sq + (x * x).sum(axis=0)
+            total, total_sq, high = total + x.sum(axis=0), total_sq + (x * x).sum(axis=0), max(high, float(x.max()))
             count, position = count + len(x), position + len(x)
     loc = total / count
     scale = np.sqrt(np.maximum(total_sq / count - loc * loc, 0.0))
@@ -256,6 +258,7 @@ def open_records(directory, split, check):
         num_classes=largest + 1 if labelled else None,
         loc=loc.astype(np.float32),
         scale=np.where(scale > 0, scale, 1.0).astype(np.float32),
+        high=high,
     )
 
 

@@ -34,7 +34,12 @@ from tfvae.checkpointing import (
     stopped_early,
 )
 from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
-from tfvae.distributions import LIKELIHOODS, DiscretizedLogisticMixtureLikelihood, GaussianLikelihood
+from tfvae.distributions import (
+    LIKELIHOODS,
+    BernoulliLikelihood,
+    DiscretizedLogisticMixtureLikelihood,
+    GaussianLikelihood,
+)
 from tfvae.errors import ConfigError, RunError
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
 from tfvae.models.vae import OBJECTIVES
@@ -240,7 +245,7 @@ def resume_config(out):
     return read_config(out)
 
 
-def build_model(config, input_shape, image_shape=None, num_classes=None, statistics=None):
+def build_model(config, input_shape, image_shape=None, num_classes=None, statistics=None, grey_levels=None):
     """The model a `TrainConfig` describes, compiled.
 
     Args:
@@ -249,10 +254,15 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
       num_classes: the data's number of classes (conditional models only).
       statistics: `(loc, scale)` of the training data per dimension: a Gaussian
         likelihood then works in standardised units (`GaussianLikelihood`).
+      grey_levels: 256 for 8-bit data past [0, 1]: a Bernoulli likelihood then reads
+        x / 255 and answers in levels (`BernoulliLikelihood(num_levels=...)`), so the run's
+        model, samples and exports keep the data's range.
     """
     likelihood = config.likelihood
     if likelihood == "discretized_logistic_mixture":
         likelihood = DiscretizedLogisticMixtureLikelihood(input_shape, num_components=config.mixture_components)
+    elif likelihood == "bernoulli" and grey_levels:
+        likelihood = BernoulliLikelihood(input_shape, num_levels=grey_levels)
     elif likelihood == "gaussian" and statistics is not None:
         likelihood = GaussianLikelihood(
             input_shape, scale=config.likelihood_scale or None, data_loc=statistics[0], data_scale=statistics[1]
@@ -322,7 +332,8 @@ def build_model_for(config, splits):
     training split's statistics, so it answers in the data's units)."""
     num_classes = splits.num_classes if config.conditional else None
     statistics = splits.train_statistics() if config.likelihood == "gaussian" else None
-    return build_model(config, splits.example_shape, splits.image_shape, num_classes, statistics)
+    grey_levels = splits.grey_levels if config.likelihood == "bernoulli" else None
+    return build_model(config, splits.example_shape, splits.image_shape, num_classes, statistics, grey_levels)
 
 
 def _check_fits_in_memory(config, splits):

@@ -224,7 +224,7 @@ class LatentModel(keras.Model):
             )
         family = self.likelihood_layer.family
         if family in LIKELIHOODS:
-            check_values(where, np.asarray(x, np.float32), family)
+            check_values(where, np.asarray(x, np.float32), family, levels=self.likelihood_layer.data_levels)
 
     def _network_inputs(self, inputs, labels):
         """The networks' inputs: `inputs`, or `[inputs, one_hot(labels)]` when conditional."""

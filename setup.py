@@ -38,6 +38,8 @@ setup(
         "orjson==3.13.0",
         "prometheus-client==0.26.0",
         "jsonschema==4.26.0",
+        # The server's gRPC front end uses the KServe v2 stubs that tritonclient ships.
+        "tritonclient[grpc]==2.73.0",
     ],
     extras_require={
         # httpx2: the client of Starlette's TestClient (which warns when it finds only httpx).

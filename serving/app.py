@@ -1,4 +1,6 @@
-"""The ASGI app: KServe v2 and TF Serving REST routes over one `ModelService`."""
+"""The ASGI app: KServe v2 and TF Serving REST routes over one `ModelService`, and with
+`ServerConfig.grpc_port` the KServe v2 gRPC service beside them, in the same process and
+event loop (`protocol_grpc`)."""
 
 import contextlib
 import gc
@@ -29,6 +31,12 @@ def create_app(config):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await service.start()
+        grpc_server = None
+        if config.grpc_port is not None:
+            from tfvae.serving import protocol_grpc
+
+            grpc_server = protocol_grpc.create_server(service, f"{config.host}:{config.grpc_port}")
+            await grpc_server.start()
         # The process holds millions of long-lived objects (TensorFlow is imported with
         # tfvae); a full garbage collection walking them stalls the event loop ~200 ms,
         # delaying every in-flight request. Freezing them leaves only request garbage.
@@ -36,6 +44,8 @@ def create_app(config):
         if config.on_ready:
             config.on_ready(service.models)
         yield
+        if grpc_server is not None:  # in-flight RPCs finish (within the grace) on running batchers
+            await grpc_server.stop(config.grace_s)
         await service.stop()
         gc.unfreeze()
 

@@ -42,6 +42,8 @@ class DynamicBatcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self._task = None
         self._carry = None  # a request that did not fit the previous batch
+        # Rows submitted and not yet in a running batch (what backpressure bounds).
+        self.queued_rows = 0
 
     def start(self):
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -56,6 +58,7 @@ class DynamicBatcher:
         """Runs `inputs` (`{name: [rows, ...]}`) as part of a batch; returns its outputs."""
         rows = len(next(iter(inputs.values())))
         future = asyncio.get_running_loop().create_future()
+        self.queued_rows += rows
         await self._queue.put(_Pending(inputs, rows, future))
         return await future
 
@@ -77,6 +80,7 @@ class DynamicBatcher:
                 break
             batch.append(item)
             rows += item.rows
+        self.queued_rows -= rows
         return batch, rows
 
     async def _loop(self):

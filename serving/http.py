@@ -36,6 +36,8 @@ def endpoint(service, label):
                 response = await handler(request)
             except RequestError as error:
                 response = json_response({"error": error.message}, error.status)
+                if error.retry_after_s is not None:
+                    response.headers["retry-after"] = str(error.retry_after_s)
             except ClientDisconnect:
                 logger.info("client left during %s %s", request.method, request.url.path)
                 response = json_response({"error": "client disconnected"}, 499)

@@ -29,5 +29,18 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
         )
 
+        self.refused = prometheus_client.Counter(
+            "tfvae_overload_refusals",
+            "Requests refused because the model's batch queue was full.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.queued_rows = prometheus_client.Gauge(
+            "tfvae_queued_rows",
+            "Rows waiting in a model's batch queue.",
+            ["model"],
+            registry=self.registry,
+        )
+
     def exposition(self):
         return prometheus_client.generate_latest(self.registry), prometheus_client.CONTENT_TYPE_LATEST

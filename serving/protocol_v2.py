@@ -54,7 +54,7 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_shape(name, shape, tensor, max_rows):
+def check_declared_shape(name, shape, tensor, max_rows):
     """The declared shape, checked against the model's before any array is made from it."""
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise RequestError(f'input {name!r} needs "shape", a list of non-negative integers; got {shape!r}')
@@ -64,7 +64,7 @@ def _check_shape(name, shape, tensor, max_rows):
 def _read_input(entry, tensor, binary, offset, max_rows):
     name = entry.get("name")
     shape, datatype = entry.get("shape"), entry.get("datatype")
-    _check_shape(name, shape, tensor, max_rows)
+    check_declared_shape(name, shape, tensor, max_rows)
     if datatype != v2_datatype(tensor["datatype"]):
         raise RequestError(
             f"input {name!r} has datatype {datatype!r}; the model takes {v2_datatype(tensor['datatype'])}"
@@ -154,12 +154,12 @@ def model_metadata(model, versions):
         "name": model.name,
         "versions": sorted(versions, key=int),
         "platform": "onnxruntime_onnx",
-        "inputs": [_tensor_metadata(t) for t in model.inputs],
-        "outputs": [_tensor_metadata(t) for t in model.outputs],
+        "inputs": [tensor_metadata(t) for t in model.inputs],
+        "outputs": [tensor_metadata(t) for t in model.outputs],
     }
 
 
-def _tensor_metadata(tensor):
+def tensor_metadata(tensor):
     return {
         "name": tensor["name"],
         "datatype": v2_datatype(tensor["datatype"]),

@@ -35,7 +35,14 @@ class ServerConfig:
         (else it is closed): `tfvae.serving.connections.headers_deadline`.
       body_timeout_s: the whole body must arrive within this (else 408), so a client
         trickling bytes cannot hold a request open.
-      max_connections: connections and requests served at once; more get 503.
+      max_connections: connections and requests served at once; more get 503 (REST) or
+        RESOURCE_EXHAUSTED (gRPC).
+      host: the address both protocols listen on.
+      grpc_port: also serve KServe v2 over gRPC on this port (None: REST only).
+      grace_s: on SIGTERM, how long in-flight requests may take to finish.
+      max_queue_rows: rows a model's batch queue holds (at least `max_rows`); a request
+        that would pass it is refused at once (REST 503 with Retry-After, gRPC
+        UNAVAILABLE) instead of waiting: overload becomes a refusal, not latency.
     """
 
     export_dir: str
@@ -49,6 +56,10 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_connections: int = 1000
+    host: str = "127.0.0.1"
+    grpc_port: int = None
+    grace_s: float = 30.0
+    max_queue_rows: int = 8192
     on_ready: object = None  # called with the loaded models once the server takes requests
 
 
@@ -97,6 +108,15 @@ class ModelService:
 
     async def run(self, model, inputs):
         """`model`'s outputs for `inputs` (`{name: [rows, ...]}`), batched with others."""
+        rows = len(next(iter(inputs.values())))
+        if model.batcher.queued_rows + rows > self.config.max_queue_rows:
+            self.metrics.refused.labels(model.name).inc()
+            raise RequestError(
+                f"model {model.name!r} is overloaded: {model.batcher.queued_rows} rows wait to run "
+                f"(at most {self.config.max_queue_rows}); retry shortly",
+                503,
+                retry_after_s=1,
+            )
         # Counted only once its body is read and checked: the batchers wait for
         # in-flight requests, and a client still uploading must not hold them.
         self.in_flight += 1
@@ -150,6 +170,7 @@ class ModelService:
                 in_flight=lambda: self.in_flight,
             )
             model.batcher.start()
+            self.metrics.queued_rows.labels(model.name).set_function(lambda batcher=model.batcher: batcher.queued_rows)
         self.ready = True
 
     async def stop(self):

@@ -30,9 +30,12 @@ def free_port():
 class Server:
     """`tfvae serve` in a subprocess; waits until `/v2/health/<wait_for>` answers 200."""
 
-    def __init__(self, export_dir, *flags, wait_for="ready"):
+    def __init__(self, export_dir, *flags, wait_for="ready", grpc=False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port() if grpc else None  # also KServe v2 over gRPC there
+        if grpc:
+            flags = (*flags, "--grpc-port", str(self.grpc_port))
         script = os.path.join(os.path.dirname(sys.executable), "tfvae")
         self.process = subprocess.Popen(
             [script, "serve", export_dir, "--port", str(self.port), *flags],

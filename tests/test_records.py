@@ -127,7 +127,7 @@ def example(x, label=None):
             [example(np.zeros(4, np.uint8), 1), example(np.zeros(4, np.uint8))],
             r"record 1: no 'label', but the first record has one",
         ),
-        ([example(np.full(4, 3, np.uint8))], r"train.tfrecord, records 0..0: values span \[3, 3\]"),
+        ([example(np.full(4, 1.5, np.float32))], r"train.tfrecord, records 0..0: values span \[1.5, 1.5\]"),
         ([example(np.zeros(4, np.uint8), -2)], "label -2 is negative"),
     ],
     ids=["shape", "corrupt", "corrupt-first", "label-missing", "range", "negative-label"],

@@ -12,13 +12,16 @@ import sys
 import threading
 import time
 
+import grpc
 import httpx
 import numpy as np
 import onnxruntime
 import orjson
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 from helpers import MAX_BODY_MIB, MAX_ROWS, Server, latent, v2_body
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
 
@@ -33,7 +36,14 @@ def repository(exported_vae):
 @pytest.fixture(scope="module")
 def server(repository):
     running = Server(
-        repository[0], "--max-rows", str(MAX_ROWS), "--max-body-mib", str(MAX_BODY_MIB), "--batch-delay-ms", "5"
+        repository[0],
+        "--max-rows",
+        str(MAX_ROWS),
+        "--max-body-mib",
+        str(MAX_BODY_MIB),
+        "--batch-delay-ms",
+        "5",
+        grpc=True,
     )
     yield running
     assert running.stop(), running.output
@@ -80,6 +90,81 @@ def test_v2_infer_with_a_standard_client_matches_the_exported_model(server, repo
     x_input.set_data_from_numpy(x, binary_data=binary)
     encoded = client.infer("gen_encoder", [x_input])
     np.testing.assert_allclose(encoded.as_numpy("loc"), model.encode(x).mean().numpy(), atol=TOLERANCE)
+
+
+def test_grpc_with_tritons_own_client_matches_the_exported_model(server, repository):
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("gen") and client.is_model_ready("gen", "1") and not client.is_model_ready("nope")
+    metadata = client.get_model_metadata("gen", as_json=True)
+    assert metadata["inputs"] == [{"name": "z", "datatype": "FP32", "shape": ["-1", "4"]}]
+    assert client.get_server_metadata(as_json=True)["name"] == "tfvae"
+    z = latent(7)
+    expected = onnx_outputs(repository[0], "gen", {"z": z})
+    z_input = triton_grpc.InferInput("z", list(z.shape), "FP32")
+    z_input.set_data_from_numpy(z)  # raw_input_contents
+    result = client.infer("gen", [z_input], outputs=[triton_grpc.InferRequestedOutput("mean")], request_id="r7")
+    assert result.as_numpy("logits") is None and result.get_response().id == "r7"
+    np.testing.assert_allclose(result.as_numpy("mean"), expected["mean"], atol=TOLERANCE)
+    np.testing.assert_allclose(client.infer("gen", [z_input]).as_numpy("logits"), expected["logits"], atol=TOLERANCE)
+    x = (np.random.default_rng(1).random((5, 64)) > 0.5).astype(np.float32)
+    x_input = triton_grpc.InferInput("x", [5, 64], "FP32")
+    x_input.set_data_from_numpy(x)
+    encoded = client.infer("gen_encoder", [x_input])
+    np.testing.assert_allclose(encoded.as_numpy("loc"), repository[1].encode(x).mean().numpy(), atol=TOLERANCE)
+    # Typed contents, as other v2 clients send them.
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        request = service_pb2.ModelInferRequest(model_name="gen")
+        request.inputs.add(name="z", datatype="FP32", shape=[7, 4]).contents.fp32_contents.extend(z.ravel())
+        typed = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    mean = np.frombuffer(typed.raw_output_contents[[o.name for o in typed.outputs].index("mean")], "<f4")
+    np.testing.assert_allclose(mean.reshape(7, 64), expected["mean"], atol=TOLERANCE)
+
+
+def _grpc_refusal(server, model, inputs):
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(model, inputs)
+    return error.value.status(), error.value.message()
+
+
+def _grpc_input(name, array, datatype="FP32"):
+    entry = triton_grpc.InferInput(name, list(array.shape), datatype)
+    entry.set_data_from_numpy(array)
+    return entry
+
+
+@pytest.mark.parametrize(
+    "model, inputs, status, message",
+    [
+        ("nope", lambda: [_grpc_input("z", latent(1))], "NOT_FOUND", "unknown model 'nope'"),
+        ("gen", lambda: [_grpc_input("x", latent(1))], "INVALID_ARGUMENT", "do not match the model's inputs ['z']"),
+        ("gen", lambda: [_grpc_input("z", np.zeros((2, 5), np.float32))], "INVALID_ARGUMENT", "expected [rows, 4]"),
+        ("gen", lambda: [_grpc_input("z", np.zeros((1, 4)), "FP64")], "INVALID_ARGUMENT", "the model takes FP32"),
+        ("gen", lambda: [_grpc_input("z", np.full((1, 4), np.nan, np.float32))], "INVALID_ARGUMENT", "NaN or Inf"),
+        (
+            "gen",
+            lambda: [_grpc_input("z", np.zeros((MAX_ROWS + 1, 4), np.float32))],
+            "RESOURCE_EXHAUSTED",
+            f"at most {MAX_ROWS} per request",
+        ),
+        (
+            "gen",
+            lambda: [_grpc_input("z", np.zeros((int(MAX_BODY_MIB * 2**20) // 16 + 1, 4), np.float32))],
+            "RESOURCE_EXHAUSTED",
+            "larger than max",
+        ),
+    ],
+    ids=["unknown-model", "wrong-input", "wrong-shape", "wrong-datatype", "nan", "too-many-rows", "over-size"],
+)
+def test_grpc_refuses_bad_input_with_its_status_code_and_stays_up(server, model, inputs, status, message):
+    got_status, got_message = _grpc_refusal(server, model, inputs())
+    assert got_status == f"StatusCode.{status}" and message in got_message, (got_status, got_message)
+    if status != "RESOURCE_EXHAUSTED" or "rows" in message:  # gRPC itself refuses the over-size message
+        assert f'endpoint="grpc_model_infer",status="{status}"' in httpx.get(f"{server.url}/metrics").text
+    assert triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}").is_server_live()
 
 
 def test_v2_binary_output_by_request_parameter(server, repository):

@@ -527,3 +527,43 @@ def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path):
     np.testing.assert_allclose(z.mean(axis=0), reference.mean(axis=0), atol=float(scale.max()) * 0.08)
     np.testing.assert_allclose(z.std(axis=0), scale, rtol=0.08)
     assert not np.allclose(z.std(axis=0), 1.0, atol=0.05)  # not N(0, I) by mistake
+
+
+def test_a_full_batch_queue_refuses_at_once_with_retry_after_and_serves_the_rest(repository):
+    import threading
+    import time
+
+    with serve_in_process(repository[0], max_batch_size=1, batch_delay_ms=0, max_rows=2, max_queue_rows=2) as client:
+        model = client.app.state.service.find("gen")
+        run = model.backend.run
+
+        def slow(inputs):  # a model run of 200 ms: 12 requests at once overflow a queue of 2 rows
+            time.sleep(0.2)
+            return run(inputs)
+
+        model.backend.run = slow
+        z = latent(12, seed=4)
+        answers = [None] * 12
+
+        def call(i):
+            started = time.perf_counter()
+            response = client.post("/v1/models/gen:predict", json={"instances": z[i : i + 1].tolist()})
+            answers[i] = (response, time.perf_counter() - started)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        served = [i for i, (response, _) in enumerate(answers) if response.status_code == 200]
+        refused = [(response, seconds) for response, seconds in answers if response.status_code == 503]
+        assert len(served) + len(refused) == 12 and served and refused
+        for response, seconds in refused:  # refused at once, not after waiting in line
+            assert response.headers["retry-after"] == "1" and "overloaded" in response.json()["error"]
+            assert seconds < 0.2  # a wait in line would take at least one model run
+        for i in served:
+            expected = repository[1].decode(z[i : i + 1]).mean().numpy()
+            np.testing.assert_allclose(answers[i][0].json()["predictions"], expected, atol=TOLERANCE)
+        metrics = client.get("/metrics").text
+        assert f'tfvae_overload_refusals_total{{model="gen"}} {float(len(refused))}' in metrics
+        assert 'tfvae_queued_rows{model="gen"} 0.0' in metrics

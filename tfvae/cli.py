@@ -546,7 +546,13 @@ def _add_serve(subparsers):
     )
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="a repository written by `tfvae export`")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="REST (KServe v2 and TF Serving)")
+    p.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=None,
+        help="also serve KServe v2 over gRPC (inference.GRPCInferenceService) on this port, e.g. 8001",
+    )
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
     p.add_argument("--max-batch-size", type=_positive_int, default=defaults.max_batch_size)
     p.add_argument(
@@ -561,6 +567,13 @@ def _add_serve(subparsers):
         type=_positive_int,
         default=defaults.max_rows,
         help="most instances (or :generate samples) per request",
+    )
+    p.add_argument(
+        "--max-queue-rows",
+        type=_positive_int,
+        default=defaults.max_queue_rows,
+        help="rows a model's batch queue holds; past it requests are refused at once "
+        "(503 with Retry-After; gRPC UNAVAILABLE) instead of waiting",
     )
     p.add_argument(
         "--threads", type=_positive_int, default=None, help="ONNX Runtime threads per model (default: all cores)"
@@ -603,12 +616,19 @@ def _batch_delay(text):
 def _serve(args):
     import uvicorn
 
+    if args.max_queue_rows < args.max_rows:
+        raise TfvaeError(
+            f"--max-queue-rows {args.max_queue_rows} is below --max-rows {args.max_rows}: a request "
+            "of the largest allowed size could never be queued; raise --max-queue-rows."
+        )
+
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:  # announced once the socket is bound, not before
                 names = ", ".join(f"{name} (v{','.join(sorted(v, key=int))})" for name, v in models.items())
-                print(f"tfvae serve: {names} on http://{args.host}:{args.port}", flush=True)
+                grpc = f" and grpc://{args.host}:{args.grpc_port}" if args.grpc_port else ""
+                print(f"tfvae serve: {names} on http://{args.host}:{args.port}{grpc}", flush=True)
 
     models = {}
     config = ServerConfig(
@@ -624,6 +644,9 @@ def _serve(args):
         header_timeout_s=args.header_timeout_s,
         body_timeout_s=args.body_timeout_s,
         max_connections=args.max_connections,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        max_queue_rows=args.max_queue_rows,
     )
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish
     # (up to the graceful timeout), runs the app's shutdown, then re-raises the signal so
@@ -634,7 +657,7 @@ def _serve(args):
             host=args.host,
             port=args.port,
             log_level="warning",
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=config.grace_s,
             limit_concurrency=config.max_connections,
             http=headers_deadline(config.header_timeout_s),
         )
@@ -645,7 +668,11 @@ def _serve(args):
         if server.started:
             raise
     if not server.started:
-        raise TfvaeError(f"cannot listen on {args.host}:{args.port} (see the message above); choose another --port.")
+        ports = f"{args.port}" + (f" (or gRPC {args.grpc_port})" if args.grpc_port else "")
+        raise TfvaeError(
+            f"cannot listen on {args.host}:{ports} (see the message above); choose another "
+            + ("--port or --grpc-port." if args.grpc_port else "--port.")
+        )
     return 0
 
 

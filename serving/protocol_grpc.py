@@ -1,0 +1,212 @@
+"""The KServe v2 / Open Inference Protocol over gRPC: `inference.GRPCInferenceService`.
+
+The messages and the service's stubs are the ones `tritonclient[grpc]` ships
+(`tritonclient.grpc.service_pb2`), so Triton's own clients work unmodified. ModelInfer
+takes each input either typed (`contents.fp32_contents`, `int64_contents`, ...) or as
+little-endian bytes in `raw_input_contents` (what `tritonclient.grpc` sends), and answers
+in `raw_output_contents`, as Triton does. Requests go through the same `ModelService` as
+REST: the same models, dynamic batcher, row limit and metrics; a request's errors map to
+gRPC status codes (400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED,
+503 -> UNAVAILABLE).
+"""
+
+import functools
+import logging
+import math
+import time
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+import tfvae
+from tfvae.serving import protocol_v2
+from tfvae.serving.errors import RequestError
+from tfvae.serving.tensors import V2_DATATYPES, check_rows, v2_datatype
+
+logger = logging.getLogger("tfvae.serving")
+
+_STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+# The typed field of `InferTensorContents` that holds each v2 datatype.
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def _rpc(label):
+    """Counts and times an RPC in the service's metrics; a RequestError aborts the call with
+    its status code, any other fault with INTERNAL (logged)."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        async def wrapped(self, request, context):
+            started, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                return await method(self, request, context)
+            except RequestError as error:
+                code = _STATUS_CODES.get(error.status, grpc.StatusCode.INVALID_ARGUMENT)
+                await context.abort(code, error.message)
+            except Exception as error:
+                if isinstance(error, grpc.aio.AbortError):
+                    raise
+                code = grpc.StatusCode.INTERNAL
+                logger.exception("internal error in gRPC %s", label)
+                await context.abort(code, "internal server error; see the server log")
+            finally:
+                self.service.metrics.requests.labels(label, code.name).inc()
+                self.service.metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+        return wrapped
+
+    return decorate
+
+
+def _read_input(entry, tensor, raw, max_rows):
+    """One `InferInputTensor` as a checked array for the model's `tensor`."""
+    name, shape = entry.name, list(entry.shape)
+    protocol_v2.check_declared_shape(name, shape, tensor, max_rows)
+    expected = v2_datatype(tensor["datatype"])
+    if entry.datatype != expected:
+        raise RequestError(f"input {name!r} has datatype {entry.datatype!r}; the model takes {expected}")
+    count = math.prod(shape)
+    if raw is not None:
+        dtype = np.dtype(V2_DATATYPES[expected]).newbyteorder("<")
+        if len(raw) != count * dtype.itemsize:
+            raise RequestError(
+                f"input {name!r}: raw_input_contents holds {len(raw)} bytes; shape {shape} of {expected} "
+                f"needs {count * dtype.itemsize}"
+            )
+        array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    else:
+        values = getattr(entry.contents, _CONTENTS[expected])
+        if len(values) != count:
+            field = _CONTENTS[expected]
+            raise RequestError(
+                f"input {name!r}: contents.{field} holds {len(values)} values; shape {shape} needs {count}"
+            )
+        array = np.asarray(values, dtype=V2_DATATYPES[expected]).reshape(shape)
+    return check_rows(array, tensor, max_rows)
+
+
+def parse_infer_request(request, model, max_rows):
+    """`({input name: array}, [output names])` of a `ModelInferRequest`."""
+    tensors = {tensor["name"]: tensor for tensor in model.inputs}
+    names = [entry.name for entry in request.inputs]
+    if sorted(names) != sorted(tensors):
+        raise RequestError(f"inputs {names} do not match the model's inputs {sorted(tensors)}")
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise RequestError(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: send every input "
+            "raw or every input in contents"
+        )
+    inputs = {
+        entry.name: _read_input(entry, tensors[entry.name], raw[index] if raw else None, max_rows)
+        for index, entry in enumerate(request.inputs)
+    }
+    rows = {array.shape[0] for array in inputs.values()}
+    if len(rows) > 1:
+        raise RequestError(f"inputs disagree on the number of rows: {sorted(rows)}")
+    requested = [output.name for output in request.outputs] or list(model.output_names)
+    unknown = [name for name in requested if name not in model.output_names]
+    if unknown:
+        raise RequestError(f"unknown output(s) {unknown}; the model has {model.output_names}")
+    return inputs, requested
+
+
+def format_infer_response(request, model, outputs, requested):
+    """A `ModelInferResponse` with each requested output as little-endian FP32 bytes."""
+    response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+    for name in requested:
+        array = np.ascontiguousarray(outputs[name], dtype="<f4")
+        response.outputs.add(name=name, datatype="FP32", shape=array.shape)
+        response.raw_output_contents.append(array.tobytes())
+    return response
+
+
+def _tensor_metadata(tensor):
+    entry = protocol_v2.tensor_metadata(tensor)
+    return pb.ModelMetadataResponse.TensorMetadata(name=entry["name"], datatype=entry["datatype"], shape=entry["shape"])
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """The v2 gRPC service over a `ModelService`. Triton's RPCs that tfvae has no use for
+    (shared memory, tracing, repository control, streaming) answer UNIMPLEMENTED."""
+
+    def __init__(self, service):
+        self.service = service
+
+    @_rpc("grpc_server_live")
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @_rpc("grpc_server_ready")
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.service.readiness()[0])
+
+    @_rpc("grpc_server_metadata")
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name="tfvae", version=tfvae.__version__, extensions=["binary_tensor_data"])
+
+    @_rpc("grpc_model_ready")
+    async def ModelReady(self, request, context):
+        name, version = request.name, request.version or None
+        try:
+            self.service.find(name, version)
+        except RequestError as error:
+            if error.status == 404:
+                return pb.ModelReadyResponse(ready=False)
+            raise
+        return pb.ModelReadyResponse(ready=not (version is None and name in self.service.refused))
+
+    @_rpc("grpc_model_metadata")
+    async def ModelMetadata(self, request, context):
+        model = self.service.find(request.name, request.version or None)
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=sorted(self.service.models[model.name], key=int),
+            platform="onnxruntime_onnx",
+            inputs=[_tensor_metadata(t) for t in model.inputs],
+            outputs=[_tensor_metadata(t) for t in model.outputs],
+        )
+
+    @_rpc("grpc_model_infer")
+    async def ModelInfer(self, request, context):
+        model = self.service.find(request.model_name, request.model_version or None)
+        inputs, requested = parse_infer_request(request, model, self.service.config.max_rows)
+        outputs = await self.service.run(model, inputs)
+        return format_infer_response(request, model, outputs, requested)
+
+
+def create_server(service, address):
+    """A `grpc.aio` server for `service` on `address` ("host:port"), not yet started.
+
+    Messages are limited like REST bodies (`ServerConfig.max_body_bytes`); larger ones are
+    refused by gRPC itself with RESOURCE_EXHAUSTED.
+    """
+    limit = service.config.max_body_bytes
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)],
+        maximum_concurrent_rpcs=service.config.max_connections,
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    return server

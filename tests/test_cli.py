@@ -241,7 +241,9 @@ def test_tensorflow_file_errors_are_one_line(monkeypatch, capsys):
     def denied(args):
         raise tf.errors.PermissionDeniedError(None, None, "exported/gen/.staging-1/variables; Permission denied\nmore")
 
-    monkeypatch.setattr(cli, "_export", denied)
+    from tfvae import commands
+
+    monkeypatch.setattr(commands, "_export", denied)
     assert cli.main(["export", "run"]) == 2
     assert capsys.readouterr().err.strip() == (
         "tfvae export: error: exported/gen/.staging-1/variables; Permission denied"

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
-from helpers import MAX_BODY_MIB, MAX_ROWS, Server, latent, v2_body
+from helpers import MAX_BODY_MIB, MAX_ROWS, Server, free_port, latent, v2_body
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
@@ -310,6 +310,40 @@ def test_sigterm_drains_in_flight_requests_then_exits(repository):
     thread.join(timeout=30)
     assert answer["response"].status_code == 200 and len(answer["response"].json()["predictions"]) == 1
     assert server.process.wait(timeout=30) == -signal.SIGTERM  # drained, then ended by the signal
+
+
+def test_the_onnx_server_imports_neither_tensorflow_nor_keras(repository, tmp_path):
+    """`tfvae serve` as the console script runs it; -X importtime lists every module imported."""
+    script = os.path.join(os.path.dirname(sys.executable), "tfvae")
+    port = free_port()
+    log = open(tmp_path / "imports.log", "w+")  # a file: a full pipe would stall the server
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", script, "serve", repository[0], "--port", str(port)]
+        + ["--grpc-port", str(free_port())],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        z = latent(3)
+        got = httpx.post(f"http://127.0.0.1:{port}/v1/models/gen:predict", json={"instances": z.tolist()}).json()
+        np.testing.assert_allclose(got["predictions"], repository[1].decode(z).mean().numpy(), atol=TOLERANCE)
+        with open(f"/proc/{process.pid}/maps") as f:  # also where a silenced import leaves no log line
+            assert "site-packages/tensorflow/" not in f.read()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    log.seek(0)
+    imported = {line.split("|")[-1].strip() for line in log if line.startswith("import time:")}
+    log.close()
+    assert {"onnxruntime", "uvicorn", "grpc"} <= imported  # the log lists what the server runs on
+    assert not {"tensorflow", "keras", "tensorflow_probability", "tf2onnx"} & imported
 
 
 def test_serve_refuses_a_folder_without_models(tmp_path):

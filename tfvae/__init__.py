@@ -1,43 +1,92 @@
 """tfvae: variational autoencoders in Keras 3 and TensorFlow Probability."""
 
+import importlib
 import os
+import sys
 
 from tfvae._native import native_stderr_silenced
+from tfvae.errors import ConfigError, DataError, ExportError, RunError, TfvaeError
 
 # INFO lines from TensorFlow's C++ runtime (graph optimiser sessions during ONNX
 # conversion, device probing) would flood the CLI; warnings and errors still show,
 # and a user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-with native_stderr_silenced():
-    import tensorflow  # noqa: F401  (imported here, quietly, before Keras loads it)
+_API = {
+    "objectives": "tfvae.objectives",
+    "KLWarmup": "tfvae.callbacks",
+    "DataSplits": "tfvae.data",
+    "available_datasets": "tfvae.data",
+    "load_dataset": "tfvae.data",
+    "register_dataset": "tfvae.data",
+    "BernoulliLikelihood": "tfvae.distributions",
+    "DiscretizedLogisticLikelihood": "tfvae.distributions",
+    "DiscretizedLogisticMixtureLikelihood": "tfvae.distributions",
+    "GaussianLikelihood": "tfvae.distributions",
+    "GaussianPosterior": "tfvae.distributions",
+    "Likelihood": "tfvae.distributions",
+    "evaluate": "tfvae.evaluation",
+    "ExportResult": "tfvae.exporting",
+    "export": "tfvae.exporting",
+    "AutoregressiveNetwork": "tfvae.flows",
+    "IAFPosterior": "tfvae.flows",
+    "MaskedDense": "tfvae.flows",
+    "VAE": "tfvae.models",
+    "Autoencoder": "tfvae.models",
+    "ConditionalVAE": "tfvae.models",
+    "HierarchicalVAE": "tfvae.models",
+    "LatentModel": "tfvae.models",
+    "GatedDense": "tfvae.networks",
+    "NetworkConfig": "tfvae.networks",
+    "build_decoder": "tfvae.networks",
+    "build_encoder": "tfvae.networks",
+    "Prior": "tfvae.priors",
+    "StandardNormalPrior": "tfvae.priors",
+    "VampPrior": "tfvae.priors",
+}
 
-import keras
 
-if keras.backend.backend() != "tensorflow":
-    raise ImportError(
-        f"tfvae needs Keras' TensorFlow backend, but Keras is using {keras.backend.backend()!r}. "
-        "Set KERAS_BACKEND=tensorflow before importing keras or tfvae."
-    )
+def _load_tensorflow():
+    """TensorFlow, quietly, then Keras on its TensorFlow backend."""
+    with native_stderr_silenced():
+        import tensorflow  # noqa: F401  (imported here, quietly, before Keras loads it)
 
-from tfvae import objectives  # noqa: E402
-from tfvae.callbacks import KLWarmup  # noqa: E402
-from tfvae.data import DataSplits, available_datasets, load_dataset, register_dataset  # noqa: E402
-from tfvae.distributions import (  # noqa: E402
-    BernoulliLikelihood,
-    DiscretizedLogisticLikelihood,
-    DiscretizedLogisticMixtureLikelihood,
-    GaussianLikelihood,
-    GaussianPosterior,
-    Likelihood,
-)
-from tfvae.errors import ConfigError, DataError, ExportError, RunError, TfvaeError  # noqa: E402
-from tfvae.evaluation import evaluate  # noqa: E402
-from tfvae.exporting import ExportResult, export  # noqa: E402
-from tfvae.flows import AutoregressiveNetwork, IAFPosterior, MaskedDense  # noqa: E402
-from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE, LatentModel  # noqa: E402
-from tfvae.networks import GatedDense, NetworkConfig, build_decoder, build_encoder  # noqa: E402
-from tfvae.priors import Prior, StandardNormalPrior, VampPrior  # noqa: E402
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ImportError(
+            f"tfvae needs Keras' TensorFlow backend, but Keras is using {keras.backend.backend()!r}. "
+            "Set KERAS_BACKEND=tensorflow before importing keras or tfvae."
+        )
+
+
+def __getattr__(name):
+    """The API's names, imported on first use in a serving process (PEP 562)."""
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tfvae' has no attribute {name!r}")
+    _load_tensorflow()
+    loaded = importlib.import_module(module)
+    value = loaded if module.endswith("." + name) else getattr(loaded, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_API})
+
+
+def _serving_only():
+    """Whether this process is `tfvae serve`, the console script.
+
+    The server runs exported graphs (ONNX Runtime by default) and needs neither
+    TensorFlow nor Keras: importing them would cost it seconds of start-up, about
+    0.5 GB, and full garbage collections walking their objects (README, "Serve"). In
+    that process the API is imported on first use. Everywhere else it is imported with
+    the package, so that Keras finds every tfvae class when it loads a `.keras` file.
+    """
+    return os.path.basename(sys.argv[0]) == "tfvae" and sys.argv[1:2] == ["serve"]
+
 
 __version__ = "0.1.0"
 
@@ -78,3 +127,8 @@ __all__ = [
     "objectives",
     "register_dataset",
 ]
+
+if not _serving_only():
+    for _name in _API:
+        __getattr__(_name)
+    del _name

@@ -2,538 +2,28 @@
 
 Every subcommand parses and checks its flags, then calls the API
 (`tfvae.training.train`, `VAE.sample`, ...). Mistakes a user can fix end in one
-line on stderr and exit status 2, never a traceback.
+line on stderr and exit status 2, never a traceback. The model commands live in
+`tfvae.commands`; `tfvae serve` runs without them, and without TensorFlow or Keras
+for the ONNX backend (see `tfvae._serving_only`).
 """
 
-import argparse
-import json
-import math
-import os
-import signal
 import sys
 
-import numpy as np
-
 import tfvae
-from tfvae import memory
 from tfvae._native import native_stderr_silenced
-from tfvae.data import LIKELIHOOD_FAMILIES, SPLITS, available_datasets
+from tfvae.cli_arguments import (
+    INTERRUPTED,
+    USAGE_ERROR,
+    Parser,
+    batch_delay,
+    port,
+    positive_float,
+    positive_int,
+)
 from tfvae.errors import TfvaeError
-from tfvae.evaluation import evaluate
-from tfvae.exporting import PARTS, check_arguments, export
-from tfvae.models.vae import OBJECTIVES
-from tfvae.networks import ARCHITECTURES
-from tfvae.posteriors import POSTERIORS
-from tfvae.priors import PRIORS
 from tfvae.serving import ServerConfig, create_app
 from tfvae.serving.backends import BACKENDS
 from tfvae.serving.connections import headers_deadline
-from tfvae.training import HISTORY_FILE, MODELS, TrainConfig, load_run, load_run_data, train
-
-USAGE_ERROR = 2
-INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line that points at --help."""
-
-    def error(self, message):
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-# TensorFlow's sizes and seeds are 32-bit, TF Serving's and Triton's versions 64-bit: a
-# larger number is a mistake to report here, not a traceback from deep inside.
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-
-
-def _integer(text, low, high, expected):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-    return value
-
-
-def _positive_int(text):
-    return _integer(text, 1, INT32_MAX, f"a positive integer up to {INT32_MAX}")
-
-
-def _non_negative_int(text):
-    return _integer(text, 0, INT32_MAX, f"an integer in [0, {INT32_MAX}]")
-
-
-def _version(text):
-    return _integer(text, 1, INT64_MAX, f"a positive integer up to {INT64_MAX} (int64)")
-
-
-def _port(text):
-    return _integer(text, 1, 65535, "a TCP port in [1, 65535]")
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _units(text):
-    try:
-        units = tuple(_positive_int(part) for part in text.split(","))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive widths such as 512,256, got {text!r}"
-        ) from None
-    return units
-
-
-def _add_train(subparsers):
-    defaults = TrainConfig(data="", out="")
-    p = subparsers.add_parser(
-        "train",
-        help="train a VAE (or a conditional VAE, or an autoencoder) and write a run directory",
-        description="Train a model with Keras fit; writes DIR/model.keras, history.json, config.json and PNG pictures.",
-    )
-    p.add_argument(
-        "--data",
-        help=f"a bundled dataset ({', '.join(available_datasets())}), an .npz path "
-        "with 'train' (and optionally 'valid', 'test') arrays, a .csv table, a folder of "
-        "images (subfolders are classes) or of TFRecord shards (train streamed); needed "
-        "unless --resume",
-    )
-    p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
-    p.add_argument(
-        "--model",
-        choices=MODELS,
-        default=defaults.model,
-        help="vae; hierarchical: a ladder VAE with --latent-dims; or autoencoder: the "
-        "deterministic baseline (no prior, no sampling)",
-    )
-    p.add_argument(
-        "--conditional",
-        action="store_true",
-        help="a conditional VAE p(x|y, z) on the data's class labels (train_labels, ...)",
-    )
-    p.add_argument(
-        "--prior",
-        choices=PRIORS,
-        default=defaults.prior,
-        help="p(z): standard_normal, or vamp (the VampPrior, --pseudo-inputs components)",
-    )
-    p.add_argument(
-        "--pseudo-inputs",
-        type=_positive_int,
-        default=defaults.pseudo_inputs,
-        help="VampPrior components K (with --prior vamp)",
-    )
-    p.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
-    p.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim)
-    p.add_argument(
-        "--latent-dims",
-        type=_units,
-        default=defaults.latent_dims,
-        metavar="D1,D2,...",
-        help="--model hierarchical: the sizes of z_1 ... z_L, bottom first (e.g. 40,40)",
-    )
-    p.add_argument(
-        "--conditional-layers",
-        type=_non_negative_int,
-        default=defaults.conditional_layers,
-        metavar="K",
-        help="--model hierarchical: hidden layers inside each p(z_l | z_l+1) and q(z_l | z_l+1, x) "
-        "(0: a linear map of the states)",
-    )
-    p.add_argument(
-        "--posterior",
-        choices=POSTERIORS,
-        default=defaults.posterior,
-        help="q(z|x): a Gaussian with diagonal or full covariance, or iaf (the diagonal "
-        "Gaussian through --flow-steps inverse autoregressive flow steps)",
-    )
-    p.add_argument(
-        "--flow-steps", type=_positive_int, default=defaults.flow_steps, help="IAF steps (with --posterior iaf)"
-    )
-    p.add_argument(
-        "--likelihood",
-        choices=LIKELIHOOD_FAMILIES,
-        default=defaults.likelihood,
-        help="p(x|z): bernoulli (binary data), gaussian (continuous), or a discretised "
-        "logistic (mixture) for 8-bit data 0..255, reported in bits/dim",
-    )
-    p.add_argument(
-        "--likelihood-scale",
-        type=_non_negative_float,
-        default=defaults.likelihood_scale,
-        help="a fixed standard deviation of the gaussian likelihood (default 0: learned)",
-    )
-    p.add_argument(
-        "--mixture-components",
-        type=_positive_int,
-        default=defaults.mixture_components,
-        help="components per dimension of discretized_logistic_mixture",
-    )
-    p.add_argument(
-        "--num-samples", type=_positive_int, default=defaults.num_samples, help="Monte Carlo samples of z per input"
-    )
-    p.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default=defaults.objective,
-        help="elbo, or iwae: the --num-samples-sample importance-weighted bound",
-    )
-    p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
-    p.add_argument("--arch", choices=ARCHITECTURES, default=defaults.arch)
-    p.add_argument(
-        "--hidden-units",
-        type=_units,
-        default=defaults.hidden_units,
-        metavar="W1,W2,...",
-        help="hidden widths (encoder order; the decoder mirrors)",
-    )
-    p.add_argument(
-        "--filters",
-        type=_units,
-        default=defaults.filters,
-        metavar="F1,F2,...",
-        help="channels of the stride-2 convolutions (--arch conv)",
-    )
-    p.add_argument("--activation", default=defaults.activation, help="a Keras activation name")
-    p.add_argument("--beta", type=_non_negative_float, default=defaults.beta, help="KL weight (beta-VAE when > 1)")
-    p.add_argument(
-        "--kl-warmup-epochs",
-        type=_non_negative_int,
-        default=defaults.kl_warmup_epochs,
-        help="raise the KL weight linearly to beta over this many epochs",
-    )
-    p.add_argument(
-        "--free-bits",
-        type=_non_negative_float,
-        default=defaults.free_bits,
-        help="a floor in nats on the batch's mean KL in the training objective (0: off)",
-    )
-    p.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate)
-    p.add_argument(
-        "--clip-norm",
-        type=_non_negative_float,
-        default=defaults.clip_norm,
-        help="clip the gradients' global norm to this (0: off)",
-    )
-    p.add_argument(
-        "--mc-kl",
-        dest="analytic_kl",
-        action="store_false",
-        help="estimate the KL by Monte Carlo even where a closed form exists",
-    )
-    p.add_argument(
-        "--patience",
-        type=_non_negative_int,
-        default=defaults.patience,
-        help="stop after this many epochs without a better validation loss (0: never)",
-    )
-    p.add_argument(
-        "--shuffle-window",
-        type=_positive_int,
-        default=defaults.shuffle_window,
-        help="examples shuffled together when train is streamed from TFRecord shards",
-    )
-    p.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in DIR")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the unfinished run in DIR from its last completed epoch (its "
-        "config.json gives every other setting)",
-    )
-    p.add_argument("--no-pictures", dest="pictures", action="store_false")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_train)
-
-
-def _train(args):
-    if args.data is None and not args.resume:
-        raise TfvaeError("--data is required for a new run (or pass --resume to continue one).")
-    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__}
-    fields["data"] = fields["data"] or ""
-    # SIGTERM ends the run like Ctrl-C: the last completed epoch stays checkpointed.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        result = train(
-            TrainConfig(**fields),
-            overwrite=args.overwrite,
-            resume=args.resume,
-            verbose=0 if args.quiet else 1,
-            pictures=args.pictures,
-        )
-    except KeyboardInterrupt:
-        print(
-            f"tfvae train: interrupted; continue from the last completed epoch with "
-            f"`tfvae train --out {args.out} --resume`",
-            file=sys.stderr,
-        )
-        return INTERRUPTED
-    summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
-    if "test" in result.history:
-        summary += f", test loss {result.history['test']['loss']:.3f}"
-    print(f"{summary} ({result.model.loss_name}, nats per example)")
-    return 0
-
-
-def _add_sample(subparsers):
-    p = subparsers.add_parser(
-        "sample",
-        help="generate examples from a trained run",
-        description="Draw z from the prior, decode, and write a PNG grid or a .npy array.",
-    )
-    p.add_argument("run_dir", metavar="DIR", help="a run directory written by `tfvae train`")
-    p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
-    p.add_argument("--out", required=True, metavar="FILE", help="a .png grid or a .npy array")
-    p.add_argument("--seed", type=_non_negative_int, default=None)
-    p.add_argument(
-        "--labels",
-        type=_labels,
-        default=None,
-        metavar="Y1,Y2,...",
-        help="conditional models: the classes to generate, repeated to --n (default: every class in turn)",
-    )
-    p.set_defaults(handler=_sample)
-
-
-def _labels(text):
-    try:
-        return tuple(_non_negative_int(part) for part in text.split(","))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated class ids such as 0,1,7, got {text!r}") from None
-
-
-def _sample(args):
-    extension = os.path.splitext(args.out)[1].lower()
-    if extension not in (".png", ".npy"):
-        raise TfvaeError(f"--out must end in .png or .npy; got {args.out!r}.")
-    model = load_run(args.run_dir)
-    # The samples, the decoder's activations for them and the likelihood's parameters.
-    memory.require(
-        3 * memory.FLOAT_BYTES * args.n * math.prod(model.network_config.input_shape),
-        f"{args.n:,} samples",
-        "ask for fewer with a smaller --n, in several calls",
-    )
-    if extension == ".png" and model.image_shape is None:
-        raise TfvaeError(
-            f"the model in {args.run_dir} does not model images (examples of shape "
-            f"{model.network_config.input_shape}); write the samples as an array with --out FILE.npy."
-        )
-    if model.conditional:
-        classes = args.labels or tuple(range(model.num_classes))
-        labels = np.resize(np.asarray(classes, np.int64), args.n)
-        samples = model.sample(args.n, labels=labels, seed=args.seed).numpy()
-    elif args.labels is not None:
-        raise TfvaeError(f"the model in {args.run_dir} is not conditional; leave out --labels.")
-    else:
-        samples = model.sample(args.n, seed=args.seed).numpy()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    if extension == ".npy":
-        np.save(args.out, samples)
-    else:
-        from tfvae import plots
-
-        plots.save_image_grid(
-            samples,
-            model.image_shape,
-            args.out,
-            value_range=plots.value_range(model),
-            title=f"{args.n} samples from the prior",
-        )
-    print(f"wrote {args.out}: {args.n} samples, shape {samples.shape[1:]}")
-    return 0
-
-
-def _parts(text):
-    parts = tuple(part.strip() for part in text.split(","))
-    unknown = [part for part in parts if part not in PARTS]
-    if unknown or not parts:
-        raise argparse.ArgumentTypeError(
-            f"unknown part(s) {', '.join(unknown) or repr(text)}; choose from {','.join(PARTS)}"
-        )
-    return parts
-
-
-def _add_export(subparsers):
-    p = subparsers.add_parser(
-        "export",
-        help="export a trained run for TF Serving, ONNX Runtime and Triton",
-        description="Write the decoder (NAME) and encoder (NAME_encoder) as SavedModel, ONNX, "
-        "a Triton config.pbtxt and manifest.json into one model repository.",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
-    p.add_argument("--name", help="model name (default: the run directory's name)")
-    p.add_argument("--out", default="exported", metavar="EXPORT_DIR", help="the model repository (default: exported)")
-    p.add_argument("--version", type=_version, default=None, help="version folder (default: the next free number)")
-    p.add_argument(
-        "--parts",
-        type=_parts,
-        default=None,
-        metavar="decoder,encoder",
-        help="default: every part the model can export (a hierarchical VAE's and an IAF model's decoder only)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
-    p.set_defaults(handler=_export)
-
-
-def _export(args):
-    name = args.name or os.path.basename(os.path.normpath(args.run_dir))
-    check_arguments(name, args.parts or PARTS, args.version, args.out)
-    model = load_run(args.run_dir)
-    result = export(model, args.out, name, version=args.version, parts=args.parts, overwrite=args.overwrite)
-    for part, path in result.paths.items():
-        difference = result.manifest["parts"][part]["onnx_max_abs_difference"]
-        print(
-            f"wrote {path} ({part}: SavedModel + ONNX opset {result.manifest['onnx_opset']}, "
-            f"ONNX vs TF max |diff| {difference:.2g})"
-        )
-    return 0
-
-
-def _add_evaluate(subparsers):
-    p = subparsers.add_parser(
-        "evaluate",
-        help="importance-sampled NLL, ELBO, KL and active units of a trained run",
-        description="Estimate -log p(x) by importance sampling (q(z|x) as proposal) and report "
-        "per-example averages. With --json the last line of stdout is one JSON object.",
-    )
-    _add_run_and_split(p)
-    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N examples")
-    p.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K")
-    p.add_argument("--batch-size", type=_positive_int, default=100)
-    p.add_argument(
-        "--memory-budget-mib",
-        type=_positive_float,
-        default=1024,
-        help="roughly what one importance-sampling step may hold (default 1024)",
-    )
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
-    p.set_defaults(handler=_evaluate)
-
-
-def _add_run_and_split(parser):
-    """RUN_DIR, --data and --split: the run and the examples `_split_for` gives it."""
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `tfvae train`")
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="a bundled dataset name or an .npz path (default: the data the run was "
-        "trained on, with its own held-out validation examples)",
-    )
-    parser.add_argument("--split", choices=SPLITS, default="test")
-
-
-def _split_for(model, args):
-    """`(examples, labels or None)` of `args.data`'s `args.split`, checked against the model."""
-    splits = load_run_data(args.run_dir, args.data, likelihood=model.likelihood_layer.family)
-    if model.conditional:
-        splits.require_labels()
-    examples, labels = splits.split(args.split)
-    if args.split == "train" and splits.streamed:
-        raise TfvaeError(
-            f"{splits.name}: the train split is streamed from TFRecord shards, not held in "
-            "memory; evaluate --split valid or test."
-        )
-    if examples is None:
-        reason = f" ({splits.valid_source})" if args.split == "valid" else ""
-        raise TfvaeError(f"{splits.name} has no {args.split!r} split{reason}; choose another --split.")
-    if tuple(examples.shape[1:]) != model.network_config.input_shape:
-        raise TfvaeError(
-            f"{splits.name}[{args.split!r}] examples have shape {examples.shape[1:]}, but the model in "
-            f"{args.run_dir} takes {model.network_config.input_shape}."
-        )
-    return examples, labels
-
-
-def _limited(examples, labels, limit):
-    return examples[:limit], None if labels is None else labels[:limit]
-
-
-def _evaluate(args):
-    model = load_run(args.run_dir)
-    examples, labels = _limited(*_split_for(model, args), args.limit)
-    report = evaluate(
-        model,
-        examples,
-        labels=labels if model.conditional else None,
-        num_samples=args.num_samples,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        verbose=0 if args.json else 1,
-        memory_budget_mib=args.memory_budget_mib,
-    )
-    print(
-        f"{args.split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
-        f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
-        f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
-        f"active units {report['active_units']}/{model.latent_dim}"
-    )
-    if report["likelihood_of"] == "probability":
-        print(f"bits/dim: nll {report['nll_bits_per_dim']:.4f}, elbo {report['elbo_bits_per_dim']:.4f}")
-    else:
-        print("(a Gaussian likelihood: these are densities of continuous data, not probabilities)")
-    if len(model.latent_sizes) > 1:
-        print(
-            "per layer (bottom first): "
-            + ", ".join(
-                f"z_{i + 1}: kl {kl:.3f}, active {active}/{size}"
-                for i, (kl, active, size) in enumerate(
-                    zip(report["kl_per_layer"], report["active_units_per_layer"], model.latent_sizes)
-                )
-            )
-        )
-    if args.json:
-        print(json.dumps(report))
-    return 0
-
-
-def _add_report(subparsers):
-    p = subparsers.add_parser(
-        "report",
-        help="write the pictures of a trained run",
-        description="samples.png, reconstructions.png, learning_curve.png, latent_map.png and "
-        "interpolation.png for the run in RUN_DIR, from --data's --split.",
-    )
-    _add_run_and_split(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="where the PNG files go")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.set_defaults(handler=_report)
-
-
-def _report(args):
-    from tfvae import plots
-
-    model = load_run(args.run_dir)
-    examples, labels = _split_for(model, args)
-    model_labels = labels if model.conditional else None
-    with open(os.path.join(args.run_dir, HISTORY_FILE), encoding="utf-8") as f:
-        history = json.load(f)
-    written = plots.save_run_pictures(model, examples, history, args.out, seed=args.seed, labels=model_labels)
-    written.append(plots.save_latent_map(model, examples, os.path.join(args.out, "latent_map.png"), labels=labels))
-    if model.image_shape is not None:
-        written.append(
-            plots.save_interpolation(
-                model, examples[0], examples[1], os.path.join(args.out, "interpolation.png"), labels=model_labels
-            )
-        )
-    print("wrote " + ", ".join(written))
-    return 0
 
 
 def _add_serve(subparsers):
@@ -546,53 +36,53 @@ def _add_serve(subparsers):
     )
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="a repository written by `tfvae export`")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000, help="REST (KServe v2 and TF Serving)")
+    p.add_argument("--port", type=port, default=8000, help="REST (KServe v2 and TF Serving)")
     p.add_argument(
         "--grpc-port",
-        type=_port,
+        type=port,
         default=None,
         help="also serve KServe v2 over gRPC (inference.GRPCInferenceService) on this port, e.g. 8001",
     )
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
-    p.add_argument("--max-batch-size", type=_positive_int, default=defaults.max_batch_size)
+    p.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size)
     p.add_argument(
         "--batch-delay-ms",
-        type=_batch_delay,
+        type=batch_delay,
         default=defaults.batch_delay_ms,
         help="how long a request waits for others to share its model run (0 to 1000)",
     )
-    p.add_argument("--max-body-mib", type=_positive_float, default=defaults.max_body_bytes / 2**20)
+    p.add_argument("--max-body-mib", type=positive_float, default=defaults.max_body_bytes / 2**20)
     p.add_argument(
         "--max-rows",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_rows,
         help="most instances (or :generate samples) per request",
     )
     p.add_argument(
         "--max-queue-rows",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_queue_rows,
         help="rows a model's batch queue holds; past it requests are refused at once "
         "(503 with Retry-After; gRPC UNAVAILABLE) instead of waiting",
     )
     p.add_argument(
-        "--threads", type=_positive_int, default=None, help="ONNX Runtime threads per model (default: all cores)"
+        "--threads", type=positive_int, default=None, help="ONNX Runtime threads per model (default: all cores)"
     )
     p.add_argument(
         "--header-timeout-s",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.header_timeout_s,
         help="a connection must send a request's headers within this many seconds (else it is closed)",
     )
     p.add_argument(
         "--body-timeout-s",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.body_timeout_s,
         help="a request's whole body must arrive within this many seconds (else 408)",
     )
     p.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_connections,
         help="connections and requests served at once; more are answered 503",
     )
@@ -603,14 +93,6 @@ def _add_serve(subparsers):
         help="/v2/health/ready is 200 when every model serves its newest version (all) or when one model serves (any)",
     )
     p.set_defaults(handler=_serve)
-
-
-def _batch_delay(text):
-    value = _non_negative_float(text)
-    if value > 1000:
-        # A wait of seconds would hold every lone request that long: clients time out.
-        raise argparse.ArgumentTypeError(f"expected milliseconds in [0, 1000], got {text!r}")
-    return value
 
 
 def _serve(args):
@@ -676,37 +158,44 @@ def _serve(args):
     return 0
 
 
-def build_parser():
-    parser = _Parser(prog="tfvae", description="Variational autoencoders in Keras 3 and TFP.")
+def build_parser(serve_only=False):
+    """The `tfvae` parser; with `serve_only`, the serve command alone (no model commands,
+    so no TensorFlow)."""
+    parser = Parser(prog="tfvae", description="Variational autoencoders in Keras 3 and TFP.")
     parser.add_argument("--version", action="version", version=f"tfvae {tfvae.__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_train(subparsers)
-    _add_sample(subparsers)
-    _add_evaluate(subparsers)
-    _add_report(subparsers)
-    _add_export(subparsers)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    if not serve_only:
+        from tfvae import commands
+
+        commands.add_commands(subparsers)
     _add_serve(subparsers)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    import tensorflow as tf
+    argv = sys.argv[1:] if argv is None else list(argv)
+    serve_only = argv[:1] == ["serve"]
+    args = build_parser(serve_only).parse_args(argv)
+    if not serve_only:
+        import tensorflow as tf
 
-    with native_stderr_silenced():  # CUDA probing chatter on CPU-only machines
-        tf.config.list_physical_devices()
+        with native_stderr_silenced():  # CUDA probing chatter on CPU-only machines
+            tf.config.list_physical_devices()
     try:
         return args.handler(args)
     except (TfvaeError, OSError) as error:
         print(f"tfvae {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    except (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError) as error:
-        # TensorFlow's file and memory errors are no OSError; their first line says what and where.
-        print(f"tfvae {args.command}: error: {error.message.splitlines()[0]}", file=sys.stderr)
-        return USAGE_ERROR
     except KeyboardInterrupt:
         print(f"tfvae {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except Exception as error:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(error, (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError)):
+            raise
+        # TensorFlow's file and memory errors are no OSError; their first line says what and where.
+        print(f"tfvae {args.command}: error: {error.message.splitlines()[0]}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

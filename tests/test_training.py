@@ -33,9 +33,23 @@ def interrupt_at(monkeypatch, epoch):
     monkeypatch.setattr(training, "EpochCheckpoint", Interrupting)
 
 
-def test_a_run_stopped_after_epoch_2_of_4_and_resumed_ends_with_identical_weights(tmp_path, monkeypatch):
-    whole = train(TrainConfig(out=str(tmp_path / "whole"), epochs=4, **TINY), verbose=0, pictures=False)
-    config = TrainConfig(out=str(tmp_path / "parts"), epochs=4, **TINY)
+# A two-layer hierarchy with the VampPrior on top and hidden layers in its conditionals,
+# warming its KL up: the state a deep run carries beyond the VAE's (pseudo-inputs, the
+# per-layer networks, the KL weight's schedule).
+HIERARCHY = dict(
+    model="hierarchical",
+    latent_dims=(3, 2),
+    conditional_layers=1,
+    prior="vamp",
+    pseudo_inputs=8,
+    kl_warmup_epochs=3,
+)
+
+
+@pytest.mark.parametrize("model", [{}, HIERARCHY], ids=["vae", "hierarchy"])
+def test_a_run_stopped_after_epoch_2_of_4_and_resumed_ends_with_identical_weights(tmp_path, monkeypatch, model):
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), epochs=4, **TINY, **model), verbose=0, pictures=False)
+    config = TrainConfig(out=str(tmp_path / "parts"), epochs=4, **TINY, **model)
     with monkeypatch.context() as patch:
         interrupt_at(patch, 2)
         with pytest.raises(KeyboardInterrupt):

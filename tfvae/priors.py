@@ -159,6 +159,14 @@ class VampPrior(Prior):
                 "A VampPrior mixes q(z|u) over pseudo-inputs u and has no labels to give a "
                 "conditional encoder; use the standard normal prior with ConditionalVAE."
             )
+        if model.posterior_family == "iaf":
+            # The mixture's density at z would invert the flow once per component, through
+            # TFP's while loop, which does not take the components' extra batch axis.
+            raise ConfigError(
+                "A VampPrior mixes the posterior q(z|u_k) over its pseudo-inputs, and an IAF "
+                "posterior's density would need the flow inverted for each of them; use the "
+                "VampPrior with posterior='diagonal' or 'full', or an IAF with the standard normal prior."
+            )
         # The bound method, not the model: a layer attribute holding the model would make
         # Keras track the model as the prior's sub-layer, a cycle.
         self._posterior_fn = model._posterior

@@ -45,10 +45,10 @@ def part_inputs(model, part, batch):
     [
         dict(),
         dict(posterior="full"),
-        dict(arch="conv", filters=(4, 8), hidden_units=(16,)),
+        dict(arch="conv", filters=(4, 8), hidden_units=(16,), residual_blocks=1),
         dict(likelihood="gaussian"),
     ],
-    ids=["mlp-diagonal", "mlp-full", "conv", "gaussian-likelihood"],
+    ids=["mlp-diagonal", "mlp-full", "conv-residual", "gaussian-likelihood"],
 )
 def test_savedmodel_onnxruntime_and_reference_match_keras(digits, tmp_path, kwargs):
     model = trained(digits, **kwargs)

@@ -134,9 +134,9 @@ def test_kl_warmup_raises_the_weight_linearly_to_beta(digits):
         dict(posterior="diagonal"),
         dict(posterior="full", beta=4.0, kl_warmup_epochs=3),
         dict(likelihood="gaussian"),
-        dict(arch="conv", filters=(4, 8), hidden_units=(16,)),
+        dict(arch="conv", filters=(4, 8), hidden_units=(16,), residual_blocks=1),
     ],
-    ids=["diagonal", "full-beta", "gaussian-learned-scale", "conv"],
+    ids=["diagonal", "full-beta", "gaussian-learned-scale", "conv-residual"],
 )
 def test_keras_file_round_trip_decodes_identically(tmp_path, digits, kwargs):
     model = tiny_vae(**kwargs)
@@ -152,6 +152,21 @@ def test_keras_file_round_trip_decodes_identically(tmp_path, digits, kwargs):
         loaded.encode(digits.test[:5]).stddev().numpy(), model.encode(digits.test[:5]).stddev().numpy()
     )
     loaded.fit(digits.train[:128], epochs=1, batch_size=64, verbose=0)  # comes back compiled
+
+
+def test_residual_blocks_start_as_the_identity_at_every_resolution():
+    from tfvae.networks import residual_block
+
+    inputs = keras.Input((4, 4, 3))
+    block = keras.Model(inputs, residual_block(inputs, "relu"))
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(block(x).numpy(), x)  # the second convolution starts at zero
+    model = tfvae.VAE((64,), 2, arch="conv", filters=(4, 8), hidden_units=(16,), residual_blocks=2)
+    for network, sizes in ((model.encoder, [(4, 4, 4), (2, 2, 8)]), (model.decoder, [(4, 4, 8), (8, 8, 4)][::-1])):
+        adds = [layer.output.shape[1:] for layer in network.layers if isinstance(layer, keras.layers.Add)]
+        assert sorted(adds) == sorted(shape for shape in sizes for _ in range(2))  # two per resolution
+    with pytest.raises(tfvae.ConfigError, match="needs arch='conv'"):
+        tfvae.VAE((64,), 2, residual_blocks=1)
 
 
 def test_a_seeded_run_repeats_exactly(digits):

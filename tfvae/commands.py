@@ -148,6 +148,13 @@ def _add_train(subparsers):
         metavar="F1,F2,...",
         help="channels of the stride-2 convolutions (--arch conv)",
     )
+    p.add_argument(
+        "--residual-blocks",
+        type=non_negative_int,
+        default=defaults.residual_blocks,
+        metavar="N",
+        help="residual blocks (two 3x3 convolutions and a skip) at each resolution (--arch conv)",
+    )
     p.add_argument("--activation", default=defaults.activation, help="a Keras activation name")
     p.add_argument("--beta", type=non_negative_float, default=defaults.beta, help="KL weight (beta-VAE when > 1)")
     p.add_argument(

@@ -80,6 +80,9 @@ class NetworkConfig:
       activation: any Keras activation name.
       image_shape: `(height, width, channels)` the conv nets reshape x to; inferred
         from `input_shape` when None (a square number of pixels is a square image).
+      residual_blocks: "conv" only: residual blocks after each stride-2 convolution of
+        the encoder and each transposed convolution of the decoder, at that resolution
+        (`residual_block`); 0 for none.
       params_per_dimension: the likelihood's parameters per dimension of x; the
         decoder outputs `[batch, *input_shape]` for 1, `[batch, *input_shape, k]` for k.
       input_normalization: `(mean, variance)` the encoder standardises x with first
@@ -93,6 +96,7 @@ class NetworkConfig:
     filters: tuple = (32, 64)
     activation: str = "relu"
     image_shape: tuple = None
+    residual_blocks: int = 0
     params_per_dimension: int = 1
     input_normalization: tuple = None
 
@@ -116,6 +120,10 @@ class NetworkConfig:
             object.__setattr__(self, "image_shape", infer_image_shape(self.input_shape))
         else:
             object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        if not isinstance(self.residual_blocks, int) or self.residual_blocks < 0:
+            raise ConfigError(f"`residual_blocks` must be an int >= 0; got {self.residual_blocks!r}.")
+        if self.residual_blocks and self.arch != "conv":
+            raise ConfigError(f"`residual_blocks` needs arch='conv'; got arch={self.arch!r}.")
         if self.arch == "conv":
             self._check_conv_shape()
 
@@ -148,6 +156,18 @@ def infer_image_shape(input_shape):
     return None
 
 
+def residual_block(h, activation):
+    """h + conv(act(conv(act(h)))): two 3x3 convolutions at h's resolution and channels,
+    added to h (pre-activation, He et al. 2016). The second convolution starts at zero,
+    so a fresh block is the identity and a deep stack trains like a shallow one."""
+    filters = h.shape[-1]
+    update = keras.layers.Activation(activation)(h)
+    update = keras.layers.Conv2D(filters, 3, padding="same")(update)
+    update = keras.layers.Activation(activation)(update)
+    update = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer="zeros")(update)
+    return keras.layers.Add()([h, update])
+
+
 def _label_input(num_classes):
     """The one-hot class input of a conditional network, or None."""
     return keras.Input((num_classes,), name="labels_one_hot") if num_classes else None
@@ -171,6 +191,8 @@ def build_encoder(config, output_size, name="encoder", num_classes=None):
         h = keras.layers.Reshape(config.image_shape)(x)
         for filters in config.filters:
             h = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=config.activation)(h)
+            for _ in range(config.residual_blocks):
+                h = residual_block(h, config.activation)
         h = keras.layers.Flatten()(h)
         if labels is not None:
             h = keras.layers.Concatenate()([h, labels])
@@ -204,6 +226,8 @@ def build_decoder(config, name="decoder", num_classes=None):
         h = keras.layers.Reshape((height // stride, width // stride, config.filters[-1]))(h)
         for filters in reversed(config.filters):
             h = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation=config.activation)(h)
+            for _ in range(config.residual_blocks):
+                h = residual_block(h, config.activation)
         h = keras.layers.Conv2D(channels * config.params_per_dimension, 3, padding="same")(h)
     else:
         for units in reversed(config.hidden_units):

@@ -79,6 +79,7 @@ class TrainConfig:
         p(z_l | z_{l+1}) and q(z_l | z_{l+1}, x) (model "hierarchical" only; see
         `HierarchicalVAE`).
       filters: channels of the convolutions (arch "conv").
+      residual_blocks: residual blocks at each resolution of the conv networks (arch "conv").
       likelihood_scale: a fixed standard deviation of the Gaussian likelihood (0: learned).
       mixture_components: components of the discretized_logistic_mixture likelihood.
       flow_steps: IAF steps of posterior "iaf".
@@ -114,6 +115,7 @@ class TrainConfig:
     arch: str = "mlp"
     hidden_units: tuple = (512, 256)
     filters: tuple = (32, 64)
+    residual_blocks: int = 0
     likelihood_scale: float = 0.0
     mixture_components: int = 5
     activation: str = "relu"
@@ -138,6 +140,10 @@ class TrainConfig:
             )
         if self.latent_dims and self.model != "hierarchical":
             raise ConfigError("latent_dims (--latent-dims) is for --model hierarchical; use latent_dim otherwise.")
+        if not isinstance(self.residual_blocks, int) or self.residual_blocks < 0:
+            raise ConfigError(f"residual_blocks must be an integer >= 0; got {self.residual_blocks!r}.")
+        if self.residual_blocks and self.arch != "conv":
+            raise ConfigError("residual_blocks (--residual-blocks) is for --arch conv.")
         if not isinstance(self.conditional_layers, int) or self.conditional_layers < 0:
             raise ConfigError(f"conditional_layers must be an integer >= 0; got {self.conditional_layers!r}.")
         if self.conditional_layers and self.model != "hierarchical":
@@ -277,6 +283,7 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
         filters=config.filters,
         activation=config.activation,
         image_shape=image_shape,
+        residual_blocks=config.residual_blocks,
     )
     if config.model == "autoencoder":
         model = Autoencoder(**networks)

@@ -53,8 +53,8 @@ class LatentModel(keras.Model):
     """Base class of the models: x -> encoder -> z -> decoder -> p(x|z).
 
     Args:
-      input_shape, latent_dim, arch, hidden_units, filters, activation, image_shape:
-        see `NetworkConfig`.
+      input_shape, latent_dim, arch, hidden_units, filters, activation, image_shape,
+        residual_blocks: see `NetworkConfig`.
       encoder_output_size: the width of the encoder's output the subclass needs.
       likelihood, likelihood_scale: see `tfvae.VAE`.
       encoder, decoder: user networks, or None to build them.
@@ -79,6 +79,7 @@ class LatentModel(keras.Model):
         filters,
         activation,
         image_shape,
+        residual_blocks=0,
         num_classes=None,
         metric_names=("loss",),
         encoder_output_hint=None,
@@ -94,6 +95,7 @@ class LatentModel(keras.Model):
             filters=tuple(filters),
             activation=activation,
             image_shape=image_shape,
+            residual_blocks=residual_blocks,
             params_per_dimension=likelihood_layer.params_per_dimension,
             input_normalization=likelihood_layer.input_normalization,
         )
@@ -434,6 +436,7 @@ class LatentModel(keras.Model):
             filters=list(network.filters),
             activation=network.activation,
             image_shape=None if network.image_shape is None else list(network.image_shape),
+            residual_blocks=network.residual_blocks,
         )
         return config
 

@@ -74,6 +74,7 @@ class HierarchicalVAE(VAE):
         filters=(32, 64),
         activation="relu",
         image_shape=None,
+        residual_blocks=0,
         encoder=None,
         decoder=None,
         num_classes=None,
@@ -92,7 +93,12 @@ class HierarchicalVAE(VAE):
         self.conditional_layers = conditional_layers
         width = tuple(hidden_units)[-1]
         networks = dict(
-            arch=arch, hidden_units=hidden_units, filters=filters, activation=activation, image_shape=image_shape
+            arch=arch,
+            hidden_units=hidden_units,
+            filters=filters,
+            activation=activation,
+            image_shape=image_shape,
+            residual_blocks=residual_blocks,
         )
         # The decoder reads [z_1, t_1]: z_1 and the top-down state from the layers above.
         # Built here (and handed on) because the decoder's size depends on it.

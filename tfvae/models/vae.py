@@ -55,7 +55,8 @@ class VAE(LatentModel):
         built from `arch`, `hidden_units`, ... when None.
       decoder: a Keras model from z `[batch, latent_dim]` to `[batch, *input_shape]`
         likelihood parameters; built when None.
-      arch, hidden_units, filters, activation, image_shape: see `NetworkConfig`.
+      arch, hidden_units, filters, activation, image_shape, residual_blocks: see
+        `NetworkConfig`.
       num_samples: Monte Carlo samples of z per input in training (K).
       objective: "elbo", or "iwae" for the K-sample importance-weighted bound of
         Burda et al. (2016) as the training loss (with beta and warm-up applied as
@@ -100,6 +101,7 @@ class VAE(LatentModel):
         filters=(32, 64),
         activation="relu",
         image_shape=None,
+        residual_blocks=0,
         num_samples=1,
         objective="elbo",
         analytic_kl=True,
@@ -136,6 +138,7 @@ class VAE(LatentModel):
             filters=filters,
             activation=activation,
             image_shape=image_shape,
+            residual_blocks=residual_blocks,
             metric_names=("loss", "reconstruction", "kl"),
             encoder_output_hint=(
                 f"a {posterior} posterior over {latent_dim} latents reads {posterior_layer.num_params} parameters"

@@ -13,6 +13,10 @@ import dataclasses
 import numpy as np
 
 
+class BatcherClosed(Exception):
+    """`submit` on a stopped batcher."""
+
+
 @dataclasses.dataclass
 class _Pending:
     inputs: dict
@@ -44,18 +48,33 @@ class DynamicBatcher:
         self._carry = None  # a request that did not fit the previous batch
         # Rows submitted and not yet in a running batch (what backpressure bounds).
         self.queued_rows = 0
+        self._running = False  # a batch is in the model
+        self.closed = False
 
     def start(self):
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def stop(self):
+    async def stop(self, drain_s=0.0):
+        """Stops the loop; with `drain_s`, the requests already queued run first (for up
+        to that long), as when a model version is unloaded while serving."""
+        self.closed = True  # takes no new requests from here on
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s
+        while (self.queued_rows or self._running) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def submit(self, inputs):
-        """Runs `inputs` (`{name: [rows, ...]}`) as part of a batch; returns its outputs."""
+        """Runs `inputs` (`{name: [rows, ...]}`) as part of a batch; returns its outputs.
+
+        Raises:
+          BatcherClosed: the batcher was stopped (its model version unloaded).
+        """
+        if self.closed:
+            raise BatcherClosed()
         rows = len(next(iter(inputs.values())))
         future = asyncio.get_running_loop().create_future()
         self.queued_rows += rows
@@ -90,12 +109,15 @@ class DynamicBatcher:
             try:
                 names = batch[0].inputs.keys()
                 inputs = {name: np.concatenate([item.inputs[name] for item in batch]) for name in names}
+                self._running = True
                 outputs = await loop.run_in_executor(self._executor, self.backend.run, inputs)
             except Exception as error:  # a fault fails this batch's requests; the loop serves on
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
+            finally:
+                self._running = False
             if self.on_batch:
                 self.on_batch(rows)
             start = 0

@@ -128,9 +128,21 @@ class Repository:
     models: dict
     refused: dict
 
+    def loaded(self):
+        """Every servable version, each once."""
+        return [model for versions in self.models.values() for model in versions.values()]
 
-def load_repository(export_dir, backend_kind="onnx", threads=None):
+
+def load_repository(export_dir, backend_kind="onnx", threads=None, loaded=None, latest=None, known=None):
     """Every servable model version in `export_dir`.
+
+    Args:
+      export_dir, backend_kind, threads: where, and how to run each version.
+      loaded: a previous `Repository.models`: versions whose manifest is unchanged are
+        reused as they are (their runtimes and batchers), not loaded again.
+      latest: serve only the `latest` highest servable versions of each model (None: all).
+        A broken newest version leaves the ones below it serving.
+      known: a previous `Repository.refused`: reasons already logged are not logged again.
 
     Returns:
       `Repository`.
@@ -140,26 +152,35 @@ def load_repository(export_dir, backend_kind="onnx", threads=None):
     """
     if not os.path.isdir(export_dir):
         raise RepositoryError(f"{export_dir} is not a folder; give the --out folder of `tfvae export`.")
-    models, refused = {}, {}
+    models, refused, loaded, known = {}, {}, loaded or {}, known or {}
     for name in sorted(os.listdir(export_dir)):
         model_folder = os.path.join(export_dir, name)
         if name.startswith(".") or not os.path.isdir(model_folder):
             continue
-        versions = sorted((v for v in os.listdir(model_folder) if v.isdigit() and v[0] != "0"), key=int)
+        # Newest first: a model's refusal is its newest version's, and `latest` counts down.
+        versions = sorted((v for v in os.listdir(model_folder) if v.isdigit() and v[0] != "0"), key=int, reverse=True)
         for version in versions:
+            if latest is not None and len(models.get(name, {})) >= latest:
+                break
             if not os.path.isfile(os.path.join(model_folder, version, MANIFEST_FILE)):
                 logger.warning(
                     "not serving %s version %s: it has no %s (an export not finished)", name, version, MANIFEST_FILE
                 )
                 continue
-            try:
-                loaded = _load_version(export_dir, name, version, backend_kind, threads)
-            except Exception as error:  # noqa: BLE001 - one bad version must not stop the others
-                logger.error("not serving %s version %s: %s", name, version, error)
-                refused[name] = f"version {version}: {error}"
+            previous = loaded.get(name, {}).get(version)
+            if previous is not None and _manifest_unchanged(export_dir, previous):
+                models.setdefault(name, {})[version] = previous
                 continue
-            models.setdefault(name, {})[version] = loaded
-            refused.pop(name, None)  # a newer version loaded: only the newest counts
+            try:
+                model = _load_version(export_dir, name, version, backend_kind, threads)
+            except Exception as error:  # noqa: BLE001 - one bad version must not stop the others
+                reason = f"version {version}: {error}"
+                if name not in models and name not in refused:  # newer than every servable one
+                    refused[name] = reason
+                if known.get(name) != reason:
+                    logger.error("not serving %s version %s: %s", name, version, error)
+                continue
+            models.setdefault(name, {})[version] = model
     if not models:
         reasons = "".join(f"; {name} {reason}" for name, reason in refused.items())
         raise RepositoryError(
@@ -167,6 +188,16 @@ def load_repository(export_dir, backend_kind="onnx", threads=None):
             f"checks{reasons}); write one with `tfvae export`."
         )
     return Repository(models=models, refused=refused)
+
+
+def _manifest_unchanged(export_dir, model):
+    """Whether `model`'s version folder still holds the manifest it was loaded with (an
+    export with --overwrite replaces the folder, and with it the manifest)."""
+    path = os.path.join(export_dir, model.name, model.version, MANIFEST_FILE)
+    try:
+        return _read_manifest(path) == model.manifest
+    except RepositoryError:
+        return False
 
 
 def latest(versions):

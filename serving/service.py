@@ -6,15 +6,19 @@ through the model's dynamic batcher (`run`), or turn a `:generate` request into 
 generator's inputs (`generate_inputs`). Nothing here knows HTTP.
 """
 
+import asyncio
 import dataclasses
+import logging
 
 import numpy as np
 
 from tfvae.serving.batching import DynamicBatcher
 from tfvae.serving.errors import RequestError
 from tfvae.serving.metrics import Metrics
-from tfvae.serving.repository import latest, load_repository
+from tfvae.serving.repository import RepositoryError, latest, load_repository
 from tfvae.serving.tensors import check_class_ids
+
+logger = logging.getLogger("tfvae.serving")
 
 
 @dataclasses.dataclass
@@ -43,6 +47,11 @@ class ServerConfig:
       max_queue_rows: rows a model's batch queue holds (at least `max_rows`); a request
         that would pass it is refused at once (REST 503 with Retry-After, gRPC
         UNAVAILABLE) instead of waiting: overload becomes a refusal, not latency.
+      poll_seconds: look at the repository this often and serve what changed (None:
+        never): new versions are loaded, checked and swapped in, a broken one is refused
+        with a log line while the others serve on, a removed one is unloaded once its
+        queued requests have run.
+      latest_versions: serve the newest N servable versions of each model (None: all).
     """
 
     export_dir: str
@@ -60,6 +69,8 @@ class ServerConfig:
     grpc_port: int = None
     grace_s: float = 30.0
     max_queue_rows: int = 8192
+    poll_seconds: float = None
+    latest_versions: int = None
     on_ready: object = None  # called with the loaded models once the server takes requests
 
 
@@ -78,8 +89,9 @@ class ModelService:
 
     def __init__(self, config):
         self.config = config
-        repository = load_repository(config.export_dir, config.backend, config.threads)
+        repository = load_repository(config.export_dir, config.backend, config.threads, latest=config.latest_versions)
         self.models, self.refused = repository.models, repository.refused
+        self._poller = None
         self.metrics = Metrics()
         self.ready = False
         # Requests past their body and checks, waiting on or inside a model run.
@@ -109,6 +121,10 @@ class ModelService:
     async def run(self, model, inputs):
         """`model`'s outputs for `inputs` (`{name: [rows, ...]}`), batched with others."""
         rows = len(next(iter(inputs.values())))
+        if model.batcher.closed:  # unloaded by a repository poll while this request arrived
+            model = self.models.get(model.name, {}).get(model.version)  # the same version, reloaded
+            if model is None:
+                raise RequestError("the model version was unloaded while this request arrived; retry", 503, 0)
         if model.batcher.queued_rows + rows > self.config.max_queue_rows:
             self.metrics.refused.labels(model.name).inc()
             raise RequestError(
@@ -159,25 +175,73 @@ class ModelService:
         """Every loaded model, each version once."""
         return [model for versions in self.models.values() for model in versions.values()]
 
+    def _start_batcher(self, model):
+        model.batcher = DynamicBatcher(
+            model.backend,
+            self.config.max_batch_size,
+            self.config.batch_delay_ms / 1000.0,
+            on_batch=self.metrics.batch_size.labels(model.name).observe,
+            in_flight=lambda: self.in_flight,
+        )
+        model.batcher.start()
+        self.metrics.queued_rows.labels(model.name).set_function(lambda batcher=model.batcher: batcher.queued_rows)
+
     async def start(self):
-        """Starts each model's batcher; the service is then ready."""
+        """Starts each model's batcher (and the repository poll); the service is then ready."""
         for model in self.loaded():
-            model.batcher = DynamicBatcher(
-                model.backend,
-                self.config.max_batch_size,
-                self.config.batch_delay_ms / 1000.0,
-                on_batch=self.metrics.batch_size.labels(model.name).observe,
-                in_flight=lambda: self.in_flight,
-            )
-            model.batcher.start()
-            self.metrics.queued_rows.labels(model.name).set_function(lambda batcher=model.batcher: batcher.queued_rows)
+            self._start_batcher(model)
+        if self.config.poll_seconds:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
         self.ready = True
 
     async def stop(self):
-        """Not ready any more; each batcher finishes its run and stops."""
+        """Not ready any more; the poll ends, each batcher finishes its run and stops."""
         self.ready = False
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
         for model in self.loaded():
             await model.batcher.stop()
+
+    async def _poll(self):
+        while True:
+            await asyncio.sleep(self.config.poll_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - the poll must outlive any one bad look
+                logger.exception("repository poll failed; serving what was loaded")
+
+    async def refresh(self):
+        """Serves the repository as it is now: versions that appeared are loaded (in a
+        worker thread, while requests are served) and swapped in at once, unchanged ones
+        are kept as they are, and removed ones are unloaded after their queued requests."""
+        config = self.config
+        try:
+            repository = await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: load_repository(
+                    config.export_dir,
+                    config.backend,
+                    config.threads,
+                    loaded=self.models,
+                    latest=config.latest_versions,
+                    known=self.refused,
+                ),
+            )
+        except RepositoryError as error:
+            logger.error("%s; serving the versions loaded before", error)
+            return
+        kept = {id(model) for model in repository.loaded()}
+        gone = [model for model in self.loaded() if id(model) not in kept]
+        for model in repository.loaded():
+            if model.batcher is None:
+                self._start_batcher(model)
+                logger.warning("serving %s version %s", model.name, model.version)
+        # One assignment each: a request finds the old set or the new one, never a mix.
+        self.models, self.refused = repository.models, repository.refused
+        for model in gone:
+            logger.warning("unloading %s version %s", model.name, model.version)
+            await model.batcher.stop(drain_s=config.grace_s)
 
 
 def _is_int(value):

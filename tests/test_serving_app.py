@@ -5,6 +5,9 @@ repository's checks. What needs a real process is in test_serving.py."""
 import json
 import logging
 import os
+import shutil
+import threading
+import time
 
 import hypothesis
 import hypothesis.strategies as st
@@ -17,6 +20,7 @@ from helpers import (
     binary_body,
     latent,
     serve_in_process,
+    tiny_vae,
     trained_conditional_and_autoencoder,
     v2_body,
 )
@@ -530,9 +534,6 @@ def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path):
 
 
 def test_a_full_batch_queue_refuses_at_once_with_retry_after_and_serves_the_rest(repository):
-    import threading
-    import time
-
     with serve_in_process(repository[0], max_batch_size=1, batch_delay_ms=0, max_rows=2, max_queue_rows=2) as client:
         model = client.app.state.service.find("gen")
         run = model.backend.run
@@ -567,3 +568,64 @@ def test_a_full_batch_queue_refuses_at_once_with_retry_after_and_serves_the_rest
         metrics = client.get("/metrics").text
         assert f'tfvae_overload_refusals_total{{model="gen"}} {float(len(refused))}' in metrics
         assert 'tfvae_queued_rows{model="gen"} 0.0' in metrics
+
+
+def _eventually(condition, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not pick up the repository's change"
+        time.sleep(0.05)
+
+
+def test_a_polled_repository_swaps_versions_in_and_out_while_every_request_is_answered(digits, tmp_path, caplog):
+    export_dir = str(tmp_path / "repo")
+    models = []
+    for seed in range(3):
+        model = tiny_vae(latent_dim=4, seed=seed)
+        model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+        models.append(model)
+    tfvae.export(models[0], export_dir, "gen", parts=("decoder",))
+    z = latent(2)
+    expected = [model.decode(z).mean().numpy() for model in models]
+
+    def answers_like(index):
+        got = client.post("/v1/models/gen:predict", json={"instances": z.tolist()}).json()
+        return np.allclose(got["predictions"], expected[index], atol=TOLERANCE)
+
+    def versions():
+        return client.get("/v2/models/gen").json()["versions"]
+
+    with serve_in_process(export_dir, poll_seconds=0.1, latest_versions=2) as client:
+        stop, failures = threading.Event(), []
+
+        def traffic():
+            while not stop.is_set():
+                response = client.post("/v1/models/gen:predict", json={"instances": z.tolist()})
+                if response.status_code != 200:
+                    failures.append(response.text)
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            tfvae.export(models[1], export_dir, "gen", parts=("decoder",))  # version 2 appears
+            _eventually(lambda: versions() == ["1", "2"])
+            assert answers_like(1)
+            broken = os.path.join(export_dir, "gen", "3")  # a version 3 whose file differs from its manifest
+            shutil.copytree(os.path.join(export_dir, "gen", "2"), broken)
+            with open(os.path.join(broken, "model.onnx"), "ab") as f:
+                f.write(b"tampered")
+            _eventually(lambda: client.get("/v2/models/gen/ready").status_code == 503)
+            assert "differs from its manifest's sha256" in client.get("/v2/models/gen/ready").json()["error"]
+            assert versions() == ["1", "2"] and answers_like(1)  # the others serve on
+            shutil.rmtree(os.path.join(export_dir, "gen", "1"))  # removed: unloaded
+            _eventually(lambda: versions() == ["2"])
+            tfvae.export(models[2], export_dir, "gen", parts=("decoder",))  # version 4
+            _eventually(lambda: versions() == ["2", "4"])  # the newest two servable ones
+            assert answers_like(2)
+        finally:
+            stop.set()
+            sender.join()
+    assert not failures, failures[:3]
+    logged = caplog.text
+    assert logged.count("not serving gen version 3") == 1  # refused once, not at every poll
+    assert "unloading gen version 1" in logged and "serving gen version 4" in logged

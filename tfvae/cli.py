@@ -59,6 +59,20 @@ def _add_serve(subparsers):
         help="most instances (or :generate samples) per request",
     )
     p.add_argument(
+        "--poll-seconds",
+        type=positive_float,
+        default=None,
+        help="look at EXPORT_DIR this often and serve what changed: new versions loaded and swapped in, "
+        "broken ones refused (the others serve on), removed ones unloaded (default: never)",
+    )
+    p.add_argument(
+        "--latest-versions",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="serve each model's N newest servable versions (default: every version)",
+    )
+    p.add_argument(
         "--max-queue-rows",
         type=positive_int,
         default=defaults.max_queue_rows,
@@ -129,6 +143,8 @@ def _serve(args):
         host=args.host,
         grpc_port=args.grpc_port,
         max_queue_rows=args.max_queue_rows,
+        poll_seconds=args.poll_seconds,
+        latest_versions=args.latest_versions,
     )
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish
     # (up to the graceful timeout), runs the app's shutdown, then re-raises the signal so

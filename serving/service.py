@@ -123,7 +123,7 @@ class ModelService:
         rows = len(next(iter(inputs.values())))
         if model.batcher.closed:  # unloaded by a repository poll while this request arrived
             model = self.models.get(model.name, {}).get(model.version)  # the same version, reloaded
-            if model is None:
+            if model is None or model.batcher.closed:  # gone, or the server is stopping
                 raise RequestError("the model version was unloaded while this request arrived; retry", 503, 0)
         if model.batcher.queued_rows + rows > self.config.max_queue_rows:
             self.metrics.refused.labels(model.name).inc()

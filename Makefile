@@ -73,6 +73,9 @@ bench-hvae: install
 bench-hvae-deep: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 $(BENCH_ARGS)
+	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_lr_decay --latent-dims 40,40 --prior vamp \
+		--pseudo-inputs 500 --conditional-layers 1 --fine-tune-from runs/bench-hvae_vamp_gated_deep \
+		--learning-rate 1e-4 --epochs 100 --patience 10
 
 # Diagonal against full-covariance q(z|x): the same gated model and a 60-epoch budget.
 bench-covariance: install

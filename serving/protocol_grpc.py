@@ -167,14 +167,13 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_rpc("grpc_model_ready")
     async def ModelReady(self, request, context):
-        name, version = request.name, request.version or None
         try:
-            self.service.find(name, version)
+            refusal = self.service.model_refusal(request.name, request.version or None)
         except RequestError as error:
             if error.status == 404:
                 return pb.ModelReadyResponse(ready=False)
             raise
-        return pb.ModelReadyResponse(ready=not (version is None and name in self.service.refused))
+        return pb.ModelReadyResponse(ready=refusal is None)
 
     @_rpc("grpc_model_metadata")
     async def ModelMetadata(self, request, context):

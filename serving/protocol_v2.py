@@ -21,6 +21,7 @@ from tfvae.serving.tensors import (
     array_from_json,
     check_rows,
     check_shape,
+    is_int,
     load_json_object,
     v2_datatype,
 )
@@ -50,13 +51,9 @@ def parameters(obj, where):
     return value
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_declared_shape(name, shape, tensor, max_rows):
     """The declared shape, checked against the model's before any array is made from it."""
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
         raise RequestError(f'input {name!r} needs "shape", a list of non-negative integers; got {shape!r}')
     check_shape(name, shape, tensor, max_rows)
 
@@ -73,7 +70,7 @@ def _read_input(entry, tensor, binary, offset, max_rows):
     count = math.prod(shape)  # exact (Python ints) and bounded: the shape was checked
     if size is not None:
         dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")
-        if not _is_int(size) or size != count * dtype.itemsize or offset + size > len(binary):
+        if not is_int(size) or size != count * dtype.itemsize or offset + size > len(binary):
             raise RequestError(
                 f"input {name!r}: binary_data_size {size!r} does not match shape {shape} "
                 f"of {datatype} or the bytes sent"
@@ -190,11 +187,11 @@ def routes(service):
 
     @endpoint(service, "v2_model_ready")
     async def model_ready(request):
-        name, version = request.path_params["name"], request.path_params.get("version")
-        model = service.find(name, version)
-        if version is None and name in service.refused:  # serving an older version than its newest
-            return json_response({"name": name, "ready": False, "error": service.refused[name]}, 503)
-        return json_response({"name": model.name, "ready": True})
+        name = request.path_params["name"]
+        refusal = service.model_refusal(name, request.path_params.get("version"))
+        if refusal is not None:
+            return json_response({"name": name, "ready": False, "error": refusal}, 503)
+        return json_response({"name": name, "ready": True})
 
     @endpoint(service, "v2_infer")
     async def infer(request):

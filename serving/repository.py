@@ -128,9 +128,10 @@ class Repository:
     models: dict
     refused: dict
 
-    def loaded(self):
-        """Every servable version, each once."""
-        return [model for versions in self.models.values() for model in versions.values()]
+
+def every_version(models):
+    """Every version in `{name: {version: ModelVersion}}`, each once."""
+    return [model for versions in models.values() for model in versions.values()]
 
 
 def load_repository(export_dir, backend_kind="onnx", threads=None, loaded=None, latest=None, known=None):

@@ -15,8 +15,8 @@ import numpy as np
 from tfvae.serving.batching import DynamicBatcher
 from tfvae.serving.errors import RequestError
 from tfvae.serving.metrics import Metrics
-from tfvae.serving.repository import RepositoryError, latest, load_repository
-from tfvae.serving.tensors import check_class_ids
+from tfvae.serving.repository import RepositoryError, every_version, latest, load_repository
+from tfvae.serving.tensors import check_class_ids, is_int
 
 logger = logging.getLogger("tfvae.serving")
 
@@ -154,9 +154,9 @@ class ModelService:
             raise RequestError(f"model {model.name!r} is an encoder; :generate needs a decoder (generator)")
         n, seed = request.get("n"), request.get("seed")
         max_rows = self.config.max_rows
-        if not _is_int(n) or not 0 < n <= max_rows:
+        if not is_int(n) or not 0 < n <= max_rows:
             raise RequestError(f'"n" must be an integer in [1, {max_rows}]; got {n!r}')
-        if seed is not None and (not _is_int(seed) or seed < 0):
+        if seed is not None and (not is_int(seed) or seed < 0):
             raise RequestError(f'"seed" must be a non-negative integer; got {seed!r}')
         conditional = model.manifest.get("conditional")
         if "labels" in request and not conditional:
@@ -164,7 +164,7 @@ class ModelService:
         inputs = {"z": draw_latents(model, n, seed)}
         if conditional:
             labels = request.get("labels")
-            if not isinstance(labels, list) or len(labels) != n or not all(_is_int(y) for y in labels):
+            if not isinstance(labels, list) or len(labels) != n or not all(is_int(y) for y in labels):
                 raise RequestError(
                     f'model {model.name!r} is conditional: "labels" must be a list of {n} integer class ids'
                 )
@@ -173,7 +173,14 @@ class ModelService:
 
     def loaded(self):
         """Every loaded model, each version once."""
-        return [model for versions in self.models.values() for model in versions.values()]
+        return every_version(self.models)
+
+    def model_refusal(self, name, version=None):
+        """Why model `name` is not ready (its newest version was refused, though an older
+        one may serve), or None when it is; `version` asks about that version alone.
+        Raises as `find` does for a model or version it does not serve."""
+        self.find(name, version)
+        return self.refused.get(name) if version is None else None
 
     def _start_batcher(self, model):
         model.batcher = DynamicBatcher(
@@ -231,9 +238,9 @@ class ModelService:
         except RepositoryError as error:
             logger.error("%s; serving the versions loaded before", error)
             return
-        kept = {id(model) for model in repository.loaded()}
+        kept = {id(model) for model in every_version(repository.models)}
         gone = [model for model in self.loaded() if id(model) not in kept]
-        for model in repository.loaded():
+        for model in every_version(repository.models):
             if model.batcher is None:
                 self._start_batcher(model)
                 logger.warning("serving %s version %s", model.name, model.version)
@@ -242,10 +249,6 @@ class ModelService:
         for model in gone:
             logger.warning("unloading %s version %s", model.name, model.version)
             await model.batcher.stop(drain_s=config.grace_s)
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def draw_latents(model, n, seed):

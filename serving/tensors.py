@@ -30,6 +30,11 @@ V2_DATATYPES = {
 V2_NAMES = {np.dtype(dtype).name: name for name, dtype in V2_DATATYPES.items()}
 
 
+def is_int(value):
+    """Whether a JSON value is an integer (JSON's true and false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def v2_datatype(numpy_name):
     """The v2 datatype name of a manifest dtype ("float32" -> "FP32")."""
     return V2_NAMES[numpy_name]

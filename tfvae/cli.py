@@ -40,7 +40,7 @@ def _add_serve(subparsers):
     p.add_argument(
         "--grpc-port",
         type=port,
-        default=None,
+        default=defaults.grpc_port,
         help="also serve KServe v2 over gRPC (inference.GRPCInferenceService) on this port, e.g. 8001",
     )
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
@@ -61,14 +61,14 @@ def _add_serve(subparsers):
     p.add_argument(
         "--poll-seconds",
         type=positive_float,
-        default=None,
+        default=defaults.poll_seconds,
         help="look at EXPORT_DIR this often and serve what changed: new versions loaded and swapped in, "
         "broken ones refused (the others serve on), removed ones unloaded (default: never)",
     )
     p.add_argument(
         "--latest-versions",
         type=positive_int,
-        default=None,
+        default=defaults.latest_versions,
         metavar="N",
         help="serve each model's N newest servable versions (default: every version)",
     )

@@ -46,13 +46,16 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
 
     Continues from `source_dir`'s model.keras (weights, optimizer and sampler state) with
     early stopping on the validation split, keeping the best epoch; the epoch count
-    continues from the first stage, so the KL warm-up stays finished. Writes model.keras
-    and history.json (both stages) to `config.out`.
+    continues from the first stage, so the KL warm-up stays finished. The second stage
+    trains on `config.objective` with `config.num_samples` (an ELBO-trained first stage
+    can be finished on the IWAE bound). Writes model.keras and history.json (both stages)
+    to `config.out`.
     """
     with open(os.path.join(source_dir, training.HISTORY_FILE)) as f:
         first = json.load(f)
     model = training.load_run(source_dir)
     model.optimizer.learning_rate.assign(learning_rate)
+    model.objective, model.num_samples = config.objective, config.num_samples
     splits = training.load_splits(config)
     batches, shuffle = tfvae.input_pipeline.shuffled_batches(splits.train, config.batch_size, config.seed)
     started = time.perf_counter()
@@ -69,7 +72,12 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
     history = {
         "epochs": first["epochs"] + len(second["loss"]),
         "first_stage": first,
-        "second_stage": {"learning_rate": learning_rate, **second},
+        "second_stage": {
+            "learning_rate": learning_rate,
+            "objective": config.objective,
+            "num_samples": config.num_samples,
+            **second,
+        },
         "best_epoch": first["epochs"] + int(np.argmin(second["val_loss"])) + 1,
         "valid": {"loss": first["valid"]["loss"] + second["val_loss"]},
         "train_seconds": first["train_seconds"] + time.perf_counter() - started,

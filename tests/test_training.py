@@ -46,10 +46,28 @@ HIERARCHY = dict(
 )
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """`run(**model)`: the 3-epoch TINY run of `model`, trained once for the module: what
+    every stopped, killed or interrupted run must end as once resumed."""
+    runs = {}
+
+    def run(**model):
+        key = json.dumps(model, sort_keys=True)
+        if key not in runs:
+            out = str(tmp_path_factory.mktemp("whole"))
+            runs[key] = train(TrainConfig(out=out, epochs=3, **TINY, **model), verbose=0, pictures=False)
+        return runs[key]
+
+    return run
+
+
 @pytest.mark.parametrize("model", [{}, HIERARCHY], ids=["vae", "hierarchy"])
-def test_a_run_stopped_after_epoch_2_of_4_and_resumed_ends_with_identical_weights(tmp_path, monkeypatch, model):
-    whole = train(TrainConfig(out=str(tmp_path / "whole"), epochs=4, **TINY, **model), verbose=0, pictures=False)
-    config = TrainConfig(out=str(tmp_path / "parts"), epochs=4, **TINY, **model)
+def test_a_run_stopped_after_epoch_2_of_3_and_resumed_ends_with_identical_weights(
+    tmp_path, monkeypatch, uninterrupted, model
+):
+    whole = uninterrupted(**model)
+    config = TrainConfig(out=str(tmp_path / "parts"), epochs=3, **TINY, **model)
     with monkeypatch.context() as patch:
         interrupt_at(patch, 2)
         with pytest.raises(KeyboardInterrupt):
@@ -184,8 +202,10 @@ KILLS = [
 ]
 
 
-def test_a_run_killed_inside_every_kind_of_write_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
-    whole = train(TrainConfig(out=str(tmp_path / "whole"), epochs=3, **TINY), verbose=0, pictures=False)
+def test_a_run_killed_inside_every_kind_of_write_resumes_to_the_uninterrupted_weights(
+    tmp_path, monkeypatch, uninterrupted
+):
+    whole = uninterrupted()
     out = str(tmp_path / "killed")
     config = TrainConfig(out=out, epochs=3, **TINY)
     for owner, name, call, truncate in KILLS:
@@ -204,8 +224,8 @@ def test_a_run_killed_inside_every_kind_of_write_resumes_to_the_uninterrupted_we
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
 
 
-def test_kill_9_inside_a_checkpoint_write_leaves_a_run_that_resumes_to_the_same_weights(tmp_path):
-    whole = train(TrainConfig(out=str(tmp_path / "whole"), epochs=3, **TINY), verbose=0, pictures=False)
+def test_kill_9_inside_a_checkpoint_write_leaves_a_run_that_resumes_to_the_same_weights(tmp_path, uninterrupted):
+    whole = uninterrupted()
     out = str(tmp_path / "killed")
     # The child writes half of epoch 2's checkpoint, then SIGKILLs itself.
     child = f"""

@@ -45,6 +45,7 @@ setup(
         # httpx2: the client of Starlette's TestClient (which warns when it finds only httpx).
         "test": [
             "pytest>=8",
+            "pytest-xdist==3.8.0",
             "httpx==0.28.1",
             "httpx2==2.16.2",
             "tritonclient[http]==2.73.0",

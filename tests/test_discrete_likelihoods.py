@@ -70,7 +70,9 @@ def eight_bit_npz(tmp_path_factory, digits):
     return path
 
 
-@pytest.mark.parametrize("likelihood", ["discretized_logistic", "discretized_logistic_mixture"])
+@pytest.mark.parametrize(
+    "likelihood", ["discretized_logistic", pytest.param("discretized_logistic_mixture", marks=pytest.mark.xla)]
+)
 def test_a_vae_on_8_bit_data_reports_bits_per_dim_of_a_true_probability(eight_bit_npz, tmp_path, likelihood):
     data = tfvae.load_dataset(eight_bit_npz, likelihood=likelihood)
     vae = tfvae.VAE((64,), 4, likelihood=likelihood, hidden_units=(64,), seed=0)

@@ -102,7 +102,10 @@ def test_per_layer_closed_form_kls_match_their_monte_carlo_estimates(digits):
     np.testing.assert_allclose(total.numpy(), sum(monte_carlo), rtol=1e-5)
 
 
-@pytest.mark.parametrize("posterior, conditional_layers", [("diagonal", 0), ("iaf", 1)], ids=["diagonal", "iaf-deep"])
+@pytest.mark.parametrize(
+    "posterior, conditional_layers",
+    [pytest.param("diagonal", 0, id="diagonal", marks=pytest.mark.xla), pytest.param("iaf", 1, id="iaf-deep")],
+)
 def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(
     digits, tmp_path, posterior, conditional_layers
 ):

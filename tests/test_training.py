@@ -224,8 +224,9 @@ def test_a_run_killed_inside_every_kind_of_write_resumes_to_the_uninterrupted_we
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
 
 
-def test_kill_9_inside_a_checkpoint_write_leaves_a_run_that_resumes_to_the_same_weights(tmp_path, uninterrupted):
-    whole = uninterrupted()
+@pytest.mark.xla  # the whole run, the killed child and the resumed run all compile with XLA, as users' runs do
+def test_kill_9_inside_a_checkpoint_write_leaves_a_run_that_resumes_to_the_same_weights(tmp_path):
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), epochs=3, **TINY), verbose=0, pictures=False)
     out = str(tmp_path / "killed")
     # The child writes half of epoch 2's checkpoint, then SIGKILLs itself.
     child = f"""

@@ -255,6 +255,7 @@ def test_mixed_precision_runs_the_networks_in_bfloat16_and_the_densities_in_floa
     assert elbo.dtype == tf.float32 and np.isfinite(elbo.numpy()).all()
 
 
+@pytest.mark.xla
 def test_the_speed_defaults_leave_the_training_math_unchanged(digits):
     batches = tf.data.Dataset.from_tensor_slices(digits.train[:512]).batch(64)
     histories, models = {}, {}
@@ -279,6 +280,7 @@ def test_the_speed_defaults_leave_the_training_math_unchanged(digits):
     assert histories["keras_defaults"][-1] < histories["keras_defaults"][0] - 3
 
 
+@pytest.mark.xla
 def test_xla_is_on_by_default_except_for_convolutions_on_a_machine_without_a_gpu():
     dense = tiny_vae()
     conv = tiny_vae((8, 8, 1), arch="conv", filters=(4, 8), hidden_units=(16,))

@@ -31,7 +31,7 @@ PYTEST := $(BIN)/python -m pytest -n auto --maxprocesses 4
 test: install
 	$(PYTEST)
 
-# The inner loop: every test but those marked slow (trainings, servers, subprocesses).
+# The inner loop (under a minute on 2 cores): every test but those marked slow.
 test-fast: install
 	$(PYTEST) -m "not slow"
 

@@ -148,6 +148,7 @@ def test_a_bad_image_folder_names_the_file_and_the_fix(tmp_path, problem, messag
         tfvae.load_dataset(str(tmp_path), likelihood="discretized_logistic")
 
 
+@pytest.mark.slow
 def test_an_image_folder_trains_a_conditional_model_from_the_cli(tmp_path):
     from tfvae import cli
 

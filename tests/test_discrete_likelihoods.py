@@ -70,6 +70,7 @@ def eight_bit_npz(tmp_path_factory, digits):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "likelihood", ["discretized_logistic", pytest.param("discretized_logistic_mixture", marks=pytest.mark.xla)]
 )
@@ -97,6 +98,7 @@ def test_a_gaussian_likelihood_says_its_figures_are_densities(digits):
     assert report["likelihood_of"] == "density" and report["nll_bits_per_dim"] is None
 
 
+@pytest.mark.slow
 def test_the_cli_trains_on_8_bit_data_and_writes_bits_per_dim(eight_bit_npz, tmp_path, capsys):
     out = str(tmp_path / "run")
     assert (
@@ -144,6 +146,7 @@ def test_a_bernoulli_on_grey_levels_is_the_cross_entropy_of_x_over_255_and_answe
     assert set(np.unique(grey.sample(seed=0).numpy())) <= {0.0, 255.0}
 
 
+@pytest.mark.slow
 def test_8_bit_images_train_a_bernoulli_run_that_answers_in_their_range(eight_bit_npz, tmp_path):
     from tfvae.training import TrainConfig, load_run, train
 

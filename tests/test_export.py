@@ -43,12 +43,15 @@ def part_inputs(model, part, batch):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(),
-        dict(posterior="full"),
-        dict(arch="conv", filters=(4, 8), hidden_units=(16,), residual_blocks=1),
-        dict(likelihood="gaussian"),
+        pytest.param(dict(), id="mlp-diagonal"),
+        pytest.param(dict(posterior="full"), id="mlp-full"),
+        pytest.param(
+            dict(arch="conv", filters=(4, 8), hidden_units=(16,), residual_blocks=1),
+            id="conv-residual",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(dict(likelihood="gaussian"), id="gaussian-likelihood"),
     ],
-    ids=["mlp-diagonal", "mlp-full", "conv-residual", "gaussian-likelihood"],
 )
 def test_savedmodel_onnxruntime_and_reference_match_keras(digits, tmp_path, kwargs):
     model = trained(digits, **kwargs)
@@ -133,6 +136,7 @@ def test_manifest_triton_config_and_layout(digits, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["gen", "gen_encoder"]  # nothing else left behind
 
 
+@pytest.mark.slow
 def test_versions_increment_and_overwrite_needs_consent(digits, tmp_path):
     first, second = trained(digits), trained(digits, hidden_units=(16,))
     assert tfvae.export(first, str(tmp_path), "gen", parts=("decoder",)).version == 1
@@ -148,6 +152,7 @@ def test_versions_increment_and_overwrite_needs_consent(digits, tmp_path):
     np.testing.assert_allclose(replaced["mean"].numpy(), second.decode(z).mean().numpy(), atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_an_interrupted_export_leaves_no_half_model(digits, tmp_path, monkeypatch):
     model = trained(digits)
     tfvae.export(model, str(tmp_path), "gen")
@@ -170,6 +175,7 @@ def _dead_pid():
     return process.pid
 
 
+@pytest.mark.slow
 def test_an_export_killed_between_its_parts_is_never_served_half_and_the_next_one_cleans_up(
     digits, tmp_path, monkeypatch
 ):
@@ -219,6 +225,7 @@ def test_an_export_killed_between_its_parts_is_never_served_half_and_the_next_on
     assert sorted(served.models["gen"], key=int) == ["1", "4"] and served.refused == {}
 
 
+@pytest.mark.slow
 def test_versions_are_int64_and_a_refused_export_leaves_nothing(digits, tmp_path, monkeypatch, capsys):
     model = trained(digits)
     with pytest.raises(tfvae.ExportError, match=r"integer in \[1, 9223372036854775807\]"):
@@ -251,6 +258,7 @@ def test_exported_savedmodel_maps_over_a_tf_data_pipeline(digits, tmp_path):
     np.testing.assert_allclose(got, model.reconstruct(digits.test).numpy(), atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_cli_export_writes_the_tree(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert (
@@ -310,6 +318,7 @@ def test_cli_export_rejects_an_unknown_part(capsys):
     assert "unknown part(s) generator" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_conditional_and_autoencoder_parts_export_with_their_inputs(digits, tmp_path):
     """A conditional model's parts take the labels as a second input; an autoencoder's encoder gives z."""
     conditional, autoencoder = trained_conditional_and_autoencoder(digits)

@@ -87,6 +87,7 @@ def test_one_step_has_a_triangular_jacobian():
     assert np.all(np.triu(jacobian, 1) == 0) and np.all(np.diagonal(jacobian, axis1=1, axis2=2) != 0)
 
 
+@pytest.mark.slow
 @pytest.mark.xla
 def test_a_vae_with_an_iaf_posterior_trains_bounds_log_p_and_round_trips(digits, tmp_path):
     vae = tfvae.VAE((64,), 4, posterior="iaf", flow_steps=2, hidden_units=(32,), seed=0)

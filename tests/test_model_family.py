@@ -54,6 +54,7 @@ def test_vamp_prior_log_prob_is_the_uniform_mixture_of_posteriors_at_the_pseudo_
     np.testing.assert_allclose(model.prior.log_prob(z).numpy(), by_hand, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_vamp_prior_trains_with_a_monte_carlo_kl_and_keeps_pseudo_inputs_in_range(digits):
     model = vamp_vae(components=10)
     posterior = model.encode(digits.valid[:4])
@@ -99,6 +100,7 @@ def test_diagonal_gaussian_mixture_log_prob_matches_tfp_mixture_same_family():
 # ConditionalVAE
 
 
+@pytest.mark.slow
 def test_conditional_generation_follows_the_labels(digits):
     """A classifier trained on real labelled digits names the class of generated ones.
 
@@ -120,6 +122,7 @@ def test_conditional_generation_follows_the_labels(digits):
     assert classifier.score(flipped, labels) < 0.3  # the label, not the noise, sets the class
 
 
+@pytest.mark.slow
 def test_conditional_vae_takes_each_form_of_labelled_data_and_round_trips(digits, tmp_path):
     x, y = digits.train[:256], digits.labels["train"][:256]
     model = conditional_vae()
@@ -190,6 +193,7 @@ def test_autoencoder_refuses_to_sample_and_its_reconstruction_loss_falls(digits,
         tfvae.evaluate(model, digits.valid)
 
 
+@pytest.mark.slow
 def test_vamp_prior_vae_round_trips_through_keras_files(digits, tmp_path):
     model = vamp_vae()
     model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)

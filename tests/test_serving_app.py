@@ -468,6 +468,7 @@ def test_generate_refuses_a_prior_the_server_cannot_sample(repository, tmp_path)
         assert predicted.status_code == 200
 
 
+@pytest.mark.slow
 def test_conditional_generation_and_autoencoders_over_http(digits, tmp_path):
     conditional, autoencoder = trained_conditional_and_autoencoder(digits)
     export_dir = str(tmp_path / "repo")
@@ -514,6 +515,7 @@ def test_conditional_generation_and_autoencoders_over_http(digits, tmp_path):
         assert refused.status_code == 400 and "autoencoder" in refused.json()["error"]
 
 
+@pytest.mark.slow
 def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path):
     """The server samples the VampPrior's mixture from the components exported beside the decoder."""
     model = tfvae.VAE((64,), 2, hidden_units=(32,), seed=0, prior=tfvae.VampPrior(2, num_components=4))
@@ -577,6 +579,7 @@ def _eventually(condition, seconds=60):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_polled_repository_swaps_versions_in_and_out_while_every_request_is_answered(digits, tmp_path, caplog):
     export_dir = str(tmp_path / "repo")
     models = []

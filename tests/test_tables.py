@@ -24,6 +24,7 @@ def correlated_rows(n, seed=0):
     return np.hstack([1000 + 80 * factor, 50 + 4 * factor, 37 + 0.5 * factor]) + rng.normal(0, [8, 0.4, 0.05], (n, 3))
 
 
+@pytest.mark.slow
 def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     path = write_table(tmp_path / "table.csv", correlated_rows(400))
     out = str(tmp_path / "run")
@@ -72,6 +73,7 @@ def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_log_likelihood_ranks_anomalous_rows_below_normal_ones(tmp_path):
     train = correlated_rows(400, seed=1)
     data = tfvae.load_dataset(write_table(tmp_path / "t.csv", train), likelihood="gaussian")

@@ -114,13 +114,13 @@ def test_sigterm_stops_the_cli_with_status_130_and_a_hint_and_resume_finishes_th
             "--data",
             "digits",
             "--epochs",
-            "40",
+            "15",
             "--latent-dim",
             "3",
             "--hidden-units",
             "32",
             "--batch-size",
-            "32",
+            "64",
             "--quiet",
             "--no-pictures",
             "--out",
@@ -142,10 +142,10 @@ def test_sigterm_stops_the_cli_with_status_130_and_a_hint_and_resume_finishes_th
     )
     with open(os.path.join(out, "epochs.csv")) as f:
         done_before = len(f.readlines()) - 1
-    assert 1 <= done_before < 40
+    assert 1 <= done_before < 15
     assert cli.main(["train", "--out", out, "--resume", "--quiet", "--no-pictures"]) == 0
     with open(os.path.join(out, "history.json")) as f:
-        assert json.load(f)["epochs"] == 40
+        assert json.load(f)["epochs"] == 15
 
 
 def test_a_signal_during_fit_stops_at_a_batch_end_and_the_handlers_come_back(digits):

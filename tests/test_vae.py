@@ -24,6 +24,7 @@ def test_fit_lowers_negative_elbo_on_numpy_and_reports_metrics(digits):
     assert min(history["kl"]) >= 0
 
 
+@pytest.mark.slow
 def test_the_progress_bar_counts_the_batches_that_ran(digits, capsys):
     model = tiny_vae()  # 32 steps per call into TensorFlow
     model.fit(digits.train[:1440], epochs=1, batch_size=64, verbose=1)  # 23 batches
@@ -131,12 +132,15 @@ def test_kl_warmup_raises_the_weight_linearly_to_beta(digits):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(posterior="diagonal"),
-        dict(posterior="full", beta=4.0, kl_warmup_epochs=3),
-        dict(likelihood="gaussian"),
-        dict(arch="conv", filters=(4, 8), hidden_units=(16,), residual_blocks=1),
+        pytest.param(dict(posterior="diagonal"), id="diagonal"),
+        pytest.param(dict(posterior="full", beta=4.0, kl_warmup_epochs=3), id="full-beta", marks=pytest.mark.slow),
+        pytest.param(dict(likelihood="gaussian"), id="gaussian-learned-scale", marks=pytest.mark.slow),
+        pytest.param(
+            dict(arch="conv", filters=(4, 8), hidden_units=(16,), residual_blocks=1),
+            id="conv-residual",
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["diagonal", "full-beta", "gaussian-learned-scale", "conv-residual"],
 )
 def test_keras_file_round_trip_decodes_identically(tmp_path, digits, kwargs):
     model = tiny_vae(**kwargs)
@@ -169,6 +173,7 @@ def test_residual_blocks_start_as_the_identity_at_every_resolution():
         tfvae.VAE((64,), 2, residual_blocks=1)
 
 
+@pytest.mark.slow
 def test_a_seeded_run_repeats_exactly(digits):
     def run():
         keras.utils.set_random_seed(7)
@@ -221,6 +226,7 @@ def test_bad_model_arguments_say_what_to_fix(kwargs, message):
         tfvae.VAE((64,), 2, **kwargs)
 
 
+@pytest.mark.slow
 def test_iwae_objective_trains_and_its_bound_is_tighter_than_the_elbo(digits):
     model = tiny_vae(num_samples=8, objective="iwae")
     history = model.fit(digits.train, epochs=4, batch_size=64, verbose=0).history
@@ -240,6 +246,7 @@ def test_iwae_bound_with_one_sample_is_the_monte_carlo_elbo():
     np.testing.assert_allclose(objectives.iwae_bound(many).numpy(), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_mixed_precision_runs_the_networks_in_bfloat16_and_the_densities_in_float32(digits):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -255,6 +262,7 @@ def test_mixed_precision_runs_the_networks_in_bfloat16_and_the_densities_in_floa
     assert elbo.dtype == tf.float32 and np.isfinite(elbo.numpy()).all()
 
 
+@pytest.mark.slow
 @pytest.mark.xla
 def test_the_speed_defaults_leave_the_training_math_unchanged(digits):
     batches = tf.data.Dataset.from_tensor_slices(digits.train[:512]).batch(64)
@@ -318,6 +326,7 @@ def test_files_with_the_older_one_weight_sampler_state_still_load(tmp_path, digi
         np.testing.assert_array_equal(original, restored)
 
 
+@pytest.mark.slow
 def test_evaluation_has_its_own_noise_and_leaves_training_as_it_was(digits):
     x = digits.train[:256]
 

@@ -49,6 +49,12 @@ def _in_memory_training_data(x, y, conditional):
     return (x, y) if isinstance(y, arrays) else None
 
 
+def _multi_worker(strategy):
+    """Keras' own test for the multi-worker reduction of step logs (its trainer's
+    `_collective_all_reduce_multi_worker`)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
 class LatentModel(keras.Model):
     """Base class of the models: x -> encoder -> z -> decoder -> p(x|z).
 
@@ -303,7 +309,13 @@ class LatentModel(keras.Model):
         batch_size = tf.cast(tf.shape(x)[0], self.compute_dtype)
         for tracker in self.trackers:
             tracker.update_state(values[tracker.name], sample_weight=batch_size)
-        return {tracker.name: tracker.result() for tracker in self.trackers}
+        results = {tracker.name: tracker.result() for tracker in self.trackers}
+        if _multi_worker(tf.distribute.get_strategy()):
+            # Keras 3.15 reduces a multi-worker step's logs with strategy.reduce(MEAN,
+            # axis=0), which fails on scalars ("Invalid reduction dimension 0 for input
+            # with 0 dimensions", tensorflow/tensorflow#72388): give it that axis.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         x, labels = self._split_inputs(data)
@@ -326,11 +338,15 @@ class LatentModel(keras.Model):
           optimizer: defaults to Adam(1e-3).
           jit_compile: "auto" compiles the train and test steps with XLA, on CPUs too
             (Keras' own "auto" does so only on accelerators), except under a
-            `tf.distribute` strategy, with a layer that does not support XLA, or for
+            `tf.distribute` strategy (on CPUs TensorFlow 2.21 cannot compile the
+            replicas' all-reduce: "Collectives are not yet implemented for CPU devices
+            when compiling with XLA"), with a layer that does not support XLA, or for
             convolutional networks on a machine without a GPU.
           steps_per_execution: train steps per call into TensorFlow. "auto" is 32
             (batch-level callbacks then run every 32 batches), or 1 under a
-            `tf.distribute` strategy, where Keras 3.15 fails to run several.
+            `tf.distribute` strategy, where Keras 3.15's loop over several steps fails
+            ("You must feed a value for placeholder tensor" under
+            `MultiWorkerMirroredStrategy`).
           **kwargs: the rest of `keras.Model.compile`'s arguments.
         """
         distributed = tf.distribute.has_strategy()

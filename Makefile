@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
 .PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-hvae-deep bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
-	bench-eval bench-serve bench-train bench-train-ablation clean
+	bench-eval bench-serve bench-train bench-train-ablation bench-roofline clean
 
 install: $(STAMP)
 
@@ -137,6 +137,11 @@ bench-train: install $(TORCH_VENV)/.installed
 
 bench-train-ablation: install
 	$(BIN)/python bench/train_ablation.py
+
+# bench-train's model against the machine's matmul rate at its own shapes (writes
+# bench/results/roofline.json; a minute).
+bench-roofline: install
+	$(BIN)/python bench/roofline.py
 
 clean:
 	rm -rf runs exported/* .pytest_cache

@@ -31,7 +31,7 @@ def start_workers(count):
     ]
 
 
-def test_two_devices_and_two_worker_processes_follow_the_one_device_loss_trajectory():
+def test_two_devices_and_two_worker_processes_follow_the_one_device_loss_trajectory_and_share_evaluation():
     workers = start_workers(2)
     try:
         result = subprocess.run(
@@ -62,3 +62,11 @@ def test_two_devices_and_two_worker_processes_follow_the_one_device_loss_traject
         assert max(batches) == 32 and len(batches) == 4 * 23, batches
     assert reports[0] == reports[1] and reports[0]["replicas"] == 2  # one model, synchronised
     np.testing.assert_allclose(reports[0]["loss"], one, rtol=0.03)
+    # Shared, each worker estimated its run of whole batches (100 and 80 of the 180
+    # examples) and both got the report one process computes from all 180 alone.
+    shared = [[line for line in stderr.splitlines() if line.startswith("estimating")] for _, stderr in finished]
+    assert shared == [
+        ["estimating 100 from 0", "estimating 180 from 0"],
+        ["estimating 80 from 100", "estimating 180 from 0"],
+    ]
+    assert reports[0]["shared"] == reports[0]["alone"] and reports[0]["shared"]["examples"] == 180

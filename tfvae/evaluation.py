@@ -7,9 +7,11 @@ Everything comes from the model's shared estimators (`VAE.log_likelihood`,
 import math
 
 import numpy as np
+import tensorflow as tf
 
 from tfvae import objectives
 from tfvae.errors import ConfigError
+from tfvae.models.base import in_multi_worker_mode
 
 REPORT_KEYS = (
     "nll",
@@ -35,17 +37,50 @@ def _batches(x, labels, batch_size):
         yield x[start : start + batch_size], None if labels is None else labels[start : start + batch_size]
 
 
-def active_units(model, x, batch_size=100, labels=None):
-    """How many latent dimensions the posterior means actually use (Burda et al. 2016),
-    per stochastic layer (bottom first): a list with one count per `model.latent_sizes`."""
-    means = np.concatenate(
+def _posterior_means(model, x, batch_size, labels):
+    """`[N, sum(latent_sizes)]`: E_q[z | x] per example."""
+    return np.concatenate(
         [
             model.latent_code(x_batch, labels=labels_batch).numpy()
             for x_batch, labels_batch in _batches(x, labels, batch_size)
         ]
     )
+
+
+def _active_per_layer(model, means):
     active = means.var(axis=0) > ACTIVE_UNIT_THRESHOLD
     return [int(layer.sum()) for layer in np.split(active, np.cumsum(model.latent_sizes)[:-1])]
+
+
+def active_units(model, x, batch_size=100, labels=None):
+    """How many latent dimensions the posterior means actually use (Burda et al. 2016),
+    per stochastic layer (bottom first): a list with one count per `model.latent_sizes`."""
+    return _active_per_layer(model, _posterior_means(model, x, batch_size, labels))
+
+
+def _worker_share(strategy, count, batch_size):
+    """`(start, stop)`: the examples this worker evaluates. Without a multi-worker
+    strategy, all of them; with one, a contiguous run of whole batches, in worker order,
+    so that every example is in the batch (and gets the samples) it has in one process."""
+    if strategy is None or not in_multi_worker_mode(strategy):
+        return 0, count
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec()
+    chiefs = spec.num_tasks("chief") if "chief" in spec.jobs else 0
+    workers = chiefs + spec.num_tasks("worker")
+    index = resolver.task_id + (chiefs if resolver.task_type == "worker" else 0)
+    batches = -(-count // batch_size)
+    first, last = batches * index // workers, batches * (index + 1) // workers
+    return min(first * batch_size, count), min(last * batch_size, count)
+
+
+def _all_gather(strategy, array):
+    """Every worker's rows of `array` (`[n_worker, ...]`, n_worker may differ and be 0),
+    concatenated in worker order, on every worker."""
+    if strategy is None or not in_multi_worker_mode(strategy):
+        return array
+    local = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(array))
+    return strategy.gather(local, axis=0).numpy()
 
 
 def evaluate(
@@ -58,6 +93,7 @@ def evaluate(
     verbose=0,
     labels=None,
     memory_budget_mib=1024,
+    strategy=None,
 ):
     """Per-example averages over `x`, in nats.
 
@@ -72,6 +108,11 @@ def evaluate(
         (`VAE.log_likelihood`).
       seed: the same seed repeats the report.
       verbose: 1 shows a progress bar.
+      strategy: a `tf.distribute.MultiWorkerMirroredStrategy` to share the work between
+        its workers: every worker runs the same call, estimates a contiguous run of
+        whole batches, and gets the report of all of `x`, the same as one process
+        computes with the same seed (each example gets the same samples). Other
+        strategies (and None) evaluate everything in this process.
 
     Returns:
       A dict with `nll` (−log p(x) by importance sampling with q(z|x) as proposal),
@@ -92,24 +133,35 @@ def evaluate(
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
         raise ConfigError("evaluate needs at least one example.")
-    log_px = model.log_likelihood(
-        x,
-        num_samples=num_samples,
-        batch_size=batch_size,
-        sample_batch_size=sample_batch_size,
-        seed=seed,
-        verbose=verbose,
-        labels=labels,
-        memory_budget_mib=memory_budget_mib,
-    )
-    expected_log_likelihood, layer_kls = [], []
-    for index, (x_batch, labels_batch) in enumerate(_batches(x, labels, batch_size)):
+    start, stop = _worker_share(strategy, len(x), batch_size)
+    # This worker's share, each example with the seeds it has in the whole of x.
+    share, share_labels = x[start:stop], None if labels is None else np.asarray(labels)[start:stop]
+    log_px = np.zeros((0,), np.float32)
+    expected_log_likelihood, layer_kls = [np.zeros((0,), np.float32)], [np.zeros((0, len(model.latent_sizes)))]
+    means = np.zeros((0, sum(model.latent_sizes)), np.float32)
+    if len(share):
+        log_px = model.log_likelihood(
+            share,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            sample_batch_size=sample_batch_size,
+            seed=seed,
+            verbose=verbose,
+            labels=share_labels,
+            memory_budget_mib=memory_budget_mib,
+            offset=start,
+        )
+        means = _posterior_means(model, share, batch_size, share_labels)
+    for index, (x_batch, labels_batch) in enumerate(_batches(share, share_labels, batch_size), start // batch_size):
         ell, kls = model.elbo_parts(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)
         expected_log_likelihood.append(ell.numpy())
         layer_kls.append(np.stack([kl.numpy() for kl in kls], axis=1))  # [batch, layers]
-    expected_log_likelihood, layer_kls = np.concatenate(expected_log_likelihood), np.concatenate(layer_kls)
+    log_px, expected_log_likelihood, layer_kls, means = (
+        _all_gather(strategy, part)
+        for part in (log_px, np.concatenate(expected_log_likelihood), np.concatenate(layer_kls), means)
+    )
     kl = layer_kls.sum(axis=1)
-    active = active_units(model, x, batch_size, labels)
+    active = _active_per_layer(model, means)
     return {
         "nll": float(-log_px.mean()),
         "nll_stderr": float(log_px.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan"),

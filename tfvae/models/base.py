@@ -49,8 +49,8 @@ def _in_memory_training_data(x, y, conditional):
     return (x, y) if isinstance(y, arrays) else None
 
 
-def _multi_worker(strategy):
-    """Keras' own test for the multi-worker reduction of step logs (its trainer's
+def in_multi_worker_mode(strategy):
+    """Whether `strategy` spans several worker processes (Keras' own test, its trainer's
     `_collective_all_reduce_multi_worker`)."""
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
 
@@ -310,7 +310,7 @@ class LatentModel(keras.Model):
         for tracker in self.trackers:
             tracker.update_state(values[tracker.name], sample_weight=batch_size)
         results = {tracker.name: tracker.result() for tracker in self.trackers}
-        if _multi_worker(tf.distribute.get_strategy()):
+        if in_multi_worker_mode(tf.distribute.get_strategy()):
             # Keras 3.15 reduces a multi-worker step's logs with strategy.reduce(MEAN,
             # axis=0), which fails on scalars ("Invalid reduction dimension 0 for input
             # with 0 dimensions", tensorflow/tensorflow#72388): give it that axis.

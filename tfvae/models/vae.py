@@ -339,6 +339,7 @@ class VAE(LatentModel):
         verbose=0,
         labels=None,
         memory_budget_mib=1024,
+        offset=0,
     ):
         """The importance-sampled estimate of log p(x) per example, with q(z|x) as proposal.
 
@@ -360,6 +361,9 @@ class VAE(LatentModel):
           seed: None or an int; the same int repeats the estimate.
           verbose: 1 shows a progress bar over examples.
           labels: the class of each example, for a conditional model (log p(x|y)).
+          offset: the index of `x[0]` in a larger set estimated in parts (as
+            `tfvae.evaluate` does over several workers), a multiple of `batch_size`:
+            each example then gets the samples it gets in the whole set.
 
         Returns:
           `[N]` NumPy array of log p(x) estimates in nats.
@@ -379,7 +383,7 @@ class VAE(LatentModel):
         for start in range(0, len(x), batch_size):
             x_batch = tf.constant(x[start : start + batch_size])
             labels_batch = None if labels is None else labels[start : start + batch_size]
-            batch_seed = fold_in(base_seed, start)
+            batch_seed = fold_in(base_seed, offset + start)
             chunks = []
             for done in range(0, num_samples, sample_batch_size):
                 count = min(sample_batch_size, num_samples - done)

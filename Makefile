@@ -131,8 +131,23 @@ $(TORCH_VENV)/.installed:
 	$(TORCH_VENV)/bin/python -m pip install --quiet "torch==2.13.0" numpy
 	touch $@
 
-# Training throughput against the three baselines (writes bench/results/train.json).
-bench-train: install $(TORCH_VENV)/.installed
+JAX_VENV := bench/.venv-jax
+
+$(JAX_VENV)/.installed:
+	$(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/python -m pip install --quiet "jax[cpu]" flax optax
+	touch $@
+
+PYTHAE_VENV := bench/.venv-pythae
+
+$(PYTHAE_VENV)/.installed:
+	$(PYTHON) -m venv $(PYTHAE_VENV)
+	$(PYTHAE_VENV)/bin/python -m pip install --quiet "torch==2.13.0" pythae
+	touch $@
+
+# Training throughput against every baseline: the Keras example, tfp.layers, PyTorch
+# plain and compiled, Flax jitted and scanned, pythae (writes bench/results/train.json).
+bench-train: install $(TORCH_VENV)/.installed $(JAX_VENV)/.installed $(PYTHAE_VENV)/.installed
 	$(BIN)/python bench/train_bench.py
 
 bench-train-ablation: install

@@ -46,6 +46,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-xdist==3.8.0",
+            "trustme==1.2.1",
             "httpx==0.28.1",
             "httpx2==2.16.2",
             "tritonclient[http]==2.73.0",

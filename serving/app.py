@@ -7,10 +7,11 @@ import gc
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tfvae.serving import protocol_tfserving, protocol_v2
+from tfvae.serving import access, protocol_tfserving, protocol_v2
 from tfvae.serving.http import endpoint, json_response
 from tfvae.serving.service import ModelService
 
@@ -60,6 +61,13 @@ def create_app(config):
         return json_response({"error": message}, error.status_code)
 
     routes = [*protocol_v2.routes(service), *protocol_tfserving.routes(service), Route("/metrics", metrics)]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: unrouted})
+    middleware = (
+        [Middleware(access.RequireKeys, keys=service.keys, on_refusal=service.count_unauthenticated)]
+        if service.keys
+        else []
+    )
+    app = Starlette(
+        routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: unrouted}
+    )
     app.state.service = service
     return app

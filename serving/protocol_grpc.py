@@ -21,7 +21,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 import tfvae
-from tfvae.serving import protocol_v2
+from tfvae.serving import access, protocol_v2
 from tfvae.serving.errors import RequestError
 from tfvae.serving.tensors import V2_DATATYPES, check_rows, v2_datatype
 
@@ -194,18 +194,47 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return format_infer_response(request, model, outputs, requested)
 
 
+class KeyInterceptor(grpc.aio.ServerInterceptor):
+    """The same check for gRPC: an RPC without a key of its method's group ends
+    UNAUTHENTICATED before it reaches the servicer."""
+
+    def __init__(self, keys, on_refusal):
+        self.keys, self.on_refusal = keys, on_refusal
+
+    async def intercept_service(self, continuation, details):
+        group = access.grpc_group(details.method)
+        authorization = next((v for k, v in details.invocation_metadata or () if k == "authorization"), "")
+        message = self.keys.refusal(group, authorization)
+        if message is None:
+            return await continuation(details)
+        self.on_refusal()
+
+        async def refuse(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
 def create_server(service, address):
     """A `grpc.aio` server for `service` on `address` ("host:port"), not yet started.
 
     Messages are limited like REST bodies (`ServerConfig.max_body_bytes`); larger ones are
-    refused by gRPC itself with RESOURCE_EXHAUSTED.
+    refused by gRPC itself with RESOURCE_EXHAUSTED. With `ServerConfig.api_keys`, RPCs
+    need a key of their group; with `tls_cert` and `tls_key`, the port speaks TLS.
     """
-    limit = service.config.max_body_bytes
+    config = service.config
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)],
-        maximum_concurrent_rpcs=service.config.max_connections,
+        options=[("grpc.max_receive_message_length", config.max_body_bytes), ("grpc.max_send_message_length", -1)],
+        maximum_concurrent_rpcs=config.max_connections,
+        interceptors=[KeyInterceptor(service.keys, service.count_unauthenticated)] if service.keys else None,
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)
-    if server.add_insecure_port(address) == 0:
+    if config.tls_cert:
+        with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as cert:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
     return server

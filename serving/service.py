@@ -12,6 +12,7 @@ import logging
 
 import numpy as np
 
+from tfvae.serving import access
 from tfvae.serving.batching import DynamicBatcher
 from tfvae.serving.errors import RequestError
 from tfvae.serving.metrics import Metrics
@@ -52,6 +53,10 @@ class ServerConfig:
         with a log line while the others serve on, a removed one is unloaded once its
         queued requests have run.
       latest_versions: serve the newest N servable versions of each model (None: all).
+      api_keys: `{group: (key, ...)}` (`tfvae.serving.access`): requests to a group with
+        keys must carry one, on REST and gRPC (None: every endpoint open).
+      tls_cert, tls_key: PEM files of the server's certificate (chain) and private key:
+        both protocols then speak TLS (None: plain text).
     """
 
     export_dir: str
@@ -71,6 +76,9 @@ class ServerConfig:
     max_queue_rows: int = 8192
     poll_seconds: float = None
     latest_versions: int = None
+    api_keys: dict = None
+    tls_cert: str = None
+    tls_key: str = None
     on_ready: object = None  # called with the loaded models once the server takes requests
 
 
@@ -93,9 +101,14 @@ class ModelService:
         self.models, self.refused = repository.models, repository.refused
         self._poller = None
         self.metrics = Metrics()
+        self.keys = access.Keys(config.api_keys) if config.api_keys else None
         self.ready = False
         # Requests past their body and checks, waiting on or inside a model run.
         self.in_flight = 0
+
+    def count_unauthenticated(self):
+        """Counts a request refused for its missing or wrong API key (REST or gRPC)."""
+        self.metrics.requests.labels("unauthenticated", "401").inc()
 
     def find(self, name, version=None):
         """The served model `name` at `version` (a string; None: its newest)."""

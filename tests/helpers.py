@@ -3,6 +3,7 @@
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -30,9 +31,10 @@ def free_port():
 class Server:
     """`tfvae serve` in a subprocess; waits until `/v2/health/<wait_for>` answers 200."""
 
-    def __init__(self, export_dir, *flags, wait_for="ready", grpc=False):
+    def __init__(self, export_dir, *flags, wait_for="ready", grpc=False, tls_ca=None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With `tls_ca` (the CA that signed the server's --tls-cert), HTTPS verified against it.
+        self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
         self.grpc_port = free_port() if grpc else None  # also KServe v2 over gRPC there
         if grpc:
             flags = (*flags, "--grpc-port", str(self.grpc_port))
@@ -43,12 +45,13 @@ class Server:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        verify = ssl.create_default_context(cafile=tls_ca) if tls_ca else True
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.process.stdout.read()}")
             try:
-                if httpx.get(f"{self.url}/v2/health/{wait_for}", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/v2/health/{wait_for}", timeout=1, verify=verify).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import orjson
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
+import trustme
 from helpers import MAX_BODY_MIB, MAX_ROWS, Server, free_port, latent, v2_body
 from tritonclient.utils import InferenceServerException
 
@@ -409,5 +411,51 @@ def test_a_stalled_upload_neither_holds_other_requests_nor_stays_open(repository
             assert closed.recv(1) == b""  # closed by the server
             closed.close()
         assert kept.get(f"{server.url}/v2/health/live").status_code == 200
+    finally:
+        assert server.stop(), server.output
+
+
+def test_tls_and_api_keys_on_rest_and_grpc_with_a_certificate_made_here(repository, tmp_path):
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", str(tmp_path / "ca.pem")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(ca_file)
+    keys = tmp_path / "keys"
+    keys.write_text("s3cret\n")  # every group but health
+    server = Server(
+        repository[0],
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--api-key-file",
+        str(keys),
+        grpc=True,
+        tls_ca=ca_file,
+    )
+    try:
+        z = latent(3)
+        expected = onnx_outputs(repository[0], "gen", {"z": z})
+        auth = {"authorization": "Bearer s3cret"}
+        with httpx.Client(verify=ssl.create_default_context(cafile=ca_file)) as rest:
+            assert rest.post(f"{server.url}/v2/models/gen/infer", content=v2_body(z)).status_code == 401
+            answer = rest.post(f"{server.url}/v2/models/gen/infer", content=v2_body(z), headers=auth).json()
+        mean = next(o for o in answer["outputs"] if o["name"] == "mean")
+        np.testing.assert_allclose(np.reshape(mean["data"], mean["shape"]), expected["mean"], atol=TOLERANCE)
+        with pytest.raises(httpx.RemoteProtocolError):  # plain text is not spoken on a TLS port
+            httpx.get(f"http://127.0.0.1:{server.port}/v2/health/live", timeout=5)
+        client = triton_grpc.InferenceServerClient(f"localhost:{server.grpc_port}", ssl=True, root_certificates=ca_file)
+        assert client.is_server_live()  # health needs no key
+        z_input = triton_grpc.InferInput("z", list(z.shape), "FP32")
+        z_input.set_data_from_numpy(z)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("gen", [z_input])
+        assert refused.value.status() == "StatusCode.UNAUTHENTICATED" and "Bearer" in refused.value.message()
+        with pytest.raises(InferenceServerException, match="not one of this server's keys"):
+            client.infer("gen", [z_input], headers={"authorization": "Bearer wrong"})
+        result = client.infer("gen", [z_input], headers=auth)
+        np.testing.assert_allclose(result.as_numpy("mean"), expected["mean"], atol=TOLERANCE)
     finally:
         assert server.stop(), server.output

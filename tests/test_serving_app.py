@@ -26,6 +26,7 @@ from helpers import (
 )
 
 import tfvae
+from tfvae.serving import access
 from tfvae.serving.repository import RepositoryError, load_repository
 
 TOLERANCE = 1e-5
@@ -632,3 +633,64 @@ def test_a_polled_repository_swaps_versions_in_and_out_while_every_request_is_an
     logged = caplog.text
     assert logged.count("not serving gen version 3") == 1  # refused once, not at every poll
     assert "unloading gen version 1" in logged and "serving gen version 4" in logged
+
+
+# Every REST route, the group that guards it, and a body it answers 200.
+GUARDED_ROUTES = [
+    ("GET", "/v2", "metadata", None),
+    ("GET", "/v2/models/gen", "metadata", None),
+    ("GET", "/v2/models/gen/versions/1", "metadata", None),
+    ("GET", "/v1/models/gen", "metadata", None),
+    ("GET", "/v1/models/gen/versions/1", "metadata", None),
+    ("POST", "/v2/models/gen/infer", "inference", v2_body(latent(2))),
+    ("POST", "/v2/models/gen/versions/1/infer", "inference", v2_body(latent(2))),
+    ("POST", "/v1/models/gen:predict", "inference", orjson.dumps({"instances": latent(2).tolist()})),
+    ("POST", "/v1/models/gen:generate", "inference", orjson.dumps({"n": 2, "seed": 0})),
+    ("GET", "/metrics", "metrics", None),
+    ("GET", "/v2/health/live", "health", None),
+    ("GET", "/v2/health/ready", "health", None),
+    ("GET", "/v2/models/gen/ready", "health", None),
+]
+
+
+@pytest.mark.parametrize("health_key", [False, True], ids=["health-open", "health-keyed"])
+def test_api_keys_refuse_missing_and_wrong_keys_on_every_route_of_their_group(repository, tmp_path, health_key):
+    keys = tmp_path / "keys"
+    # A key for inference alone, one for metadata and metrics, and optionally one for health.
+    keys.write_text(
+        "inference=i-key\n# metadata and metrics share one\nmetadata,metrics=m-key\n"
+        + ("health=h-key\n" if health_key else "")
+    )
+    by_group = {"inference": "i-key", "metadata": "m-key", "metrics": "m-key", "health": "h-key"}
+    with serve_in_process(repository[0], api_keys=access.read_key_file(str(keys))) as client:
+        for method, path, group, body in GUARDED_ROUTES:
+            key = by_group[group]
+            if group == "health" and not health_key:
+                assert client.request(method, path).status_code == 200, path  # probes stay open
+                continue
+            missing = client.request(method, path, content=body)
+            assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer"), path
+            assert "Authorization: Bearer" in missing.json()["error"]
+            other = next(k for g, k in by_group.items() if k != key)
+            for wrong in (f"Bearer {other}", f"Bearer {key}x", key, f"Basic {key}"):
+                assert client.request(method, path, content=body, headers={"authorization": wrong}).status_code == 401
+            answered = client.request(method, path, content=body, headers={"authorization": f"Bearer {key}"})
+            assert answered.status_code == 200, (path, answered.text)
+        refused = client.get("/metrics", headers={"authorization": "Bearer m-key"}).text
+        assert 'endpoint="unauthenticated"' in refused
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "holds no key"),
+        ("inference=\n", "no usable key"),
+        ("predict=k\n", "unknown group 'predict'"),
+        ("inference=two words\n", "no usable key"),
+    ],
+)
+def test_a_bad_api_key_file_is_refused_naming_the_line(tmp_path, text, message):
+    path = tmp_path / "keys"
+    path.write_text(text)
+    with pytest.raises(tfvae.TfvaeError, match=message):
+        access.read_key_file(str(path))

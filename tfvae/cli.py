@@ -7,6 +7,7 @@ line on stderr and exit status 2, never a traceback. The model commands live in
 for the ONNX backend (see `tfvae._serving_only`).
 """
 
+import os
 import sys
 
 import tfvae
@@ -21,7 +22,7 @@ from tfvae.cli_arguments import (
     positive_int,
 )
 from tfvae.errors import TfvaeError
-from tfvae.serving import ServerConfig, create_app
+from tfvae.serving import ServerConfig, access, create_app
 from tfvae.serving.backends import BACKENDS
 from tfvae.serving.connections import headers_deadline
 
@@ -101,6 +102,15 @@ def _add_serve(subparsers):
         help="connections and requests served at once; more are answered 503",
     )
     p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        default=None,
+        help="require API keys ('Authorization: Bearer KEY', REST and gRPC): one per line, KEY (every "
+        "endpoint but health) or GROUP[,GROUP...]=KEY with groups inference, metadata, health, metrics, repository",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", default=None, help="serve REST and gRPC over TLS with this certificate")
+    p.add_argument("--tls-key", metavar="PEM", default=None, help="the private key of --tls-cert")
+    p.add_argument(
         "--ready-when",
         choices=("all", "any"),
         default=defaults.ready_when,
@@ -118,13 +128,21 @@ def _serve(args):
             "of the largest allowed size could never be queued; raise --max-queue-rows."
         )
 
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise TfvaeError("--tls-cert and --tls-key go together: give the certificate and its private key.")
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path is not None and not os.path.isfile(path):
+            raise TfvaeError(f"{flag} {path}: no such file; give a PEM file.")
+    api_keys = access.read_key_file(args.api_key_file) if args.api_key_file else None
+
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:  # announced once the socket is bound, not before
                 names = ", ".join(f"{name} (v{','.join(sorted(v, key=int))})" for name, v in models.items())
                 grpc = f" and grpc://{args.host}:{args.grpc_port}" if args.grpc_port else ""
-                print(f"tfvae serve: {names} on http://{args.host}:{args.port}{grpc}", flush=True)
+                scheme = "https" if args.tls_cert else "http"
+                print(f"tfvae serve: {names} on {scheme}://{args.host}:{args.port}{grpc}", flush=True)
 
     models = {}
     config = ServerConfig(
@@ -145,6 +163,9 @@ def _serve(args):
         max_queue_rows=args.max_queue_rows,
         poll_seconds=args.poll_seconds,
         latest_versions=args.latest_versions,
+        api_keys=api_keys,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish
     # (up to the graceful timeout), runs the app's shutdown, then re-raises the signal so
@@ -158,6 +179,8 @@ def _serve(args):
             timeout_graceful_shutdown=config.grace_s,
             limit_concurrency=config.max_connections,
             http=headers_deadline(config.header_timeout_s),
+            ssl_certfile=config.tls_cert,
+            ssl_keyfile=config.tls_key,
         )
     )
     try:

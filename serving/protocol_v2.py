@@ -156,6 +156,35 @@ def model_metadata(model, versions):
     }
 
 
+def model_config(model, config):
+    """Triton's model configuration (`GET /v2/models/NAME/config`, its JSON form) of a
+    served model: what clients and tools that read `max_batch_size` or the tensors' dims
+    expect. dims leave out the batch axis, as Triton's do."""
+
+    def tensors(entries):
+        return [
+            {
+                "name": t["name"],
+                "data_type": f"TYPE_{v2_datatype(t['datatype'])}",
+                "dims": [d for d in t["shape"] if d != "batch"] or [1],
+            }
+            for t in entries
+        ]
+
+    return {
+        "name": model.name,
+        "platform": "onnxruntime_onnx" if config.backend == "onnx" else "tensorflow_savedmodel",
+        "backend": "onnxruntime" if config.backend == "onnx" else "tensorflow",
+        "version_policy": (
+            {"latest": {"num_versions": config.latest_versions}} if config.latest_versions else {"all": {}}
+        ),
+        "max_batch_size": config.max_batch_size,
+        "input": tensors(model.inputs),
+        "output": tensors(model.outputs),
+        "dynamic_batching": {"max_queue_delay_microseconds": round(config.batch_delay_ms * 1000)},
+    }
+
+
 def tensor_metadata(tensor):
     return {
         "name": tensor["name"],
@@ -165,7 +194,8 @@ def tensor_metadata(tensor):
 
 
 def routes(service):
-    """The v2 REST routes (health, server and model metadata, readiness, infer) over `service`."""
+    """The v2 REST routes (health, server and model metadata, model config, readiness,
+    infer) over `service`."""
 
     @endpoint(service, "v2_health_live")
     async def live(request):
@@ -184,6 +214,11 @@ def routes(service):
     async def metadata(request):
         model = service.find(request.path_params["name"], request.path_params.get("version"))
         return json_response(model_metadata(model, service.models[model.name]))
+
+    @endpoint(service, "v2_model_config")
+    async def model_configuration(request):
+        model = service.find(request.path_params["name"], request.path_params.get("version"))
+        return json_response(model_config(model, service.config))
 
     @endpoint(service, "v2_model_ready")
     async def model_ready(request):
@@ -210,6 +245,8 @@ def routes(service):
         Route("/v2", server_metadata),
         Route("/v2/models/{name}", metadata),
         Route("/v2/models/{name}/versions/{version}", metadata),
+        Route("/v2/models/{name}/config", model_configuration),
+        Route("/v2/models/{name}/versions/{version}/config", model_configuration),
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),

@@ -69,6 +69,15 @@ def test_health_metadata_and_readiness(server):
     assert {o["name"] for o in metadata["outputs"]} == {"mean", "logits"}
     assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
     assert httpx.get(f"{server.url}/v2/models/gen_encoder/versions/1").json()["outputs"][1]["name"] == "scale"
+    # Triton's model configuration, as its client reads it: the server's own batch limit
+    # and delay, dims without the batch axis.
+    config = client.get_model_config("gen")
+    assert config["max_batch_size"] == 256 and config["dynamic_batching"]["max_queue_delay_microseconds"] == 5000
+    assert config["input"] == [{"name": "z", "data_type": "TYPE_FP32", "dims": [4]}]
+    assert {(o["name"], tuple(o["dims"])) for o in config["output"]} == {("mean", (64,)), ("logits", (64,))}
+    assert client.get_model_config("gen_encoder", "1")["output"][1]["name"] == "scale"
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+        client.get_model_config("nope")
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])

@@ -640,6 +640,7 @@ GUARDED_ROUTES = [
     ("GET", "/v2", "metadata", None),
     ("GET", "/v2/models/gen", "metadata", None),
     ("GET", "/v2/models/gen/versions/1", "metadata", None),
+    ("GET", "/v2/models/gen/config", "metadata", None),
     ("GET", "/v1/models/gen", "metadata", None),
     ("GET", "/v1/models/gen/versions/1", "metadata", None),
     ("POST", "/v2/models/gen/infer", "inference", v2_body(latent(2))),

@@ -9,6 +9,7 @@ release the GIL), and each request gets back exactly its own rows.
 import asyncio
 import concurrent.futures
 import dataclasses
+import time
 
 import numpy as np
 
@@ -17,11 +18,23 @@ class BatcherClosed(Exception):
     """`submit` on a stopped batcher."""
 
 
+class QueueTimeout(Exception):
+    """A request's own timeout passed while it waited for a batch; `waited_s` says how long."""
+
+    def __init__(self, waited_s):
+        super().__init__(waited_s)
+        self.waited_s = waited_s
+
+
 @dataclasses.dataclass
 class _Pending:
     inputs: dict
     rows: int
     future: asyncio.Future
+    # time.monotonic(), not the loop's clock: uvloop's is libuv's, in whole milliseconds
+    # and cached per loop iteration, so a 1 µs timeout never passed under it.
+    submitted: float
+    expires: float = None  # None: waits as long as it takes
 
 
 class DynamicBatcher:
@@ -67,23 +80,42 @@ class DynamicBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def submit(self, inputs):
+    async def submit(self, inputs, timeout_s=None):
         """Runs `inputs` (`{name: [rows, ...]}`) as part of a batch; returns its outputs.
+
+        Args:
+          inputs: `{name: [rows, ...]}`.
+          timeout_s: how long the request may wait for its batch to start (None: as
+            long as it takes); once in a running batch it runs to the end.
 
         Raises:
           BatcherClosed: the batcher was stopped (its model version unloaded).
+          QueueTimeout: `timeout_s` passed before the request's batch started.
         """
         if self.closed:
             raise BatcherClosed()
         rows = len(next(iter(inputs.values())))
         future = asyncio.get_running_loop().create_future()
         self.queued_rows += rows
-        await self._queue.put(_Pending(inputs, rows, future))
+        now = time.monotonic()
+        await self._queue.put(_Pending(inputs, rows, future, now, None if timeout_s is None else now + timeout_s))
         return await future
+
+    def _expired(self, item):
+        """Fails `item` when its timeout has passed (its rows leave the queue's count)."""
+        now = time.monotonic()
+        if item.expires is None or now < item.expires:
+            return False
+        self.queued_rows -= item.rows
+        if not item.future.done():
+            item.future.set_exception(QueueTimeout(now - item.submitted))
+        return True
 
     async def _next_batch(self):
         first = self._carry or await self._queue.get()
         self._carry = None
+        while self._expired(first):
+            first = await self._queue.get()
         batch, rows = [first], first.rows
         deadline = asyncio.get_running_loop().time() + self.delay
         while rows < self.max_batch_size:
@@ -94,6 +126,8 @@ class DynamicBatcher:
                 item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
             except (asyncio.TimeoutError, asyncio.QueueEmpty):
                 break
+            if self._expired(item):
+                continue
             if rows + item.rows > self.max_batch_size:
                 self._carry = item
                 break

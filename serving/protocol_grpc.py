@@ -190,7 +190,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         model = self.service.find(request.model_name, request.model_version or None)
         inputs, requested = parse_infer_request(request, model, self.service.config.max_rows)
-        outputs = await self.service.run(model, inputs)
+        timeout = request.parameters["timeout"] if "timeout" in request.parameters else None
+        timeout_us = protocol_v2.request_timeout_us(
+            None if timeout is None else getattr(timeout, timeout.WhichOneof("parameter_choice") or "int64_param")
+        )
+        outputs = await self.service.run(model, inputs, timeout_us)
         return format_infer_response(request, model, outputs, requested)
 
 

@@ -82,6 +82,16 @@ def _read_input(entry, tensor, binary, offset, max_rows):
     return check_rows(array_from_json(entry["data"], shape, name), tensor, max_rows), offset
 
 
+def request_timeout_us(value):
+    """A request's `parameters.timeout` (microseconds, as Triton reads it), checked; None
+    when absent."""
+    if value is None:
+        return None
+    if not is_int(value) or not 0 < value <= 2**63 - 1:
+        raise RequestError(f"parameters.timeout must be a positive integer of microseconds; got {value!r}")
+    return int(value)
+
+
 def parse_infer_request(body, header_length, model, max_rows):
     """Returns `(request json, {input name: array}, [(output name, binary?)])`."""
     text, binary = _split_body(body, header_length)
@@ -235,7 +245,8 @@ def routes(service):
         parsed, inputs, requested = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), model, service.config.max_rows
         )
-        outputs = await service.run(model, inputs)
+        timeout_us = request_timeout_us(parameters(parsed, "the request").get("timeout"))
+        outputs = await service.run(model, inputs, timeout_us)
         content, headers = format_infer_response(parsed, model, outputs, requested)
         return Response(content, headers=headers)
 

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from tfvae.serving import access
-from tfvae.serving.batching import DynamicBatcher
+from tfvae.serving.batching import DynamicBatcher, QueueTimeout
 from tfvae.serving.errors import RequestError
 from tfvae.serving.metrics import Metrics
 from tfvae.serving.repository import RepositoryError, every_version, latest, load_repository
@@ -131,8 +131,12 @@ class ModelService:
             return False, self.refused
         return self.ready, {}
 
-    async def run(self, model, inputs):
-        """`model`'s outputs for `inputs` (`{name: [rows, ...]}`), batched with others."""
+    async def run(self, model, inputs, timeout_us=None):
+        """`model`'s outputs for `inputs` (`{name: [rows, ...]}`), batched with others.
+
+        `timeout_us` is the request's own limit (v2 `parameters.timeout`, in microseconds,
+        as Triton reads it) on waiting for its batch: past it the request is refused with
+        503, as Triton refuses it ("Request timeout expired"), instead of running late."""
         rows = len(next(iter(inputs.values())))
         if model.batcher.closed:  # unloaded by a repository poll while this request arrived
             model = self.models.get(model.name, {}).get(model.version)  # the same version, reloaded
@@ -150,7 +154,14 @@ class ModelService:
         # in-flight requests, and a client still uploading must not hold them.
         self.in_flight += 1
         try:
-            outputs = await model.batcher.submit(inputs)
+            outputs = await model.batcher.submit(inputs, None if timeout_us is None else timeout_us / 1e6)
+        except QueueTimeout as expired:
+            self.metrics.requests.labels("timed_out", "503").inc()
+            raise RequestError(
+                f"request timeout expired: it waited {expired.waited_s * 1e6:,.0f} µs for a batch, past its "
+                f"parameters.timeout of {timeout_us:,} µs",
+                503,
+            ) from None
         finally:
             self.in_flight -= 1
         for name, array in outputs.items():

@@ -118,6 +118,12 @@ def test_grpc_with_tritons_own_client_matches_the_exported_model(server, reposit
     assert result.as_numpy("logits") is None and result.get_response().id == "r7"
     np.testing.assert_allclose(result.as_numpy("mean"), expected["mean"], atol=TOLERANCE)
     np.testing.assert_allclose(client.infer("gen", [z_input]).as_numpy("logits"), expected["logits"], atol=TOLERANCE)
+    # tritonclient's per-request timeout (microseconds, parameters["timeout"]): 1 µs
+    # passes while the request waits for its batch, 10 s does not.
+    with pytest.raises(InferenceServerException, match="request timeout expired") as expired:
+        client.infer("gen", [z_input], timeout=1)
+    assert expired.value.status() == "StatusCode.UNAVAILABLE"
+    assert client.infer("gen", [z_input], timeout=10_000_000).as_numpy("mean").shape == (7, 64)
     x = (np.random.default_rng(1).random((5, 64)) > 0.5).astype(np.float32)
     x_input = triton_grpc.InferInput("x", [5, 64], "FP32")
     x_input.set_data_from_numpy(x)

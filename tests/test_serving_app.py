@@ -2,6 +2,7 @@
 input, readiness, generation from each kind of prior, the SavedModel backend, and the
 repository's checks. What needs a real process is in test_serving.py."""
 
+import asyncio
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from helpers import (
 
 import tfvae
 from tfvae.serving import access
+from tfvae.serving.batching import DynamicBatcher, QueueTimeout
 from tfvae.serving.repository import RepositoryError, load_repository
 
 TOLERANCE = 1e-5
@@ -695,3 +697,48 @@ def test_a_bad_api_key_file_is_refused_naming_the_line(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(tfvae.TfvaeError, match=message):
         access.read_key_file(str(path))
+
+
+def test_a_request_past_its_own_timeout_in_the_queue_is_refused_and_the_others_run():
+    class Slow:
+        def run(self, inputs):
+            time.sleep(0.2)
+            return {"y": inputs["x"] * 2}
+
+    async def scenario():
+        batcher = DynamicBatcher(Slow(), max_batch_size=1, delay=0.0)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit({"x": np.ones((1, 1))}))
+        await asyncio.sleep(0.01)  # the first is in the model for 0.2 s; the next two wait
+        impatient = asyncio.ensure_future(batcher.submit({"x": np.ones((1, 1))}, timeout_s=0.05))
+        patient = asyncio.ensure_future(batcher.submit({"x": np.full((1, 1), 3.0)}, timeout_s=5.0))
+        results = await asyncio.gather(running, impatient, patient, return_exceptions=True)
+        left = batcher.queued_rows
+        await batcher.stop()
+        return results, left
+
+    (first, impatient, patient), left = asyncio.run(scenario())
+    assert first["y"][0, 0] == 2 and patient["y"][0, 0] == 6
+    assert isinstance(impatient, QueueTimeout) and 0.05 <= impatient.waited_s < 1.0
+    assert left == 0  # the refused request's rows left the queue's count
+
+
+@pytest.mark.parametrize(
+    "timeout, status, message",
+    [
+        (1, 503, "request timeout expired: it waited"),
+        (10_000_000, 200, None),
+        (0, 400, "parameters.timeout must be a positive integer of microseconds; got 0"),
+        (-5, 400, "got -5"),
+        ("soon", 400, "got 'soon'"),
+        (1.5, 400, "got 1.5"),
+        (True, 400, "got True"),
+    ],
+)
+def test_v2_parameters_timeout_as_triton_reads_it(client, timeout, status, message):
+    body = orjson.loads(v2_body(latent(2)))
+    body["parameters"] = {"timeout": timeout}
+    answer = client.post("/v2/models/gen/infer", content=orjson.dumps(body))
+    assert answer.status_code == status, answer.text
+    if message:
+        assert message in answer.json()["error"]

@@ -2,7 +2,7 @@
 
 The groups follow Triton's restricted APIs: "inference" (v2 infer, TF Serving predict,
 :generate), "metadata" (server and model metadata, TF Serving model status), "health"
-(liveness and readiness), "metrics" (/metrics) and "repository". A group with keys
+(liveness and readiness), "metrics" (/metrics and the v2 statistics) and "repository". A group with keys
 answers only requests that carry one of them, as `Authorization: Bearer KEY` (an HTTP
 header, or gRPC metadata `authorization`); a group without keys stays open. Refusals
 are REST 401 with `WWW-Authenticate: Bearer` and gRPC UNAUTHENTICATED.
@@ -90,7 +90,7 @@ def rest_group(path):
     """The group of a REST path."""
     if path.startswith("/v2/health") or path.endswith("/ready"):
         return "health"
-    if path == "/metrics":
+    if path == "/metrics" or path.endswith("/stats"):
         return "metrics"
     if path.startswith("/v2/repository"):
         return "repository"

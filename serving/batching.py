@@ -27,6 +27,49 @@ class QueueTimeout(Exception):
 
 
 @dataclasses.dataclass
+class Statistics:
+    """What a model version did, in Triton's terms (`/v2/models/NAME/stats`): requests that
+    succeeded or failed and their time in the server, their time queued, each run's time
+    by batch size, rows and runs, and when it last ran (ms since the epoch)."""
+
+    success: list = dataclasses.field(default_factory=lambda: [0, 0])  # [count, ns]
+    fail: list = dataclasses.field(default_factory=lambda: [0, 0])
+    queue: list = dataclasses.field(default_factory=lambda: [0, 0])
+    compute_infer: list = dataclasses.field(default_factory=lambda: [0, 0])
+    by_batch_size: dict = dataclasses.field(default_factory=dict)  # rows -> [count, ns]
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+
+    def as_triton(self, name, version):
+        def pair(counted):
+            return {"count": counted[0], "ns": counted[1]}
+
+        return {
+            "name": name,
+            "version": version,
+            "last_inference": self.last_inference_ms,
+            "inference_count": self.inference_count,
+            "execution_count": self.execution_count,
+            "inference_stats": {
+                "success": pair(self.success),
+                "fail": pair(self.fail),
+                "queue": pair(self.queue),
+                "compute_infer": pair(self.compute_infer),
+            },
+            "batch_stats": [
+                {"batch_size": size, "compute_infer": pair(counted)}
+                for size, counted in sorted(self.by_batch_size.items())
+            ],
+        }
+
+
+def _add(counted, ns):
+    counted[0] += 1
+    counted[1] += ns
+
+
+@dataclasses.dataclass
 class _Pending:
     inputs: dict
     rows: int
@@ -63,6 +106,7 @@ class DynamicBatcher:
         self.queued_rows = 0
         self._running = False  # a batch is in the model
         self.closed = False
+        self.statistics = Statistics()
 
     def start(self):
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -144,7 +188,16 @@ class DynamicBatcher:
                 names = batch[0].inputs.keys()
                 inputs = {name: np.concatenate([item.inputs[name] for item in batch]) for name in names}
                 self._running = True
+                started = time.monotonic()
+                for item in batch:
+                    _add(self.statistics.queue, int((started - item.submitted) * 1e9))
                 outputs = await loop.run_in_executor(self._executor, self.backend.run, inputs)
+                ns = int((time.monotonic() - started) * 1e9)
+                _add(self.statistics.compute_infer, ns)
+                _add(self.statistics.by_batch_size.setdefault(rows, [0, 0]), ns)
+                self.statistics.inference_count += rows
+                self.statistics.execution_count += 1
+                self.statistics.last_inference_ms = int(time.time() * 1000)
             except Exception as error:  # a fault fails this batch's requests; the loop serves on
                 for item in batch:
                     if not item.future.done():

@@ -204,8 +204,8 @@ def tensor_metadata(tensor):
 
 
 def routes(service):
-    """The v2 REST routes (health, server and model metadata, model config, readiness,
-    infer) over `service`."""
+    """The v2 REST routes (health, server and model metadata, model config and statistics,
+    readiness, infer) over `service`."""
 
     @endpoint(service, "v2_health_live")
     async def live(request):
@@ -229,6 +229,20 @@ def routes(service):
     async def model_configuration(request):
         model = service.find(request.path_params["name"], request.path_params.get("version"))
         return json_response(model_config(model, service.config))
+
+    @endpoint(service, "v2_model_stats")
+    async def statistics(request):
+        name, version = request.path_params.get("name"), request.path_params.get("version")
+        if name is None:
+            chosen = [model for versions in service.models.values() for model in versions.values()]
+        elif version is None:
+            chosen = list(service.models[service.find(name).name].values())
+        else:
+            chosen = [service.find(name, version)]
+        chosen.sort(key=lambda model: (model.name, int(model.version)))
+        return json_response(
+            {"model_stats": [model.batcher.statistics.as_triton(model.name, model.version) for model in chosen]}
+        )
 
     @endpoint(service, "v2_model_ready")
     async def model_ready(request):
@@ -254,6 +268,10 @@ def routes(service):
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),
+        # Before /v2/models/{name}, which "stats" would match as a model's name.
+        Route("/v2/models/stats", statistics),
+        Route("/v2/models/{name}/stats", statistics),
+        Route("/v2/models/{name}/versions/{version}/stats", statistics),
         Route("/v2/models/{name}", metadata),
         Route("/v2/models/{name}/versions/{version}", metadata),
         Route("/v2/models/{name}/config", model_configuration),

@@ -9,6 +9,7 @@ generator's inputs (`generate_inputs`). Nothing here knows HTTP.
 import asyncio
 import dataclasses
 import logging
+import time
 
 import numpy as np
 
@@ -153,8 +154,10 @@ class ModelService:
         # Counted only once its body is read and checked: the batchers wait for
         # in-flight requests, and a client still uploading must not hold them.
         self.in_flight += 1
+        started, succeeded = time.monotonic(), False
         try:
             outputs = await model.batcher.submit(inputs, None if timeout_us is None else timeout_us / 1e6)
+            succeeded = True
         except QueueTimeout as expired:
             self.metrics.requests.labels("timed_out", "503").inc()
             raise RequestError(
@@ -164,6 +167,10 @@ class ModelService:
             ) from None
         finally:
             self.in_flight -= 1
+            statistics = model.batcher.statistics
+            counted = statistics.success if succeeded else statistics.fail
+            counted[0] += 1
+            counted[1] += int((time.monotonic() - started) * 1e9)
         for name, array in outputs.items():
             if not np.isfinite(array).all():  # JSON has no NaN or Inf: they would go out as null
                 raise RequestError(

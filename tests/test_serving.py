@@ -76,6 +76,7 @@ def test_health_metadata_and_readiness(server):
     assert config["input"] == [{"name": "z", "data_type": "TYPE_FP32", "dims": [4]}]
     assert {(o["name"], tuple(o["dims"])) for o in config["output"]} == {("mean", (64,)), ("logits", (64,))}
     assert client.get_model_config("gen_encoder", "1")["output"][1]["name"] == "scale"
+    assert client.get_inference_statistics("gen")["model_stats"][0]["name"] == "gen"  # Triton's statistics
     with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
         client.get_model_config("nope")
 

@@ -650,6 +650,7 @@ GUARDED_ROUTES = [
     ("POST", "/v1/models/gen:predict", "inference", orjson.dumps({"instances": latent(2).tolist()})),
     ("POST", "/v1/models/gen:generate", "inference", orjson.dumps({"n": 2, "seed": 0})),
     ("GET", "/metrics", "metrics", None),
+    ("GET", "/v2/models/gen/stats", "metrics", None),
     ("GET", "/v2/health/live", "health", None),
     ("GET", "/v2/health/ready", "health", None),
     ("GET", "/v2/models/gen/ready", "health", None),
@@ -742,3 +743,27 @@ def test_v2_parameters_timeout_as_triton_reads_it(client, timeout, status, messa
     assert answer.status_code == status, answer.text
     if message:
         assert message in answer.json()["error"]
+
+
+def test_statistics_count_what_each_model_version_did_in_tritons_shape(repository):
+    with serve_in_process(repository[0]) as client:
+        for _ in range(3):
+            assert client.post("/v2/models/gen/infer", content=v2_body(latent(2))).status_code == 200
+        late = orjson.loads(v2_body(latent(2)))
+        late["parameters"] = {"timeout": 1}
+        assert client.post("/v2/models/gen/infer", content=orjson.dumps(late)).status_code == 503
+        (stats,) = client.get("/v2/models/gen/stats").json()["model_stats"]
+        everything = client.get("/v2/models/stats").json()["model_stats"]
+        assert client.get("/v2/models/nope/stats").status_code == 404
+    inference = stats["inference_stats"]
+    assert (stats["name"], stats["version"]) == ("gen", "1") and stats["last_inference"] > 0
+    assert inference["success"]["count"] == 3 and inference["fail"]["count"] == 1
+    assert inference["queue"]["count"] == 3  # the late request never reached a batch
+    assert stats["inference_count"] == 6 and 1 <= stats["execution_count"] <= 3
+    assert inference["compute_infer"]["count"] == stats["execution_count"]
+    batches = stats["batch_stats"]
+    assert sum(b["compute_infer"]["count"] for b in batches) == stats["execution_count"]
+    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches) == stats["inference_count"]
+    assert all(inference[kind]["ns"] > 0 for kind in ("success", "fail", "queue", "compute_infer"))
+    assert [(s["name"], s["version"]) for s in everything] == [("gen", "1"), ("gen_encoder", "1")]
+    assert everything[1]["inference_count"] == 0

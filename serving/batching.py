@@ -37,9 +37,15 @@ class Statistics:
     queue: list = dataclasses.field(default_factory=lambda: [0, 0])
     compute_infer: list = dataclasses.field(default_factory=lambda: [0, 0])
     by_batch_size: dict = dataclasses.field(default_factory=dict)  # rows -> [count, ns]
+    fail_by_reason: dict = dataclasses.field(default_factory=dict)  # Triton's reasons -> count
     inference_count: int = 0
     execution_count: int = 0
     last_inference_ms: int = 0
+
+    def failed(self, reason, ns):
+        """Counts a failed request: `reason` is Triton's REJECTED, CANCELED, BACKEND or OTHER."""
+        _add(self.fail, ns)
+        self.fail_by_reason[reason] = self.fail_by_reason.get(reason, 0) + 1
 
     def as_triton(self, name, version):
         def pair(counted):
@@ -107,6 +113,11 @@ class DynamicBatcher:
         self._running = False  # a batch is in the model
         self.closed = False
         self.statistics = Statistics()
+
+    @property
+    def pending_requests(self):
+        """Requests waiting for a batch (not yet in a running one)."""
+        return self._queue.qsize() + (self._carry is not None)
 
     def start(self):
         self._task = asyncio.get_running_loop().create_task(self._loop())

@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 from tfvae.serving import access
-from tfvae.serving.batching import DynamicBatcher, QueueTimeout
+from tfvae.serving.batching import BatcherClosed, DynamicBatcher, QueueTimeout
 from tfvae.serving.errors import RequestError
-from tfvae.serving.metrics import Metrics
+from tfvae.serving.metrics import Metrics, TritonMetrics
 from tfvae.serving.repository import RepositoryError, every_version, latest, load_repository
 from tfvae.serving.tensors import check_class_ids, is_int
 
@@ -102,6 +102,7 @@ class ModelService:
         self.models, self.refused = repository.models, repository.refused
         self._poller = None
         self.metrics = Metrics()
+        self.metrics.registry.register(TritonMetrics(lambda: [m for m in self.loaded() if m.batcher is not None]))
         self.keys = access.Keys(config.api_keys) if config.api_keys else None
         self.ready = False
         # Requests past their body and checks, waiting on or inside a model run.
@@ -145,6 +146,7 @@ class ModelService:
                 raise RequestError("the model version was unloaded while this request arrived; retry", 503, 0)
         if model.batcher.queued_rows + rows > self.config.max_queue_rows:
             self.metrics.refused.labels(model.name).inc()
+            model.batcher.statistics.failed("REJECTED", 0)
             raise RequestError(
                 f"model {model.name!r} is overloaded: {model.batcher.queued_rows} rows wait to run "
                 f"(at most {self.config.max_queue_rows}); retry shortly",
@@ -154,23 +156,32 @@ class ModelService:
         # Counted only once its body is read and checked: the batchers wait for
         # in-flight requests, and a client still uploading must not hold them.
         self.in_flight += 1
-        started, succeeded = time.monotonic(), False
+        started, failure = time.monotonic(), "OTHER"
         try:
             outputs = await model.batcher.submit(inputs, None if timeout_us is None else timeout_us / 1e6)
-            succeeded = True
+            failure = None
         except QueueTimeout as expired:
+            failure = "REJECTED"
             self.metrics.requests.labels("timed_out", "503").inc()
             raise RequestError(
                 f"request timeout expired: it waited {expired.waited_s * 1e6:,.0f} µs for a batch, past its "
                 f"parameters.timeout of {timeout_us:,} µs",
                 503,
             ) from None
+        except BatcherClosed:
+            failure = "CANCELED"
+            raise
+        except Exception:
+            failure = "BACKEND"  # the model's run failed
+            raise
         finally:
             self.in_flight -= 1
-            statistics = model.batcher.statistics
-            counted = statistics.success if succeeded else statistics.fail
-            counted[0] += 1
-            counted[1] += int((time.monotonic() - started) * 1e9)
+            ns = int((time.monotonic() - started) * 1e9)
+            if failure is None:
+                model.batcher.statistics.success[0] += 1
+                model.batcher.statistics.success[1] += ns
+            else:
+                model.batcher.statistics.failed(failure, ns)
         for name, array in outputs.items():
             if not np.isfinite(array).all():  # JSON has no NaN or Inf: they would go out as null
                 raise RequestError(

@@ -745,7 +745,7 @@ def test_v2_parameters_timeout_as_triton_reads_it(client, timeout, status, messa
         assert message in answer.json()["error"]
 
 
-def test_statistics_count_what_each_model_version_did_in_tritons_shape(repository):
+def test_statistics_and_tritons_metric_names_count_what_each_model_version_did(repository):
     with serve_in_process(repository[0]) as client:
         for _ in range(3):
             assert client.post("/v2/models/gen/infer", content=v2_body(latent(2))).status_code == 200
@@ -755,6 +755,19 @@ def test_statistics_count_what_each_model_version_did_in_tritons_shape(repositor
         (stats,) = client.get("/v2/models/gen/stats").json()["model_stats"]
         everything = client.get("/v2/models/stats").json()["model_stats"]
         assert client.get("/v2/models/nope/stats").status_code == 404
+        metrics = client.get("/metrics").text
+    # The same figures under Triton's metric names, beside tfvae's own.
+    for line in (
+        'nv_inference_request_success{model="gen",version="1"} 3.0',
+        'nv_inference_request_failure{model="gen",reason="REJECTED",version="1"} 1.0',
+        'nv_inference_request_failure{model="gen",reason="BACKEND",version="1"} 0.0',
+        'nv_inference_count{model="gen",version="1"} 6.0',
+        f'nv_inference_exec_count{{model="gen",version="1"}} {stats["execution_count"]}.0',
+        'nv_inference_pending_request_count{model="gen",version="1"} 0.0',
+        'nv_inference_count{model="gen_encoder",version="1"} 0.0',
+    ):
+        assert line in metrics.splitlines(), line
+    assert "nv_inference_queue_duration_us" in metrics and "tfvae_requests_total" in metrics
     inference = stats["inference_stats"]
     assert (stats["name"], stats["version"]) == ("gen", "1") and stats["last_inference"] > 0
     assert inference["success"]["count"] == 3 and inference["fail"]["count"] == 1

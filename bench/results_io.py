@@ -13,6 +13,16 @@ def provenance():
     return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "git_commit": commit}
 
 
+def cpu():
+    """The CPU's model name and its vector-instruction flags (AVX-512 or not, FMA, AMX):
+    absolute speeds move with them from machine to machine."""
+    with open("/proc/cpuinfo") as f:
+        lines = f.read().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+    return {"model": model, "vector_flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))}
+
+
 def write_result(path, report):
     """Writes `report` as indented JSON to `path` (atomically), creating its folder."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

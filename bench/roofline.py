@@ -25,7 +25,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from results_io import provenance, write_result
+from results_io import cpu, provenance, write_result
 
 import tfvae
 
@@ -93,13 +93,6 @@ def rate(function, flops):
     return flops * calls / min(blocks)
 
 
-def cpu_flags():
-    """The vector-instruction flags of this machine's CPU (AVX-512 or not, FMA, AMX)."""
-    with open("/proc/cpuinfo") as f:
-        line = next(line for line in f if line.startswith("flags"))
-    return sorted(flag for flag in line.split(":", 1)[1].split() if flag.startswith(("avx", "fma", "amx")))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=DATA)
@@ -145,7 +138,7 @@ def main():
             images_per_s * per_image / max(rates["square_2048_tensorflow"], rates["square_2048_xla"]), 3
         ),
         "tfvae_run": tfvae_run,
-        "cpu_flags": cpu_flags(),
+        "cpu": cpu(),
         **provenance(),
         "versions": {"tfvae": tfvae.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
     }

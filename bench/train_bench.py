@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 
-from results_io import provenance, write_result
+from results_io import cpu, provenance, write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINES = os.path.join(HERE, "..", "..", "shared", "baselines")
@@ -73,15 +73,6 @@ def versions(torch_python, jax_python, pythae_python):
         "flax": of(jax_python, "flax"),
         "pythae": of(pythae_python, "pythae"),
     }
-
-
-def cpu():
-    """The CPU's model name and its vector-instruction flags (AVX-512 or not)."""
-    with open("/proc/cpuinfo") as f:
-        lines = f.read().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
-    flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
-    return {"model": model, "vector_flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))}
 
 
 def main():

@@ -42,6 +42,10 @@ class Statistics:
     execution_count: int = 0
     last_inference_ms: int = 0
 
+    def succeeded(self, ns):
+        """Counts a request answered after `ns` nanoseconds in the server."""
+        _add(self.success, ns)
+
     def failed(self, reason, ns):
         """Counts a failed request: `reason` is Triton's REJECTED, CANCELED, BACKEND or OTHER."""
         _add(self.fail, ns)

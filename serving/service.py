@@ -162,7 +162,6 @@ class ModelService:
             failure = None
         except QueueTimeout as expired:
             failure = "REJECTED"
-            self.metrics.requests.labels("timed_out", "503").inc()
             raise RequestError(
                 f"request timeout expired: it waited {expired.waited_s * 1e6:,.0f} µs for a batch, past its "
                 f"parameters.timeout of {timeout_us:,} µs",
@@ -178,8 +177,7 @@ class ModelService:
             self.in_flight -= 1
             ns = int((time.monotonic() - started) * 1e9)
             if failure is None:
-                model.batcher.statistics.success[0] += 1
-                model.batcher.statistics.success[1] += ns
+                model.batcher.statistics.succeeded(ns)
             else:
                 model.batcher.statistics.failed(failure, ns)
         for name, array in outputs.items():

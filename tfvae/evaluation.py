@@ -59,10 +59,10 @@ def active_units(model, x, batch_size=100, labels=None):
 
 
 def _worker_share(strategy, count, batch_size):
-    """`(start, stop)`: the examples this worker evaluates. Without a multi-worker
+    """`(start, stop)`: the examples this worker evaluates. Without a (multi-worker)
     strategy, all of them; with one, a contiguous run of whole batches, in worker order,
     so that every example is in the batch (and gets the samples) it has in one process."""
-    if strategy is None or not in_multi_worker_mode(strategy):
+    if strategy is None:
         return 0, count
     resolver = strategy.cluster_resolver
     spec = resolver.cluster_spec()
@@ -76,8 +76,8 @@ def _worker_share(strategy, count, batch_size):
 
 def _all_gather(strategy, array):
     """Every worker's rows of `array` (`[n_worker, ...]`, n_worker may differ and be 0),
-    concatenated in worker order, on every worker."""
-    if strategy is None or not in_multi_worker_mode(strategy):
+    concatenated in worker order, on every worker (the array itself without a strategy)."""
+    if strategy is None:
         return array
     local = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(array))
     return strategy.gather(local, axis=0).numpy()
@@ -133,6 +133,8 @@ def evaluate(
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
         raise ConfigError("evaluate needs at least one example.")
+    if strategy is not None and not in_multi_worker_mode(strategy):
+        strategy = None  # one worker: nothing to share
     start, stop = _worker_share(strategy, len(x), batch_size)
     # This worker's share, each example with the seeds it has in the whole of x.
     share, share_labels = x[start:stop], None if labels is None else np.asarray(labels)[start:stop]

@@ -185,3 +185,122 @@ def test_photo_patches_ship_with_scikit_learn_and_test_patches_share_no_pixel_wi
     train_right = PATCH_COLUMNS["train"][1]
     assert max(range(0, train_right - PATCH + 1, 16)) + PATCH <= train_right <= PATCH_COLUMNS["valid"][0]
     assert tfvae.load_dataset("photo_patches").grey_levels == 256  # a Bernoulli run reads x / 255
+
+
+def coupled_parameters(rng, shape, channels, components, levels):
+    """Random logits, locs (levels), scales and coupling coefficients of a coupled mixture, float64."""
+    return dict(
+        logits=rng.normal(size=(*shape, components)),
+        loc=rng.uniform(-0.1 * levels, 1.1 * levels, size=(*shape, channels, components)),
+        scale=rng.uniform(0.05 * levels, 0.3 * levels, size=(*shape, channels, components)),
+        coefficients=rng.uniform(-1, 1, size=(*shape, channels, channels, components)),
+        num_levels=levels,
+    )
+
+
+@pytest.mark.parametrize("channels, levels", [(3, 16), (2, 256)])
+def test_a_coupled_mixture_is_a_probability_of_every_colour_of_a_pixel(channels, levels):
+    params = coupled_parameters(np.random.default_rng(channels), (2,), channels, 3, levels)
+    pixels = tfvae.CoupledLogisticMixture(**params)
+    assert pixels.batch_shape == [2] and pixels.event_shape == [channels]
+    colours = np.stack(np.meshgrid(*[np.arange(levels, dtype=np.float64)] * channels, indexing="ij"), -1)
+    colours = colours.reshape(-1, channels)  # every colour, [levels ** channels, channels]
+    total = np.exp(pixels.log_prob(colours[:, None, :]).numpy()).sum(axis=0)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-10)
+
+
+def test_a_coupled_mixture_shifts_each_channel_by_the_channels_before_it():
+    rng = np.random.default_rng(0)
+    loc, scale = rng.uniform(60, 190, size=(3, 1)), rng.uniform(2, 9, size=(3, 1))
+    coefficients = rng.uniform(-1, 1, size=(3, 3, 1))  # the upper triangle must be ignored
+    pixel = tfvae.CoupledLogisticMixture(np.zeros(1), loc, scale, coefficients)
+    x = np.array([200.0, 31.0, 117.0])
+    u = x - 127.5
+    shifted = loc[:, 0] + np.array(
+        [0, coefficients[1, 0, 0] * u[0], coefficients[2, 0, 0] * u[0] + coefficients[2, 1, 0] * u[1]]
+    )
+    expected = discretized_logistic(tf.constant(shifted), tf.constant(scale[:, 0])).log_prob(x).numpy().sum()
+    assert pixel.log_prob(x).numpy() == pytest.approx(expected, rel=1e-12)
+
+
+def test_samples_of_a_coupled_mixture_follow_its_probabilities_and_its_mean():
+    params = coupled_parameters(np.random.default_rng(3), (), 2, 2, 4)
+    pixel = tfvae.CoupledLogisticMixture(**params)
+    n = 40_000
+    samples = pixel.sample(n, seed=(4, 5)).numpy().astype(int)  # [n, 2]
+    counts = np.bincount(samples[:, 0] * 4 + samples[:, 1], minlength=16)
+    colours = np.stack(np.meshgrid(np.arange(4.0), np.arange(4.0), indexing="ij"), -1).reshape(-1, 2)
+    p = np.exp(pixel.log_prob(colours).numpy())
+    # Every colour's frequency within 5 standard errors of its probability: drawing the
+    # channels in the wrong order, or without the coupling, moves several far outside.
+    np.testing.assert_array_less(np.abs(counts / n - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-4)
+    # Away from the edge levels the mean is exact: the samples' mean agrees within its error.
+    rng = np.random.default_rng(6)
+    inner = tfvae.CoupledLogisticMixture(
+        rng.normal(size=(2,)),
+        rng.uniform(90, 160, size=(3, 2)),
+        rng.uniform(1, 4, size=(3, 2)),
+        rng.uniform(-0.5, 0.5, size=(3, 3, 2)),
+    )
+    draws = inner.sample(n, seed=(7, 8)).numpy()
+    np.testing.assert_array_less(np.abs(draws.mean(0) - inner.mean().numpy()), 5 * draws.std(0) / np.sqrt(n))
+
+
+def test_a_coupled_likelihood_of_one_channel_is_the_uncoupled_mixture():
+    params = tf.constant(np.random.default_rng(0).normal(size=(4, 3, 5, 1, 9)), tf.float32)  # K = 3: 3K per pixel
+    x = np.random.default_rng(1).integers(0, 256, size=(4, 3, 5, 1)).astype("float32")
+    coupled = tfvae.CoupledLogisticMixtureLikelihood((3, 5, 1), num_components=3)(params)
+    mixture = DiscretizedLogisticMixtureLikelihood((3, 5, 1), num_components=3)(params)
+    np.testing.assert_allclose(coupled.log_prob(x).numpy(), mixture.log_prob(x).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(coupled.mean().numpy(), mixture.mean().numpy(), rtol=1e-6)
+
+
+def test_a_coupled_likelihood_needs_image_shaped_examples():
+    with pytest.raises(tfvae.ConfigError, match=r"\(height, width, channels\); got \(3072,\)"):
+        tfvae.CoupledLogisticMixtureLikelihood((3072,))
+
+
+@pytest.mark.slow
+def test_the_cli_trains_a_coupled_colour_model_that_round_trips_and_exports(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(0)
+    grey = load_digits().data[:300].reshape(300, 8, 8, 1) * 15
+    # Colour images whose channels move together, as in photographs.
+    images = np.clip(grey + rng.integers(-5, 6, size=(300, 8, 8, 3)), 0, 255).astype(np.uint8)
+    data = str(tmp_path / "colour.npz")
+    np.savez(data, train=images[:200], valid=images[200:250], test=images[250:])
+    out = str(tmp_path / "run")
+    argv = [
+        "train",
+        "--data",
+        data,
+        "--likelihood",
+        "discretized_logistic_mixture_coupled",
+        "--mixture-components",
+        "2",
+    ]
+    argv += ["--arch", "conv", "--filters", "4,8", "--hidden-units", "16", "--latent-dim", "4", "--epochs", "2"]
+    assert cli.main([*argv, "--batch-size", "50", "--out", out, "--quiet", "--no-pictures"]) == 0
+    model = tfvae.training.load_run(out)
+    assert isinstance(model.likelihood_layer, tfvae.CoupledLogisticMixtureLikelihood)
+    assert model.decoder.output_shape == (None, 8, 8, 3, 2 * 5)
+    test = images[250:].astype(np.float32)
+    report = tfvae.evaluate(model, test, num_samples=20, seed=0)
+    assert report["likelihood_of"] == "probability" and 0 < report["nll_bits_per_dim"] < 8
+    samples = model.sample(4, seed=0).numpy()
+    assert samples.shape == (4, 8, 8, 3) and 0 <= samples.min() and samples.max() <= 255
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    np.testing.assert_array_equal(keras.models.load_model(path).elbo(test, seed=1), model.elbo(test, seed=1))
+    result = tfvae.export(model, str(tmp_path / "exported"), "colour", parts=("decoder",))
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(os.path.join(result.paths["decoder"], "model.onnx"))
+    z = rng.normal(size=(7, 4)).astype(np.float32)
+    likelihood = model.decode(z)
+    expected = {"mean": likelihood.mean(), **model.likelihood_layer.parameters_of(likelihood)}
+    names = [o.name for o in session.get_outputs()]
+    assert sorted(names) == ["coefficients", "loc", "logits", "mean", "scale"]
+    for name, got in zip(names, session.run(names, {"z": z})):
+        np.testing.assert_allclose(got, expected[name].numpy(), rtol=1e-5, atol=1e-5)

@@ -109,7 +109,8 @@ def _add_train(subparsers):
         choices=LIKELIHOOD_FAMILIES,
         default=defaults.likelihood,
         help="p(x|z): bernoulli (binary data), gaussian (continuous), or a discretised "
-        "logistic (mixture) for 8-bit data 0..255, reported in bits/dim",
+        "logistic (mixture) for 8-bit data 0..255, reported in bits/dim; "
+        "discretized_logistic_mixture_coupled couples a colour pixel's channels (PixelCNN++)",
     )
     p.add_argument(
         "--likelihood-scale",
@@ -121,7 +122,7 @@ def _add_train(subparsers):
         "--mixture-components",
         type=positive_int,
         default=defaults.mixture_components,
-        help="components per dimension of discretized_logistic_mixture",
+        help="components per dimension (per pixel when coupled) of the logistic mixtures",
     )
     p.add_argument(
         "--num-samples", type=positive_int, default=defaults.num_samples, help="Monte Carlo samples of z per input"

@@ -265,8 +265,8 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
         model, samples and exports keep the data's range.
     """
     likelihood = config.likelihood
-    if likelihood == "discretized_logistic_mixture":
-        likelihood = DiscretizedLogisticMixtureLikelihood(input_shape, num_components=config.mixture_components)
+    if issubclass(LIKELIHOODS[likelihood], DiscretizedLogisticMixtureLikelihood):
+        likelihood = _mixture(config, input_shape)
     elif likelihood == "bernoulli" and grey_levels:
         likelihood = BernoulliLikelihood(input_shape, num_levels=grey_levels)
     elif likelihood == "gaussian" and statistics is not None:
@@ -343,12 +343,17 @@ def build_model_for(config, splits):
     return build_model(config, splits.example_shape, splits.image_shape, num_classes, statistics, grey_levels)
 
 
+def _mixture(config, input_shape):
+    """The run's mixture likelihood layer, with its `mixture_components`."""
+    return LIKELIHOODS[config.likelihood](input_shape, num_components=config.mixture_components)
+
+
 def _check_fits_in_memory(config, splits):
     """Refuses, before anything is built, a model that cannot fit in this machine's memory."""
     latent = sum(config.latent_dims) if config.latent_dims else config.latent_dim
     per_dimension = LIKELIHOODS[config.likelihood].params_per_dimension
-    if config.likelihood == "discretized_logistic_mixture":  # set per instance: 3 per component
-        per_dimension = 3 * config.mixture_components
+    if issubclass(LIKELIHOODS[config.likelihood], DiscretizedLogisticMixtureLikelihood):
+        per_dimension = _mixture(config, splits.example_shape).params_per_dimension  # set per instance
     needed = memory.training_bytes(
         splits.example_shape,
         latent,

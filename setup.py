@@ -40,6 +40,9 @@ setup(
         "jsonschema==4.26.0",
         # The server's gRPC front end uses the KServe v2 stubs that tritonclient ships.
         "tritonclient[grpc]==2.73.0",
+        # grpc.health.v1 (the standard health service). 1.81 is the newest release that takes
+        # the protobuf 6 tritonclient 2.73 needs (1.82 was yanked, 1.83 on need protobuf 7).
+        "grpcio-health-checking==1.81.0",
     ],
     extras_require={
         # httpx2: the client of Starlette's TestClient (which warns when it finds only httpx).

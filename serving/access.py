@@ -20,6 +20,8 @@ GRPC_GROUPS = {
     "ServerLive": "health",
     "ServerReady": "health",
     "ModelReady": "health",
+    "Check": "health",  # grpc.health.v1.Health
+    "Watch": "health",
     "ServerMetadata": "metadata",
     "ModelMetadata": "metadata",
     "ModelInfer": "inference",

@@ -36,7 +36,7 @@ def create_app(config):
         if config.grpc_port is not None:
             from tfvae.serving import protocol_grpc
 
-            grpc_server = protocol_grpc.create_server(service, f"{config.host}:{config.grpc_port}")
+            grpc_server = protocol_grpc.Server(service, f"{config.host}:{config.grpc_port}")
             await grpc_server.start()
         # A full garbage collection walks every object the process holds and stalls the
         # event loop meanwhile: 258 ms over 498k objects when the server imported

@@ -8,6 +8,12 @@ in `raw_output_contents`, as Triton does. Requests go through the same `ModelSer
 REST: the same models, dynamic batcher, row limit and metrics; a request's errors map to
 gRPC status codes (400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND, 413 -> RESOURCE_EXHAUSTED,
 503 -> UNAVAILABLE).
+
+Beside it runs the standard health service, `grpc.health.v1.Health` (grpcio-health-checking's
+servicer, so `grpc_health_probe`, Kubernetes' gRPC probes and load balancers read it):
+the server ("") and `inference.GRPCInferenceService` are SERVING when the server is ready,
+each model by its name when its newest version serves; a stop turns every status to
+NOT_SERVING before in-flight RPCs finish.
 """
 
 import functools
@@ -17,6 +23,8 @@ import time
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -26,6 +34,8 @@ from tfvae.serving.errors import RequestError
 from tfvae.serving.tensors import V2_DATATYPES, check_rows, v2_datatype
 
 logger = logging.getLogger("tfvae.serving")
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # inference.GRPCInferenceService
 
 _STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -217,6 +227,65 @@ class KeyInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
         return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+class Health(HealthServicer):
+    """The standard health service, its statuses kept to the `ModelService`'s readiness:
+    `update` runs at start and after every repository change. Check answers from
+    `statuses` (NOT_FOUND for a name never served); Watch streams the library's."""
+
+    def __init__(self, service):
+        super().__init__()
+        self.service = service
+        self.statuses = {}
+        service.listeners.append(self.update)
+
+    async def update(self):
+        ready = self.service.readiness()[0]
+        serving = {"": ready, INFERENCE_SERVICE: ready}
+        for name in {*self.service.models, *self.service.refused}:
+            serving[name] = self.service.ready and name in self.service.models and name not in self.service.refused
+        for name in set(self.statuses) - set(serving):  # a model gone from the repository
+            del self.statuses[name]
+            await self.set(name, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        for name, ok in serving.items():
+            self.statuses[name] = (
+                health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            await self.set(name, self.statuses[name])
+
+    async def shut_down(self):
+        """NOT_SERVING for every status, for good."""
+        self.statuses = dict.fromkeys(self.statuses, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.enter_graceful_shutdown()
+
+    @_rpc("grpc_health_check")
+    async def Check(self, request, context):
+        if request.service not in self.statuses:
+            raise RequestError(
+                f"unknown service {request.service!r}; ask for '' (the server), {INFERENCE_SERVICE!r} or a "
+                f"model's name: {sorted(self.service.models)}",
+                404,
+            )
+        return health_pb2.HealthCheckResponse(status=self.statuses[request.service])
+
+
+class Server:
+    """The gRPC front end of a `ModelService`: `grpc.aio` server and health service."""
+
+    def __init__(self, service, address):
+        self.server = create_server(service, address)
+        self.health = Health(service)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+
+    async def start(self):
+        await self.health.update()
+        await self.server.start()
+
+    async def stop(self, grace_s):
+        """NOT_SERVING for every status at once, then in-flight RPCs finish within `grace_s`."""
+        await self.health.shut_down()
+        await self.server.stop(grace_s)
 
 
 def create_server(service, address):

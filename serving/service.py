@@ -107,6 +107,9 @@ class ModelService:
         self.ready = False
         # Requests past their body and checks, waiting on or inside a model run.
         self.in_flight = 0
+        # Coroutine functions awaited after the served set or readiness changed (start, a
+        # repository refresh): the gRPC health service's statuses follow them.
+        self.listeners = []
 
     def count_unauthenticated(self):
         """Counts a request refused for its missing or wrong API key (REST or gRPC)."""
@@ -240,6 +243,11 @@ class ModelService:
         if self.config.poll_seconds:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
         self.ready = True
+        await self._changed()
+
+    async def _changed(self):
+        for listener in self.listeners:
+            await listener()
 
     async def stop(self):
         """Not ready any more; the poll ends, each batcher finishes its run and stops."""
@@ -286,6 +294,7 @@ class ModelService:
                 logger.warning("serving %s version %s", model.name, model.version)
         # One assignment each: a request finds the old set or the new one, never a mix.
         self.models, self.refused = repository.models, repository.refused
+        await self._changed()
         for model in gone:
             logger.warning("unloading %s version %s", model.name, model.version)
             await model.batcher.stop(drain_s=config.grace_s)

@@ -22,6 +22,7 @@ import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import MAX_BODY_MIB, MAX_ROWS, Server, free_port, latent, v2_body
 from tritonclient.utils import InferenceServerException
 
@@ -464,6 +465,11 @@ def test_tls_and_api_keys_on_rest_and_grpc_with_a_certificate_made_here(reposito
             httpx.get(f"http://127.0.0.1:{server.port}/v2/health/live", timeout=5)
         client = triton_grpc.InferenceServerClient(f"localhost:{server.grpc_port}", ssl=True, root_certificates=ca_file)
         assert client.is_server_live()  # health needs no key
+        with open(ca_file, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(f.read())
+        with grpc.secure_channel(f"localhost:{server.grpc_port}", credentials) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="gen"))
+            assert check.status == health_pb2.HealthCheckResponse.SERVING  # the standard health service too
         z_input = triton_grpc.InferInput("z", list(z.shape), "FP32")
         z_input.set_data_from_numpy(z)
         with pytest.raises(InferenceServerException) as refused:

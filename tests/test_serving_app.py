@@ -19,6 +19,7 @@ from helpers import (
     MAX_BODY_MIB,
     MAX_ROWS,
     binary_body,
+    free_port,
     latent,
     serve_in_process,
     tiny_vae,
@@ -27,7 +28,7 @@ from helpers import (
 )
 
 import tfvae
-from tfvae.serving import access
+from tfvae.serving import ServerConfig, access
 from tfvae.serving.batching import DynamicBatcher, QueueTimeout
 from tfvae.serving.repository import RepositoryError, load_repository
 
@@ -780,3 +781,61 @@ def test_statistics_and_tritons_metric_names_count_what_each_model_version_did(r
     assert all(inference[kind]["ns"] > 0 for kind in ("success", "fail", "queue", "compute_infer"))
     assert [(s["name"], s["version"]) for s in everything] == [("gen", "1"), ("gen_encoder", "1")]
     assert everything[1]["inference_count"] == 0
+
+
+def test_the_grpc_health_service_follows_readiness_refreshes_and_a_stop(repository, tmp_path):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tfvae.serving import protocol_grpc
+    from tfvae.serving.service import ModelService
+
+    export_dir = str(tmp_path / "repo")
+    shutil.copytree(repository[0], export_dir)
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def scenario():
+        service = ModelService(ServerConfig(export_dir))
+        await service.start()
+        port = free_port()
+        front = protocol_grpc.Server(service, f"127.0.0.1:{port}")
+        await front.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(name):
+                return (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
+
+            seen = {name: await status(name) for name in ("", "inference.GRPCInferenceService", "gen", "gen_encoder")}
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await status("nope")
+            watch = health.Watch(health_pb2.HealthCheckRequest(service="gen"))
+            watched = [(await watch.read()).status]
+            # A version 2 of gen whose file differs from its manifest: gen's newest is refused.
+            broken = os.path.join(export_dir, "gen", "2")
+            shutil.copytree(os.path.join(export_dir, "gen", "1"), broken)
+            with open(os.path.join(broken, "model.onnx"), "ab") as f:
+                f.write(b"tampered")
+            await service.refresh()
+            after_refusal = {name: await status(name) for name in ("", "gen", "gen_encoder")}
+            watched.append((await watch.read()).status)
+            shutil.rmtree(broken)
+            await service.refresh()
+            recovered = await status("gen")
+            watched.append((await watch.read()).status)
+            await front.health.shut_down()  # what a stop does first, while RPCs still finish
+            stopping = {name: await status(name) for name in ("", "gen")}
+            watched.append((await watch.read()).status)
+            watch.cancel()
+        await front.stop(0)
+        await service.stop()
+        return seen, unknown.value, watched, after_refusal, recovered, stopping
+
+    seen, unknown, watched, after_refusal, recovered, stopping = asyncio.run(scenario())
+    assert set(seen.values()) == {serving}
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND and "unknown service 'nope'" in unknown.details()
+    # Ready only when all models are (the default --ready-when all); the encoder serves on.
+    assert after_refusal == {"": not_serving, "gen": not_serving, "gen_encoder": serving}
+    assert recovered == serving
+    assert stopping == {"": not_serving, "gen": not_serving}
+    assert watched == [serving, not_serving, serving, not_serving]

@@ -43,6 +43,8 @@ setup(
         # grpc.health.v1 (the standard health service). 1.81 is the newest release that takes
         # the protobuf 6 tritonclient 2.73 needs (1.82 was yanked, 1.83 on need protobuf 7).
         "grpcio-health-checking==1.81.0",
+        # TF Serving's gRPC API (`tfvae serve --tfserving-grpc`): its stubs and TensorProto.
+        "tensorflow-serving-api==2.21.0",
     ],
     extras_require={
         # httpx2: the client of Starlette's TestClient (which warns when it finds only httpx).

@@ -25,6 +25,10 @@ GRPC_GROUPS = {
     "ServerMetadata": "metadata",
     "ModelMetadata": "metadata",
     "ModelInfer": "inference",
+    # TF Serving's tensorflow.serving.PredictionService and ModelService
+    "Predict": "inference",
+    "GetModelMetadata": "metadata",
+    "GetModelStatus": "health",
 }
 
 

@@ -60,7 +60,7 @@ _CONTENTS = {
 }
 
 
-def _rpc(label):
+def rpc(label):
     """Counts and times an RPC in the service's metrics; a RequestError aborts the call with
     its status code, any other fault with INTERNAL (logged)."""
 
@@ -163,19 +163,19 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service):
         self.service = service
 
-    @_rpc("grpc_server_live")
+    @rpc("grpc_server_live")
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
-    @_rpc("grpc_server_ready")
+    @rpc("grpc_server_ready")
     async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=self.service.readiness()[0])
 
-    @_rpc("grpc_server_metadata")
+    @rpc("grpc_server_metadata")
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="tfvae", version=tfvae.__version__, extensions=["binary_tensor_data"])
 
-    @_rpc("grpc_model_ready")
+    @rpc("grpc_model_ready")
     async def ModelReady(self, request, context):
         try:
             refusal = self.service.model_refusal(request.name, request.version or None)
@@ -185,7 +185,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             raise
         return pb.ModelReadyResponse(ready=refusal is None)
 
-    @_rpc("grpc_model_metadata")
+    @rpc("grpc_model_metadata")
     async def ModelMetadata(self, request, context):
         model = self.service.find(request.name, request.version or None)
         return pb.ModelMetadataResponse(
@@ -196,7 +196,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[_tensor_metadata(t) for t in model.outputs],
         )
 
-    @_rpc("grpc_model_infer")
+    @rpc("grpc_model_infer")
     async def ModelInfer(self, request, context):
         model = self.service.find(request.model_name, request.model_version or None)
         inputs, requested = parse_infer_request(request, model, self.service.config.max_rows)
@@ -259,7 +259,7 @@ class Health(HealthServicer):
         self.statuses = dict.fromkeys(self.statuses, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.enter_graceful_shutdown()
 
-    @_rpc("grpc_health_check")
+    @rpc("grpc_health_check")
     async def Check(self, request, context):
         if request.service not in self.statuses:
             raise RequestError(
@@ -271,12 +271,17 @@ class Health(HealthServicer):
 
 
 class Server:
-    """The gRPC front end of a `ModelService`: `grpc.aio` server and health service."""
+    """The gRPC front end of a `ModelService`: `grpc.aio` server and health service, and
+    TF Serving's gRPC services with `ServerConfig.tfserving_grpc`."""
 
     def __init__(self, service, address):
         self.server = create_server(service, address)
         self.health = Health(service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if service.config.tfserving_grpc:
+            from tfvae.serving import protocol_tfserving_grpc  # imports TensorFlow: opt-in
+
+            protocol_tfserving_grpc.add_to_server(service, self.server)
 
     async def start(self):
         await self.health.update()

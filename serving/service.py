@@ -45,6 +45,9 @@ class ServerConfig:
         RESOURCE_EXHAUSTED (gRPC).
       host: the address both protocols listen on.
       grpc_port: also serve KServe v2 over gRPC on this port (None: REST only).
+      tfserving_grpc: on the gRPC port, also TF Serving's PredictionService (Predict,
+        GetModelMetadata) and ModelService (GetModelStatus). Their messages need
+        TensorFlow's protos, so this imports TensorFlow (`protocol_tfserving_grpc`).
       grace_s: on SIGTERM, how long in-flight requests may take to finish.
       max_queue_rows: rows a model's batch queue holds (at least `max_rows`); a request
         that would pass it is refused at once (REST 503 with Retry-After, gRPC
@@ -73,6 +76,7 @@ class ServerConfig:
     max_connections: int = 1000
     host: str = "127.0.0.1"
     grpc_port: int = None
+    tfserving_grpc: bool = False
     grace_s: float = 30.0
     max_queue_rows: int = 8192
     poll_seconds: float = None

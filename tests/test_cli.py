@@ -131,6 +131,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
             "--pseudo-inputs",
         ),
         (["serve", "{tmp}", "--tls-cert", "{tmp}/cert.pem"], "--tls-cert and --tls-key go together"),
+        (["serve", "{tmp}", "--tfserving-grpc"], "--tfserving-grpc serves on the gRPC port: add --grpc-port"),
         (
             ["serve", "{tmp}", "--tls-cert", "{tmp}/c.pem", "--tls-key", "{tmp}/k.pem"],
             "--tls-cert {tmp}/c.pem: no such",

@@ -839,3 +839,104 @@ def test_the_grpc_health_service_follows_readiness_refreshes_and_a_stop(reposito
     assert recovered == serving
     assert stopping == {"": not_serving, "gen": not_serving}
     assert watched == [serving, not_serving, serving, not_serving]
+
+
+def test_tf_servings_grpc_api_answers_its_own_client_and_refuses_bad_input_with_its_codes(repository):
+    import grpc
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    from tfvae.serving import protocol_grpc
+    from tfvae.serving.service import ModelService
+
+    export_dir, model = repository
+    z = latent(5)
+
+    def predict(name="gen", inputs=None, version=None, signature=None, output_filter=()):
+        request = predict_pb2.PredictRequest(output_filter=list(output_filter))
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        if signature is not None:
+            request.model_spec.signature_name = signature
+        for key, value in (inputs if inputs is not None else {"z": tf.make_tensor_proto(z)}).items():
+            request.inputs[key].CopyFrom(value)
+        return request
+
+    huge = tf.make_tensor_proto(np.zeros((1, 4), np.float32))
+    huge.tensor_shape.dim[0].size = 2**40  # a claim checked before any array is made
+    bad = {
+        "unknown model": (predict("nope"), "NOT_FOUND"),
+        "unknown version": (predict(version=9), "NOT_FOUND"),
+        "wrong input name": (predict(inputs={"x": tf.make_tensor_proto(z)}), "INVALID_ARGUMENT"),
+        "wrong shape": (predict(inputs={"z": tf.make_tensor_proto(np.zeros((2, 5), np.float32))}), "INVALID_ARGUMENT"),
+        "float64": (predict(inputs={"z": tf.make_tensor_proto(z.astype(np.float64))}), "INVALID_ARGUMENT"),
+        "NaN": (predict(inputs={"z": tf.make_tensor_proto(np.full((1, 4), np.nan, np.float32))}), "INVALID_ARGUMENT"),
+        "too many rows": (
+            predict(inputs={"z": tf.make_tensor_proto(np.zeros((MAX_ROWS + 1, 4), np.float32))}),
+            "RESOURCE_EXHAUSTED",
+        ),
+        "2^40 rows claimed": (predict(inputs={"z": huge}), "RESOURCE_EXHAUSTED"),
+        "unknown signature": (predict(signature="classify"), "INVALID_ARGUMENT"),
+        "unknown output": (predict(output_filter=["logits", "median"]), "INVALID_ARGUMENT"),
+    }
+
+    async def scenario():
+        service = ModelService(ServerConfig(export_dir, max_rows=MAX_ROWS, tfserving_grpc=True))
+        await service.start()
+        port = free_port()
+        front = protocol_grpc.Server(service, f"127.0.0.1:{port}")
+        await front.start()
+        refusals = {}
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            answer = await stub.Predict(predict(version=1))
+            params = await stub.Predict(predict(signature="params", output_filter=["logits"]))
+            metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            metadata_request.model_spec.name = "gen"
+            metadata = await stub.GetModelMetadata(metadata_request)
+            status_request = get_model_status_pb2.GetModelStatusRequest()
+            status_request.model_spec.name = "gen"
+            status = await model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request)
+            for case, (request, _) in bad.items():
+                try:
+                    await stub.Predict(request)
+                except grpc.aio.AioRpcError as error:
+                    refusals[case] = (error.code().name, error.details())
+            live = await stub.Predict(predict())  # the server answers on after every refusal
+        await front.stop(0)
+        await service.stop()
+        return answer, params, metadata, status, refusals, live
+
+    answer, params, metadata, status, refusals, live = asyncio.run(scenario())
+    expected = model.decode(z)
+    assert answer.model_spec.name == "gen" and answer.model_spec.version.value == 1
+    assert answer.model_spec.signature_name == "serving_default" and list(answer.outputs) == ["mean"]
+    np.testing.assert_allclose(tf.make_ndarray(answer.outputs["mean"]), expected.mean().numpy(), atol=TOLERANCE)
+    assert params.model_spec.signature_name == "params" and list(params.outputs) == ["logits"]
+    np.testing.assert_allclose(
+        tf.make_ndarray(params.outputs["logits"]),
+        model.likelihood_layer.parameters_of(expected)["logits"].numpy(),
+        atol=TOLERANCE,
+    )
+    np.testing.assert_array_equal(tf.make_ndarray(live.outputs["mean"]), tf.make_ndarray(answer.outputs["mean"]))
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    assert metadata.metadata["signature_def"].Unpack(signatures)
+    serving_default = signatures.signature_def["serving_default"]
+    assert serving_default.method_name == "tensorflow/serving/predict"
+    assert serving_default.inputs["z"].dtype == types_pb2.DT_FLOAT
+    assert [d.size for d in serving_default.inputs["z"].tensor_shape.dim] == [-1, 4]
+    assert [d.size for d in serving_default.outputs["mean"].tensor_shape.dim] == [-1, 64]
+    assert list(signatures.signature_def["params"].outputs) == ["logits"]
+    assert [(s.version, s.state) for s in status.model_version_status] == [
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+    ]
+    assert {case: code for case, (code, _) in refusals.items()} == {case: code for case, (_, code) in bad.items()}
+    assert "the model takes DT_FLOAT" in refusals["float64"][1] and "DT_DOUBLE" in refusals["float64"][1]

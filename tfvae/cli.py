@@ -44,6 +44,12 @@ def _add_serve(subparsers):
         default=defaults.grpc_port,
         help="also serve KServe v2 over gRPC (inference.GRPCInferenceService) on this port, e.g. 8001",
     )
+    p.add_argument(
+        "--tfserving-grpc",
+        action="store_true",
+        help="on --grpc-port, also TF Serving's gRPC PredictionService and ModelService "
+        "(their protos import TensorFlow: start-up takes seconds longer and more memory)",
+    )
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
     p.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size)
     p.add_argument(
@@ -128,6 +134,8 @@ def _serve(args):
             "of the largest allowed size could never be queued; raise --max-queue-rows."
         )
 
+    if args.tfserving_grpc and args.grpc_port is None:
+        raise TfvaeError("--tfserving-grpc serves on the gRPC port: add --grpc-port PORT (e.g. 8500).")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise TfvaeError("--tls-cert and --tls-key go together: give the certificate and its private key.")
     for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
@@ -160,6 +168,7 @@ def _serve(args):
         max_connections=args.max_connections,
         host=args.host,
         grpc_port=args.grpc_port,
+        tfserving_grpc=args.tfserving_grpc,
         max_queue_rows=args.max_queue_rows,
         poll_seconds=args.poll_seconds,
         latest_versions=args.latest_versions,

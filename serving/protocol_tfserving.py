@@ -1,4 +1,5 @@
-"""The TF Serving REST API: `:predict` in row ("instances") and columnar ("inputs") format.
+"""The TF Serving REST API: model status, `/metadata` (the signatures), and `:predict` in
+row ("instances") and columnar ("inputs") format.
 
 As TF Serving does: with one output the answer is `{"predictions": [per instance]}` or
 `{"outputs": batched}`; with several, each instance (or `outputs`) is a dict by name.
@@ -17,7 +18,38 @@ from tfvae.serving.errors import RequestError
 from tfvae.serving.http import endpoint, json_response, read_body
 from tfvae.serving.tensors import as_numbers, check_rows, load_json_object
 
-_TARGET = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?::(?P<verb>[a-z]+))?$")
+_TARGET = re.compile(
+    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<metadata>/metadata)?(?::(?P<verb>[a-z]+))?$"
+)
+# TensorFlow's DataType names (tensorflow/core/framework/types.proto) of the manifests' dtypes.
+TF_DATATYPES = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "int32": "DT_INT32", "int64": "DT_INT64"}
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+
+def _tensor_info(signature, tensor):
+    dims = [-1 if d == "batch" else d for d in tensor["shape"]]
+    return {
+        "dtype": TF_DATATYPES[tensor["datatype"]],
+        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False},
+        "name": f"{signature}_{tensor['name']}:0",
+    }
+
+
+def signature_def_map(model):
+    """A model version's signatures as TF Serving's `SignatureDefMap`, in protobuf's JSON
+    (int64 sizes as strings): what TF Serving's REST metadata answers, and what its gRPC
+    GetModelMetadata packs (`protocol_tfserving_grpc` parses this same dict)."""
+    outputs = {t["name"]: t for t in model.outputs}
+    return {
+        "signature_def": {
+            signature: {
+                "inputs": {t["name"]: _tensor_info(signature, t) for t in model.inputs},
+                "outputs": {name: _tensor_info(signature, outputs[name]) for name in names},
+                "method_name": PREDICT_METHOD,
+            }
+            for signature, names in model.signatures.items()
+        }
+    }
 
 
 def _as_array(data, tensor, max_rows):
@@ -81,11 +113,12 @@ def model_status(versions):
 
 
 def _target(request):
-    """`(name, version or None, verb or None)` of `/v1/models/NAME[/versions/V][:VERB]`."""
+    """`(name, version or None, metadata, verb or None)` of
+    `/v1/models/NAME[/versions/V][/metadata][:VERB]`."""
     match = _TARGET.match(request.path_params["target"])
     if not match:
         raise RequestError(f"cannot parse /v1/models/{request.path_params['target']}", 404)
-    return match["name"], match["version"], match["verb"]
+    return match["name"], match["version"], bool(match["metadata"]), match["verb"]
 
 
 def routes(service):
@@ -93,15 +126,20 @@ def routes(service):
 
     @endpoint(service, "v1_model_status")
     async def status(request):
-        name, version, verb = _target(request)
+        name, version, metadata, verb = _target(request)
         if verb:
             raise RequestError(f"unknown endpoint :{verb} for GET; use GET /v1/models/{name}", 404)
         model = service.find(name, version)
+        if metadata:
+            spec = {"name": model.name, "signature_name": "", "version": model.version}
+            return json_response({"model_spec": spec, "metadata": {"signature_def": signature_def_map(model)}})
         return json_response(model_status([model.version] if version else service.models[name]))
 
     @endpoint(service, "v1_predict")
     async def post(request):
-        name, version, verb = _target(request)
+        name, version, metadata, verb = _target(request)
+        if metadata:
+            raise RequestError(f"POST to /metadata; GET /v1/models/{name}/metadata reads it", 405)
         model = service.find(name, version)
         body = await read_body(request, service.config, allow_binary=False)
         if verb == "predict":

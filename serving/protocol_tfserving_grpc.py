@@ -13,8 +13,8 @@ signatures INVALID_ARGUMENT; Classify, Regress and MultiInference UNIMPLEMENTED.
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import json_format
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -25,9 +25,8 @@ from tensorflow_serving.apis import (
 
 from tfvae.serving.errors import RequestError
 from tfvae.serving.protocol_grpc import rpc
+from tfvae.serving.protocol_tfserving import signature_def_map
 from tfvae.serving.tensors import check_rows, check_shape
-
-PREDICT_METHOD = "tensorflow/serving/predict"
 
 
 def _version(spec):
@@ -76,17 +75,6 @@ def _tensor_proto(array):
     return tensor_pb2.TensorProto(dtype=tf.float32.as_datatype_enum, tensor_shape=shape, tensor_content=array.tobytes())
 
 
-def _tensor_info(model, signature, tensor):
-    dims = [-1 if d == "batch" else d for d in tensor["shape"]]
-    return meta_graph_pb2.TensorInfo(
-        name=f"{signature}_{tensor['name']}:0",
-        dtype=_dtype(tensor).as_datatype_enum,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
-        ),
-    )
-
-
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata over a `ModelService`."""
 
@@ -124,15 +112,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         model = self.service.find(request.model_spec.name, _version(request.model_spec))
         if list(request.metadata_field) != ["signature_def"]:
             raise RequestError(f"metadata_field {list(request.metadata_field)}: this server answers ['signature_def']")
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        outputs = {t["name"]: t for t in model.outputs}
-        for signature, names in model.signatures.items():
-            entry = signatures.signature_def[signature]
-            entry.method_name = PREDICT_METHOD
-            for tensor in model.inputs:
-                entry.inputs[tensor["name"]].CopyFrom(_tensor_info(model, signature, tensor))
-            for name in names:
-                entry.outputs[name].CopyFrom(_tensor_info(model, signature, outputs[name]))
+        signatures = json_format.ParseDict(signature_def_map(model), get_model_metadata_pb2.SignatureDefMap())
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = model.name
         response.model_spec.version.value = int(model.version)

@@ -646,6 +646,7 @@ GUARDED_ROUTES = [
     ("GET", "/v2/models/gen/config", "metadata", None),
     ("GET", "/v1/models/gen", "metadata", None),
     ("GET", "/v1/models/gen/versions/1", "metadata", None),
+    ("GET", "/v1/models/gen/metadata", "metadata", None),
     ("POST", "/v2/models/gen/infer", "inference", v2_body(latent(2))),
     ("POST", "/v2/models/gen/versions/1/infer", "inference", v2_body(latent(2))),
     ("POST", "/v1/models/gen:predict", "inference", orjson.dumps({"instances": latent(2).tolist()})),
@@ -940,3 +941,25 @@ def test_tf_servings_grpc_api_answers_its_own_client_and_refuses_bad_input_with_
     ]
     assert {case: code for case, (code, _) in refusals.items()} == {case: code for case, (_, code) in bad.items()}
     assert "the model takes DT_FLOAT" in refusals["float64"][1] and "DT_DOUBLE" in refusals["float64"][1]
+
+
+def test_tf_serving_rest_metadata_describes_each_signature_as_tf_serving_does(client):
+    for path in ("/v1/models/gen/metadata", "/v1/models/gen/versions/1/metadata"):
+        answer = client.get(path)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["model_spec"] == {"name": "gen", "signature_name": "", "version": "1"}
+        signatures = body["metadata"]["signature_def"]["signature_def"]
+        assert sorted(signatures) == ["params", "serving_default"]
+        default = signatures["serving_default"]
+        assert default["method_name"] == "tensorflow/serving/predict"
+        assert default["inputs"] == {
+            "z": {
+                "dtype": "DT_FLOAT",
+                "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "4", "name": ""}], "unknown_rank": False},
+                "name": "serving_default_z:0",
+            }
+        }
+        assert list(default["outputs"]) == ["mean"] and list(signatures["params"]["outputs"]) == ["logits"]
+    assert client.get("/v1/models/nope/metadata").status_code == 404
+    assert client.post("/v1/models/gen/metadata", content=b"{}").status_code == 405

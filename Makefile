@@ -64,6 +64,8 @@ bench-vamp: install
 # One stochastic layer with an IAF posterior (4 steps) on bench-nll's gated model and protocol.
 bench-iaf: install
 	$(BIN)/python bench/nll_bench.py --name iaf4_gated --posterior iaf --flow-steps 4 $(BENCH_ARGS)
+	$(BIN)/python bench/nll_bench.py --name iaf4_gated_lr_decay --posterior iaf --flow-steps 4 \
+		--fine-tune-from runs/bench-iaf4_gated --learning-rate 1e-4 --epochs 100 --patience 10
 
 # Two stochastic layers (40, 40) with the VampPrior on top, gated MLPs: the HVAE row of
 # Tomczak & Welling (2018); then, as bench-vamp, a second stage at lr 1e-4 from its best model.

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
 .PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-hvae-deep bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
-	bench-eval bench-serve bench-train bench-train-ablation bench-roofline clean
+	bench-eval bench-nll-pythae bench-serve bench-overload bench-train bench-train-ablation bench-roofline clean
 
 install: $(STAMP)
 
@@ -126,6 +126,10 @@ bench-serve: install $(KSERVE_VENV)/.installed
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/serve_bench.py
 
+# tfvae serve offered 4x its measured capacity, open loop: answers or fast refusals, flat memory.
+bench-overload: install
+	$(BIN)/python bench/overload.py
+
 TORCH_VENV := bench/.venv-torch
 
 $(TORCH_VENV)/.installed:
@@ -146,6 +150,10 @@ $(PYTHAE_VENV)/.installed:
 	$(PYTHON) -m venv $(PYTHAE_VENV)
 	$(PYTHAE_VENV)/bin/python -m pip install --quiet "torch==2.13.0" pythae
 	touch $@
+
+# One trained model's K = 5000 test NLL by tfvae and by pythae's get_nll (time, memory, agreement).
+bench-nll-pythae: install $(PYTHAE_VENV)/.installed
+	$(BIN)/python bench/nll_vs_pythae.py
 
 # Training throughput against every baseline: the Keras example, tfp.layers, PyTorch
 # plain and compiled, Flax jitted and scanned, pythae (writes bench/results/train.json).

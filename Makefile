@@ -121,9 +121,20 @@ $(KSERVE_VENV)/.installed:
 	$(KSERVE_VENV)/bin/python -m pip install --quiet "kserve==0.21.0" "onnxruntime==1.32.0"
 	touch $@
 
-# Serving throughput and latency against kserve's model server (writes bench/results/serving.json).
-bench-serve: install $(KSERVE_VENV)/.installed
+# Triton through nvidia-pytriton. Its backend stub loads the libpython of the system's Python
+# (Debian's 3.11), so the venv is made from that Python: a stub on another build's stdlib fails.
+PYTRITON_VENV := bench/.venv-pytriton
+
+$(PYTRITON_VENV)/.installed:
+	/usr/bin/python3 -m venv $(PYTRITON_VENV)
+	$(PYTRITON_VENV)/bin/python -m pip install --quiet "nvidia-pytriton==0.7.0" "onnxruntime==1.32.0"
+	touch $@
+
+# Serving throughput and latency, REST and gRPC, against kserve's model server, Triton and
+# the floor of tfvae's own stack (writes bench/results/serving.json).
+bench-serve: install $(KSERVE_VENV)/.installed $(PYTRITON_VENV)/.installed
 	command -v wrk >/dev/null || apt-get install -y wrk
+	command -v h2load >/dev/null || apt-get install -y nghttp2-client
 	$(BIN)/python bench/serve_bench.py
 
 # tfvae serve offered 4x its measured capacity, open loop: answers or fast refusals, flat memory.

@@ -4,7 +4,7 @@ Runs in its own virtual environment (bench/.venv-kserve; kserve pins differ from
 TensorFlow's). The model is written as kserve's custom-model docs show: ONNX Runtime
 inside `predict`, v2 in and out.
 
-    python bench/kserve_onnx_server.py --model-dir EXPORT_DIR/NAME/1 --name NAME --port 8081
+    python bench/kserve_onnx_server.py --model-dir EXPORT_DIR/NAME/1 --name NAME --port 8081 [--grpc-port 8082]
 """
 
 import argparse
@@ -41,7 +41,9 @@ if __name__ == "__main__":
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--grpc-port", type=int, default=None, help="also kserve's v2 gRPC server")
     args = parser.parse_args()
-    ModelServer(http_port=args.port, enable_grpc=False, workers=1, enable_latency_logging=False).start(
+    grpc = {"enable_grpc": True, "grpc_port": args.grpc_port} if args.grpc_port else {"enable_grpc": False}
+    ModelServer(http_port=args.port, workers=1, enable_latency_logging=False, **grpc).start(
         [OnnxDecoder(args.name, args.model_dir)]
     )

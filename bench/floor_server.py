@@ -10,8 +10,7 @@ import argparse
 import numpy as np
 import uvicorn
 
-from tfvae.serving import ServerConfig, create_app
-from tfvae.serving.connections import headers_deadline
+from tfvae.serving import ServerConfig, create_app, uvicorn_config
 from tfvae.serving.repository import every_version
 
 
@@ -39,14 +38,4 @@ if __name__ == "__main__":
     parser.add_argument("--grpc-port", type=int, default=None)
     args = parser.parse_args()
     config = ServerConfig(args.export_dir, grpc_port=args.grpc_port, on_ready=without_models)
-    # The settings of `tfvae serve` (tfvae/cli.py), with this app.
-    uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host=config.host,
-            port=args.port,
-            log_level="warning",
-            limit_concurrency=config.max_connections,
-            http=headers_deadline(config.header_timeout_s),
-        )
-    ).run()
+    uvicorn.Server(uvicorn_config(create_app(config), config, args.port)).run()  # `tfvae serve`'s settings

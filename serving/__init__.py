@@ -1,7 +1,7 @@
 """tfvae's model server (installed as `tfvae.serving`): KServe v2 and TF Serving REST over
 the model repositories that `tfvae export` writes. Start it with `tfvae serve EXPORT_DIR`."""
 
-from tfvae.serving.app import create_app
+from tfvae.serving.app import create_app, uvicorn_config
 from tfvae.serving.service import ServerConfig
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["ServerConfig", "create_app", "uvicorn_config"]

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tfvae.serving import access, protocol_tfserving, protocol_v2
+from tfvae.serving.connections import headers_deadline
 from tfvae.serving.http import endpoint, json_response
 from tfvae.serving.service import ModelService
 
@@ -71,3 +72,21 @@ def create_app(config):
     )
     app.state.service = service
     return app
+
+
+def uvicorn_config(app, config, port):
+    """uvicorn's settings for serving `app` as `tfvae serve` does: `config`'s host, TLS,
+    connection limit and header deadline, and its grace period for in-flight requests."""
+    import uvicorn  # only where a server starts: the model commands never need it
+
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=config.grace_s,
+        limit_concurrency=config.max_connections,
+        http=headers_deadline(config.header_timeout_s),
+        ssl_certfile=config.tls_cert,
+        ssl_keyfile=config.tls_key,
+    )

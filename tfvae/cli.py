@@ -22,9 +22,8 @@ from tfvae.cli_arguments import (
     positive_int,
 )
 from tfvae.errors import TfvaeError
-from tfvae.serving import ServerConfig, access, create_app
+from tfvae.serving import ServerConfig, access, create_app, uvicorn_config
 from tfvae.serving.backends import BACKENDS
-from tfvae.serving.connections import headers_deadline
 
 
 def _add_serve(subparsers):
@@ -179,19 +178,7 @@ def _serve(args):
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish
     # (up to the graceful timeout), runs the app's shutdown, then re-raises the signal so
     # the exit status tells supervisors the server was stopped by it (143 for SIGTERM).
-    server = _Server(
-        uvicorn.Config(
-            create_app(config),
-            host=args.host,
-            port=args.port,
-            log_level="warning",
-            timeout_graceful_shutdown=config.grace_s,
-            limit_concurrency=config.max_connections,
-            http=headers_deadline(config.header_timeout_s),
-            ssl_certfile=config.tls_cert,
-            ssl_keyfile=config.tls_key,
-        )
-    )
+    server = _Server(uvicorn_config(create_app(config), config, args.port))
     try:
         server.run()
     except SystemExit:  # uvicorn exits when it cannot bind, having logged why

@@ -115,7 +115,9 @@ def main():
         default=0,
         help="a hierarchy's hidden layers inside each p(z_l | z_l+1) and q(z_l | z_l+1, x)",
     )
-    parser.add_argument("--arch", choices=("mlp", "gated"), default="gated")
+    parser.add_argument("--arch", choices=("mlp", "gated", "conv"), default="gated")
+    parser.add_argument("--filters", default="32,64", help="--arch conv: channels of the stride-2 convolutions")
+    parser.add_argument("--residual-blocks", type=int, default=0, help="--arch conv: blocks at each resolution")
     parser.add_argument("--activation", default="linear", help="of the hidden layers ('linear' gates a linear map)")
     parser.add_argument("--posterior", choices=("diagonal", "full", "iaf"), default="diagonal")
     parser.add_argument("--flow-steps", type=int, default=2, help="IAF steps (with --posterior iaf)")
@@ -151,6 +153,8 @@ def main():
         epochs=args.epochs,
         latent_dim=args.latent_dim,
         arch=args.arch,
+        filters=tuple(int(f) for f in args.filters.split(",")),
+        residual_blocks=args.residual_blocks,
         model="hierarchical" if args.latent_dims else "vae",
         latent_dims=tuple(int(d) for d in args.latent_dims.split(",")) if args.latent_dims else (),
         conditional_layers=args.conditional_layers,

@@ -25,6 +25,9 @@ GRPC_GROUPS = {
     "ServerMetadata": "metadata",
     "ModelMetadata": "metadata",
     "ModelInfer": "inference",
+    "RepositoryIndex": "repository",
+    "RepositoryModelLoad": "repository",
+    "RepositoryModelUnload": "repository",
     # TF Serving's tensorflow.serving.PredictionService and ModelService
     "Predict": "inference",
     "GetModelMetadata": "metadata",

@@ -157,8 +157,9 @@ def _tensor_metadata(tensor):
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """The v2 gRPC service over a `ModelService`. Triton's RPCs that tfvae has no use for
-    (shared memory, tracing, repository control, streaming) answer UNIMPLEMENTED."""
+    """The v2 gRPC service over a `ModelService`, with Triton's repository index, load and
+    unload. Triton's RPCs that tfvae has no use for (shared memory, tracing, logging,
+    streaming) answer UNIMPLEMENTED."""
 
     def __init__(self, service):
         self.service = service
@@ -173,7 +174,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc("grpc_server_metadata")
     async def ServerMetadata(self, request, context):
-        return pb.ServerMetadataResponse(name="tfvae", version=tfvae.__version__, extensions=["binary_tensor_data"])
+        extensions = ["binary_tensor_data", "model_repository"]
+        return pb.ServerMetadataResponse(name="tfvae", version=tfvae.__version__, extensions=extensions)
 
     @rpc("grpc_model_ready")
     async def ModelReady(self, request, context):
@@ -195,6 +197,32 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             inputs=[_tensor_metadata(t) for t in model.inputs],
             outputs=[_tensor_metadata(t) for t in model.outputs],
         )
+
+    @rpc("grpc_repository_index")
+    async def RepositoryIndex(self, request, context):
+        index = self.service.repository_index()
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[
+                entry(name=e["name"], version=e.get("version", ""), state=e["state"], reason=e["reason"])
+                for e in index
+                if not request.ready or e["state"] == "READY"
+            ]
+        )
+
+    @rpc("grpc_repository_load")
+    async def RepositoryModelLoad(self, request, context):
+        if request.parameters:
+            raise RequestError(
+                "load takes no parameters on this server: a model's configuration and files come from its export"
+            )
+        await self.service.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @rpc("grpc_repository_unload")
+    async def RepositoryModelUnload(self, request, context):
+        await self.service.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
     @rpc("grpc_model_infer")
     async def ModelInfer(self, request, context):

@@ -205,7 +205,7 @@ def tensor_metadata(tensor):
 
 def routes(service):
     """The v2 REST routes (health, server and model metadata, model config and statistics,
-    readiness, infer) over `service`."""
+    readiness, infer, and Triton's repository index, load and unload) over `service`."""
 
     @endpoint(service, "v2_health_live")
     async def live(request):
@@ -218,7 +218,8 @@ def routes(service):
 
     @endpoint(service, "v2_server_metadata")
     async def server_metadata(request):
-        return json_response({"name": "tfvae", "version": tfvae.__version__, "extensions": ["binary_tensor_data"]})
+        extensions = ["binary_tensor_data", "model_repository"]
+        return json_response({"name": "tfvae", "version": tfvae.__version__, "extensions": extensions})
 
     @endpoint(service, "v2_model_metadata")
     async def metadata(request):
@@ -252,6 +253,35 @@ def routes(service):
             return json_response({"name": name, "ready": False, "error": refusal}, 503)
         return json_response({"name": name, "ready": True})
 
+    async def repository_options(request):
+        """The optional JSON object of a repository request (tritonclient sends none)."""
+        body = await read_body(request, service.config, allow_binary=False)
+        return load_json_object(body) if body.strip() else {}
+
+    @endpoint(service, "v2_repository_index")
+    async def repository_index(request):
+        ready_only = (await repository_options(request)).get("ready", False)
+        if not isinstance(ready_only, bool):
+            raise RequestError(f'"ready" must be true or false; got {ready_only!r}')
+        index = service.repository_index()
+        return json_response([entry for entry in index if entry["state"] == "READY"] if ready_only else index)
+
+    @endpoint(service, "v2_repository_load")
+    async def repository_load(request):
+        if (await repository_options(request)).get("parameters"):
+            raise RequestError(
+                "load takes no parameters on this server: a model's configuration and files come from its "
+                "export; write a new version with `tfvae export` and load (or poll) again"
+            )
+        await service.load(request.path_params["name"])
+        return json_response({})
+
+    @endpoint(service, "v2_repository_unload")
+    async def repository_unload(request):
+        await repository_options(request)
+        await service.unload(request.path_params["name"])
+        return json_response({})
+
     @endpoint(service, "v2_infer")
     async def infer(request):
         model = service.find(request.path_params["name"], request.path_params.get("version"))
@@ -280,4 +310,8 @@ def routes(service):
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        # Triton's model repository extension.
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
     ]

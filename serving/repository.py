@@ -134,7 +134,7 @@ def every_version(models):
     return [model for versions in models.values() for model in versions.values()]
 
 
-def load_repository(export_dir, backend_kind="onnx", threads=None, loaded=None, latest=None, known=None):
+def load_repository(export_dir, backend_kind="onnx", threads=None, loaded=None, latest=None, known=None, skip=()):
     """Every servable model version in `export_dir`.
 
     Args:
@@ -144,6 +144,8 @@ def load_repository(export_dir, backend_kind="onnx", threads=None, loaded=None, 
       latest: serve only the `latest` highest servable versions of each model (None: all).
         A broken newest version leaves the ones below it serving.
       known: a previous `Repository.refused`: reasons already logged are not logged again.
+      skip: model names not to load (unloaded through the repository API); with any, an
+        empty result is no error.
 
     Returns:
       `Repository`.
@@ -156,7 +158,7 @@ def load_repository(export_dir, backend_kind="onnx", threads=None, loaded=None, 
     models, refused, loaded, known = {}, {}, loaded or {}, known or {}
     for name in sorted(os.listdir(export_dir)):
         model_folder = os.path.join(export_dir, name)
-        if name.startswith(".") or not os.path.isdir(model_folder):
+        if name.startswith(".") or name in skip or not os.path.isdir(model_folder):
             continue
         # Newest first: a model's refusal is its newest version's, and `latest` counts down.
         versions = sorted((v for v in os.listdir(model_folder) if v.isdigit() and v[0] != "0"), key=int, reverse=True)
@@ -182,7 +184,7 @@ def load_repository(export_dir, backend_kind="onnx", threads=None, loaded=None, 
                     logger.error("not serving %s version %s: %s", name, version, error)
                 continue
             models.setdefault(name, {})[version] = model
-    if not models:
+    if not models and not skip:
         reasons = "".join(f"; {name} {reason}" for name, reason in refused.items())
         raise RepositoryError(
             f"{export_dir} holds no servable model (no <name>/<version>/{MANIFEST_FILE} that passes its "

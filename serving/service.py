@@ -111,6 +111,9 @@ class ModelService:
         self.ready = False
         # Requests past their body and checks, waiting on or inside a model run.
         self.in_flight = 0
+        # Models unloaded through the repository API: not served, even when a poll sees
+        # them, until they are loaded again.
+        self.unloaded = set()
         # Coroutine functions awaited after the served set or readiness changed (start, a
         # repository refresh): the gRPC health service's statuses follow them.
         self.listeners = []
@@ -262,6 +265,37 @@ class ModelService:
         for model in self.loaded():
             await model.batcher.stop()
 
+    def repository_index(self):
+        """Triton's repository index: every model version on disk that was looked at, with
+        its state: READY (served), UNAVAILABLE with the reason (refused), or UNAVAILABLE
+        "unloaded" (through `unload`, until `load`)."""
+        index = [
+            {"name": model.name, "version": model.version, "state": "READY", "reason": ""}
+            for model in every_version(self.models)
+        ]
+        index += [{"name": name, "state": "UNAVAILABLE", "reason": reason} for name, reason in self.refused.items()]
+        index += [{"name": name, "state": "UNAVAILABLE", "reason": "unloaded"} for name in self.unloaded]
+        return sorted(index, key=lambda entry: (entry["name"], int(entry.get("version", 0))))
+
+    async def load(self, name):
+        """Triton's repository load: serves model `name` as it is on disk now (the
+        repository is read again), undoing an `unload`. Raises a RequestError (400) with
+        the reason when it cannot be served."""
+        self.unloaded.discard(name)
+        await self.refresh()
+        if name in self.refused:
+            raise RequestError(f"failed to load model {name!r}: {self.refused[name]}")
+        if name not in self.models:
+            raise RequestError(f"no model {name!r} in the repository {self.config.export_dir}")
+
+    async def unload(self, name):
+        """Triton's repository unload: stops serving every version of model `name` (queued
+        requests run first) until `load`; a repository poll does not bring it back."""
+        if name not in self.models and name not in self.refused:
+            raise RequestError(f"unknown model {name!r}; this server has {sorted(self.models)}", 404)
+        self.unloaded.add(name)
+        await self.refresh()
+
     async def _poll(self):
         while True:
             await asyncio.sleep(self.config.poll_seconds)
@@ -285,6 +319,7 @@ class ModelService:
                     loaded=self.models,
                     latest=config.latest_versions,
                     known=self.refused,
+                    skip=frozenset(self.unloaded),
                 ),
             )
         except RepositoryError as error:

@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -68,7 +69,7 @@ def test_health_metadata_and_readiness(server):
     metadata = client.get_model_metadata("gen")
     assert metadata["inputs"] == [{"name": "z", "datatype": "FP32", "shape": [-1, 4]}]
     assert {o["name"] for o in metadata["outputs"]} == {"mean", "logits"}
-    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data", "model_repository"]
     assert httpx.get(f"{server.url}/v2/models/gen_encoder/versions/1").json()["outputs"][1]["name"] == "scale"
     # Triton's model configuration, as its client reads it: the server's own batch limit
     # and delay, dims without the batch axis.
@@ -302,6 +303,29 @@ def test_bounded_load_finishes_without_failures(server):
 
     statuses = asyncio.run(load())
     assert statuses.count(200) == 2000
+
+
+def test_tritons_clients_read_the_repository_index_and_unload_and_load_models(repository, tmp_path):
+    export_dir = str(tmp_path / "repo")
+    shutil.copytree(repository[0], export_dir)
+    server = Server(export_dir, grpc=True)
+    try:
+        rest = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+        remote = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        assert [(m["name"], m["state"]) for m in rest.get_model_repository_index()] == [
+            ("gen", "READY"),
+            ("gen_encoder", "READY"),
+        ]
+        rest.unload_model("gen")
+        assert not rest.is_model_ready("gen") and rest.is_model_ready("gen_encoder")
+        index = remote.get_model_repository_index(as_json=True)["models"]
+        assert {m["name"]: m["state"] for m in index} == {"gen": "UNAVAILABLE", "gen_encoder": "READY"}
+        remote.load_model("gen")
+        assert rest.is_model_ready("gen")
+        with pytest.raises(InferenceServerException, match="no model 'nope' in the repository"):
+            rest.load_model("nope")
+    finally:
+        assert server.stop(), server.output
 
 
 def test_sigterm_drains_in_flight_requests_then_exits(repository):

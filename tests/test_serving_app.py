@@ -656,6 +656,7 @@ GUARDED_ROUTES = [
     ("GET", "/v2/health/live", "health", None),
     ("GET", "/v2/health/ready", "health", None),
     ("GET", "/v2/models/gen/ready", "health", None),
+    ("POST", "/v2/repository/index", "repository", None),
 ]
 
 
@@ -664,10 +665,10 @@ def test_api_keys_refuse_missing_and_wrong_keys_on_every_route_of_their_group(re
     keys = tmp_path / "keys"
     # A key for inference alone, one for metadata and metrics, and optionally one for health.
     keys.write_text(
-        "inference=i-key\n# metadata and metrics share one\nmetadata,metrics=m-key\n"
+        "inference=i-key\n# metadata and metrics share one\nmetadata,metrics=m-key\nrepository=r-key\n"
         + ("health=h-key\n" if health_key else "")
     )
-    by_group = {"inference": "i-key", "metadata": "m-key", "metrics": "m-key", "health": "h-key"}
+    by_group = {"inference": "i-key", "metadata": "m-key", "metrics": "m-key", "health": "h-key", "repository": "r-key"}
     with serve_in_process(repository[0], api_keys=access.read_key_file(str(keys))) as client:
         for method, path, group, body in GUARDED_ROUTES:
             key = by_group[group]
@@ -963,3 +964,90 @@ def test_tf_serving_rest_metadata_describes_each_signature_as_tf_serving_does(cl
         assert list(default["outputs"]) == ["mean"] and list(signatures["params"]["outputs"]) == ["logits"]
     assert client.get("/v1/models/nope/metadata").status_code == 404
     assert client.post("/v1/models/gen/metadata", content=b"{}").status_code == 405
+
+
+def test_tritons_repository_api_lists_unloads_and_loads_models(repository, tmp_path):
+    export_dir = str(tmp_path / "repo")
+    shutil.copytree(repository[0], export_dir)
+    body = v2_body(latent(2))
+    ready = {"name": "gen", "version": "1", "state": "READY", "reason": ""}
+    encoder_ready = {**ready, "name": "gen_encoder"}
+    with serve_in_process(export_dir) as client:
+        assert client.post("/v2/repository/index").json() == [ready, encoder_ready]
+        assert client.post("/v2/repository/models/gen/unload").status_code == 200
+        assert client.post("/v2/models/gen/infer", content=body).status_code == 404  # unloaded: unknown
+        assert client.get("/v2/models/gen_encoder/ready").status_code == 200  # the others serve on
+        unloaded = {"name": "gen", "state": "UNAVAILABLE", "reason": "unloaded"}
+        assert client.post("/v2/repository/index").json() == [unloaded, encoder_ready]
+        assert client.post("/v2/repository/index", json={"ready": True}).json() == [encoder_ready]
+        client.portal.call(client.app.state.service.refresh)  # a poll does not bring it back
+        assert client.post("/v2/models/gen/infer", content=body).status_code == 404
+        assert client.post("/v2/repository/models/gen/load").status_code == 200
+        assert client.post("/v2/models/gen/infer", content=body).status_code == 200
+        broken = os.path.join(export_dir, "gen", "2")  # a version 2 whose file differs from its manifest
+        shutil.copytree(os.path.join(export_dir, "gen", "1"), broken)
+        with open(os.path.join(broken, "model.onnx"), "ab") as f:
+            f.write(b"tampered")
+        refused = client.post("/v2/repository/models/gen/load")
+        assert refused.status_code == 400 and "failed to load model 'gen': version 2" in refused.json()["error"]
+        assert client.post("/v2/models/gen/versions/1/infer", content=body).status_code == 200  # v1 serves on
+        for path, options, status, message in [
+            ("/v2/repository/models/nope/unload", None, 404, "unknown model 'nope'"),
+            ("/v2/repository/models/nope/load", None, 400, "no model 'nope' in the repository"),
+            ("/v2/repository/models/gen/load", {"parameters": {"config": "{}"}}, 400, "load takes no parameters"),
+            ("/v2/repository/index", {"ready": "yes"}, 400, '"ready" must be true or false'),
+        ]:
+            answer = client.post(path, json=options)
+            assert answer.status_code == status and message in answer.json()["error"], (path, answer.text)
+
+
+def test_tritons_repository_api_over_grpc(repository, tmp_path):
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc
+
+    from tfvae.serving import protocol_grpc
+    from tfvae.serving.service import ModelService
+
+    export_dir = str(tmp_path / "repo")
+    shutil.copytree(repository[0], export_dir)
+
+    async def scenario():
+        service = ModelService(ServerConfig(export_dir))
+        await service.start()
+        port = free_port()
+        front = protocol_grpc.Server(service, f"127.0.0.1:{port}")
+        await front.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+            async def index(ready=False):
+                answer = await stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=ready))
+                return [(m.name, m.version, m.state, m.reason) for m in answer.models]
+
+            before = await index()
+            await stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="gen"))
+            after_unload, ready_only = await index(), await index(ready=True)
+            gen_ready = (await stub.ModelReady(pb.ModelReadyRequest(name="gen"))).ready
+            await stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="gen"))
+            after_load = await index()
+            codes = {}
+            for name, request in (
+                ("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name="nope")),
+                ("RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="nope")),
+            ):
+                try:
+                    await getattr(stub, name)(request)
+                except grpc.aio.AioRpcError as error:
+                    codes[name] = error.code().name
+            extensions = (await stub.ServerMetadata(pb.ServerMetadataRequest())).extensions
+        await front.stop(0)
+        await service.stop()
+        return before, after_unload, ready_only, gen_ready, after_load, codes, list(extensions)
+
+    before, after_unload, ready_only, gen_ready, after_load, codes, extensions = asyncio.run(scenario())
+    assert before == after_load == [("gen", "1", "READY", ""), ("gen_encoder", "1", "READY", "")]
+    assert after_unload == [("gen", "", "UNAVAILABLE", "unloaded"), ("gen_encoder", "1", "READY", "")]
+    assert ready_only == [("gen_encoder", "1", "READY", "")] and not gen_ready
+    assert codes == {"RepositoryModelUnload": "NOT_FOUND", "RepositoryModelLoad": "INVALID_ARGUMENT"}
+    assert extensions == ["binary_tensor_data", "model_repository"]

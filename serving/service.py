@@ -98,6 +98,8 @@ class ModelService:
       refused: `{name: reason}` for models whose newest version was refused.
       metrics: the Prometheus registry the protocols count into.
       ready: True between `start` and `stop`.
+      unloaded: names unloaded through the repository API (`unload`), until `load`.
+      listeners: coroutine functions awaited after `start` and every `refresh`.
     """
 
     def __init__(self, config):
@@ -111,11 +113,9 @@ class ModelService:
         self.ready = False
         # Requests past their body and checks, waiting on or inside a model run.
         self.in_flight = 0
-        # Models unloaded through the repository API: not served, even when a poll sees
-        # them, until they are loaded again.
+        # Not served, even when a poll sees them, until loaded again.
         self.unloaded = set()
-        # Coroutine functions awaited after the served set or readiness changed (start, a
-        # repository refresh): the gRPC health service's statuses follow them.
+        # The gRPC health service's statuses follow the served set through these.
         self.listeners = []
 
     def count_unauthenticated(self):

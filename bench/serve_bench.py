@@ -255,49 +255,19 @@ def main():
         with open(paths["grpc"], "wb") as f:
             f.write(grpc_body(z)[0])
         tfvae_cli = os.path.join(os.path.dirname(sys.executable), "tfvae")
-        servers = {
-            "tfvae": lambda rest, grpc: [tfvae_cli, "serve", repository, "--port", str(rest), "--grpc-port", str(grpc)],
-            "floor": lambda rest, grpc: [
-                sys.executable,
-                os.path.join(HERE, "floor_server.py"),
-                repository,
-                "--port",
-                str(rest),
-                "--grpc-port",
-                str(grpc),
-            ],
-            "kserve": lambda rest, grpc: [
-                args.kserve_python,
-                os.path.join(HERE, "kserve_onnx_server.py"),
-                "--model-dir",
-                model_dir,
-                "--name",
-                "mnist",
-                "--port",
-                str(rest),
-                "--grpc-port",
-                str(grpc),
-            ],
-            "pytriton": lambda rest, grpc: [
-                args.pytriton_python,
-                os.path.join(HERE, "pytriton_onnx_server.py"),
-                "--model-dir",
-                model_dir,
-                "--name",
-                "mnist",
-                "--http-port",
-                str(rest),
-                "--grpc-port",
-                str(grpc),
-                "--metrics-port",
-                str(free_port()),
-            ],
+        anchor = ["--model-dir", model_dir, "--name", "mnist"]
+        servers = {  # each command then takes --port (REST) and --grpc-port
+            "tfvae": [tfvae_cli, "serve", repository],
+            "floor": [sys.executable, os.path.join(HERE, "floor_server.py"), repository],
+            "kserve": [args.kserve_python, os.path.join(HERE, "kserve_onnx_server.py"), *anchor],
+            "pytriton": [args.pytriton_python, os.path.join(HERE, "pytriton_onnx_server.py"), *anchor],
         }
         results = {}
         for name, command in servers.items():
             rest, grpc = free_port(), free_port()
+            command = [*command, "--port", str(rest), "--grpc-port", str(grpc)]
             log_path = os.path.join(work, f"{name}.log")
-            results[name] = measure(name, command(rest, grpc), rest, grpc, paths, args.seconds, z, expected, log_path)
+            results[name] = measure(name, command, rest, grpc, paths, args.seconds, z, expected, log_path)
 
     def best_anchor(client, c):
         return max(("kserve", "pytriton"), key=lambda n: results[n][client][c]["requests_per_s"])

@@ -200,23 +200,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc("grpc_repository_index")
     async def RepositoryIndex(self, request, context):
-        index = self.service.repository_index()
         entry = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(
             models=[
                 entry(name=e["name"], version=e.get("version", ""), state=e["state"], reason=e["reason"])
-                for e in index
-                if not request.ready or e["state"] == "READY"
+                for e in self.service.repository_index(request.ready)
             ]
         )
 
     @rpc("grpc_repository_load")
     async def RepositoryModelLoad(self, request, context):
-        if request.parameters:
-            raise RequestError(
-                "load takes no parameters on this server: a model's configuration and files come from its export"
-            )
-        await self.service.load(request.model_name)
+        await self.service.load(request.model_name, dict(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @rpc("grpc_repository_unload")

@@ -263,17 +263,12 @@ def routes(service):
         ready_only = (await repository_options(request)).get("ready", False)
         if not isinstance(ready_only, bool):
             raise RequestError(f'"ready" must be true or false; got {ready_only!r}')
-        index = service.repository_index()
-        return json_response([entry for entry in index if entry["state"] == "READY"] if ready_only else index)
+        return json_response(service.repository_index(ready_only))
 
     @endpoint(service, "v2_repository_load")
     async def repository_load(request):
-        if (await repository_options(request)).get("parameters"):
-            raise RequestError(
-                "load takes no parameters on this server: a model's configuration and files come from its "
-                "export; write a new version with `tfvae export` and load (or poll) again"
-            )
-        await service.load(request.path_params["name"])
+        options = await repository_options(request)
+        await service.load(request.path_params["name"], options.get("parameters"))
         return json_response({})
 
     @endpoint(service, "v2_repository_unload")

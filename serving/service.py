@@ -265,22 +265,30 @@ class ModelService:
         for model in self.loaded():
             await model.batcher.stop()
 
-    def repository_index(self):
+    def repository_index(self, ready_only=False):
         """Triton's repository index: every model version on disk that was looked at, with
         its state: READY (served), UNAVAILABLE with the reason (refused), or UNAVAILABLE
-        "unloaded" (through `unload`, until `load`)."""
+        "unloaded" (through `unload`, until `load`); with `ready_only`, the READY ones."""
         index = [
             {"name": model.name, "version": model.version, "state": "READY", "reason": ""}
             for model in every_version(self.models)
         ]
         index += [{"name": name, "state": "UNAVAILABLE", "reason": reason} for name, reason in self.refused.items()]
         index += [{"name": name, "state": "UNAVAILABLE", "reason": "unloaded"} for name in self.unloaded]
+        if ready_only:
+            index = [entry for entry in index if entry["state"] == "READY"]
         return sorted(index, key=lambda entry: (entry["name"], int(entry.get("version", 0))))
 
-    async def load(self, name):
+    async def load(self, name, parameters=None):
         """Triton's repository load: serves model `name` as it is on disk now (the
         repository is read again), undoing an `unload`. Raises a RequestError (400) with
-        the reason when it cannot be served."""
+        the reason when it cannot be served, or when `parameters` (Triton's configuration
+        overrides) are given: a model's configuration comes from its export."""
+        if parameters:
+            raise RequestError(
+                "load takes no parameters on this server: a model's configuration and files come from its "
+                "export; write a new version with `tfvae export` and load (or poll) again"
+            )
         self.unloaded.discard(name)
         await self.refresh()
         if name in self.refused:

@@ -3,6 +3,7 @@ input, readiness, generation from each kind of prior, the SavedModel backend, an
 repository's checks. What needs a real process is in test_serving.py."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import shutil
 import threading
 import time
 
+import grpc
 import hypothesis
 import hypothesis.strategies as st
 import numpy as np
@@ -28,11 +30,43 @@ from helpers import (
 )
 
 import tfvae
-from tfvae.serving import ServerConfig, access
+from tfvae.serving import ServerConfig, access, protocol_grpc
 from tfvae.serving.batching import DynamicBatcher, QueueTimeout
 from tfvae.serving.repository import RepositoryError, load_repository
+from tfvae.serving.service import ModelService
 
 TOLERANCE = 1e-5
+
+
+def tamper(version_folder):
+    """Makes a version's model.onnx differ from its manifest's sha256 (the server refuses it)."""
+    with open(os.path.join(version_folder, "model.onnx"), "ab") as f:
+        f.write(b"tampered")
+
+
+def tampered_copy(export_dir, name, source, version):
+    """A copy of model `name`'s version `source` as `version`, tampered; returns its folder."""
+    folder = os.path.join(export_dir, name, version)
+    shutil.copytree(os.path.join(export_dir, name, source), folder)
+    tamper(folder)
+    return folder
+
+
+@contextlib.asynccontextmanager
+async def grpc_front(export_dir, **config):
+    """`(service, front, channel)`: a started `ModelService` of `export_dir` with its gRPC
+    front end on loopback, in this event loop, and a channel to it; stopped on exit."""
+    service = ModelService(ServerConfig(export_dir, **config))
+    await service.start()
+    port = free_port()
+    front = protocol_grpc.Server(service, f"127.0.0.1:{port}")
+    await front.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield service, front, channel
+    finally:
+        await front.stop(0)
+        await service.stop()
 
 
 @pytest.fixture(scope="module")
@@ -387,13 +421,11 @@ def test_a_file_that_differs_from_its_manifest_is_not_served(repository, tmp_pat
 
     copy = str(tmp_path / "repo")
     shutil.copytree(repository[0], copy)
-    with open(os.path.join(copy, "gen", "1", "model.onnx"), "ab") as f:
-        f.write(b"tampered")
+    tamper(os.path.join(copy, "gen", "1"))
     loaded = load_repository(copy)
     assert "gen" not in loaded.models and "gen_encoder" in loaded.models
     assert "model.onnx is missing or differs from its manifest's sha256" in loaded.refused["gen"]
-    with open(os.path.join(copy, "gen_encoder", "1", "model.onnx"), "ab") as f:
-        f.write(b"tampered")
+    tamper(os.path.join(copy, "gen_encoder", "1"))
     with pytest.raises(RepositoryError, match="holds no servable model.*differs from its manifest's sha256"):
         load_repository(copy)
 
@@ -452,8 +484,7 @@ def test_a_manifest_that_breaks_its_schema_or_its_tensors_is_refused_with_the_re
 
 def test_readiness_is_per_model_and_the_operator_chooses_all_or_any(repository, tmp_path, caplog):
     copy = _edited_copy(repository, tmp_path, lambda m: m)
-    with open(os.path.join(copy, "gen", "1", "model.onnx"), "ab") as f:
-        f.write(b"tampered")
+    tamper(os.path.join(copy, "gen", "1"))
     for ready_when, status in (("all", 503), ("any", 200)):
         with caplog.at_level(logging.ERROR, "tfvae.serving"), serve_in_process(copy, ready_when=ready_when) as client:
             assert client.get("/v2/health/ready").status_code == status
@@ -617,10 +648,7 @@ def test_a_polled_repository_swaps_versions_in_and_out_while_every_request_is_an
             tfvae.export(models[1], export_dir, "gen", parts=("decoder",))  # version 2 appears
             _eventually(lambda: versions() == ["1", "2"])
             assert answers_like(1)
-            broken = os.path.join(export_dir, "gen", "3")  # a version 3 whose file differs from its manifest
-            shutil.copytree(os.path.join(export_dir, "gen", "2"), broken)
-            with open(os.path.join(broken, "model.onnx"), "ab") as f:
-                f.write(b"tampered")
+            tampered_copy(export_dir, "gen", "2", "3")  # a version 3 whose file differs from its manifest
             _eventually(lambda: client.get("/v2/models/gen/ready").status_code == 503)
             assert "differs from its manifest's sha256" in client.get("/v2/models/gen/ready").json()["error"]
             assert versions() == ["1", "2"] and answers_like(1)  # the others serve on
@@ -786,23 +814,14 @@ def test_statistics_and_tritons_metric_names_count_what_each_model_version_did(r
 
 
 def test_the_grpc_health_service_follows_readiness_refreshes_and_a_stop(repository, tmp_path):
-    import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from tfvae.serving import protocol_grpc
-    from tfvae.serving.service import ModelService
 
     export_dir = str(tmp_path / "repo")
     shutil.copytree(repository[0], export_dir)
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def scenario():
-        service = ModelService(ServerConfig(export_dir))
-        await service.start()
-        port = free_port()
-        front = protocol_grpc.Server(service, f"127.0.0.1:{port}")
-        await front.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with grpc_front(export_dir) as (service, front, channel):
             health = health_pb2_grpc.HealthStub(channel)
 
             async def status(name):
@@ -814,10 +833,7 @@ def test_the_grpc_health_service_follows_readiness_refreshes_and_a_stop(reposito
             watch = health.Watch(health_pb2.HealthCheckRequest(service="gen"))
             watched = [(await watch.read()).status]
             # A version 2 of gen whose file differs from its manifest: gen's newest is refused.
-            broken = os.path.join(export_dir, "gen", "2")
-            shutil.copytree(os.path.join(export_dir, "gen", "1"), broken)
-            with open(os.path.join(broken, "model.onnx"), "ab") as f:
-                f.write(b"tampered")
+            broken = tampered_copy(export_dir, "gen", "1", "2")
             await service.refresh()
             after_refusal = {name: await status(name) for name in ("", "gen", "gen_encoder")}
             watched.append((await watch.read()).status)
@@ -829,8 +845,6 @@ def test_the_grpc_health_service_follows_readiness_refreshes_and_a_stop(reposito
             stopping = {name: await status(name) for name in ("", "gen")}
             watched.append((await watch.read()).status)
             watch.cancel()
-        await front.stop(0)
-        await service.stop()
         return seen, unknown.value, watched, after_refusal, recovered, stopping
 
     seen, unknown, watched, after_refusal, recovered, stopping = asyncio.run(scenario())
@@ -844,7 +858,6 @@ def test_the_grpc_health_service_follows_readiness_refreshes_and_a_stop(reposito
 
 
 def test_tf_servings_grpc_api_answers_its_own_client_and_refuses_bad_input_with_its_codes(repository):
-    import grpc
     import tensorflow as tf
     from tensorflow.core.framework import types_pb2
     from tensorflow_serving.apis import (
@@ -854,9 +867,6 @@ def test_tf_servings_grpc_api_answers_its_own_client_and_refuses_bad_input_with_
         predict_pb2,
         prediction_service_pb2_grpc,
     )
-
-    from tfvae.serving import protocol_grpc
-    from tfvae.serving.service import ModelService
 
     export_dir, model = repository
     z = latent(5)
@@ -891,13 +901,8 @@ def test_tf_servings_grpc_api_answers_its_own_client_and_refuses_bad_input_with_
     }
 
     async def scenario():
-        service = ModelService(ServerConfig(export_dir, max_rows=MAX_ROWS, tfserving_grpc=True))
-        await service.start()
-        port = free_port()
-        front = protocol_grpc.Server(service, f"127.0.0.1:{port}")
-        await front.start()
         refusals = {}
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with grpc_front(export_dir, max_rows=MAX_ROWS, tfserving_grpc=True) as (service, front, channel):
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             answer = await stub.Predict(predict(version=1))
             params = await stub.Predict(predict(signature="params", output_filter=["logits"]))
@@ -913,8 +918,6 @@ def test_tf_servings_grpc_api_answers_its_own_client_and_refuses_bad_input_with_
                 except grpc.aio.AioRpcError as error:
                     refusals[case] = (error.code().name, error.details())
             live = await stub.Predict(predict())  # the server answers on after every refusal
-        await front.stop(0)
-        await service.stop()
         return answer, params, metadata, status, refusals, live
 
     answer, params, metadata, status, refusals, live = asyncio.run(scenario())
@@ -984,10 +987,7 @@ def test_tritons_repository_api_lists_unloads_and_loads_models(repository, tmp_p
         assert client.post("/v2/models/gen/infer", content=body).status_code == 404
         assert client.post("/v2/repository/models/gen/load").status_code == 200
         assert client.post("/v2/models/gen/infer", content=body).status_code == 200
-        broken = os.path.join(export_dir, "gen", "2")  # a version 2 whose file differs from its manifest
-        shutil.copytree(os.path.join(export_dir, "gen", "1"), broken)
-        with open(os.path.join(broken, "model.onnx"), "ab") as f:
-            f.write(b"tampered")
+        tampered_copy(export_dir, "gen", "1", "2")  # a version 2 whose file differs from its manifest
         refused = client.post("/v2/repository/models/gen/load")
         assert refused.status_code == 400 and "failed to load model 'gen': version 2" in refused.json()["error"]
         assert client.post("/v2/models/gen/versions/1/infer", content=body).status_code == 200  # v1 serves on
@@ -1002,23 +1002,14 @@ def test_tritons_repository_api_lists_unloads_and_loads_models(repository, tmp_p
 
 
 def test_tritons_repository_api_over_grpc(repository, tmp_path):
-    import grpc
     from tritonclient.grpc import service_pb2 as pb
     from tritonclient.grpc import service_pb2_grpc
-
-    from tfvae.serving import protocol_grpc
-    from tfvae.serving.service import ModelService
 
     export_dir = str(tmp_path / "repo")
     shutil.copytree(repository[0], export_dir)
 
     async def scenario():
-        service = ModelService(ServerConfig(export_dir))
-        await service.start()
-        port = free_port()
-        front = protocol_grpc.Server(service, f"127.0.0.1:{port}")
-        await front.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with grpc_front(export_dir) as (service, front, channel):
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
             async def index(ready=False):
@@ -1032,22 +1023,27 @@ def test_tritons_repository_api_over_grpc(repository, tmp_path):
             await stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="gen"))
             after_load = await index()
             codes = {}
-            for name, request in (
-                ("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name="nope")),
-                ("RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="nope")),
+            with_parameters = pb.RepositoryModelLoadRequest(model_name="gen")
+            with_parameters.parameters["config"].string_param = "{}"
+            for case, name, request in (
+                ("unload nope", "RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name="nope")),
+                ("load nope", "RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="nope")),
+                ("load with parameters", "RepositoryModelLoad", with_parameters),
             ):
                 try:
                     await getattr(stub, name)(request)
                 except grpc.aio.AioRpcError as error:
-                    codes[name] = error.code().name
+                    codes[case] = error.code().name, error.details().split(":")[0]
             extensions = (await stub.ServerMetadata(pb.ServerMetadataRequest())).extensions
-        await front.stop(0)
-        await service.stop()
         return before, after_unload, ready_only, gen_ready, after_load, codes, list(extensions)
 
     before, after_unload, ready_only, gen_ready, after_load, codes, extensions = asyncio.run(scenario())
     assert before == after_load == [("gen", "1", "READY", ""), ("gen_encoder", "1", "READY", "")]
     assert after_unload == [("gen", "", "UNAVAILABLE", "unloaded"), ("gen_encoder", "1", "READY", "")]
     assert ready_only == [("gen_encoder", "1", "READY", "")] and not gen_ready
-    assert codes == {"RepositoryModelUnload": "NOT_FOUND", "RepositoryModelLoad": "INVALID_ARGUMENT"}
+    assert codes == {
+        "unload nope": ("NOT_FOUND", "unknown model 'nope'; this server has ['gen', 'gen_encoder']"),
+        "load nope": ("INVALID_ARGUMENT", "no model 'nope' in the repository " + export_dir),
+        "load with parameters": ("INVALID_ARGUMENT", "load takes no parameters on this server"),
+    }
     assert extensions == ["binary_tensor_data", "model_repository"]

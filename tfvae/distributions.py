@@ -15,7 +15,6 @@ import tensorflow_probability as tfp
 from tfvae.errors import ConfigError
 
 tfd = tfp.distributions
-samplers = tfp.random
 tfb = tfp.bijectors
 
 COVARIANCES = ("diagonal", "full")
@@ -655,7 +654,7 @@ class CoupledLogisticMixture(tfd.Distribution):
 
     def _sample_n(self, n, seed=None):
         channels = self._loc.shape[-2]
-        seeds = samplers.split_seed(seed, n=channels + 1, salt="CoupledLogisticMixture")
+        seeds = tfp.random.split_seed(seed, n=channels + 1, salt="CoupledLogisticMixture")
         component = tfd.Categorical(logits=self._logits).sample(n, seed=seeds[0])  # [n, ...]
         one_hot = tf.one_hot(component, tf.shape(self._logits)[-1], dtype=self.dtype)[..., None, :]
         loc = tf.reduce_sum(self._loc * one_hot, axis=-1)  # [n, ..., C]

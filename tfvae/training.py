@@ -264,10 +264,9 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
         x / 255 and answers in levels (`BernoulliLikelihood(num_levels=...)`), so the run's
         model, samples and exports keep the data's range.
     """
-    likelihood = config.likelihood
-    if issubclass(LIKELIHOODS[likelihood], DiscretizedLogisticMixtureLikelihood):
-        likelihood = _mixture(config, input_shape)
-    elif likelihood == "bernoulli" and grey_levels:
+    mixture = _mixture(config, input_shape)
+    likelihood = config.likelihood if mixture is None else mixture
+    if likelihood == "bernoulli" and grey_levels:
         likelihood = BernoulliLikelihood(input_shape, num_levels=grey_levels)
     elif likelihood == "gaussian" and statistics is not None:
         likelihood = GaussianLikelihood(
@@ -344,16 +343,19 @@ def build_model_for(config, splits):
 
 
 def _mixture(config, input_shape):
-    """The run's mixture likelihood layer, with its `mixture_components`."""
-    return LIKELIHOODS[config.likelihood](input_shape, num_components=config.mixture_components)
+    """The run's mixture likelihood layer with its `mixture_components`, or None when the
+    run's likelihood is no mixture."""
+    family = LIKELIHOODS[config.likelihood]
+    if not issubclass(family, DiscretizedLogisticMixtureLikelihood):
+        return None
+    return family(input_shape, num_components=config.mixture_components)
 
 
 def _check_fits_in_memory(config, splits):
     """Refuses, before anything is built, a model that cannot fit in this machine's memory."""
     latent = sum(config.latent_dims) if config.latent_dims else config.latent_dim
-    per_dimension = LIKELIHOODS[config.likelihood].params_per_dimension
-    if issubclass(LIKELIHOODS[config.likelihood], DiscretizedLogisticMixtureLikelihood):
-        per_dimension = _mixture(config, splits.example_shape).params_per_dimension  # set per instance
+    mixture = _mixture(config, splits.example_shape)  # a mixture's count is set per instance
+    per_dimension = (LIKELIHOODS[config.likelihood] if mixture is None else mixture).params_per_dimension
     needed = memory.training_bytes(
         splits.example_shape,
         latent,

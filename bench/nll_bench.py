@@ -119,7 +119,11 @@ def main():
     parser.add_argument("--filters", default="32,64", help="--arch conv: channels of the stride-2 convolutions")
     parser.add_argument("--residual-blocks", type=int, default=0, help="--arch conv: blocks at each resolution")
     parser.add_argument("--activation", default="linear", help="of the hidden layers ('linear' gates a linear map)")
-    parser.add_argument("--posterior", choices=("diagonal", "full", "iaf"), default="diagonal")
+    parser.add_argument(
+        "--posterior",
+        default="diagonal",
+        help="diagonal, full or iaf; a hierarchy's may be one per layer (iaf,diagonal)",
+    )
     parser.add_argument("--flow-steps", type=int, default=2, help="IAF steps (with --posterior iaf)")
     parser.add_argument("--prior", choices=("standard_normal", "vamp"), default="standard_normal")
     parser.add_argument("--pseudo-inputs", type=int, default=500, help="VampPrior components")

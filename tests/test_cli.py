@@ -76,7 +76,10 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path):
             "--epochs: expected a positive integer up to 2147483647, got 0",
         ),
         (["train", "--data", "digits", "--out", "x", "--latent-dim", "0"], "--latent-dim: expected a positive"),
-        (["train", "--data", "digits", "--out", "x", "--posterior", "banded"], "invalid choice: 'banded'"),
+        (
+            ["train", "--data", "digits", "--out", "x", "--posterior", "iaf,banded"],
+            "--posterior: expected one of diagonal, full, iaf, or one per layer such as iaf,diagonal, got 'iaf,banded'",
+        ),
         (["train", "--data", "digits", "--out", "x", "--hidden-units", "64,x"], "comma-separated"),
         (["fly"], "invalid choice: 'fly'"),
         (

@@ -104,12 +104,17 @@ def test_per_layer_closed_form_kls_match_their_monte_carlo_estimates(digits):
 
 @pytest.mark.parametrize(
     "posterior, conditional_layers",
-    [pytest.param("diagonal", 0, id="diagonal", marks=pytest.mark.xla), pytest.param("iaf", 1, id="iaf-deep")],
+    [
+        pytest.param("diagonal", 0, id="diagonal", marks=pytest.mark.xla),
+        pytest.param("iaf", 1, id="iaf-deep"),
+        pytest.param(("iaf", "diagonal"), 0, id="iaf-below-a-vampprior"),
+    ],
 )
 def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(
     digits, tmp_path, posterior, conditional_layers
 ):
-    prior = tfvae.VampPrior(3, num_components=10) if posterior == "diagonal" else None
+    # A VampPrior needs a Gaussian q(z_2 | x); the layer below may still be a flow.
+    prior = tfvae.VampPrior(3, num_components=10) if posterior != "iaf" else None
     model = tfvae.HierarchicalVAE(
         (64,),
         latent_dims=(4, 3),
@@ -130,10 +135,20 @@ def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(
     model.save(path)
     same = keras.models.load_model(path)
     assert same.latent_dims == (4, 3) and same.conditional_layers == conditional_layers
+    expected = (posterior,) * 2 if isinstance(posterior, str) else posterior
+    assert same.layer_posteriors == expected
+    assert [layer.covariance for layer in (*same.lower_posteriors, same.posterior_layer)] == list(expected)
     np.testing.assert_array_equal(
         same.elbo(x, num_samples=2, seed=3).numpy(), model.elbo(x, num_samples=2, seed=3).numpy()
     )
     np.testing.assert_array_equal(same.sample(3, seed=4).numpy(), model.sample(3, seed=4).numpy())
+
+
+def test_per_layer_posteriors_are_one_per_layer_and_a_vampprior_needs_a_gaussian_top():
+    with pytest.raises(tfvae.ConfigError, match=r"one per layer, bottom first.*3 layers.*\('iaf', 'iaf', 'diagonal'\)"):
+        tfvae.HierarchicalVAE((64,), latent_dims=(4, 3, 2), posterior=("iaf", "diagonal"))
+    with pytest.raises(tfvae.ConfigError, match="VampPrior"):
+        tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), posterior=("diagonal", "iaf"), prior=tfvae.VampPrior(3, 5))
 
 
 def test_the_exported_generator_maps_each_layers_noise_top_down_in_every_runtime(digits, tmp_path):
@@ -199,6 +214,12 @@ def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):
                 "hierarchical",
                 "--latent-dims",
                 "4,3",
+                "--posterior",
+                "iaf,diagonal",
+                "--prior",
+                "vamp",
+                "--pseudo-inputs",
+                "5",
                 "--hidden-units",
                 "32",
                 "--epochs",
@@ -219,3 +240,8 @@ def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):
     assert "z_1: kl" in lines[-2] and "z_2: kl" in lines[-2]
     assert cli.main(["train", "--data", "digits", "--out", str(tmp_path / "bad"), "--model", "hierarchical"]) == 2
     assert "--latent-dims 40,40" in capsys.readouterr().err
+    bad = ["train", "--data", "digits", "--out", str(tmp_path / "bad"), "--posterior"]
+    assert cli.main([*bad, "iaf,diagonal", "--model", "hierarchical", "--latent-dims", "4,3,2"]) == 2
+    assert "names 2 layers' families; give one, or one per layer of --latent-dims 4,3,2" in capsys.readouterr().err
+    assert cli.main([*bad, "iaf,diagonal"]) == 2
+    assert "(none: --model vae)" in capsys.readouterr().err

@@ -96,10 +96,13 @@ def _add_train(subparsers):
     )
     p.add_argument(
         "--posterior",
-        choices=POSTERIORS,
+        type=_posteriors,
         default=defaults.posterior,
+        metavar="{" + ",".join(POSTERIORS) + "}",
         help="q(z|x): a Gaussian with diagonal or full covariance, or iaf (the diagonal "
-        "Gaussian through --flow-steps inverse autoregressive flow steps)",
+        "Gaussian through --flow-steps inverse autoregressive flow steps); with --model "
+        "hierarchical one per layer, bottom first, may be given (iaf,diagonal: flows below a "
+        "Gaussian top, which --prior vamp needs)",
     )
     p.add_argument(
         "--flow-steps", type=positive_int, default=defaults.flow_steps, help="IAF steps (with --posterior iaf)"
@@ -206,6 +209,14 @@ def _add_train(subparsers):
     p.add_argument("--no-pictures", dest="pictures", action="store_false")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)
+
+
+def _posteriors(text):
+    if any(name not in POSTERIORS for name in text.split(",")):
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(POSTERIORS)}, or one per layer such as iaf,diagonal, got {text!r}"
+        )
+    return text
 
 
 def _train(args):

@@ -161,8 +161,18 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
+        posteriors = self.posterior.split(",")
+        if any(name not in POSTERIORS for name in posteriors):
+            raise ConfigError(
+                f"posterior must be one of {POSTERIORS}, or one per layer of a hierarchy (iaf,diagonal); "
+                f"got {self.posterior!r}."
+            )
+        if len(posteriors) > 1 and len(posteriors) != len(self.latent_dims):
+            raise ConfigError(
+                f"posterior {self.posterior!r} names {len(posteriors)} layers' families; give one, or one per "
+                f"layer of --latent-dims {','.join(map(str, self.latent_dims)) or '(none: --model vae)'}."
+            )
         choices = {
-            "posterior": POSTERIORS,
             "likelihood": LIKELIHOOD_FAMILIES,
             "arch": ARCHITECTURES,
             "objective": OBJECTIVES,
@@ -288,7 +298,7 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
         model = Autoencoder(**networks)
     else:
         vae_options = dict(
-            posterior=config.posterior,
+            posterior=config.posterior if config.model != "hierarchical" else tuple(config.posterior.split(",")),
             flow_steps=config.flow_steps,
             free_bits=config.free_bits,
             prior=VampPrior(config.latent_dim, config.pseudo_inputs) if config.prior == "vamp" else None,

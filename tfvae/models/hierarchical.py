@@ -30,7 +30,9 @@ class HierarchicalVAE(VAE):
         q(z | x) = q(z_L | d_L) Π_{l<L} q(z_l | d_l, t_l),  t_l = g_l(z_{l+1}),
 
     where t_l is the same top-down state that parameterises p(z_l | z_{l+1}). Each
-    layer's posterior is Gaussian ("diagonal", "full") or an IAF ("iaf"). The KL of
+    layer's posterior is Gaussian ("diagonal", "full") or an IAF ("iaf"), chosen per
+    layer: a VampPrior mixes q(z_L | u_k) over its pseudo-inputs, so it needs a Gaussian
+    at the top, and the layers below may still be flows. The KL of
     each layer below the top is in closed form between the two Gaussians given the
     sample above it, by Monte Carlo otherwise; all of it goes through the same log
     weights as a `VAE`, so `elbo`, the IWAE objective, `log_likelihood`, `evaluate`
@@ -41,7 +43,10 @@ class HierarchicalVAE(VAE):
     Args:
       input_shape: shape of one example x.
       latent_dims: sizes of z_1 ... z_L, bottom first (L >= 2).
-      posterior, flow_steps: every layer's q (see `tfvae.VAE`).
+      posterior: every layer's q, one name ("diagonal", "full", "iaf"; see
+        `tfvae.VAE`) or one per layer, bottom first (e.g. `("iaf", "diagonal")`: flows
+        below a Gaussian top, which a VampPrior needs).
+      flow_steps: IAF steps of each "iaf" layer.
       hidden_units: the x-side networks' widths (`arch`: "mlp", "gated" or "conv");
         the last one is also the width of d_l and t_l.
       conditional_layers: hidden layers (of that width) inside each p(z_l | z_{l+1})
@@ -86,6 +91,13 @@ class HierarchicalVAE(VAE):
                 f"`latent_dims` must list two or more positive sizes, bottom first; got {latent_dims!r} "
                 "(use tfvae.VAE for one stochastic layer)."
             )
+        layer_posteriors = (posterior,) * len(latent_dims) if isinstance(posterior, str) else tuple(posterior)
+        if len(layer_posteriors) != len(latent_dims):
+            example = ("iaf",) * (len(latent_dims) - 1) + ("diagonal",)
+            raise ConfigError(
+                f"`posterior` names one family for every layer or one per layer, bottom first; got "
+                f"{posterior!r} for {len(latent_dims)} layers (e.g. {example!r})."
+            )
         if num_classes is not None:
             raise ConfigError("A HierarchicalVAE is not conditional; use tfvae.ConditionalVAE for labels.")
         if not isinstance(conditional_layers, int) or isinstance(conditional_layers, bool) or conditional_layers < 0:
@@ -114,13 +126,14 @@ class HierarchicalVAE(VAE):
         )
         # Read by `build`, which VAE.__init__ calls (a built layer accepts no new sub-layers).
         self.latent_dims = latent_dims
+        self.layer_posteriors = layer_posteriors
         self._layer_config = NetworkConfig(
             (width,), 1, arch="gated" if arch == "gated" else "mlp", hidden_units=(width,), activation=activation
         )
         super().__init__(
             input_shape,
             latent_dims[-1],
-            posterior=posterior,
+            posterior=layer_posteriors[-1],
             flow_steps=flow_steps,
             encoder=encoder or build_encoder(config, width, name="bottom_up"),
             decoder=decoder or build_decoder(config),
@@ -150,7 +163,7 @@ class HierarchicalVAE(VAE):
         self.prior_params = [keras.layers.Dense(2 * dims[level]) for level in lower]
         self.conditional_priors = [GaussianPosterior(dims[level]) for level in lower]
         self.lower_posteriors = [
-            get_posterior(self.posterior_layer.covariance, dims[level], self.flow_steps) for level in lower
+            get_posterior(self.layer_posteriors[level], dims[level], self.flow_steps) for level in lower
         ]
         self.posterior_params = [
             keras.layers.Dense(layer.num_params) for layer in (*self.lower_posteriors, self.posterior_layer)
@@ -283,7 +296,11 @@ class HierarchicalVAE(VAE):
     def get_config(self):
         config = super().get_config()
         del config["latent_dim"]
-        config.update(latent_dims=list(self.latent_dims), conditional_layers=self.conditional_layers)
+        config.update(
+            latent_dims=list(self.latent_dims),
+            conditional_layers=self.conditional_layers,
+            posterior=list(self.layer_posteriors),
+        )
         return config
 
 

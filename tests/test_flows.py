@@ -4,6 +4,7 @@ import os
 
 import keras
 import numpy as np
+import onnxruntime
 import pytest
 import tensorflow as tf
 
@@ -107,10 +108,25 @@ def test_a_vae_with_an_iaf_posterior_trains_bounds_log_p_and_round_trips(digits,
     np.testing.assert_array_equal(
         same.elbo(x, num_samples=3, seed=1).numpy(), vae.elbo(x, num_samples=3, seed=1).numpy()
     )
-    result = tfvae.export(vae, str(tmp_path / "exported"), "iaf")  # the decoder: an IAF's q has no Gaussian parameters
-    assert set(result.paths) == {"decoder"} and result.manifest["posterior"] == "iaf"
-    with pytest.raises(tfvae.ExportError, match="exports only its decoder"):
-        tfvae.export(vae, str(tmp_path / "exported"), "iaf", parts=("encoder",))
+    # An IAF's q has no Gaussian parameters: the exported encoder maps x and N(0, I) noise
+    # to the sample of q(z|x) it gives, and that sample's log density.
+    result = tfvae.export(vae, str(tmp_path / "exported"), "iaf")
+    assert set(result.paths) == {"decoder", "encoder"} and result.manifest["posterior"] == "iaf"
+    encoder = result.manifest["parts"]["encoder"]
+    assert [t["name"] for t in encoder["inputs"]] == ["x", "noise"] and encoder["inputs"][1]["shape"] == ["batch", 4]
+    assert encoder["onnx_max_abs_difference"] <= 1e-5
+    noise = np.random.default_rng(2).standard_normal((8, 4)).astype("float32")
+    session = onnxruntime.InferenceSession(
+        os.path.join(result.paths["encoder"], "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    z, log_q = session.run(["z", "log_posterior"], {"x": x[:8], "noise": noise})
+    posterior = vae.encode(x[:8])
+    base = posterior.distribution  # the encoder's diagonal Gaussian, before the flow
+    np.testing.assert_allclose(z, posterior.bijector.forward(base.mean() + base.stddev() * noise).numpy(), atol=1e-5)
+    # A fresh tensor: TFP inverts the flow step by step, not from the sampling cache.
+    np.testing.assert_allclose(log_q, posterior.log_prob(tf.constant(z)).numpy(), atol=1e-4)
+    saved = tf.saved_model.load(result.paths["encoder"]).signatures["serving_default"]
+    np.testing.assert_allclose(saved(x=tf.constant(x[:8]), noise=tf.constant(noise))["z"].numpy(), z, atol=1e-5)
 
 
 def test_free_bits_floor_the_trained_kl_but_not_the_reported_loss(digits):

@@ -163,11 +163,9 @@ def test_the_exported_generator_maps_each_layers_noise_top_down_in_every_runtime
     z_1 = prior_1.mean() + prior_1.stddev() * noise[:, :4]
     expected = model.decode_mean(tf.concat([z_1, noise[:, 4:]], axis=-1)).numpy()
     np.testing.assert_allclose(model.decoder_outputs(tf.constant(noise))["mean"].numpy(), expected, rtol=1e-6)
-    with pytest.raises(tfvae.ExportError, match=r"exports only its decoder.*--parts decoder"):
-        tfvae.export(model, str(tmp_path / "refused"), "hvae", parts=("decoder", "encoder"))
     export_dir = str(tmp_path / "exported")
-    result = tfvae.export(model, export_dir, "hvae")  # the parts it can export: the generator
-    assert set(result.paths) == {"decoder"} and result.manifest["latent_dim"] == 7
+    result = tfvae.export(model, export_dir, "hvae")
+    assert set(result.paths) == {"decoder", "encoder"} and result.manifest["latent_dim"] == 7
     assert result.manifest["parts"]["decoder"]["onnx_max_abs_difference"] <= 1e-5
     session = onnxruntime.InferenceSession(
         os.path.join(export_dir, "hvae", "1", "model.onnx"), providers=["CPUExecutionProvider"]
@@ -182,15 +180,59 @@ def test_the_exported_generator_maps_each_layers_noise_top_down_in_every_runtime
         assert prior["loc"].shape == (5, 3)  # the VampPrior's components over z_2
 
 
+def test_the_exported_encoder_samples_every_layer_of_q_from_the_noise_in_every_runtime(digits, tmp_path):
+    model = tfvae.HierarchicalVAE(
+        (64,), latent_dims=(4, 3), hidden_units=(32,), posterior=("iaf", "diagonal"), seed=0, conditional_layers=1
+    )
+    model.compile()
+    model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    x = digits.test[:6]
+    noise = np.random.default_rng(1).standard_normal((6, 7)).astype("float32")  # [ε_1, ε_2]
+    # By hand, top-down: z_2 = loc + scale · ε_2 from q(z_2 | x), then z_1 from q(z_1 | z_2, x)
+    # for ε_1 (its IAF applied to its Gaussian's sample); log q from fresh tensors, so the
+    # flow is inverted step by step rather than read from the sampling cache.
+    features = model._features(tf.constant(x), None, False)
+    top = model._posterior(x)
+    z_2 = top.mean() + top.stddev() * noise[:, 4:]
+    lower = model._layer_below(0, z_2, features, False)[1]
+    z_1 = lower.bijector.forward(lower.distribution.mean() + lower.distribution.stddev() * noise[:, :4])
+    expected_z = tf.concat([z_1, z_2], axis=-1).numpy()
+    expected_log_q = (top.log_prob(tf.constant(z_2.numpy())) + lower.log_prob(tf.constant(z_1.numpy()))).numpy()
+    export_dir = str(tmp_path / "exported")
+    result = tfvae.export(model, export_dir, "hvae", parts=("encoder",))
+    entry = result.manifest["parts"]["encoder"]
+    assert [(t["name"], t["shape"]) for t in entry["inputs"]] == [("x", ["batch", 64]), ("noise", ["batch", 7])]
+    assert sorted(t["name"] for t in entry["outputs"]) == ["log_posterior", "z"]
+    assert entry["onnx_max_abs_difference"] <= 1e-5
+    session = onnxruntime.InferenceSession(
+        os.path.join(result.paths["encoder"], "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    z, log_q = session.run(["z", "log_posterior"], {"x": x, "noise": noise})
+    np.testing.assert_allclose(z, expected_z, atol=1e-5)
+    np.testing.assert_allclose(log_q, expected_log_q, atol=1e-4)
+    saved = tf.saved_model.load(result.paths["encoder"]).signatures["serving_default"]
+    outputs = saved(x=tf.constant(x), noise=tf.constant(noise))
+    np.testing.assert_allclose(outputs["z"].numpy(), expected_z, atol=1e-5)
+    np.testing.assert_allclose(outputs["log_posterior"].numpy(), expected_log_q, atol=1e-4)
+
+
 def test_the_server_generates_from_an_exported_hierarchy(digits, tmp_path):
     model = tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), hidden_units=(32,), seed=0)
     model.compile()
     model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
     export_dir = str(tmp_path / "repo")
     tfvae.export(model, export_dir, "hvae")
+    x = digits.test[:3]
+    epsilon = np.random.default_rng(3).standard_normal((3, 7)).astype("float32")
     server = Server(export_dir)
     try:
         body = httpx.post(f"{server.url}/v1/models/hvae:generate", json={"n": 8, "seed": 2}).json()
+        # The encoder, as a client samples q(z|x) with it: x and its own noise in one request.
+        inputs = [
+            {"name": "x", "shape": [3, 64], "datatype": "FP32", "data": x.ravel().tolist()},
+            {"name": "noise", "shape": [3, 7], "datatype": "FP32", "data": epsilon.ravel().tolist()},
+        ]
+        encoded = httpx.post(f"{server.url}/v2/models/hvae_encoder/infer", json={"inputs": inputs}).json()
     finally:
         assert server.stop(), server.output
     noise = np.asarray(body["z"], np.float32)
@@ -198,6 +240,10 @@ def test_the_server_generates_from_an_exported_hierarchy(digits, tmp_path):
     np.testing.assert_allclose(
         np.asarray(body["samples"]), model.decoder_outputs(tf.constant(noise))["mean"].numpy(), atol=1e-5
     )
+    outputs = {output["name"]: np.reshape(output["data"], output["shape"]) for output in encoded["outputs"]}
+    expected = model.posterior_sample_outputs(tf.constant(x), tf.constant(epsilon))
+    np.testing.assert_allclose(outputs["z"], expected["z"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(outputs["log_posterior"], expected["log_posterior"].numpy(), atol=1e-4)
 
 
 def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):

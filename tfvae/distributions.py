@@ -143,6 +143,22 @@ class GaussianPosterior(keras.layers.Layer):
             return {"loc": posterior.loc, "scale": posterior.scale.diag_part()}
         return {"loc": posterior.loc, "scale_tril": posterior.scale.to_dense()}
 
+    def sample_of_noise(self, posterior, noise):
+        """`(z, log q(z))` for the sample z = loc + scale · ε of a posterior this layer made,
+        given the noise ε `[batch, latent_dim]`, draws of N(0, I): what an exported encoder
+        computes when a client brings the noise.
+
+        Written from the parameters: TFP's `sample` and `log_prob` build shapes with
+        BroadcastArgs, which tf2onnx cannot convert. With z − loc = scale · ε,
+        log q(z) = log N(ε; 0, I) − log |det scale|.
+        """
+        params = self.parameters_of(posterior)
+        if self.covariance == "diagonal":
+            return diagonal_gaussian_sample_of_noise(params["loc"], params["scale"], noise)
+        scale_diag = tf.linalg.diag_part(params["scale_tril"])
+        z = params["loc"] + tf.linalg.matvec(params["scale_tril"], noise)
+        return z, standard_normal_log_prob(noise) - tf.reduce_sum(tf.math.log(scale_diag), axis=-1)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -152,6 +168,18 @@ class GaussianPosterior(keras.layers.Layer):
             off_diagonal_scale=self.off_diagonal_scale,
         )
         return config
+
+
+def standard_normal_log_prob(noise):
+    """log N(ε; 0, I) over the last axis."""
+    size = tf.cast(tf.shape(noise)[-1], noise.dtype)
+    return -0.5 * tf.reduce_sum(tf.square(noise), axis=-1) - 0.5 * size * np.log(2 * np.pi).astype("float32")
+
+
+def diagonal_gaussian_sample_of_noise(loc, scale, noise):
+    """`(z, log N(z; loc, diag(scale²)))` for z = loc + scale · noise (see
+    `GaussianPosterior.sample_of_noise`)."""
+    return loc + scale * noise, standard_normal_log_prob(noise) - tf.reduce_sum(tf.math.log(scale), axis=-1)
 
 
 def reparameterized_sample(posterior, num_samples, seed):

@@ -82,13 +82,20 @@ class ExportResult:
 
 
 def model_parts(model, name):
-    """The deterministic parts of `model` that export (`model.exportable_parts`), keyed by kind.
+    """The deterministic parts of `model` that export, keyed by kind.
 
-    A conditional model's parts take the class labels (int64 `[batch]`) as a second input.
+    A conditional model's parts take the class labels (int64 `[batch]`) as a last input.
+    Where q(z|x) has no Gaussian parameters (`model.posterior_noise_dim`), the encoder
+    takes `noise` `[batch, posterior_noise_dim]` after x and gives `z` and `log_posterior`.
     """
     labels_spec = (tf.TensorSpec([None], tf.int64, name="labels"),) if model.conditional else ()
     decoder_specs = (tf.TensorSpec([None, model.latent_dim], tf.float32, name="z"), *labels_spec)
-    encoder_specs = (tf.TensorSpec([None, *model.network_config.input_shape], tf.float32, name="x"), *labels_spec)
+    x_spec = tf.TensorSpec([None, *model.network_config.input_shape], tf.float32, name="x")
+    if model.posterior_noise_dim is not None:
+        noise_spec = tf.TensorSpec([None, model.posterior_noise_dim], tf.float32, name="noise")
+        encoder_specs, encoder_outputs = (x_spec, noise_spec, *labels_spec), model.posterior_sample_outputs
+    else:
+        encoder_specs, encoder_outputs = (x_spec, *labels_spec), model.encoder_outputs
 
     def output_names(outputs, specs):  # run eagerly on one row of zeros
         return tuple(outputs(*[tf.zeros([1, *spec.shape[1:]], spec.dtype) for spec in specs]))
@@ -108,15 +115,13 @@ def model_parts(model, name):
             kind="encoder",
             model_name=f"{name}_encoder",
             input_specs=encoder_specs,
-            outputs=model.encoder_outputs,
-            serving=output_names(model.encoder_outputs, encoder_specs),
+            outputs=encoder_outputs,
+            serving=output_names(encoder_outputs, encoder_specs),
             extra={},
             layers=model.encoder_layers,
-        )
-        if "encoder" in model.exportable_parts
-        else None,
+        ),
     }
-    return {kind: part for kind, part in parts.items() if part is not None}
+    return parts
 
 
 def _select(outputs, names):
@@ -359,12 +364,14 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
 
     Args:
       model: a trained `tfvae.VAE`, `ConditionalVAE` (whose parts take the labels as a
-        second input) or `Autoencoder` (whose encoder outputs the code `z`).
+        last input), `HierarchicalVAE` or `Autoencoder` (whose encoder outputs the code
+        `z`). The encoder gives q(z|x)'s Gaussian parameters, or, where q has none (an
+        IAF, a hierarchy: `model.posterior_noise_dim`), takes N(0, I) noise beside x and
+        gives the sample of q(z|x) it maps to and its log density.
       export_dir: the model repository (created if missing).
       name: the decoder's model name; the encoder is `name + "_encoder"`.
       version: the version folder; None takes the next free number (1 at first).
-      parts: any of "decoder", "encoder"; None for every part the model can export
-        (`model.exportable_parts`: a hierarchical VAE's and an IAF model's decoder only).
+      parts: any of "decoder", "encoder"; None for both.
       overwrite: replace an existing version.
       opset: the ONNX opset of the converted graphs.
 
@@ -376,16 +383,8 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         `overwrite`, an unwritable target, or an ONNX graph that disagrees with
         TensorFlow. Nothing is left half-written.
     """
-    parts = tuple(model.exportable_parts if parts is None else parts)
+    parts = tuple(PARTS if parts is None else parts)
     check_arguments(name, parts, version, export_dir)
-    refused = [part for part in parts if part not in model.exportable_parts]
-    if refused:
-        raise ExportError(
-            f"This {type(model).__name__} exports only its {', '.join(model.exportable_parts)}: q(z|x) of an "
-            "IAF posterior or of a hierarchy's lower layers is no set of Gaussian parameters a client "
-            f"could sample from. Pass parts={model.exportable_parts!r} (--parts "
-            f"{','.join(model.exportable_parts)}), or leave parts out."
-        )
     all_parts = model_parts(model, name)
     selected = [all_parts[kind] for kind in PARTS if kind in parts]
     version = _choose_version(export_dir, selected, version, overwrite)

@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae.distributions import _positive_int, float32_layer
-from tfvae.errors import ConfigError, ExportError
+from tfvae.distributions import _positive_int, diagonal_gaussian_sample_of_noise, float32_layer
+from tfvae.errors import ConfigError
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -260,11 +260,15 @@ class IAFPosterior(keras.layers.Layer):
         """The encoder output size this layer reads."""
         return self.params_size(self.latent_dim, self.context_size)
 
-    def parameters_of(self, posterior):
-        raise ExportError(
-            "An IAF posterior is not a Gaussian with parameters a client could sample from; "
-            "export the decoder alone (parts=('decoder',), or --parts decoder)."
-        )
+    def sample_of_noise(self, posterior, noise):
+        """`(z, log q(z))` for the sample z that the noise ε `[batch, latent_dim]` (draws of
+        N(0, I)) gives: z_0 = loc + scale · ε, then the flow,
+        log q(z) = log N(z_0; loc, scale) − log |det ∂z/∂z_0|. What an exported encoder
+        computes (the base Gaussian's density written from its parameters, as
+        `GaussianPosterior.sample_of_noise` explains)."""
+        base = posterior.distribution
+        z_0, log_q_0 = diagonal_gaussian_sample_of_noise(base.loc, base.scale.diag_part(), noise)
+        return posterior.bijector.forward(z_0), log_q_0 - posterior.bijector.forward_log_det_jacobian(z_0, 1)
 
     def build(self, input_shape):
         for step in self.steps:

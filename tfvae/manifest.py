@@ -137,6 +137,8 @@ def check(manifest, where):
         ("decoder", "input", "z"): latent,
         ("encoder", "input", "x"): ["batch", *manifest["input_shape"]],
         ("encoder", "output", "loc"): latent,
+        ("encoder", "input", "noise"): latent,  # a sampling encoder's (an IAF's, a hierarchy's)
+        ("encoder", "output", "z"): latent,
         ("decoder", "input", "labels"): ["batch"],
         ("encoder", "input", "labels"): ["batch"],
     }

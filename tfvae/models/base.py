@@ -144,11 +144,6 @@ class LatentModel(keras.Model):
         self.built = True
 
     @property
-    def exportable_parts(self):
-        """The parts `tfvae.export` can write as deterministic graphs ("decoder", "encoder")."""
-        return ("decoder", "encoder")
-
-    @property
     def metrics(self):
         return self.trackers
 
@@ -160,6 +155,12 @@ class LatentModel(keras.Model):
     @property
     def posterior_family(self):
         """ "diagonal", "full" or "iaf" for a model with q(z|x); None for a point code."""
+        return None
+
+    @property
+    def posterior_noise_dim(self):
+        """None when the exported encoder needs x alone (here: it gives the code); else
+        the width of the N(0, I) noise it takes beside x to sample q(z|x) (see `VAE`)."""
         return None
 
     @property

@@ -211,10 +211,28 @@ class HierarchicalVAE(VAE):
             h = layer(h, training=training)
         return h
 
-    def _sampled_terms(self, x, labels, num_samples, seed, training=False):
-        features = self._features(x, labels, training)
+    def _descend(self, features, draw, training):
+        """q's layers top-down: `[(q_l, p_l, z_l)]`, bottom first, with z_L = draw(q(z_L | x), L - 1)
+        and each z_l = draw(q(z_l | z_{l+1}, x), l) below it; p_L is None (the prior is the model's).
+        Training, `latent_code` and the exported encoder differ only in `draw`."""
         top = self.posterior_layer(self.posterior_params[-1](features[-1]))
-        z = reparameterized_sample(top, num_samples, _layer_seed(seed, self.num_layers - 1))
+        z = draw(top, self.num_layers - 1)
+        layers = [(top, None, z)]
+        for level in reversed(range(self.num_layers - 1)):
+            prior, posterior = self._layer_below(level, z, features, training)
+            z = draw(posterior, level)
+            layers.insert(0, (posterior, prior, z))
+        return layers
+
+    def _sampled_terms(self, x, labels, num_samples, seed, training=False):
+        def draw(posterior, level):
+            # One z_l per sample of the layer above (no sample axis below the top, which
+            # would hide z_l from the flow's cache and make log q invert an IAF step by step).
+            sample_count = num_samples if level == self.num_layers - 1 else None
+            return reparameterized_sample(posterior, sample_count, _layer_seed(seed, level))
+
+        layers = self._descend(self._features(x, labels, training), draw, training)
+        top, _, z = layers[-1]  # z: [num_samples, batch, d_L], and so each z_l below
         prior = self.prior
         log_posterior, log_prior = top.log_prob(z), prior.log_prob(z)  # [num_samples, batch]
         kls = [
@@ -222,17 +240,11 @@ class HierarchicalVAE(VAE):
                 top, prior, objectives.LogWeightTerms(None, log_prior, log_posterior), self.analytic_kl
             )
         ]
-        samples = [z]
-        for level in reversed(range(self.num_layers - 1)):
-            layer_prior, layer_posterior = self._layer_below(level, z, features, training)
-            # One z_l per sample of the layer above; no sample axis to index away, which
-            # would hide z_l from the flow's cache and make log q invert an IAF step by step.
-            z = reparameterized_sample(layer_posterior, None, _layer_seed(seed, level))  # [num_samples, batch, d_l]
+        for layer_posterior, layer_prior, z in layers[-2::-1]:
             log_q, log_p = layer_posterior.log_prob(z), layer_prior.log_prob(z)
             kls.insert(0, objectives.conditional_kl(layer_posterior, layer_prior, log_q, log_p, self.analytic_kl))
             log_posterior, log_prior = log_posterior + log_q, log_prior + log_p
-            samples.insert(0, z)
-        likelihood = self._decode(tf.concat(samples, axis=-1), labels, training)
+        likelihood = self._decode(tf.concat([z for _, _, z in layers], axis=-1), labels, training)
         terms = objectives.LogWeightTerms(likelihood.log_prob(x), log_prior, log_posterior)
         return terms, kls
 
@@ -242,11 +254,8 @@ class HierarchicalVAE(VAE):
 
     def _code(self, x, labels, training):
         """[E_q z_1, ..., E_q z_L] top-down: each layer's code given the codes above it."""
-        features = self._features(x, labels, training)
-        codes = [posterior_code(self.posterior_layer(self.posterior_params[-1](features[-1])))]
-        for level in reversed(range(self.num_layers - 1)):
-            codes.insert(0, posterior_code(self._layer_below(level, codes[0], features, training)[1]))
-        return tf.concat(codes, axis=-1)
+        layers = self._descend(self._features(x, labels, training), lambda q, _: posterior_code(q), training)
+        return tf.concat([z for _, _, z in layers], axis=-1)
 
     def encode(self, x, *, labels=None, training=False):
         """q(z_L|x), the top layer's posterior; the layers below depend on z_L's sample
@@ -267,14 +276,31 @@ class HierarchicalVAE(VAE):
         return self._decode(tf.concat(samples, axis=-1), None).mean()
 
     @property
-    def exportable_parts(self):
-        # q(z_l | z_{l+1}, x) below the top depends on a sample of the layer above: no
-        # deterministic encoder graph describes it.
-        return ("decoder",)
+    def posterior_noise_dim(self):
+        # q(z_l | z_{l+1}, x) below the top depends on a sample of the layer above: the
+        # exported encoder samples every layer from the noise, whatever each layer's family.
+        return sum(self.latent_dims)
 
     def encoder_outputs(self, x, labels=None):
         """q(z_L|x)'s parameters (a VampPrior's components at its pseudo-inputs are these)."""
         return self.posterior_layer.parameters_of(self._posterior(x, labels))
+
+    def posterior_sample_outputs(self, x, noise, labels=None):
+        """The exported encoder: `noise` = [ε_1, ..., ε_L] `[batch, sum(latent_dims)]`, draws
+        of N(0, I), bottom first as z is; top-down, z_L is q(z_L | x)'s sample for ε_L and each
+        z_l q(z_l | z_{l+1}, x)'s for ε_l. Returns `{"z": [z_1, ..., z_L], "log_posterior":
+        log q(z | x)}`, the sum of the layers' log densities."""
+        bounds = np.cumsum((0, *self.latent_dims))
+        posterior_layers = (*self.lower_posteriors, self.posterior_layer)
+        log_posteriors = []  # [batch] per layer
+
+        def draw(posterior, level):
+            z, log_q = posterior_layers[level].sample_of_noise(posterior, noise[:, bounds[level] : bounds[level + 1]])
+            log_posteriors.append(log_q)
+            return z
+
+        layers = self._descend(self._features(x, labels, False), draw, False)
+        return {"z": tf.concat([z for _, _, z in layers], axis=-1), "log_posterior": tf.add_n(log_posteriors)}
 
     def decoder_outputs(self, z, labels=None):
         """The exported generator: z = [ε_1, ..., ε_{L-1}, z_L], `[batch, sum(latent_dims)]`,

@@ -252,13 +252,23 @@ class VAE(LatentModel):
         return (self.encoder, self.posterior_layer)
 
     @property
-    def exportable_parts(self):
-        # An IAF posterior is no Gaussian whose parameters a client could sample from.
-        return ("decoder",) if self.posterior_layer.covariance == "iaf" else ("decoder", "encoder")
+    def posterior_noise_dim(self):
+        """None when the exported encoder gives q(z|x)'s Gaussian parameters (`encoder_outputs`);
+        otherwise the width of the N(0, I) noise it takes beside x to give a sample of q(z|x)
+        and its log density (`posterior_sample_outputs`): an IAF's q is no Gaussian whose
+        parameters a client could sample from."""
+        return self.latent_dim if self.posterior_family == "iaf" else None
 
     def encoder_outputs(self, x, labels=None):
         """The exported encoder's outputs: q(z|x)'s `loc` and `scale` (or `scale_tril`)."""
         return self.posterior_layer.parameters_of(self._posterior(x, labels))
+
+    def posterior_sample_outputs(self, x, noise, labels=None):
+        """The exported encoder's outputs when `posterior_noise_dim` is set: `{"z": z,
+        "log_posterior": log q(z|x)}`, z the sample of q(z|x) that `noise` `[batch,
+        posterior_noise_dim]` (draws of N(0, I)) maps to. A client draws the noise to sample q."""
+        z, log_posterior = self.posterior_layer.sample_of_noise(self._posterior(x, labels), noise)
+        return {"z": z, "log_posterior": log_posterior}
 
     def _sampled_terms(self, x, labels, num_samples, seed, training=False):
         """`(LogWeightTerms, kls)` from `num_samples` draws of z ~ q(z|x): the terms are

@@ -284,6 +284,11 @@ def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):
     assert len(report["kl_per_layer"]) == 2 and len(report["active_units_per_layer"]) == 2
     np.testing.assert_allclose(sum(report["kl_per_layer"]), report["kl"], rtol=1e-5)
     assert "z_1: kl" in lines[-2] and "z_2: kl" in lines[-2]
+    exported = str(tmp_path / "exported")
+    assert cli.main(["export", out, "--name", "hvae", "--out", exported]) == 0
+    with open(os.path.join(exported, "hvae_encoder", "1", "manifest.json")) as f:
+        encoder = json.load(f)["parts"]["encoder"]
+    assert [t["name"] for t in encoder["inputs"]] == ["x", "noise"] and encoder["onnx_max_abs_difference"] <= 1e-5
     assert cli.main(["train", "--data", "digits", "--out", str(tmp_path / "bad"), "--model", "hierarchical"]) == 2
     assert "--latent-dims 40,40" in capsys.readouterr().err
     bad = ["train", "--data", "digits", "--out", str(tmp_path / "bad"), "--posterior"]

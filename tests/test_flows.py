@@ -125,6 +125,8 @@ def test_a_vae_with_an_iaf_posterior_trains_bounds_log_p_and_round_trips(digits,
     np.testing.assert_allclose(z, posterior.bijector.forward(base.mean() + base.stddev() * noise).numpy(), atol=1e-5)
     # A fresh tensor: TFP inverts the flow step by step, not from the sampling cache.
     np.testing.assert_allclose(log_q, posterior.log_prob(tf.constant(z)).numpy(), atol=1e-4)
+    with pytest.raises(tfvae.ExportError, match=r"posterior_sample_outputs\(x, noise\)"):
+        vae.encoder_outputs(x[:8])
     saved = tf.saved_model.load(result.paths["encoder"]).signatures["serving_default"]
     np.testing.assert_allclose(saved(x=tf.constant(x[:8]), noise=tf.constant(noise))["z"].numpy(), z, atol=1e-5)
 

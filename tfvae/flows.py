@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae.distributions import _positive_int, diagonal_gaussian_sample_of_noise, float32_layer
-from tfvae.errors import ConfigError
+from tfvae.errors import ConfigError, ExportError
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -259,6 +259,13 @@ class IAFPosterior(keras.layers.Layer):
     def num_params(self):
         """The encoder output size this layer reads."""
         return self.params_size(self.latent_dim, self.context_size)
+
+    def parameters_of(self, posterior):
+        raise ExportError(
+            "An IAF posterior is not a Gaussian with parameters a client could sample from; "
+            "`posterior_sample_outputs(x, noise)` gives the sample of q(z|x) for N(0, I) noise "
+            "and its log density (what the exported encoder returns)."
+        )
 
     def sample_of_noise(self, posterior, noise):
         """`(z, log q(z))` for the sample z that the noise ε `[batch, latent_dim]` (draws of

@@ -298,7 +298,7 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
         model = Autoencoder(**networks)
     else:
         vae_options = dict(
-            posterior=config.posterior if config.model != "hierarchical" else tuple(config.posterior.split(",")),
+            posterior=config.posterior if "," not in config.posterior else tuple(config.posterior.split(",")),
             flow_steps=config.flow_steps,
             free_bits=config.free_bits,
             prior=VampPrior(config.latent_dim, config.pseudo_inputs) if config.prior == "vamp" else None,

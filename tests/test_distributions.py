@@ -9,6 +9,18 @@ from tfvae.distributions import reparameterized_sample
 
 
 @pytest.mark.parametrize("covariance", ["diagonal", "full"])
+def test_the_sample_of_noise_is_tfps_map_and_its_log_density_tfps_log_prob(covariance):
+    # What an exported sampling encoder computes, written from the parameters, against TFP.
+    layer = GaussianPosterior(4, covariance=covariance)
+    params = tf.constant(np.random.default_rng(0).normal(size=(6, layer.num_params)), tf.float32)
+    q = layer(params)
+    noise = tf.constant(np.random.default_rng(1).standard_normal((6, 4)), tf.float32)
+    z, log_q = layer.sample_of_noise(q, noise)
+    np.testing.assert_allclose(z.numpy(), q.bijector.forward(noise).numpy(), atol=1e-5)
+    np.testing.assert_allclose(log_q.numpy(), q.log_prob(tf.constant(z.numpy())).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("covariance", ["diagonal", "full"])
 def test_posterior_shapes_and_positive_scale(covariance):
     size = GaussianPosterior.params_size(4, covariance)
     assert size == (8 if covariance == "diagonal" else 4 + 10)

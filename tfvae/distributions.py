@@ -154,10 +154,10 @@ class GaussianPosterior(keras.layers.Layer):
         """
         params = self.parameters_of(posterior)
         if self.covariance == "diagonal":
-            return diagonal_gaussian_sample_of_noise(params["loc"], params["scale"], noise)
-        scale_diag = tf.linalg.diag_part(params["scale_tril"])
+            z = params["loc"] + params["scale"] * noise
+            return z, log_prob_of_noise(noise, params["scale"])
         z = params["loc"] + tf.linalg.matvec(params["scale_tril"], noise)
-        return z, standard_normal_log_prob(noise) - tf.reduce_sum(tf.math.log(scale_diag), axis=-1)
+        return z, log_prob_of_noise(noise, tf.linalg.diag_part(params["scale_tril"]))
 
     def get_config(self):
         config = super().get_config()
@@ -170,16 +170,13 @@ class GaussianPosterior(keras.layers.Layer):
         return config
 
 
-def standard_normal_log_prob(noise):
-    """log N(ε; 0, I) over the last axis."""
+def log_prob_of_noise(noise, scale_diag):
+    """log N(z; loc, scale scaleᵀ) at z = loc + scale · ε, from ε alone: log N(ε; 0, I) minus
+    log |det scale|, the sum of the log of `scale_diag` (a triangular scale's diagonal).
+    Over the last axis."""
     size = tf.cast(tf.shape(noise)[-1], noise.dtype)
-    return -0.5 * tf.reduce_sum(tf.square(noise), axis=-1) - 0.5 * size * np.log(2 * np.pi).astype("float32")
-
-
-def diagonal_gaussian_sample_of_noise(loc, scale, noise):
-    """`(z, log N(z; loc, diag(scale²)))` for z = loc + scale · noise (see
-    `GaussianPosterior.sample_of_noise`)."""
-    return loc + scale * noise, standard_normal_log_prob(noise) - tf.reduce_sum(tf.math.log(scale), axis=-1)
+    log_standard_normal = -0.5 * tf.reduce_sum(tf.square(noise), axis=-1) - 0.5 * size * np.log(2 * np.pi)
+    return log_standard_normal - tf.reduce_sum(tf.math.log(scale_diag), axis=-1)
 
 
 def reparameterized_sample(posterior, num_samples, seed):

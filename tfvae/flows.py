@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae.distributions import _positive_int, diagonal_gaussian_sample_of_noise, float32_layer
+from tfvae.distributions import _positive_int, float32_layer, log_prob_of_noise
 from tfvae.errors import ConfigError, ExportError
 
 tfd = tfp.distributions
@@ -274,7 +274,9 @@ class IAFPosterior(keras.layers.Layer):
         computes (the base Gaussian's density written from its parameters, as
         `GaussianPosterior.sample_of_noise` explains)."""
         base = posterior.distribution
-        z_0, log_q_0 = diagonal_gaussian_sample_of_noise(base.loc, base.scale.diag_part(), noise)
+        scale = base.scale.diag_part()
+        z_0 = base.loc + scale * noise
+        log_q_0 = log_prob_of_noise(noise, scale)
         return posterior.bijector.forward(z_0), log_q_0 - posterior.bijector.forward_log_det_jacobian(z_0, 1)
 
     def build(self, input_shape):

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-hvae-deep bench-hvae-iaf bench-hvae-conv bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
+.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-iaf bench-hvae-conv bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
 	bench-eval bench-nll-pythae bench-serve bench-overload bench-train bench-train-ablation bench-roofline clean
 
 install: $(STAMP)
@@ -83,6 +83,12 @@ bench-hvae-deep: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_lr_decay --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 --fine-tune-from runs/bench-hvae_vamp_gated_deep \
 		--learning-rate 1e-4 --epochs 100 --patience 10
+
+# The same deep hierarchy with Polyak averaging (--ema-momentum 0.999): validation, early
+# stopping and the kept model use the moving average of the weights.
+bench-hvae-ema: install
+	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_ema --latent-dims 40,40 --prior vamp \
+		--pseudo-inputs 500 --conditional-layers 1 --ema-momentum 0.999 $(BENCH_ARGS)
 
 # The same deep hierarchy with an IAF (2 steps) on q(z_1 | z_2, x) below the VampPrior's
 # Gaussian q(z_2 | x) (--posterior iaf,diagonal), then the same second stage.

@@ -22,6 +22,8 @@ from results_io import provenance, write_result
 import tfvae
 import tfvae.input_pipeline
 from tfvae import files, training
+from tfvae.callbacks import AveragedWeights
+from tfvae.checkpointing import BestWeights
 from tfvae.training import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +60,8 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
     model.objective, model.num_samples = config.objective, config.num_samples
     splits = training.load_splits(config)
     batches, shuffle = tfvae.input_pipeline.shuffled_batches(splits.train, config.batch_size, config.seed)
+    os.makedirs(config.out, exist_ok=True)
+    best = BestWeights(os.path.join(config.out, training.BEST_WEIGHTS))
     started = time.perf_counter()
     second = model.fit(
         batches,
@@ -67,8 +71,11 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
         shuffle=False,
         validation_data=(splits.valid,),
         validation_batch_size=config.batch_size,
-        callbacks=[shuffle, keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)],
+        # tfvae's own best-weights file: it keeps the weights' average where the first
+        # stage's optimizer keeps one, which is also what AveragedWeights validates.
+        callbacks=[shuffle, AveragedWeights(), best, keras.callbacks.EarlyStopping(patience=patience)],
     ).history
+    model.load_weights(best.path)
     history = {
         "epochs": first["epochs"] + len(second["loss"]),
         "first_stage": first,
@@ -82,7 +89,6 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
         "valid": {"loss": first["valid"]["loss"] + second["val_loss"]},
         "train_seconds": first["train_seconds"] + time.perf_counter() - started,
     }
-    os.makedirs(config.out, exist_ok=True)
     files.write_json(os.path.join(config.out, training.HISTORY_FILE), history)
     with files.atomic_path(os.path.join(config.out, training.MODEL_FILE)) as temporary:
         model.save(temporary)
@@ -131,6 +137,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--kl-warmup-epochs", type=int, default=100)
+    parser.add_argument(
+        "--ema-momentum", type=float, default=0.0, help="validate and keep a moving average of the weights (0: off)"
+    )
     parser.add_argument("--objective", choices=("elbo", "iwae"), default="elbo")
     parser.add_argument("--num-samples", type=int, default=1, help="samples of z per input in training")
     parser.add_argument("--eval-samples", type=int, default=5000)
@@ -171,6 +180,7 @@ def main():
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         kl_warmup_epochs=args.kl_warmup_epochs,
+        ema_momentum=args.ema_momentum,
         objective=args.objective,
         num_samples=args.num_samples,
         patience=args.patience,

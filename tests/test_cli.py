@@ -121,6 +121,10 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
         (["train", "--data", "/no/such.npz", "--out", "{tmp}/r"], "does not exist"),
         (["train", "--data", "imagenet", "--out", "{tmp}/r"], "Unknown dataset 'imagenet'"),
         (["train", "--data", "digits", "--out", "{tmp}/r", "--activation", "zz"], "not a Keras activation"),
+        (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--ema-momentum", "1"],
+            "ema_momentum must be in [0, 1) (0: no averaging; 0.999 averages about the last 1000 updates); got 1.0",
+        ),
         (["sample", "{tmp}", "--out", "{tmp}/s.png"], "holds no model.keras"),
         (["sample", "{tmp}", "--out", "{tmp}/s.gif"], "must end in .png or .npy"),
         (

@@ -62,7 +62,12 @@ def uninterrupted(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("model", [{}, HIERARCHY], ids=["vae", "hierarchy"])
+# Polyak averaging: the optimizer's average of the weights is state a resume must restore,
+# and the best-weights file holds the average, not the weights training goes on from.
+AVERAGED = dict(ema_momentum=0.9)
+
+
+@pytest.mark.parametrize("model", [{}, HIERARCHY, AVERAGED], ids=["vae", "hierarchy", "averaged"])
 def test_a_run_stopped_after_epoch_2_of_3_and_resumed_ends_with_identical_weights(
     tmp_path, monkeypatch, uninterrupted, model
 ):
@@ -82,6 +87,48 @@ def test_a_run_stopped_after_epoch_2_of_3_and_resumed_ends_with_identical_weight
         np.testing.assert_array_equal(a, b)
     with pytest.raises(RunError, match="has finished"):
         train(TrainConfig(data="", out=config.out), resume=True, verbose=0, pictures=False)
+
+
+def test_an_averaged_run_validates_and_keeps_the_average_of_its_weights(uninterrupted):
+    result = uninterrupted(**AVERAGED)
+    valid = result.history["valid"]["loss"]
+    x = training.load_dataset("digits").valid
+    # model.keras holds the average that scored the best val_loss: the training weights
+    # would score differently (the last epoch's are not the best epoch's either).
+    kept = result.model.evaluate(x, batch_size=TINY["batch_size"], verbose=0, return_dict=True)["loss"]
+    assert kept == pytest.approx(min(valid), rel=1e-6)
+    assert result.model.optimizer.use_ema and result.model.optimizer.ema_momentum == pytest.approx(0.9)
+
+
+def test_averaged_weights_validate_the_average_and_give_training_its_weights_back_to_the_last_bit():
+    data = training.load_dataset("digits")
+
+    def fit(callbacks, validate):
+        keras.utils.set_random_seed(0)
+        vae = tfvae.VAE((64,), 3, hidden_units=(32,), seed=0)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+        history = vae.fit(
+            data.train[:512],
+            epochs=3,
+            batch_size=64,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+            validation_data=(data.valid,) if validate else None,
+        ).history
+        return vae, history
+
+    unvalidated, _ = fit([], validate=False)
+    validated, history = fit([tfvae.AveragedWeights()], validate=True)
+    # The averages follow the training weights, so they match only if every validation
+    # handed the training weights back exactly (Keras' SwapEMAWeights misses by ~1e-7).
+    for a, b in zip(
+        unvalidated.optimizer._model_variables_moving_average, validated.optimizer._model_variables_moving_average
+    ):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # fit ends with the average in the model (Keras' finalize): the last val_loss was its loss.
+    last = validated.evaluate(data.valid, batch_size=64, verbose=0, return_dict=True)["loss"]
+    assert history["val_loss"][-1] == pytest.approx(last, rel=1e-6)
 
 
 def test_model_keras_holds_the_best_epoch_and_early_stopping_ends_the_run(tmp_path):

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 _API = {
     "objectives": "tfvae.objectives",
+    "AveragedWeights": "tfvae.callbacks",
     "KLWarmup": "tfvae.callbacks",
     "DataSplits": "tfvae.data",
     "available_datasets": "tfvae.data",
@@ -96,6 +97,7 @@ __all__ = [
     "VAE",
     "Autoencoder",
     "AutoregressiveNetwork",
+    "AveragedWeights",
     "BernoulliLikelihood",
     "ConditionalVAE",
     "ConfigError",

@@ -1,5 +1,7 @@
 """Keras callbacks specific to VAEs."""
 
+import contextlib
+
 import keras
 
 from tfvae.errors import ConfigError
@@ -62,3 +64,53 @@ def with_progress_bar(callbacks, verbose):
     if not any(isinstance(callback, keras.callbacks.ProgbarLogger) for callback in callbacks):
         callbacks.append(StepProgbar())
     return callbacks
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside the block, `model`'s trainable weights are its optimizer's moving average
+    of them (`use_ema=True`); after it, exactly the weights it had. Without an averaging
+    optimizer, nothing changes."""
+    optimizer = model.optimizer
+    if optimizer is None or not optimizer.use_ema:
+        yield model
+        return
+    variables = optimizer._trainable_variables  # the pairing Keras' own SwapEMAWeights reads
+    trained = [variable.numpy() for variable in variables]
+    for variable, average in zip(variables, optimizer._model_variables_moving_average):
+        variable.assign(average)
+    try:
+        yield model
+    finally:
+        for variable, value in zip(variables, trained):
+            variable.assign(value)
+
+
+class AveragedWeights(keras.callbacks.Callback):
+    """Validates the optimizer's exponential moving average of the weights (Polyak averaging).
+
+    With an optimizer built with `use_ema=True, ema_momentum=m`, Keras keeps
+    w̄ ← m·w̄ + (1 − m)·w after every update. During each validation this callback puts
+    w̄ in the model, so `val_loss`, early stopping and `tfvae`'s best-weights file judge
+    and keep the average, while training goes on from its own weights w. `tfvae train
+    --ema-momentum m` adds it.
+
+    Keras' `SwapEMAWeights` does the same by adding and subtracting the two sets in
+    place, which gives the training weights back with rounding errors: a run that
+    validates every epoch then no longer follows the one that does not. Here w is
+    copied out and assigned back, so it returns to the last bit (tested).
+
+    Example:
+      >>> vae.compile(optimizer=keras.optimizers.Adam(5e-4, use_ema=True, ema_momentum=0.999))
+      >>> vae.fit(x, validation_data=(x_valid,), callbacks=[tfvae.AveragedWeights()])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._swapped = contextlib.ExitStack()
+
+    def on_test_begin(self, logs=None):
+        self._swapped.enter_context(averaged_weights(self.model))
+
+    def on_test_end(self, logs=None):
+        self._swapped.close()

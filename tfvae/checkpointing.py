@@ -19,6 +19,7 @@ import shutil
 import keras
 
 from tfvae import files
+from tfvae.callbacks import averaged_weights
 from tfvae.errors import RunError
 
 _CHECKPOINT = re.compile(r"^epoch-(\d{6})$")
@@ -108,7 +109,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Saves the weights (atomically) whenever `val_loss` beats the best so far.
+    """Saves the weights (atomically) whenever `val_loss` beats the best so far: the
+    optimizer's moving average of them where it keeps one (what `AveragedWeights`
+    validates).
 
     Args:
       path: a `.weights.h5` file.
@@ -123,7 +126,7 @@ class BestWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         current = float((logs or {}).get("val_loss", math.nan))
         if math.isfinite(current) and current < self.best:
-            with files.atomic_path(self.path) as temporary:
+            with files.atomic_path(self.path) as temporary, averaged_weights(self.model):
                 self.model.save_weights(temporary)
             self.best = current
 

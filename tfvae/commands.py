@@ -181,6 +181,12 @@ def _add_train(subparsers):
         help="clip the gradients' global norm to this (0: off)",
     )
     p.add_argument(
+        "--ema-momentum",
+        type=non_negative_float,
+        default=defaults.ema_momentum,
+        help="validate and keep a moving average of the weights with this momentum (e.g. 0.999; 0: off)",
+    )
+    p.add_argument(
         "--mc-kl",
         dest="analytic_kl",
         action="store_false",

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from tfvae import files, memory, objectives
+from tfvae.callbacks import AveragedWeights
 from tfvae.checkpointing import (
     BestWeights,
     EpochCheckpoint,
@@ -88,6 +89,8 @@ class TrainConfig:
       beta, kl_warmup_epochs: the KL weight and its linear warm-up.
       free_bits: a floor (nats) on the batch's mean KL in the training objective (0: off).
       clip_norm: clip the gradients' global norm to this (0: off; Adam's `global_clipnorm`).
+      ema_momentum: validate and keep an exponential moving average of the weights with
+        this momentum (Polyak averaging, e.g. 0.999; 0: off; `AveragedWeights`).
       analytic_kl: closed-form KL where it exists.
       patience: stop after this many epochs without a better validation loss (0: never).
       shuffle_window: examples shuffled together when `train` is streamed from TFRecord
@@ -124,6 +127,7 @@ class TrainConfig:
     free_bits: float = 0.0
     learning_rate: float = 1e-3
     clip_norm: float = 0.0
+    ema_momentum: float = 0.0
     analytic_kl: bool = True
     patience: int = 0
     shuffle_window: int = 10_000
@@ -203,6 +207,11 @@ class TrainConfig:
             raise ConfigError(
                 f"clip_norm, free_bits and likelihood_scale must be >= 0; got {self.clip_norm}, "
                 f"{self.free_bits}, {self.likelihood_scale}."
+            )
+        if not 0 <= self.ema_momentum < 1:
+            raise ConfigError(
+                f"ema_momentum must be in [0, 1) (0: no averaging; 0.999 averages about the last 1000 "
+                f"updates); got {self.ema_momentum}."
             )
         if self.likelihood_scale and self.likelihood != "gaussian":
             raise ConfigError(
@@ -324,7 +333,14 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
             model = ConditionalVAE(num_classes=num_classes, **networks, **vae_options)
         else:
             model = VAE(**networks, **vae_options)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm or None))
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            config.learning_rate,
+            global_clipnorm=config.clip_norm or None,
+            use_ema=config.ema_momentum > 0,
+            ema_momentum=config.ema_momentum or 0.99,  # Keras' default where unused
+        )
+    )
     return model
 
 
@@ -522,6 +538,7 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         checkpointing,
         _EpochLogWriter(os.path.join(config.out, EPOCH_LOG), checkpointing),
         keras.callbacks.TerminateOnNaN(),  # ends a diverged epoch at once; EpochCheckpoint reports it
+        AveragedWeights(),  # validation judges the weights' average where the optimizer keeps one
     ]
     if config.patience:
         callbacks.append(ResumableEarlyStopping(config.patience, log))

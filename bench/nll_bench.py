@@ -47,7 +47,8 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
     """A second stage: a finished run's best model trained on at a lower learning rate.
 
     Continues from `source_dir`'s model.keras (weights, optimizer and sampler state) with
-    early stopping on the validation split, keeping the best epoch; the epoch count
+    early stopping on the validation split, keeping the best epoch of both stages (the
+    first stage's model when no second-stage epoch beats it); the epoch count
     continues from the first stage, so the KL warm-up stays finished. The second stage
     trains on `config.objective` with `config.num_samples` (an ELBO-trained first stage
     can be finished on the IWAE bound). Writes model.keras and history.json (both stages)
@@ -61,7 +62,11 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
     splits = training.load_splits(config)
     batches, shuffle = tfvae.input_pipeline.shuffled_batches(splits.train, config.batch_size, config.seed)
     os.makedirs(config.out, exist_ok=True)
-    best = BestWeights(os.path.join(config.out, training.BEST_WEIGHTS))
+    # The first stage's best model stays the best until a second-stage epoch beats it.
+    first_best = min(first["valid"]["loss"])
+    best = BestWeights(os.path.join(config.out, training.BEST_WEIGHTS), first_best)
+    with files.atomic_path(best.path) as temporary:
+        model.save_weights(temporary)
     started = time.perf_counter()
     second = model.fit(
         batches,
@@ -85,7 +90,7 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
             "num_samples": config.num_samples,
             **second,
         },
-        "best_epoch": first["epochs"] + int(np.argmin(second["val_loss"])) + 1,
+        "best_epoch": int(np.argmin(first["valid"]["loss"] + second["val_loss"])) + 1,
         "valid": {"loss": first["valid"]["loss"] + second["val_loss"]},
         "train_seconds": first["train_seconds"] + time.perf_counter() - started,
     }

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-iaf bench-hvae-conv bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
+.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-iaf bench-hvae-conv bench-hvae-conv-ema bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
 	bench-eval bench-nll-pythae bench-serve bench-overload bench-train bench-train-ablation bench-roofline clean
 
 install: $(STAMP)
@@ -112,6 +112,13 @@ bench-hvae-conv: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_conv --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 --arch conv --activation relu --filters 32,64 \
 		--hidden-units 300 $(BENCH_ARGS)
+
+# The same convolutional hierarchy with Polyak averaging (see bench-hvae-ema); continue it
+# with BENCH_ARGS=--resume.
+bench-hvae-conv-ema: install
+	$(BIN)/python bench/nll_bench.py --name hvae_vamp_conv_ema --latent-dims 40,40 --prior vamp \
+		--pseudo-inputs 500 --conditional-layers 1 --arch conv --activation relu --filters 32,64 \
+		--hidden-units 300 --ema-momentum 0.999 $(BENCH_ARGS)
 
 # Diagonal against full-covariance q(z|x): the same gated model and a 60-epoch budget.
 bench-covariance: install

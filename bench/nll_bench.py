@@ -65,8 +65,7 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
     # The first stage's best model stays the best until a second-stage epoch beats it.
     first_best = min(first["valid"]["loss"])
     best = BestWeights(os.path.join(config.out, training.BEST_WEIGHTS), first_best)
-    with files.atomic_path(best.path) as temporary:
-        model.save_weights(temporary)
+    best.save(model)
     started = time.perf_counter()
     second = model.fit(
         batches,

@@ -97,6 +97,9 @@ def test_an_averaged_run_validates_and_keeps_the_average_of_its_weights(uninterr
     # would score differently (the last epoch's are not the best epoch's either).
     kept = result.model.evaluate(x, batch_size=TINY["batch_size"], verbose=0, return_dict=True)["loss"]
     assert kept == pytest.approx(min(valid), rel=1e-6)
+    optimizer = result.model.optimizer  # the kept weights are the average itself, not w
+    for weight, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+        np.testing.assert_array_equal(weight.numpy(), average.numpy())
     assert result.model.optimizer.use_ema and result.model.optimizer.ema_momentum == pytest.approx(0.9)
 
 

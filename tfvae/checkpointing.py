@@ -126,9 +126,13 @@ class BestWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         current = float((logs or {}).get("val_loss", math.nan))
         if math.isfinite(current) and current < self.best:
-            with files.atomic_path(self.path) as temporary, averaged_weights(self.model):
-                self.model.save_weights(temporary)
+            self.save(self.model)
             self.best = current
+
+    def save(self, model):
+        """Writes `model`'s weights (their average, where its optimizer keeps one) to `path`."""
+        with files.atomic_path(self.path) as temporary, averaged_weights(model):
+            model.save_weights(temporary)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -338,7 +338,7 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
             config.learning_rate,
             global_clipnorm=config.clip_norm or None,
             use_ema=config.ema_momentum > 0,
-            ema_momentum=config.ema_momentum or 0.99,  # Keras' default where unused
+            ema_momentum=config.ema_momentum,
         )
     )
     return model

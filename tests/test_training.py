@@ -134,6 +134,40 @@ def test_averaged_weights_validate_the_average_and_give_training_its_weights_bac
     assert history["val_loss"][-1] == pytest.approx(last, rel=1e-6)
 
 
+def test_a_fit_cut_short_inside_a_validation_of_the_average_leaves_the_training_weights():
+    data = training.load_dataset("digits")
+    keras.utils.set_random_seed(0)
+    vae = tfvae.VAE((64,), 3, hidden_units=(32,), seed=0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+    trained = []
+
+    class CutShort(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            trained[:] = [variable.numpy() for variable in vae.optimizer._trainable_variables]
+
+        def on_test_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt  # Ctrl-C while the average is being validated
+
+    # Held, as a caller's list or a traceback holds it: a freed callback would put the
+    # weights back by itself when Python closes its context.
+    averaging = tfvae.AveragedWeights()
+    with pytest.raises(KeyboardInterrupt):
+        vae.fit(
+            data.train[:512],
+            epochs=2,
+            batch_size=64,
+            verbose=0,
+            validation_data=(data.valid,),
+            callbacks=[averaging, CutShort()],
+        )
+    optimizer = vae.optimizer
+    for variable, value, average in zip(
+        optimizer._trainable_variables, trained, optimizer._model_variables_moving_average
+    ):
+        np.testing.assert_array_equal(variable.numpy(), value)
+        assert not np.array_equal(value, average.numpy())  # so the average could not pass
+
+
 def test_model_keras_holds_the_best_epoch_and_early_stopping_ends_the_run(tmp_path):
     config = TrainConfig(out=str(tmp_path / "run"), epochs=30, patience=2, learning_rate=0.03, **TINY)
     result = train(config, verbose=0, pictures=False)

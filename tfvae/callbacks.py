@@ -115,4 +115,10 @@ class AveragedWeights(keras.callbacks.Callback):
         self._swapped.enter_context(averaged_weights(self.model))
 
     def on_test_end(self, logs=None):
+        self.restore_training_weights()
+
+    def restore_training_weights(self):
+        """Puts the training weights w back if a validation has the average in the model
+        (nothing otherwise). `tfvae`'s `fit` calls it when it ends by an exception, since
+        Keras calls no `on_test_end` for a validation that Ctrl-C or an error cut short."""
         self._swapped.close()

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvae.callbacks import with_progress_bar
+from tfvae.callbacks import AveragedWeights, with_progress_bar
 from tfvae.data import check_values
 from tfvae.distributions import LIKELIHOODS, float32_layer, get_likelihood
 from tfvae.errors import ConfigError
@@ -414,20 +414,35 @@ class LatentModel(keras.Model):
         in_memory = _in_memory_training_data(x, y, self.conditional)
         keras_only = validation_split or class_weight or sample_weight is not None or steps_per_epoch is not None
         if in_memory is None or not shuffle or keras_only:
-            return super().fit(
+            return self._keras_fit(
                 x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, shuffle=shuffle, **keras_arguments
             )
         examples, labels = in_memory
         self.check_examples(examples, "fit's x")
         # Keras' shuffling follows the global seed too (keras.utils.set_random_seed).
         batches, shuffle_callback = shuffled_batches(examples, batch_size or 32, np.random.randint(2**31 - 1), labels)
-        return super().fit(
+        return self._keras_fit(
             batches,
             epochs=epochs,
             callbacks=[shuffle_callback, *(callbacks or [])],
             shuffle=False,
             **keras_arguments,
         )
+
+    def _keras_fit(self, *args, callbacks, **kwargs):
+        """`keras.Model.fit`, leaving the model its training weights however it ends.
+
+        Keras calls no `on_test_end` when Ctrl-C or an error cuts a validation short, so
+        an `AveragedWeights` would leave the average in the model and the training
+        weights lost; this puts them back.
+        """
+        try:
+            return super().fit(*args, callbacks=callbacks, **kwargs)
+        finally:
+            listed = callbacks.callbacks if isinstance(callbacks, keras.callbacks.CallbackList) else callbacks or []
+            for callback in listed:
+                if isinstance(callback, AveragedWeights):
+                    callback.restore_training_weights()
 
     def evaluate(self, *args, verbose="auto", callbacks=None, **kwargs):
         """As `keras.Model.evaluate`, its progress bar counting the batches that ran."""

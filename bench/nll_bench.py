@@ -144,6 +144,7 @@ def main():
     parser.add_argument(
         "--ema-momentum", type=float, default=0.0, help="validate and keep a moving average of the weights (0: off)"
     )
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="decoupled (AdamW) weight decay (0: off)")
     parser.add_argument("--objective", choices=("elbo", "iwae"), default="elbo")
     parser.add_argument("--num-samples", type=int, default=1, help="samples of z per input in training")
     parser.add_argument("--eval-samples", type=int, default=5000)
@@ -185,6 +186,7 @@ def main():
         learning_rate=args.learning_rate,
         kl_warmup_epochs=args.kl_warmup_epochs,
         ema_momentum=args.ema_momentum,
+        weight_decay=args.weight_decay,
         objective=args.objective,
         num_samples=args.num_samples,
         patience=args.patience,

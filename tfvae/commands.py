@@ -187,6 +187,12 @@ def _add_train(subparsers):
         help="validate and keep a moving average of the weights with this momentum (e.g. 0.999; 0: off)",
     )
     p.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=defaults.weight_decay,
+        help="decoupled (AdamW) weight decay of the kernels (0: off)",
+    )
+    p.add_argument(
         "--mc-kl",
         dest="analytic_kl",
         action="store_false",

@@ -59,6 +59,8 @@ EPOCH_LOG = "epochs.csv"
 BEST_WEIGHTS = "best.weights.h5"
 SPLIT_FILE = "split.json"
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
+# Variables (by name) that weight decay leaves alone.
+NO_WEIGHT_DECAY = ("bias", "pseudo_inputs", "raw_scale")
 
 
 @dataclasses.dataclass
@@ -91,6 +93,9 @@ class TrainConfig:
       clip_norm: clip the gradients' global norm to this (0: off; Adam's `global_clipnorm`).
       ema_momentum: validate and keep an exponential moving average of the weights with
         this momentum (Polyak averaging, e.g. 0.999; 0: off; `AveragedWeights`).
+      weight_decay: decoupled weight decay (AdamW: each step multiplies every kernel by
+        1 - learning_rate * weight_decay; biases, pseudo-inputs and learned likelihood
+        scales are left alone; 0: off).
       analytic_kl: closed-form KL where it exists.
       patience: stop after this many epochs without a better validation loss (0: never).
       shuffle_window: examples shuffled together when `train` is streamed from TFRecord
@@ -128,6 +133,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     clip_norm: float = 0.0
     ema_momentum: float = 0.0
+    weight_decay: float = 0.0
     analytic_kl: bool = True
     patience: int = 0
     shuffle_window: int = 10_000
@@ -203,10 +209,10 @@ class TrainConfig:
                 "beta, kl_warmup_epochs and patience must be >= 0 and learning_rate > 0; got "
                 f"{self.beta}, {self.kl_warmup_epochs}, {self.patience}, {self.learning_rate}."
             )
-        if not (self.clip_norm >= 0 and self.free_bits >= 0 and self.likelihood_scale >= 0):
+        if not (self.clip_norm >= 0 and self.free_bits >= 0 and self.likelihood_scale >= 0 and self.weight_decay >= 0):
             raise ConfigError(
-                f"clip_norm, free_bits and likelihood_scale must be >= 0; got {self.clip_norm}, "
-                f"{self.free_bits}, {self.likelihood_scale}."
+                f"clip_norm, free_bits, likelihood_scale and weight_decay must be >= 0; got {self.clip_norm}, "
+                f"{self.free_bits}, {self.likelihood_scale}, {self.weight_decay}."
             )
         if not 0 <= self.ema_momentum < 1:
             raise ConfigError(
@@ -333,14 +339,17 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
             model = ConditionalVAE(num_classes=num_classes, **networks, **vae_options)
         else:
             model = VAE(**networks, **vae_options)
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            config.learning_rate,
-            global_clipnorm=config.clip_norm or None,
-            use_ema=config.ema_momentum > 0,
-            ema_momentum=config.ema_momentum,
-        )
+    optimizer = keras.optimizers.Adam(
+        config.learning_rate,
+        global_clipnorm=config.clip_norm or None,
+        use_ema=config.ema_momentum > 0,
+        ema_momentum=config.ema_momentum,
+        weight_decay=config.weight_decay or None,
     )
+    # Shrinking these toward 0 is no simplicity prior: a bias or a likelihood's raw scale
+    # has no scale-free zero, and pseudo-inputs live in the data's space.
+    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+    model.compile(optimizer=optimizer)
     return model
 
 

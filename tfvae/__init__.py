@@ -43,6 +43,7 @@ _API = {
     "NetworkConfig": "tfvae.networks",
     "build_decoder": "tfvae.networks",
     "build_encoder": "tfvae.networks",
+    "Adam": "tfvae.optimizers",
     "Prior": "tfvae.priors",
     "StandardNormalPrior": "tfvae.priors",
     "VampPrior": "tfvae.priors",
@@ -95,6 +96,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "Adam",
     "Autoencoder",
     "AutoregressiveNetwork",
     "AveragedWeights",

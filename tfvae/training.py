@@ -45,6 +45,7 @@ from tfvae.errors import ConfigError, RunError
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
+from tfvae.optimizers import Adam
 from tfvae.posteriors import POSTERIORS
 from tfvae.priors import PRIORS, VampPrior
 from tfvae.stopping import StopOnSignal
@@ -59,7 +60,9 @@ EPOCH_LOG = "epochs.csv"
 BEST_WEIGHTS = "best.weights.h5"
 SPLIT_FILE = "split.json"
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
-# Variables (by name) that weight decay leaves alone.
+# Variables (by name) that weight decay leaves alone: shrinking them toward 0 is no
+# simplicity prior, since a bias or a likelihood's raw scale has no scale-free zero and
+# pseudo-inputs live in the data's space.
 NO_WEIGHT_DECAY = ("bias", "pseudo_inputs", "raw_scale")
 
 
@@ -339,17 +342,16 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
             model = ConditionalVAE(num_classes=num_classes, **networks, **vae_options)
         else:
             model = VAE(**networks, **vae_options)
-    optimizer = keras.optimizers.Adam(
-        config.learning_rate,
-        global_clipnorm=config.clip_norm or None,
-        use_ema=config.ema_momentum > 0,
-        ema_momentum=config.ema_momentum,
-        weight_decay=config.weight_decay or None,
+    model.compile(
+        optimizer=Adam(
+            config.learning_rate,
+            global_clipnorm=config.clip_norm or None,
+            use_ema=config.ema_momentum > 0,
+            ema_momentum=config.ema_momentum,
+            weight_decay=config.weight_decay or None,
+            exclude=NO_WEIGHT_DECAY,
+        )
     )
-    # Shrinking these toward 0 is no simplicity prior: a bias or a likelihood's raw scale
-    # has no scale-free zero, and pseudo-inputs live in the data's space.
-    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
-    model.compile(optimizer=optimizer)
     return model
 
 

@@ -202,8 +202,9 @@ def main():
         result = train(config, overwrite=not args.resume, resume=args.resume, verbose=2, pictures=True)
         model, history = result.model, result.history
     trained = time.perf_counter()
-    # A run evaluated later, or fine-tuned from another, counts the training its history records.
-    train_seconds = history["train_seconds"] if args.evaluate_only or args.fine_tune_from else trained - started
+    # A run evaluated later, or fine-tuned from another, counts the training its history
+    # records; a stopped, unfinished run's epoch log records none (None in the JSON).
+    train_seconds = history.get("train_seconds") if args.evaluate_only or args.fine_tune_from else trained - started
     rss_after_training = peak_rss_mib()
     test = tfvae.load_dataset(args.data).test[: args.test_limit]
     report = tfvae.evaluate(model, test, num_samples=args.eval_samples, seed=0, verbose=1)
@@ -221,8 +222,8 @@ def main():
         "training_finished": finished,
         "best_epoch": history.get("best_epoch"),
         "best_valid_loss": min(history["valid"]["loss"]),
-        "wall_seconds": round(train_seconds + ended - trained, 1),
-        "train_seconds": round(train_seconds, 1),
+        "wall_seconds": None if train_seconds is None else round(train_seconds + ended - trained, 1),
+        "train_seconds": None if train_seconds is None else round(train_seconds, 1),
         "eval_seconds": round(ended - trained, 1),
         "peak_rss_mib_after_training": round(rss_after_training, 1),
         "peak_rss_mib_after_eval": round(peak_rss_mib(), 1),

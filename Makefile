@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
 .PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-iaf-wd bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-wd bench-hvae-iaf bench-hvae-conv bench-hvae-conv-ema bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
-	bench-eval bench-nll-pythae bench-serve bench-overload bench-train bench-train-ablation bench-roofline clean
+	bench-eval bench-nll-pythae bench-serve bench-overload bench-train bench-train-ablation bench-roofline bench-train-gpu clean
 
 install: $(STAMP)
 
@@ -225,6 +225,13 @@ bench-train-ablation: install
 # bench/results/roofline.json; a minute).
 bench-roofline: install
 	$(BIN)/python bench/roofline.py
+
+# bench-train's GPU row, on a machine with an NVIDIA GPU: the peers in the Python that has
+# PyTorch, JAX and Flax (GPU_PYTHON), and tfvae when TensorFlow sees the GPU there.
+GPU_PYTHON ?= python3
+bench-train-gpu:
+	$(GPU_PYTHON) bench/gpu_row.py --baselines ../shared/baselines --data ../shared/data/binarized_mnist.npz \
+		--out bench/results/train_gpu.json
 
 clean:
 	rm -rf runs exported/* .pytest_cache

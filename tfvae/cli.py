@@ -30,9 +30,10 @@ def _add_serve(subparsers):
     defaults = ServerConfig(export_dir="")
     p = subparsers.add_parser(
         "serve",
-        help="serve an export repository over KServe v2 and TF Serving REST",
+        help="serve an export repository over KServe v2 and TF Serving, REST and gRPC",
         description="Load every model in EXPORT_DIR and serve it over HTTP: KServe v2 (/v2/...), "
-        "TF Serving REST (/v1/models/...), generation (:generate) and /metrics.",
+        "TF Serving REST (/v1/models/...), generation (:generate) and /metrics; with --grpc-port, "
+        "also KServe v2 (and with --tfserving-grpc, TF Serving) over gRPC.",
     )
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="a repository written by `tfvae export`")
     p.add_argument("--host", default="127.0.0.1")

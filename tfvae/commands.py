@@ -42,7 +42,7 @@ def _add_train(subparsers):
     defaults = TrainConfig(data="", out="")
     p = subparsers.add_parser(
         "train",
-        help="train a VAE (or a conditional VAE, or an autoencoder) and write a run directory",
+        help="train a VAE (one layer, conditional or not, or a hierarchy) or an autoencoder; write a run directory",
         description="Train a model with Keras fit; writes DIR/model.keras, history.json, config.json and PNG pictures.",
     )
     p.add_argument(

@@ -83,6 +83,14 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path):
         (["train", "--data", "digits", "--out", "x", "--hidden-units", "64,x"], "comma-separated"),
         (["fly"], "invalid choice: 'fly'"),
         (
+            ["export", "run", "exported"],
+            "tfvae export: error: unrecognized arguments: exported (see `tfvae export --help`)",
+        ),
+        (
+            ["serve", "exported", "--workers", "4"],
+            "tfvae serve: error: unrecognized arguments: --workers 4 (see `tfvae serve --help`)",
+        ),
+        (
             ["train", "--data", "digits", "--out", "x", "--seed", "99999999999999999999"],
             "--seed: expected an integer in",
         ),

@@ -200,6 +200,7 @@ def build_parser(serve_only=False):
     parser = Parser(prog="tfvae", description="Variational autoencoders in Keras 3 and TFP.")
     parser.add_argument("--version", action="version", version=f"tfvae {tfvae.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser.commands = subparsers.choices  # {command: its parser}
     if not serve_only:
         from tfvae import commands
 
@@ -211,7 +212,12 @@ def build_parser(serve_only=False):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     serve_only = argv[:1] == ["serve"]
-    args = build_parser(serve_only).parse_args(argv)
+    parser = build_parser(serve_only)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:
+        # argparse leaves extra words to the top parser, whose --help lists commands, not
+        # the options the user meant: the command's own parser reports them.
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unrecognized)}")
     if not serve_only:
         import tensorflow as tf
 

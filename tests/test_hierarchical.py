@@ -287,7 +287,9 @@ def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):
     exported = str(tmp_path / "exported")
     assert cli.main(["export", out, "--name", "hvae", "--out", exported]) == 0
     with open(os.path.join(exported, "hvae_encoder", "1", "manifest.json")) as f:
-        encoder = json.load(f)["parts"]["encoder"]
+        manifest = json.load(f)
+    encoder = manifest["parts"]["encoder"]
+    assert manifest["posterior"] == "iaf,diagonal"  # every layer's family, not only the top's
     assert [t["name"] for t in encoder["inputs"]] == ["x", "noise"] and encoder["onnx_max_abs_difference"] <= 1e-5
     assert cli.main(["train", "--data", "digits", "--out", str(tmp_path / "bad"), "--model", "hierarchical"]) == 2
     assert "--latent-dims 40,40" in capsys.readouterr().err

@@ -354,7 +354,7 @@ def _add_export(subparsers):
         type=_parts,
         default=None,
         metavar="decoder,encoder",
-        help="default: every part the model can export (a hierarchical VAE's and an IAF model's decoder only)",
+        help="default: both (the encoder of an IAF or a hierarchy takes N(0, I) noise beside x)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.set_defaults(handler=_export)

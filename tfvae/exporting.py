@@ -399,7 +399,8 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         "image_shape": None if model.image_shape is None else list(model.image_shape),
         "likelihood": model.likelihood_layer.family,
         "model_class": type(model).__name__,
-        "posterior": model.posterior_family,
+        # As --posterior spells it: one family, or one per layer of a hierarchy, bottom first.
+        "posterior": ",".join(model.posterior_families) or None,
         "prior": prior_description(model),
         "conditional": model.conditional,
         "num_classes": model.num_classes,

@@ -154,8 +154,15 @@ class LatentModel(keras.Model):
 
     @property
     def posterior_family(self):
-        """ "diagonal", "full" or "iaf" for a model with q(z|x); None for a point code."""
+        """ "diagonal", "full" or "iaf" for a model with q(z|x) (a hierarchy's top layer's);
+        None for a point code."""
         return None
+
+    @property
+    def posterior_families(self):
+        """q's family per stochastic layer, bottom first: `(posterior_family,)` for one
+        layer, one per layer for a hierarchy, `()` for a point code."""
+        return () if self.posterior_family is None else (self.posterior_family,)
 
     @property
     def posterior_noise_dim(self):

@@ -276,6 +276,10 @@ class HierarchicalVAE(VAE):
         return self._decode(tf.concat(samples, axis=-1), None).mean()
 
     @property
+    def posterior_families(self):
+        return self.layer_posteriors
+
+    @property
     def posterior_noise_dim(self):
         # q(z_l | z_{l+1}, x) below the top depends on a sample of the layer above: the
         # exported encoder samples every layer from the noise, whatever each layer's family.

@@ -58,12 +58,14 @@ def test_refuses_to_overwrite_a_run(run_dir, capsys):
     assert len(error.splitlines()) == 1 and "--overwrite" in error
 
 
-def test_sample_writes_png_and_npy(run_dir, tmp_path):
+def test_sample_writes_png_and_npy(run_dir, tmp_path, capsys):
     npy, png = str(tmp_path / "s.npy"), str(tmp_path / "s.png")
     assert cli.main(["sample", run_dir, "--n", "10", "--seed", "1", "--out", npy]) == 0
     samples = np.load(npy)
     assert samples.shape == (10, 64) and 0 <= samples.min() and samples.max() <= 1
+    assert "a float32 array of shape [10, 64]" in capsys.readouterr().out
     assert cli.main(["sample", run_dir, "--n", "10", "--seed", "1", "--out", png]) == 0
+    assert "a grid of 10 samples (8×8×1 images)" in capsys.readouterr().out
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

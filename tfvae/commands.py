@@ -324,7 +324,10 @@ def _sample(args):
             value_range=plots.value_range(model),
             title=f"{args.n} samples from the prior",
         )
-    print(f"wrote {args.out}: {args.n} samples, shape {samples.shape[1:]}")
+    if extension == ".npy":
+        print(f"wrote {args.out}: {args.n} samples, a {samples.dtype} array of shape {list(samples.shape)}")
+    else:
+        print(f"wrote {args.out}: a grid of {args.n} samples ({'×'.join(map(str, model.image_shape))} images)")
     return 0
 
 

@@ -6,8 +6,9 @@ its tensors and module are placed on the GPU by default), and Flax under jax.jit
 each epoch one lax.scan (JAX takes the GPU by itself). tfvae runs too when TensorFlow is
 importable there and sees the GPU (`pip install "tensorflow[and-cuda]==2.21.0"`); where it
 is not, the JSON says why and the row holds the peers alone. Interleaved rounds, best and
-median per trainer, as in bench/train_bench.py. Needs nothing from this repository but
-bench/tfvae_train.py, so that it runs where tfvae itself does not install.
+median per trainer, as in bench/train_bench.py. The script imports nothing of tfvae, so
+that the peers' row runs where tfvae does not install; tfvae's row (bench/tfvae_train.py)
+needs tfvae installed in the same Python.
 """
 
 import argparse
@@ -38,13 +39,13 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def trainers(baselines, python):
-    commands = {
+    """`{name: command}` of the peers that run on a GPU."""
+    return {
         "torch": [python, "-c", ON_CUDA, os.path.join(baselines, "torch_vae.py")],
         "torch_compile": [python, "-c", ON_CUDA, os.path.join(baselines, "torch_vae.py"), "--compile"],
         "flax_jit": [python, os.path.join(baselines, "flax_vae.py")],
         "flax_scan": [python, os.path.join(baselines, "flax_vae.py"), "--scan"],
     }
-    return commands
 
 
 def tensorflow_gpu(python):

@@ -47,6 +47,8 @@ setup(
         "tensorflow-serving-api==2.21.0",
     ],
     extras_require={
+        # TensorFlow with the CUDA 12 libraries it needs on an NVIDIA GPU (about 2.5 GB).
+        "gpu": ["tensorflow[and-cuda]==2.21.0"],
         # httpx2: the client of Starlette's TestClient (which warns when it finds only httpx).
         "test": [
             "pytest>=8",

@@ -4,7 +4,7 @@ Runs on a machine with an NVIDIA GPU, in the Python that has the peers' framewor
 PyTorch plain and under torch.compile (on CUDA: the baseline script is run unchanged after
 its tensors and module are placed on the GPU by default), and Flax under jax.jit and with
 each epoch one lax.scan (JAX takes the GPU by itself). tfvae runs too when TensorFlow is
-importable there and sees the GPU (`pip install "tensorflow[and-cuda]==2.21.0"`); where it
+importable there and sees the GPU (tfvae installed with `pip install ".[gpu]"`); where it
 is not, the JSON says why and the row holds the peers alone. Interleaved rounds, best and
 median per trainer, as in bench/train_bench.py. The script imports nothing of tfvae, so
 that the peers' row runs where tfvae does not install; tfvae's row (bench/tfvae_train.py)

@@ -59,7 +59,7 @@ setup(
             "tritonclient[http]==2.73.0",
             "hypothesis==6.170.17",
             "ruff==0.17.6",
-        ]
+        ],
     },
     entry_points={"console_scripts": ["tfvae=tfvae.cli:main"]},
 )

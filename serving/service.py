@@ -202,6 +202,13 @@ class ModelService:
         """The generator's inputs for a `:generate` request `{"n", "seed"?, "labels"?}`."""
         if model.part != "decoder":
             raise RequestError(f"model {model.name!r} is an encoder; :generate needs a decoder (generator)")
+        # A misspelt field ("seeds") would otherwise fall back to its default unseen.
+        unknown = sorted(set(request) - {"n", "seed", "labels"})
+        if unknown:
+            raise RequestError(
+                ':generate takes "n", "seed" and (a conditional model) "labels"; got unknown field(s) '
+                + ", ".join(repr(key) for key in unknown)
+            )
         n, seed = request.get("n"), request.get("seed")
         max_rows = self.config.max_rows
         if not is_int(n) or not 0 < n <= max_rows:

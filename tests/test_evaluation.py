@@ -115,5 +115,8 @@ def test_cli_run_dir_without_a_model_and_data_of_another_shape(run_dir, tmp_path
     assert "examples have shape (10,), but the model" in capsys.readouterr().err
     no_test = tmp_path / "no_test.npz"
     np.savez(no_test, train=np.zeros((20, 64)))
+    assert cli.main(["evaluate", run_dir, "--data", str(no_test), "--split", "test"]) == 2
+    assert "has no 'test' split; use --split train." in capsys.readouterr().err
+    # Without a test split the default is valid, which other data without one cannot have.
     assert cli.main(["evaluate", run_dir, "--data", str(no_test)]) == 2
-    assert "has no 'test' split" in capsys.readouterr().err
+    assert "has no 'valid' split" in capsys.readouterr().err

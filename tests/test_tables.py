@@ -1,5 +1,6 @@
 """Tables: CSV files, a Gaussian likelihood standardised inside the model, answers in the table's units."""
 
+import json
 import os
 
 import keras
@@ -59,6 +60,12 @@ def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     assert "--out FILE.npy" in capsys.readouterr().err
     assert cli.main(["sample", out, "--n", "4", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (4, 3)
+    # A table has no test split: evaluate's default is the run's own held-out rows.
+    capsys.readouterr()
+    assert cli.main(["evaluate", out, "--num-samples", "10", "--json"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    held_out = len(training.load_run_data(out).valid)
+    assert printed[0].startswith("valid: nll") and json.loads(printed[-1])["examples"] == held_out
     model = keras.models.load_model(os.path.join(out, "model.keras"))  # the statistics travel with it
     rows = training.load_run_data(out).valid
     reconstructed = model.reconstruct(rows).numpy()  # decode(E_q[z|x])

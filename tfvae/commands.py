@@ -408,29 +408,37 @@ def _add_run_and_split(parser):
         help="a bundled dataset name or an .npz path (default: the data the run was "
         "trained on, with its own held-out validation examples)",
     )
-    parser.add_argument("--split", choices=SPLITS, default="test")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="default: test, or valid for data without a test split (a table, a folder of images)",
+    )
 
 
 def _split_for(model, args):
-    """`(examples, labels or None)` of `args.data`'s `args.split`, checked against the model."""
+    """`(split, examples, labels or None)`: `args.data`'s `args.split` (by default its test
+    split, or its validation examples where it has none), checked against the model."""
     splits = load_run_data(args.run_dir, args.data, likelihood=model.likelihood_layer.family)
     if model.conditional:
         splits.require_labels()
-    examples, labels = splits.split(args.split)
-    if args.split == "train" and splits.streamed:
+    split = args.split or ("test" if splits.test is not None else "valid")
+    examples, labels = splits.split(split)
+    if split == "train" and splits.streamed:
         raise TfvaeError(
             f"{splits.name}: the train split is streamed from TFRecord shards, not held in "
             "memory; evaluate --split valid or test."
         )
     if examples is None:
-        reason = f" ({splits.valid_source})" if args.split == "valid" else ""
-        raise TfvaeError(f"{splits.name} has no {args.split!r} split{reason}; choose another --split.")
+        reason = f" ({splits.valid_source})" if split == "valid" else ""
+        present = " or ".join(f"--split {name}" for name in SPLITS if getattr(splits, name) is not None)
+        raise TfvaeError(f"{splits.name} has no {split!r} split{reason}; use {present}.")
     if tuple(examples.shape[1:]) != model.network_config.input_shape:
         raise TfvaeError(
-            f"{splits.name}[{args.split!r}] examples have shape {examples.shape[1:]}, but the model in "
+            f"{splits.name}[{split!r}] examples have shape {examples.shape[1:]}, but the model in "
             f"{args.run_dir} takes {model.network_config.input_shape}."
         )
-    return examples, labels
+    return split, examples, labels
 
 
 def _limited(examples, labels, limit):
@@ -439,7 +447,8 @@ def _limited(examples, labels, limit):
 
 def _evaluate(args):
     model = load_run(args.run_dir)
-    examples, labels = _limited(*_split_for(model, args), args.limit)
+    split, examples, labels = _split_for(model, args)
+    examples, labels = _limited(examples, labels, args.limit)
     report = evaluate(
         model,
         examples,
@@ -451,7 +460,7 @@ def _evaluate(args):
         memory_budget_mib=args.memory_budget_mib,
     )
     print(
-        f"{args.split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
+        f"{split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
         f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
         f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
         f"active units {report['active_units']}/{model.latent_dim}"
@@ -492,7 +501,7 @@ def _report(args):
     from tfvae import plots
 
     model = load_run(args.run_dir)
-    examples, labels = _split_for(model, args)
+    _, examples, labels = _split_for(model, args)
     model_labels = labels if model.conditional else None
     with open(os.path.join(args.run_dir, HISTORY_FILE), encoding="utf-8") as f:
         history = json.load(f)

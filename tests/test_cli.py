@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfvae
-from tfvae import cli
+from tfvae import cli, commands
 
 pytestmark = pytest.mark.slow  # trainings, servers and subprocesses: `make test-fast` leaves them out
 
@@ -42,6 +42,18 @@ def test_train_writes_model_history_config_and_pictures(run_dir):
     assert config["latent_dim"] == 3 and config["kl_warmup_epochs"] == 2 and config["hidden_units"] == [32]
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     assert model.latent_dim == 3 and model.kl_warmup_epochs == 2
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_the_train_summary_gives_the_saved_best_epochs_figures_not_the_last_ones(discrete):
+    history = {"epochs": 3, "best_epoch": 2, "valid": {"loss": [9.0, 5.0, 7.0]}, "test": {"loss": 4.5}}
+    if discrete:
+        history["bits_per_dim"] = {"train": [0.3, 0.2, 0.1], "valid": [0.9, 0.5, 0.7], "test": 0.45}
+    line = commands.train_summary("runs/r", history, "negative ELBO")
+    expected = (
+        "wrote runs/r: the model of epoch 2 of 3, valid loss 5.000, test loss 4.500 (negative ELBO, nats per example)"
+    )
+    assert line == expected + ("; bits/dim: valid 0.5000, test 0.4500" if discrete else "")
 
 
 def test_same_seed_repeats_the_run(run_dir, tmp_path):

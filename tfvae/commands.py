@@ -253,11 +253,27 @@ def _train(args):
             file=sys.stderr,
         )
         return INTERRUPTED
-    summary = f"wrote {result.run_dir}: valid loss {result.history['valid']['loss'][-1]:.3f}"
-    if "test" in result.history:
-        summary += f", test loss {result.history['test']['loss']:.3f}"
-    print(f"{summary} ({result.model.loss_name}, nats per example)")
+    print(train_summary(result.run_dir, result.history, result.model.loss_name))
     return 0
+
+
+def train_summary(run_dir, history, loss_name):
+    """The line `tfvae train` ends with: the figures of the model it saved, the best
+    epoch's (model.keras holds those weights; with --patience the last epoch's are worse)."""
+    best = history["best_epoch"] - 1
+    summary = (
+        f"wrote {run_dir}: the model of epoch {best + 1} of {history['epochs']}, "
+        f"valid loss {history['valid']['loss'][best]:.3f}"
+    )
+    if "test" in history:
+        summary += f", test loss {history['test']['loss']:.3f}"
+    summary += f" ({loss_name}, nats per example)"
+    if "bits_per_dim" in history:
+        bits = history["bits_per_dim"]
+        summary += f"; bits/dim: valid {bits['valid'][best]:.4f}"
+        if "test" in bits:
+            summary += f", test {bits['test']:.4f}"
+    return summary
 
 
 def _add_sample(subparsers):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -113,6 +114,13 @@ def test_a_bad_table_names_the_line_column_and_fix(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(DataError, match=message):
         tfvae.load_dataset(str(path), likelihood="gaussian")
+
+
+def test_a_table_of_measurements_under_the_default_bernoulli_names_the_file_and_the_gaussian(tmp_path):
+    path = write_table(tmp_path / "table.csv", correlated_rows(20))
+    # The file alone: a table has no 'train' key for the message to name.
+    with pytest.raises(DataError, match=rf"^{re.escape(path)}: values span .* --likelihood gaussian"):
+        tfvae.load_dataset(path)
 
 
 def test_a_table_without_a_header_is_read_too(tmp_path):

@@ -346,8 +346,7 @@ def _read_npz(path):
         ) from error
 
 
-def _validate(source, key, array, likelihood):
-    where = f"{source}[{key!r}]"
+def _validate(where, array, likelihood):
     if array.dtype.kind not in "biuf":
         raise DataError(f"{where}: dtype {array.dtype} is not numeric; expected floats or ints.")
     if array.ndim < 2 or array.ndim > 4:
@@ -462,6 +461,7 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
     """
     if likelihood not in LIKELIHOOD_FAMILIES:
         raise DataError(f"likelihood must be one of {LIKELIHOOD_FAMILIES}; got {likelihood!r}.")
+    table = False
     if data in _REGISTRY:
         arrays, source = _REGISTRY[data](), data
     elif records.is_record_dataset(str(data)):
@@ -470,6 +470,8 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         arrays, source = _read_image_folder(str(data)), str(data)
     elif str(data).lower().endswith(".csv"):
         arrays, source = _read_csv(str(data)), str(data)
+        # A table's rows are its one array: its messages name the file, not a key it lacks.
+        table = True
     elif str(data).endswith(".npz") or os.path.sep in str(data):
         arrays, source = _read_npz(str(data)), str(data)
     else:
@@ -477,7 +479,9 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
             f"Unknown dataset {data!r}: give a path to an .npz file or one of {', '.join(available_datasets())}."
         )
     labels = {key[: -len("_labels")]: arrays.pop(key) for key in LABEL_KEYS if key in arrays}
-    splits = {key: _validate(source, key, array, likelihood) for key, array in arrays.items()}
+    splits = {
+        key: _validate(source if table else f"{source}[{key!r}]", array, likelihood) for key, array in arrays.items()
+    }
     for split in list(labels):
         if split not in splits:
             raise DataError(f"{source}: {split}_labels has no {split!r} array to label; add it or drop the labels.")

@@ -238,6 +238,9 @@ def test_autoencoder_and_vamp_prior_presets(tmp_path, capsys):
     assert cli.main(["train", "--data", "digits", "--model", "autoencoder", "--out", autoencoder, *TINY]) == 0
     assert isinstance(keras.models.load_model(os.path.join(autoencoder, "model.keras")), tfvae.Autoencoder)
     assert not os.path.exists(os.path.join(autoencoder, "samples.png"))
+    with open(os.path.join(autoencoder, "history.json")) as f:
+        assert "bits_per_dim" not in json.load(f)  # its loss codes x given a code it does not pay for
+    assert "bits/dim" not in capsys.readouterr().out
     assert cli.main(["sample", autoencoder, "--out", str(tmp_path / "s.png")]) == 2
     assert "cannot sample" in capsys.readouterr().err
     vamp = str(tmp_path / "vamp")

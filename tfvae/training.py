@@ -580,7 +580,8 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
                 splits.test, labels.get("test"), batch_size=config.batch_size, verbose=0, return_dict=True
             ).items()
         }
-    if model.likelihood_layer.discrete:
+    # An autoencoder's loss, -log p(x | code), pays nothing for the code: no bits per dimension of x.
+    if model.likelihood_layer.discrete and model.has_prior:
         history["bits_per_dim"] = _bits_per_dim_history(history, math.prod(splits.example_shape))
     files.write_json(os.path.join(config.out, HISTORY_FILE), history)
     # model.keras last: its presence marks the run finished.

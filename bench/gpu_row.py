@@ -12,13 +12,15 @@ needs tfvae installed in the same Python.
 """
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
+
+from results_io import cpu, provenance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,12 +50,13 @@ def trainers(baselines, python):
     }
 
 
-def tensorflow_gpu(python):
-    """`None` when TensorFlow runs on a GPU in `python`, else the reason it does not."""
+def tensorflow_gpu():
+    """`None` when TensorFlow runs on a GPU in this Python, else the reason it does not."""
     if importlib.util.find_spec("tensorflow") is None:
-        return f"tensorflow is not installed in {python}"
+        return f"tensorflow is not installed in {sys.executable}"
+    # In a child process: TensorFlow claims the GPU's memory, which the trainers need.
     code = "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
-    found = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if found.returncode or found.stdout.strip().splitlines()[-1:] == ["0"]:
         return "tensorflow sees no GPU: " + (found.stderr.strip().splitlines() or ["(no message)"])[-1]
     return None
@@ -67,16 +70,11 @@ def gpu():
         return None  # no NVIDIA driver: the JSON says so, the peers ran on whatever JAX found
 
 
-def commit():
+def version(module):
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    except FileNotFoundError:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def version(python, module):
-    code = f"import importlib.metadata as m; print(m.version({module!r}))"
-    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip() or None
 
 
 def main():
@@ -88,7 +86,7 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     commands = trainers(args.baselines, sys.executable)
-    tensorflow_missing = tensorflow_gpu(sys.executable)
+    tensorflow_missing = tensorflow_gpu()
     if tensorflow_missing is None:
         commands = {"tfvae": [sys.executable, os.path.join(HERE, "tfvae_train.py")], **commands}
     runs = {name: [] for name in commands}
@@ -118,9 +116,9 @@ def main():
             if speeds[name]
         },
         "runs": runs,
-        "versions": {m: version(sys.executable, m) for m in ("torch", "jax", "jaxlib", "flax", "optax")},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "git_commit": commit(),
+        "versions": {m: version(m) for m in ("torch", "jax", "jaxlib", "flax", "optax", "tensorflow")},
+        "cpu": cpu(),
+        **provenance(),
         "command": "python bench/gpu_row.py " + " ".join(sys.argv[1:]),
     }
     # tfvae.files' atomic write needs TensorFlow's package to import; the same rename here.

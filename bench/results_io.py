@@ -4,12 +4,13 @@ import os
 import platform
 import subprocess
 
-from tfvae import files
-
 
 def provenance():
     """The machine and the git commit a result was measured on."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:  # a machine without git (a lent GPU machine may have none)
+        commit = None
     return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "git_commit": commit}
 
 
@@ -25,5 +26,9 @@ def cpu():
 
 def write_result(path, report):
     """Writes `report` as indented JSON to `path` (atomically), creating its folder."""
+    # Imported here, so that a script which runs where tfvae does not install
+    # (bench/gpu_row.py) can still record its provenance.
+    from tfvae import files
+
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     files.write_json(path, report)

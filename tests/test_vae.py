@@ -338,10 +338,29 @@ def test_evaluation_has_its_own_noise_and_leaves_training_as_it_was(digits):
             first = model.evaluate(digits.valid, batch_size=64, verbose=0, return_dict=True)
             again = model.evaluate(digits.valid, batch_size=64, verbose=0, return_dict=True)
             assert first == again  # evaluating twice gives identical numbers
+            # Unseeded estimates and samples draw fresh seeds, from a stream training never reads.
+            estimates = [model.log_likelihood(digits.test[:4], num_samples=3) for _ in range(2)]
+            assert not np.array_equal(*estimates)
+            model.sample(2), model.elbo(digits.test[:4])
         model.fit(x, epochs=1, batch_size=64, verbose=0)
         return model.get_weights()
 
     for a, b in zip(fitted(True), fitted(False)):  # fit -> evaluate -> fit equals fit -> fit
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_unseeded_call_repeats_under_the_global_seed(digits):
+    model = tiny_vae()
+
+    def unseeded():
+        keras.utils.set_random_seed(3)
+        return (
+            model.sample(2).numpy(),
+            model.log_likelihood(digits.test[:3], num_samples=4),
+            model.elbo(digits.test[:3]),
+        )
+
+    for a, b in zip(unseeded(), unseeded()):
         np.testing.assert_array_equal(a, b)
 
 
@@ -357,9 +376,81 @@ def test_evaluation_has_its_own_noise_and_leaves_training_as_it_was(digits):
             r"fit's x: 8 NaN or infinite values \(first in example 0\)",
         ),
         (lambda m, d: m.fit(d.train * 255, epochs=1, verbose=0), r"values span \[0, 255\].*Bernoulli"),
+        (
+            lambda m, d: m.fit(d.train, epochs=1, validation_data=(d.valid * 255,), verbose=0),
+            r"validation_data: values span \[0, 255\]",
+        ),
+        (lambda m, d: m.evaluate(d.test[:, :10], verbose=0), r"evaluate's x: examples have shape \(10,\)"),
+        (lambda m, d: m.elbo(d.test * 2), r"values span \[0, 2\]"),
+        (lambda m, d: m.log_likelihood(d.test[0], num_samples=2), r"one example of shape \(64,\).*x\[None\]"),
+        (lambda m, d: m.log_likelihood(_stream(d.test), num_samples=2), "takes examples in memory"),
+        (lambda m, d: m.encode(d.test[:4, :10]), r"encode's x: examples have shape \(10,\)"),
+        (
+            lambda m, d: m.fit(tf.data.Dataset.from_tensor_slices(d.train), verbose=0),
+            r"fit's dataset yields single examples of shape \(64,\); batch it",
+        ),
+        (
+            lambda m, d: m.fit(_stream(d.train[:, :10]), verbose=0),
+            r"fit's dataset: batches of shape \(None, 10\).*\(64,\)",
+        ),
+        (
+            lambda m, d: m.fit(_stream(_with(d.train[:256], (2 * 64 + 3, 7), 2.0)), verbose=0),
+            r"fit's dataset, batch 2: 1 values lie outside \[0, 1\] \(e\.g\. 2 in example 3\)",
+        ),
+        (
+            lambda m, d: m.fit(d.train, validation_data=_stream(_with(d.valid, (64 + 5, 0), np.inf)), verbose=0),
+            r"validation_data, batch 1: 1 NaN or infinite values \(e\.g\. inf in example 5\)",
+        ),
+        (
+            lambda m, d: m.evaluate(_stream(d.test).map(lambda x: tf.strings.as_string(x)), verbose=0),
+            "evaluate's x: elements must be numeric tensors",
+        ),
     ],
-    ids=["decode-size", "sample-negative", "labels-on-a-vae", "example-shape", "nan", "bernoulli-range"],
+    ids=[
+        "decode-size",
+        "sample-negative",
+        "labels-on-a-vae",
+        "example-shape",
+        "nan",
+        "bernoulli-range",
+        "validation-range",
+        "evaluate-shape",
+        "elbo-range",
+        "one-example",
+        "log-likelihood-of-a-dataset",
+        "encode-shape",
+        "unbatched-stream",
+        "stream-shape",
+        "stream-range",
+        "validation-stream-inf",
+        "stream-dtype",
+    ],
 )
 def test_mistakes_at_the_api_edge_name_the_cause(digits, call, message):
     with pytest.raises(tfvae.TfvaeError, match=message):
         call(tiny_vae(), digits)
+
+
+def _stream(x):
+    return tf.data.Dataset.from_tensor_slices(x).batch(64)
+
+
+def _with(x, index, value):
+    """A copy of x with one value replaced."""
+    x = x.copy()
+    x[index] = value
+    return x
+
+
+def test_a_conditional_stream_with_labels_out_of_range_is_refused_naming_the_batch(digits):
+    model = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=3, hidden_units=(16,), seed=0)
+    model.compile()
+    labels = digits.labels["train"][:128].copy()
+    labels[64 + 9] = 10
+    stream = tf.data.Dataset.from_tensor_slices((digits.train[:128], labels)).batch(64)
+    with pytest.raises(tfvae.DataError, match=r"batch 1: 1 labels lie outside \[0, 10\) \(e\.g\. 10 in example 9\)"):
+        model.fit(stream, verbose=0)
+    with pytest.raises(tfvae.DataError, match="labels must be integer class ids"):
+        model.fit(stream.map(lambda x, y: (x, tf.cast(y, tf.float32))), verbose=0)
+    history = model.fit(stream.map(lambda x, y: (x, y % 10)), epochs=2, verbose=0).history  # in range: trains
+    assert history["loss"][-1] < history["loss"][0]

@@ -11,10 +11,13 @@ would otherwise trip over later, and says which file, which key, what was found 
 what to do.
 """
 
+import contextlib
 import dataclasses
 import os
+import re
 
 import numpy as np
+import tensorflow as tf
 
 from tfvae import records
 from tfvae.distributions import LIKELIHOODS
@@ -26,6 +29,8 @@ SPLITS = ("train", "valid", "test")
 LABEL_KEYS = tuple(f"{split}_labels" for split in SPLITS)
 LIKELIHOOD_FAMILIES = tuple(LIKELIHOODS)
 _REGISTRY = {}
+# Marks a stream check's failure inside the TensorFlow error that carries it (`stream_errors`).
+DATA_CHECK = "tfvae data check: "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +366,20 @@ def _validate(where, array, likelihood):
     return array
 
 
+# How to fix values a likelihood does not model; shared by the in-memory and stream checks.
+_LEVELS_FIX = (
+    "Save 8-bit images as they are (uint8); for data scaled to [0, 1] multiply by 255 and round; "
+    "for continuous data use a Gaussian likelihood (likelihood='gaussian', --likelihood gaussian)."
+)
+_GREY_LEVELS_FIX = "Give it 8-bit images as they are, or build it without num_levels for data in [0, 1]."
+_UNIT_RANGE_FIX = (
+    "Scale the data (e.g. x / 255 for 8-bit pixels){grey}, model 8-bit levels as they are "
+    "(likelihood='discretized_logistic', --likelihood discretized_logistic) or use a Gaussian "
+    "likelihood (likelihood='gaussian', --likelihood gaussian)."
+)
+_GREY = ", read 8-bit images as grey levels (likelihood=tfvae.BernoulliLikelihood({shape}, num_levels=256))"
+
+
 def check_values(where, array, likelihood, levels=None, eight_bit=False):
     """Raises a DataError when `array` holds NaN/Inf, or values outside what the
     likelihood family models (Bernoulli: [0, 1]; discretised: the 8-bit levels).
@@ -368,7 +387,7 @@ def check_values(where, array, likelihood, levels=None, eight_bit=False):
     Args:
       where: how to name the data in the message (a file and key, or an argument).
       array: float32 examples.
-      likelihood: a key of `LIKELIHOODS`.
+      likelihood: a key of `LIKELIHOODS` (or None, a user's likelihood: finite values only).
       levels: the grey levels a Bernoulli likelihood was built for (its `num_levels`):
         then every value must be an integer in [0, levels - 1].
       eight_bit: loading data for a run: a Bernoulli likelihood also takes 8-bit grey
@@ -380,16 +399,14 @@ def check_values(where, array, likelihood, levels=None, eight_bit=False):
             f"{where}: {int(bad.sum())} NaN or infinite values (first in example "
             f"{int(np.argwhere(bad)[0][0])}); remove or impute them."
         )
-    if LIKELIHOODS[likelihood].data_levels:
+    if likelihood in LIKELIHOODS and LIKELIHOODS[likelihood].data_levels:
         levels = LIKELIHOODS[likelihood].data_levels - 1
         off_grid = (array != np.round(array)) | (array < 0) | (array > levels)
         if off_grid.any():
             value = float(array[off_grid].flat[0])
             raise DataError(
                 f"{where}: a {likelihood} likelihood models 8-bit levels, integers in [0, {levels}], but "
-                f"{int(off_grid.sum())} values are not (e.g. {value:g}). Save 8-bit images as they are "
-                "(uint8); for data scaled to [0, 1] multiply by 255 and round; for continuous data "
-                "use a Gaussian likelihood (likelihood='gaussian', --likelihood gaussian)."
+                f"{int(off_grid.sum())} values are not (e.g. {value:g}). {_LEVELS_FIX}"
             )
     if likelihood == "bernoulli" and levels is not None:
         top = levels - 1
@@ -397,25 +414,116 @@ def check_values(where, array, likelihood, levels=None, eight_bit=False):
         if off_grid.any():
             raise DataError(
                 f"{where}: this Bernoulli likelihood reads grey levels, integers in [0, {top}], but "
-                f"{int(off_grid.sum())} values are not (e.g. {float(array[off_grid].flat[0]):g}). Give it "
-                "8-bit images as they are, or build it without num_levels for data in [0, 1]."
+                f"{int(off_grid.sum())} values are not (e.g. {float(array[off_grid].flat[0]):g}). "
+                f"{_GREY_LEVELS_FIX}"
             )
     elif likelihood == "bernoulli":
         low, high = float(array.min()), float(array.max())
         if (low < 0.0 or high > 1.0) and not (eight_bit and _on_8bit_grid(array)):
             needs = "[0, 1] or 8-bit grey levels (integers 0 .. 255)" if eight_bit else "[0, 1]"
-            grey = (
-                ""
-                if eight_bit
-                else ", read 8-bit images as grey levels (likelihood=tfvae.BernoulliLikelihood("
-                f"{tuple(array.shape[1:])}, num_levels=256))"
-            )
+            grey = "" if eight_bit else _GREY.format(shape=tuple(array.shape[1:]))
             raise DataError(
                 f"{where}: values span [{low:g}, {high:g}], but a Bernoulli likelihood needs {needs}. "
-                f"Scale the data (e.g. x / 255 for 8-bit pixels){grey}, model 8-bit levels as they are "
-                "(likelihood='discretized_logistic', --likelihood discretized_logistic) or use a Gaussian "
-                "likelihood (likelihood='gaussian', --likelihood gaussian)."
+                + _UNIT_RANGE_FIX.format(grey=grey)
             )
+
+
+def stream_value_check(where, likelihood, example_shape, levels=None, num_classes=None):
+    """`check_values` for a stream of batches, in the graph: returns a function
+    `(index, x, labels) -> [assertion ops]` that fail the pipeline when batch `index`
+    holds what `check_values` refuses (or, given `num_classes`, labels outside
+    [0, num_classes)), naming the batch and the example. `stream_errors` turns that
+    failure into the `DataError` it describes.
+
+    A stream cannot be checked once up front as arrays are (it may be endless, or
+    reshuffled each epoch), so each batch is checked on its way to the step: a few
+    reductions over the batch.
+    """
+    where = where.replace("{", "(").replace("}", ")")  # tf.strings.format's placeholders
+
+    def assertion(index, x, bad, template):
+        """Fails when any of `bad` is set; `template` reads (count, value, example)."""
+        flat = tf.reshape(bad, [-1])
+        first = tf.concat([tf.where(flat)[:1, 0], tf.zeros([1], tf.int64)], axis=0)[0]
+        example = first // tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.int64)
+        count = tf.reduce_sum(tf.cast(flat, tf.int64))
+        value = tf.reshape(x, [-1])[first]
+        message = tf.strings.format(f"{DATA_CHECK}{where}, batch {{}}: {template}", (index, count, value, example))
+        return tf.debugging.Assert(tf.logical_not(tf.reduce_any(flat)), [message])
+
+    def in_range(x, low, high, integers):
+        """Whether every value of x is in [low, high] (and an integer): four reductions."""
+        inside = (tf.reduce_min(x) >= low) & (tf.reduce_max(x) <= high)
+        return inside & tf.reduce_all(tf.equal(x, tf.round(x))) if integers else inside
+
+    def check(index, x, labels=None):
+        # Each rule: (whether the batch passes, the tensor, a function giving the bad
+        # values' mask, the message). The masks and messages are built only for a batch
+        # that fails: built for every batch, they made bench-train's epochs 5-15% longer.
+        x = tf.cast(x, tf.float32)
+        rules = [
+            (
+                tf.reduce_all(tf.math.is_finite(x)),
+                x,
+                lambda: ~tf.math.is_finite(x),
+                "{} NaN or infinite values (e.g. {} in example {}); remove or impute them.",
+            )
+        ]
+        if likelihood in LIKELIHOODS and LIKELIHOODS[likelihood].data_levels:
+            top = LIKELIHOODS[likelihood].data_levels - 1
+            template = (
+                f"a {likelihood} likelihood models 8-bit levels, integers in [0, {top}], but {{}} values are not "
+                f"(e.g. {{}} in example {{}}). {_LEVELS_FIX}"
+            )
+            rules.append((in_range(x, 0, top, True), x, lambda: off_grid(x, top), template))
+        elif likelihood == "bernoulli" and levels is not None:
+            top = levels - 1
+            template = (
+                f"this Bernoulli likelihood reads grey levels, integers in [0, {top}], but {{}} values are not "
+                f"(e.g. {{}} in example {{}}). {_GREY_LEVELS_FIX}"
+            )
+            rules.append((in_range(x, 0, top, True), x, lambda: off_grid(x, top), template))
+        elif likelihood == "bernoulli":
+            fix = _UNIT_RANGE_FIX.format(grey=_GREY.format(shape=tuple(example_shape)))
+            template = (
+                f"{{}} values lie outside [0, 1] (e.g. {{}} in example {{}}), but a Bernoulli likelihood needs "
+                f"[0, 1]. {fix}"
+            )
+            rules.append((in_range(x, 0, 1, False), x, lambda: (x < 0) | (x > 1), template))
+        if num_classes is not None and labels is not None:
+            ids = tf.cast(labels, tf.int64)
+            template = f"{{}} labels lie outside [0, {num_classes}) (e.g. {{}} in example {{}}); labels are class ids."
+            rules.append(
+                (in_range(ids, 0, num_classes - 1, False), ids, lambda: (ids < 0) | (ids >= num_classes), template)
+            )
+
+        def report():
+            with tf.control_dependencies([assertion(index, t, bad(), template) for _, t, bad, template in rules]):
+                return tf.constant(False)
+
+        passes = tf.reduce_all(tf.stack([ok for ok, *_ in rules]))
+        return [tf.cond(passes, lambda: tf.constant(True), report)]
+
+    return check
+
+
+def off_grid(x, top):
+    """Where x is no integer level in [0, top]."""
+    return tf.not_equal(x, tf.round(x)) | (x < 0) | (x > top)
+
+
+@contextlib.contextmanager
+def stream_errors():
+    """Raises the `DataError` that a failed `stream_value_check` describes, in place of
+    the TensorFlow error that carried it out of the pipeline."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(re.escape(DATA_CHECK) + r"(.*?)\]\n", error.message + "\n")
+        if found is None:
+            raise
+        # TensorFlow prints the message's quotes escaped.
+        raise DataError(found.group(1).replace("\\'", "'").replace('\\"', '"')) from None
 
 
 def _on_8bit_grid(array):

@@ -199,7 +199,7 @@ def reparameterized_sample(posterior, num_samples, seed):
         `tfd.TransformedDistribution` of one.
       num_samples: draws per distribution in the batch, or None for one draw without
         a sample axis.
-      seed: a `[2]` integer stateless seed, or None for fresh noise.
+      seed: a `[2]` integer stateless seed.
 
     Returns:
       `[num_samples, *batch_shape, latent_dim]` (`[*batch_shape, latent_dim]` for None).
@@ -210,10 +210,7 @@ def reparameterized_sample(posterior, num_samples, seed):
     shape = tf.concat(
         [tf.constant(sample_shape, tf.int32), posterior.batch_shape_tensor(), posterior.event_shape_tensor()], axis=0
     )
-    if seed is None:
-        noise = tf.random.normal(shape, dtype=posterior.dtype)
-    else:
-        noise = tf.random.stateless_normal(shape, seed=seed, dtype=posterior.dtype, alg="philox")
+    noise = tf.random.stateless_normal(shape, seed=seed, dtype=posterior.dtype, alg="philox")
     return posterior.bijector.forward(noise)
 
 

@@ -565,6 +565,7 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
                 validation_batch_size=config.batch_size,
                 callbacks=[*callbacks, stop],
                 shuffle=False,  # the batches are shuffled by (seed, epoch) already
+                check_batches=False,  # checked when loaded
                 verbose=verbose,
             )
     if checkpointing.diverged:

@@ -335,5 +335,5 @@ class HierarchicalVAE(VAE):
 
 
 def _layer_seed(seed, layer):
-    """A stateless seed per stochastic layer (None stays None: fresh noise)."""
-    return None if seed is None else fold_in(seed, layer)
+    """A stateless seed per stochastic layer."""
+    return fold_in(seed, layer)

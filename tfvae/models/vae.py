@@ -1,7 +1,6 @@
 """The variational autoencoder p(x, z) = p(x|z) p(z) with a Gaussian q(z|x)."""
 
 import math
-import random
 
 import keras
 import numpy as np
@@ -14,7 +13,7 @@ from tfvae.errors import ConfigError
 from tfvae.models.base import LatentModel, check_count, example_count
 from tfvae.posteriors import get_posterior
 from tfvae.priors import get_prior
-from tfvae.seeding import fold_in, stateless_seed
+from tfvae.seeding import fold_in, fresh_seed, stateless_seed
 
 OBJECTIVES = ("elbo", "iwae")
 # Bytes per value held per (sample, example) pair in an importance-sampling step: the
@@ -169,7 +168,7 @@ class VAE(LatentModel):
             dtype="int64",
             trainable=False,
             name="sampler_seed",
-            initializer=keras.initializers.Constant(seed if seed is not None else random.randrange(2**31)),
+            initializer=keras.initializers.Constant(seed if seed is not None else fresh_seed()),
             aggregation="only_first_replica",
         )
         self.sampler_step = self.add_weight(
@@ -208,6 +207,7 @@ class VAE(LatentModel):
 
     def encode(self, x, *, labels=None, training=False):
         """q(z|x) (q(z|x, y) given `labels`): batch shape `[batch]`, event shape `[latent_dim]`."""
+        self.check_examples(x, "encode's x", values=False)
         return self._posterior(x, self.check_labels(labels, example_count(x)), training)
 
     def decode(self, z, *, labels=None, training=False):
@@ -314,6 +314,7 @@ class VAE(LatentModel):
     def elbo_parts(self, x, *, num_samples=1, seed=None, labels=None):
         """`(E_q[log p(x|z)], [KL of each stochastic layer])` per example: a `[batch]` tensor
         and a list of `[batch]` tensors, bottom layer first, from one draw of z."""
+        self.check_examples(x)
         labels = self.check_labels(labels, example_count(x))
         terms, kls = self._sampled_terms(tf.cast(x, self.compute_dtype), labels, num_samples, stateless_seed(seed))
         return objectives.expected_log_likelihood(terms), kls
@@ -380,13 +381,14 @@ class VAE(LatentModel):
         """
         if num_samples <= 0 or batch_size <= 0:
             raise ConfigError(f"`num_samples` and `batch_size` must be positive; got {num_samples}, {batch_size}.")
+        self.check_examples(x, "log_likelihood's x")
         labels = self.check_labels(labels, example_count(x))
         if not memory_budget_mib > 0:
             raise ConfigError(f"`memory_budget_mib` must be positive; got {memory_budget_mib!r}.")
         sample_batch_size = min(
             num_samples, sample_batch_size or self._default_sample_batch_size(batch_size, memory_budget_mib)
         )
-        base_seed = stateless_seed(seed if seed is not None else int(np.random.randint(2**31)))
+        base_seed = stateless_seed(seed)
         x = np.asarray(x, dtype=self.compute_dtype)
         progress = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
         estimates = []

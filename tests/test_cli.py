@@ -211,6 +211,31 @@ def test_latent_map_of_a_two_dimensional_latent_space(tmp_path, digits):
     assert os.path.getsize(path) > 1000
 
 
+def test_a_picture_cut_off_mid_write_leaves_the_previous_one_whole(tmp_path, digits, monkeypatch):
+    import matplotlib.figure
+
+    import tfvae
+    from tfvae import files, plots
+
+    model = tfvae.VAE((64,), 2, hidden_units=(16,), seed=0)
+    path = plots.save_latent_map(model, digits.test, str(tmp_path / "map.png"))
+    with open(path, "rb") as f:
+        before = f.read()
+
+    def cut_off(figure, target, **kwargs):
+        with open(target, "wb") as f:
+            f.write(before[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        plots.save_latent_map(model, digits.test, path)
+    with open(path, "rb") as f:
+        assert f.read() == before
+    files.remove_stale_temporaries(str(tmp_path))
+    assert os.listdir(tmp_path) == ["map.png"]
+
+
 def test_conditional_training_from_the_cli_draws_one_row_per_class(tmp_path, capsys):
     out = str(tmp_path / "cvae")
     assert cli.main(["train", "--data", "digits", "--conditional", "--out", out, *TINY]) == 0

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from tfvae import memory
+from tfvae import files, memory
 from tfvae.cli_arguments import (
     INTERRUPTED,
     non_negative_float,
@@ -329,7 +329,8 @@ def _sample(args):
         samples = model.sample(args.n, seed=args.seed).numpy()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if extension == ".npy":
-        np.save(args.out, samples)
+        with files.atomic_path(args.out) as temporary:
+            np.save(temporary, samples)
     else:
         from tfvae import plots
 

@@ -11,6 +11,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tfvae import files
+
 
 def _as_images(examples, image_shape):
     """`[n, height, width]` (grey) or `[n, height, width, 3]` arrays to draw."""
@@ -38,7 +40,8 @@ def image_grid(examples, image_shape, ncols=None):
 def _save(figure, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    with files.atomic_path(path) as temporary:  # the name keeps the suffix that picks the format
+        figure.savefig(temporary, dpi=100, bbox_inches="tight")
 
 
 def value_range(model):

@@ -154,7 +154,7 @@ class VampPrior(Prior):
         return self.components
 
     def attach(self, model, input_shape):
-        if getattr(model, "conditional", False):
+        if model.conditional:
             raise ConfigError(
                 "A VampPrior mixes q(z|u) over pseudo-inputs u and has no labels to give a "
                 "conditional encoder; use the standard normal prior with ConditionalVAE."

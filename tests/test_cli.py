@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import subprocess
@@ -234,6 +235,16 @@ def test_a_picture_cut_off_mid_write_leaves_the_previous_one_whole(tmp_path, dig
         assert f.read() == before
     files.remove_stale_temporaries(str(tmp_path))
     assert os.listdir(tmp_path) == ["map.png"]
+
+
+def test_a_failed_write_names_the_file_asked_for_not_its_temporary(tmp_path):
+    from tfvae import files
+
+    path = str(tmp_path / "samples.npy")
+    with pytest.raises(OSError) as caught, files.atomic_path(path) as temporary:
+        raise OSError(errno.ENOSPC, "No space left on device", temporary)
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, path)
+    assert str(caught.value) == f"[Errno {errno.ENOSPC}] No space left on device: '{path}'"
 
 
 def test_conditional_training_from_the_cli_draws_one_row_per_class(tmp_path, capsys):

@@ -40,7 +40,13 @@ def atomic_path(path):
     """
     directory, name = os.path.split(os.path.abspath(path))
     temporary = os.path.join(directory, f"{TEMPORARY_PREFIX}{os.getpid()}-{name}")
-    yield temporary
+    try:
+        yield temporary
+    except OSError as error:
+        if error.filename != temporary:
+            raise
+        # Name the file the caller asked for: the temporary name is ours, not theirs.
+        raise type(error)(error.errno, error.strerror, path) from None
     if os.path.isfile(temporary):
         fsync(temporary)
     os.replace(temporary, path)

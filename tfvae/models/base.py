@@ -545,6 +545,9 @@ class LatentModel(keras.Model):
     def evaluate(self, x=None, y=None, *args, verbose="auto", callbacks=None, **kwargs):
         """As `keras.Model.evaluate`, its examples checked as `fit`'s are, its progress bar
         counting the batches that ran."""
+        callbacks = with_progress_bar(callbacks, verbose)
+        if kwargs.get("_use_cached_eval_dataset"):  # fit's validation, whose data fit checked
+            return super().evaluate(x, y, *args, verbose=verbose, callbacks=callbacks, **kwargs)
         if not self.conditional and (y is not None or isinstance(x, (tuple, list))):
             raise ConfigError(
                 f"{type(self).__name__} is not conditional: evaluate takes the examples alone, evaluate(x)."
@@ -552,7 +555,6 @@ class LatentModel(keras.Model):
         if self.conditional and y is None and isinstance(x, (tuple, list)) and len(x) == 2:
             x, y = x
         x = self._checked_input(x, "evaluate's x", labels=y)
-        callbacks = with_progress_bar(callbacks, verbose)
         with stream_errors():
             return super().evaluate(x, y, *args, verbose=verbose, callbacks=callbacks, **kwargs)
 

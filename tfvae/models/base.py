@@ -475,7 +475,8 @@ class LatentModel(keras.Model):
         single tf.data thread, instead of Keras' adapter, whose autotuned threads compete
         with the train step for the CPU (on 2 cores, epochs ran 1.7x slower at times).
         Other inputs, and fits with `validation_split`, `sample_weight`,
-        `class_weight`, `steps_per_epoch` or `shuffle=False`, go to Keras as given.
+        `class_weight`, `steps_per_epoch` or `shuffle=False`, go to Keras as given; a
+        `tf.data` dataset is read in its own order (`dataset.shuffle` shuffles it).
 
         Examples are checked before they reach a step: arrays once, a `tf.data` dataset's
         element spec at once and each batch's values as they stream (see `_checked_stream`).
@@ -511,6 +512,9 @@ class LatentModel(keras.Model):
             self._checked_input(examples, "validation_data", labels=labels)
         keras_only = validation_split or class_weight or sample_weight is not None or steps_per_epoch is not None
         if in_memory is None or not shuffle or keras_only:
+            # A dataset is read as given (shuffle it in its pipeline); for the default
+            # shuffle=True, Keras would only warn on every fit that it ignores it.
+            shuffle = shuffle and not isinstance(x, tf.data.Dataset)
             return self._keras_fit(
                 x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, shuffle=shuffle, **keras_arguments
             )

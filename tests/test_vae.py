@@ -388,16 +388,19 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
         ),
         (lambda m, d: m.evaluate(d.test[:, :10], verbose=0), r"evaluate's x: examples have shape \(10,\)"),
         (lambda m, d: m.elbo(d.test * 2), r"values span \[0, 2\]"),
-        (lambda m, d: m.log_likelihood(d.test[0], num_samples=2), r"one example of shape \(64,\).*x\[None\]"),
+        (
+            lambda m, d: m.log_likelihood(d.test[0], num_samples=2),
+            r"one example of shape \(64,\), not a batch of them; give a batch \(x\[None\]",
+        ),
         (lambda m, d: m.log_likelihood(_stream(d.test), num_samples=2), "takes examples in memory"),
         (lambda m, d: m.encode(d.test[:4, :10]), r"encode's x: examples have shape \(10,\)"),
         (
             lambda m, d: m.fit(tf.data.Dataset.from_tensor_slices(d.train), verbose=0),
-            r"fit's dataset yields single examples of shape \(64,\); batch it",
+            r"fit's dataset: one example of shape \(64,\), not a batch of them; batch the dataset",
         ),
         (
             lambda m, d: m.fit(_stream(d.train[:, :10]), verbose=0),
-            r"fit's dataset: batches of shape \(None, 10\).*\(64,\)",
+            r"fit's dataset: examples have shape \(10,\) \(batches \(None, 10\)\).*\(64,\)",
         ),
         (
             lambda m, d: m.fit(_stream(_with(d.train[:256], (2 * 64 + 3, 7), 2.0)), verbose=0),

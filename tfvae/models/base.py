@@ -238,22 +238,26 @@ class LatentModel(keras.Model):
                 "tf.data.Dataset; go batch by batch, e.g. np.concatenate([f(x) for x in dataset.as_numpy_iterator()])."
             )
         symbolic = isinstance(x, tf.Tensor) and not tf.executing_eagerly()
-        shape = tf.TensorShape(x.shape if isinstance(x, (tf.Tensor, np.ndarray)) else np.shape(x))
-        expected = self.network_config.input_shape
-        if shape.rank is not None and (shape.rank != len(expected) + 1 or not shape[1:].is_compatible_with(expected)):
-            if shape.rank == len(expected) and shape.is_compatible_with(expected):
-                raise DataError(
-                    f"{where}: one example of shape {tuple(shape)}; give a batch, [batch, *{expected}] "
-                    "(x[None] for a single example)."
-                )
-            raise DataError(
-                f"{where}: examples have shape {tuple(shape[1:])}, but {type(self).__name__} was built for "
-                f"{expected}; reshape the data or build the model with input_shape={tuple(shape[1:])}."
-            )
+        shape = x.shape if isinstance(x, (tf.Tensor, np.ndarray)) else np.shape(x)
+        self._check_batch_shape(shape, where, "give a batch (x[None] for a single example)")
         if values and not symbolic:
             check_values(
                 where, np.asarray(x, np.float32), self.likelihood_layer.family, levels=self.likelihood_layer.data_levels
             )
+
+    def _check_batch_shape(self, shape, where, batch_it):
+        """Raises a DataError unless `shape` (dimensions may be unknown) is a batch of this
+        model's examples; a single example's shape is told to `batch_it`."""
+        shape = tf.TensorShape(shape)
+        expected = self.network_config.input_shape
+        if shape.rank is None or (shape.rank == len(expected) + 1 and shape[1:].is_compatible_with(expected)):
+            return
+        if shape.rank == len(expected) and shape.is_compatible_with(expected):
+            raise DataError(f"{where}: one example of shape {tuple(shape)}, not a batch of them; {batch_it}.")
+        raise DataError(
+            f"{where}: examples have shape {tuple(shape[1:])} (batches {tuple(shape)}), but {type(self).__name__} "
+            f"was built for {expected}; reshape the data or build the model with input_shape={tuple(shape[1:])}."
+        )
 
     def _network_inputs(self, inputs, labels):
         """The networks' inputs: `inputs`, or `[inputs, one_hot(labels)]` when conditional."""
@@ -285,24 +289,12 @@ class LatentModel(keras.Model):
         with `values` each batch's values on their way to the step
         (`tfvae.data.stream_value_check`)."""
         x_spec, labels_spec = self._unpack(dataset.element_spec)
-        expected = self.network_config.input_shape
         if not isinstance(x_spec, tf.TensorSpec) or not (
             x_spec.dtype.is_floating or x_spec.dtype.is_integer or x_spec.dtype.is_bool
         ):
             pairs = "(x, labels) pairs" if self.conditional else "x, or (x, anything) pairs"
             raise DataError(f"{where}: elements must be numeric tensors, {pairs}; got {dataset.element_spec}.")
-        shape = x_spec.shape
-        if shape.rank is not None:
-            if shape.rank == len(expected) and shape.is_compatible_with(expected):
-                raise DataError(
-                    f"{where} yields single examples of shape {tuple(shape)}; batch it first, e.g. dataset.batch(64)."
-                )
-            if shape.rank != len(expected) + 1 or not shape[1:].is_compatible_with(expected):
-                raise DataError(
-                    f"{where}: batches of shape {tuple(shape)}, but {type(self).__name__} was built for "
-                    f"examples of shape {expected}: batches must be [batch, {', '.join(map(str, expected))}]; "
-                    f"reshape them, or build the model with input_shape={tuple(shape[1:])}."
-                )
+        self._check_batch_shape(x_spec.shape, where, "batch the dataset, e.g. dataset.batch(64)")
         if labels_spec is not None and not (isinstance(labels_spec, tf.TensorSpec) and labels_spec.dtype.is_integer):
             raise DataError(f"{where}: labels must be integer class ids; got {labels_spec}.")
         if not values:
@@ -310,7 +302,7 @@ class LatentModel(keras.Model):
         check = stream_value_check(
             where,
             self.likelihood_layer.family,
-            expected,
+            self.network_config.input_shape,
             levels=self.likelihood_layer.data_levels,
             num_classes=self.num_classes,
         )

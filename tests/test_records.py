@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -44,6 +45,31 @@ def test_a_streamed_run_repeats_the_in_memory_run_when_the_data_fit_one_window(t
     ]
     assert histories[0]["train"] == histories[1]["train"]
     assert histories[0]["valid"] == histories[1]["valid"]
+
+
+def test_fit_streams_a_record_split_as_it_would_the_same_examples_in_memory(tmp_path, digits):
+    splits = tfvae.load_dataset(write_digits(tmp_path / "records", digits, labels=False))
+    assert splits.streamed
+
+    def fitted(x):
+        keras.utils.set_random_seed(5)  # the shuffle's seed, drawn alike by both paths
+        model = tfvae.VAE((64,), 3, hidden_units=(16,), seed=0)
+        model.compile(jit_compile=False)
+        return model.fit(x, epochs=2, batch_size=64, verbose=0).history
+
+    # One window holds every example, keyed like the in-memory shuffle: the same batches.
+    assert fitted(splits.train) == fitted(digits.train)
+    conditional = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=3, hidden_units=(16,))
+    conditional.compile()
+    with pytest.raises(DataError, match="the records have no `label`"):
+        conditional.fit(splits.train, verbose=0)
+    # Records of 8-bit levels load (a run would read them as grey levels), but a model
+    # built for [0, 1] is told so by the batch check, not trained on them.
+    records.write_records(tmp_path / "levels", "train", (digits.train * 255).astype(np.uint8))
+    bernoulli = tfvae.VAE((64,), 3, hidden_units=(16,))
+    bernoulli.compile()
+    with pytest.raises(DataError, match=r"fit's dataset, batch 0: \d+ values lie outside \[0, 1\] \(e\.g\. 255"):
+        bernoulli.fit(records.open_records(str(tmp_path / "levels"), "train", lambda where, x: None), verbose=0)
 
 
 def test_every_epoch_streams_each_example_once_in_an_order_set_by_seed_and_epoch(tmp_path):

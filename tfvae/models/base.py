@@ -18,6 +18,7 @@ from tfvae.distributions import float32_layer, get_likelihood
 from tfvae.errors import ConfigError, DataError
 from tfvae.input_pipeline import shuffled_batches
 from tfvae.networks import NetworkConfig, build_decoder, build_encoder
+from tfvae.records import RecordStream
 
 # With XLA, 32 train steps per call take the bench's model from 33k to 43k images/s on
 # 2 CPU cores (8: 40k; 128: no further gain). README, "Training throughput".
@@ -468,7 +469,9 @@ class LatentModel(keras.Model):
         with the train step for the CPU (on 2 cores, epochs ran 1.7x slower at times).
         Other inputs, and fits with `validation_split`, `sample_weight`,
         `class_weight`, `steps_per_epoch` or `shuffle=False`, go to Keras as given; a
-        `tf.data` dataset is read in its own order (`dataset.shuffle` shuffles it).
+        `tf.data` dataset is read in its own order (`dataset.shuffle` shuffles it). The
+        `train` of a record dataset (`tfvae.records.RecordStream`) is streamed from its
+        shards, shuffled in windows each epoch.
 
         Examples are checked before they reach a step: arrays once, a `tf.data` dataset's
         element spec at once and each batch's values as they stream (see `_checked_stream`).
@@ -491,6 +494,9 @@ class LatentModel(keras.Model):
                 f"{type(self).__name__} is not conditional: fit takes the examples alone, fit(x) "
                 "(use tfvae.ConditionalVAE to train on (x, labels))."
             )
+        if isinstance(x, RecordStream):
+            x, callbacks = self._record_batches(x, batch_size or 32, callbacks)
+            batch_size = None
         in_memory = _in_memory_training_data(x, y, self.conditional)
         if in_memory is not None:
             self.check_examples(in_memory[0], "fit's x")
@@ -521,6 +527,19 @@ class LatentModel(keras.Model):
             shuffle=False,
             **keras_arguments,
         )
+
+    def _record_batches(self, stream, batch_size, callbacks):
+        """`(batches, callbacks)` streaming a record split (`tfvae.records.RecordStream`,
+        the `train` of a record dataset) as `tfvae train` does, shuffled in windows by
+        (seed, epoch) with the seed drawn as the in-memory path draws it."""
+        self._check_batch_shape((None, *stream.example_shape), "fit's record stream", "write examples whole")
+        if self.conditional and not stream.labelled:
+            raise DataError(
+                f"fit's record stream: {type(self).__name__} trains on (x, labels), but the records have no "
+                "`label`; write them with labels (tfvae.records.write_records(..., labels))."
+            )
+        batches, shuffle_callback = stream.batches(batch_size, np.random.randint(2**31 - 1), labels=self.conditional)
+        return batches, [shuffle_callback, *(callbacks or [])]
 
     def _keras_fit(self, *args, callbacks, **kwargs):
         """`keras.Model.fit`, leaving the model its training weights however it ends.

@@ -356,3 +356,22 @@ def test_conditional_and_autoencoder_parts_export_with_their_inputs(digits, tmp_
     with open(os.path.join(str(tmp_path), "conditionalvae", "config.pbtxt")) as f:
         config = f.read()
     assert '{ name: "labels" data_type: TYPE_INT64 dims: [ 1 ] reshape: { shape: [ ] } }' in config
+
+
+def test_the_manifest_says_how_a_server_draws_from_each_prior():
+    import tensorflow_probability as tfp
+
+    from tfvae.exporting import prior_description
+
+    class LaplacePrior(tfvae.Prior):  # a user's prior, which no server knows how to draw from
+        def distribution(self):
+            return tfp.distributions.Independent(tfp.distributions.Laplace(tf.zeros([3]), 1.0), 1)
+
+    def described(prior):
+        return prior_description(tfvae.VAE((64,), 3, hidden_units=(8,), prior=prior, seed=0))
+
+    assert described("standard_normal") == {"distribution": "standard_normal"}
+    vamp = {"distribution": "gaussian_mixture", "file": "prior.npz", "components": 4}
+    assert described(tfvae.VampPrior(3, num_components=4)) == vamp
+    assert described(LaplacePrior(3)) == {"distribution": "unsupported"}
+    assert prior_description(tfvae.Autoencoder((64,), 3, hidden_units=(8,))) is None

@@ -39,7 +39,6 @@ from tfvae import files
 from tfvae import manifest as manifests
 from tfvae.errors import ExportError
 from tfvae.manifest import MANIFEST_FILE, PARTS, PRIOR_FILE, sha256_file
-from tfvae.priors import StandardNormalPrior, VampPrior
 
 ONNX_OPSET = 17
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -172,10 +171,7 @@ def prior_components(model):
     `loc` and `scale` (or `scale_tril`), `[num_components, ...]`, so a server can draw
     z from p(z) without the encoder or TensorFlow.
     """
-    prior = model.prior_layer if model.has_prior else None
-    if not isinstance(prior, VampPrior):
-        return None
-    return {name: value.numpy() for name, value in model.encoder_outputs(prior.pseudo_inputs).items()}
+    return model.prior_layer.mixture_components(model) if model.has_prior else None
 
 
 def prior_description(model):
@@ -184,17 +180,16 @@ def prior_description(model):
     None for a model without a prior (an autoencoder); `{"distribution":
     "standard_normal"}`; `{"distribution": "gaussian_mixture", "file": "prior.npz",
     "components": K}` for a mixture whose components are exported beside the decoder
-    (a VampPrior); `{"distribution": "unsupported"}` for any other prior, which clients
-    sample with tfvae.
+    (a VampPrior); `{"distribution": "unsupported"}` for a prior a server cannot draw
+    from (`Prior.served_as` None), which clients sample with tfvae.
     """
     if not model.has_prior:
         return None
+    description = {"distribution": model.prior_layer.served_as or "unsupported"}
     components = prior_components(model)
     if components is not None:
-        return {"distribution": "gaussian_mixture", "file": PRIOR_FILE, "components": len(components["loc"])}
-    if isinstance(model.prior_layer, StandardNormalPrior):
-        return {"distribution": "standard_normal"}
-    return {"distribution": "unsupported"}
+        description.update(file=PRIOR_FILE, components=len(components["loc"]))
+    return description
 
 
 def _write_prior_components(model, folder):

@@ -23,12 +23,23 @@ class Prior(keras.layers.Layer):
       latent_dim: size of z.
     """
 
+    # How a server draws z from this prior without tfvae, as an export's manifest names
+    # it ("standard_normal", "gaussian_mixture"), or None when it cannot (clients then
+    # sample with tfvae).
+    served_as = None
+
     def __init__(self, latent_dim, **kwargs):
         super().__init__(**float32_layer(kwargs))
         self.latent_dim = _positive_int("latent_dim", latent_dim)
 
     def distribution(self):
         raise NotImplementedError(f"{type(self).__name__} must implement `distribution()`.")
+
+    def mixture_components(self, model):
+        """A mixture prior's Gaussian components as NumPy arrays (`loc` and `scale` or
+        `scale_tril`, `[num_components, ...]`) that an export carries for servers to
+        draw z from; None for a prior that is no such mixture."""
+        return None
 
     @property
     def num_components(self):
@@ -61,6 +72,8 @@ class StandardNormalPrior(Prior):
       >>> StandardNormalPrior(latent_dim=4).distribution().sample(3).shape
       TensorShape([3, 4])
     """
+
+    served_as = "standard_normal"
 
     def distribution(self):
         return tfd.MultivariateNormalDiag(loc=tf.zeros([self.latent_dim], dtype=self.compute_dtype))
@@ -126,6 +139,8 @@ class VampPrior(Prior):
       TensorShape([3])
     """
 
+    served_as = "gaussian_mixture"
+
     def __init__(
         self,
         latent_dim,
@@ -187,6 +202,10 @@ class VampPrior(Prior):
         if self.pseudo_input_range is None:
             return self.raw_pseudo_inputs
         return keras.ops.clip(self.raw_pseudo_inputs, *self.pseudo_input_range)
+
+    def mixture_components(self, model):
+        """The posterior at the pseudo-inputs: `model`'s exported encoder outputs for them."""
+        return {name: value.numpy() for name, value in model.encoder_outputs(self.pseudo_inputs).items()}
 
     def distribution(self):
         if self._posterior_fn is None:

@@ -56,6 +56,21 @@ def test_evaluate_is_repeatable_with_a_seed(trained, digits):
     assert first == tfvae.evaluate(trained, digits.valid[:50], num_samples=50, seed=4)
 
 
+@pytest.mark.parametrize(
+    "x, labels, error, message",
+    [
+        (lambda d: d.test * 255, None, tfvae.DataError, r"tfvae.evaluate's x: values span \[0, 255\]"),
+        (lambda d: d.test[:, :10], None, tfvae.DataError, r"examples have shape \(10,\)"),
+        (lambda d: d.test, lambda d: d.labels["test"], tfvae.ConfigError, "VAE is not conditional"),
+        (lambda d: d.test[:0], None, tfvae.ConfigError, "at least one example"),
+    ],
+    ids=["range", "shape", "labels", "empty"],
+)
+def test_evaluate_checks_its_examples_first(trained, digits, x, labels, error, message):
+    with pytest.raises(error, match=message):
+        tfvae.evaluate(trained, x(digits), labels=labels and labels(digits), num_samples=2)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("runs") / "eval")

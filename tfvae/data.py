@@ -393,6 +393,8 @@ def check_values(where, array, likelihood, levels=None, eight_bit=False):
       eight_bit: loading data for a run: a Bernoulli likelihood also takes 8-bit grey
         levels (the run then builds it for them; see `DataSplits.grey_levels`).
     """
+    if array.size == 0:  # nothing to check; callers that need examples say so themselves
+        return
     bad = ~np.isfinite(array)
     if bad.any():
         raise DataError(

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfvae import objectives
 from tfvae.errors import ConfigError
-from tfvae.models.base import in_multi_worker_mode
+from tfvae.models.base import example_count, in_multi_worker_mode
 
 REPORT_KEYS = (
     "nll",
@@ -130,6 +130,8 @@ def evaluate(
             f"evaluate needs a VAE: {type(model).__name__} defines no p(x) to estimate "
             "(compare autoencoders by their reconstruction loss, `model.evaluate`)."
         )
+    model.check_examples(x, "tfvae.evaluate's x")
+    model.check_labels(labels, example_count(x))
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
         raise ConfigError("evaluate needs at least one example.")

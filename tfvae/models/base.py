@@ -236,7 +236,7 @@ class LatentModel(keras.Model):
         if isinstance(x, tf.data.Dataset):
             raise ConfigError(
                 f"{where} takes examples in memory, [N, *{self.network_config.input_shape}], not a "
-                "tf.data.Dataset; go batch by batch, e.g. np.concatenate([f(x) for x in dataset.as_numpy_iterator()])."
+                "tf.data.Dataset; read it into an array, np.concatenate(list(dataset.as_numpy_iterator()))."
             )
         symbolic = isinstance(x, tf.Tensor) and not tf.executing_eagerly()
         shape = x.shape if isinstance(x, (tf.Tensor, np.ndarray)) else np.shape(x)

@@ -49,6 +49,20 @@ def test_fit_takes_a_tf_data_dataset(digits):
     assert not [w for w in caught if "shuffle" in str(w.message)]  # Keras' "... will be ignored", on fit's default
 
 
+def test_fit_and_evaluate_take_a_keras_py_dataset_as_keras_does(digits):
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return digits.train[index * 64 : (index + 1) * 64]
+
+    model = tiny_vae()
+    history = model.fit(Batches(), epochs=2, validation_data=Batches(), verbose=0).history
+    assert len(history["val_loss"]) == 2
+    assert model.evaluate(Batches(), verbose=0, return_dict=True)["loss"] == pytest.approx(history["val_loss"][-1])
+
+
 @pytest.mark.parametrize("covariance", ["diagonal", "full"])
 def test_public_methods_have_the_documented_shapes(digits, covariance):
     model = tiny_vae(latent_dim=3, posterior=covariance, num_samples=2)

@@ -477,14 +477,14 @@ def stream_value_check(where, likelihood, example_shape, levels=None, num_classe
                 f"a {likelihood} likelihood models 8-bit levels, integers in [0, {top}], but {{}} values are not "
                 f"(e.g. {{}} in example {{}}). {_LEVELS_FIX}"
             )
-            rules.append((in_range(x, 0, top, True), x, lambda: off_grid(x, top), template))
+            rules.append((in_range(x, 0, top, True), x, lambda: _off_grid(x, top), template))
         elif likelihood == "bernoulli" and levels is not None:
             top = levels - 1
             template = (
                 f"this Bernoulli likelihood reads grey levels, integers in [0, {top}], but {{}} values are not "
                 f"(e.g. {{}} in example {{}}). {_GREY_LEVELS_FIX}"
             )
-            rules.append((in_range(x, 0, top, True), x, lambda: off_grid(x, top), template))
+            rules.append((in_range(x, 0, top, True), x, lambda: _off_grid(x, top), template))
         elif likelihood == "bernoulli":
             fix = _UNIT_RANGE_FIX.format(grey=_GREY.format(shape=tuple(example_shape)))
             template = (
@@ -509,7 +509,7 @@ def stream_value_check(where, likelihood, example_shape, levels=None, num_classe
     return check
 
 
-def off_grid(x, top):
+def _off_grid(x, top):
     """Where x is no integer level in [0, top]."""
     return tf.not_equal(x, tf.round(x)) | (x < 0) | (x > top)
 

@@ -319,7 +319,7 @@ class LatentModel(keras.Model):
         dataset as `_checked_stream` does (returning the checked dataset), arrays at once."""
         if isinstance(x, tf.data.Dataset):
             return self._checked_stream(x, where)
-        if x is not None and not isinstance(x, (tuple, list, dict)):
+        if isinstance(x, (np.ndarray, tf.Tensor)):  # other inputs (PyDataset, generators) go to Keras as given
             self.check_examples(x, where)
             self.check_labels(labels, example_count(x))
         return x
@@ -505,7 +505,7 @@ class LatentModel(keras.Model):
         validation = keras_arguments.get("validation_data")
         if isinstance(validation, tf.data.Dataset):
             keras_arguments["validation_data"] = self._checked_stream(validation, "validation_data")
-        elif validation is not None:
+        elif isinstance(validation, (tuple, list)):  # (x,) or (x, labels); others go to Keras as given
             examples, labels = self._unpack(tuple(validation))
             self._checked_input(examples, "validation_data", labels=labels)
         keras_only = validation_split or class_weight or sample_weight is not None or steps_per_epoch is not None

@@ -107,6 +107,10 @@ def write_images(folder, count, size=(8, 6), mode="L", seed=0):
 def test_an_image_folder_gives_8_bit_images_with_its_subfolders_as_classes(tmp_path):
     write_images(tmp_path / "cat", 12, seed=1)
     write_images(tmp_path / "dog", 8, seed=2)
+    # What notebooks and macOS leave behind, skipped as Keras skips hidden folders: no
+    # third class, and no AppleDouble "image" that is no image.
+    os.makedirs(tmp_path / ".ipynb_checkpoints")
+    (tmp_path / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     splits = tfvae.load_dataset(str(tmp_path), likelihood="discretized_logistic", validation_fraction=0.25)
     assert splits.example_shape == (6, 8, 1) and splits.num_classes == 2
     assert len(splits.train) + len(splits.valid) == 20 and len(splits.valid) == 5

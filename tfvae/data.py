@@ -198,12 +198,19 @@ def _photo_patches():
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
+# Hidden entries are skipped, as Keras' image_dataset_from_directory skips hidden class
+# folders: Jupyter's .ipynb_checkpoints/ would otherwise be a class without images, and
+# macOS' AppleDouble ._photo.png files no images.
 def _image_files(folder):
-    return sorted(name for name in os.listdir(folder) if name.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(
+        name for name in os.listdir(folder) if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+    )
 
 
 def _class_folders(folder):
-    return sorted(name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name)))
+    return sorted(
+        name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".")
+    )
 
 
 def _read_image_folder(path):

@@ -107,6 +107,7 @@ def test_log_likelihood_ranks_anomalous_rows_below_normal_ones(tmp_path):
         ("a,b\n1,2\n3\n", r"line 3: 1 cells, but the table has 2 columns"),
         ("a,b\n1,\n", r"line 2, column 'b': '' is not a number"),
         ("a,b\n1,nan\n", r"'nan' is not a number.*impute"),
+        ("a;b\n1,5;2\n", r"line 1: one cell, 'a;b', with ';' in it: tables are read comma-separated"),
     ],
 )
 def test_a_bad_table_names_the_line_column_and_fix(tmp_path, text, message):
@@ -123,8 +124,9 @@ def test_a_table_of_measurements_under_the_default_bernoulli_names_the_file_and_
         tfvae.load_dataset(path)
 
 
-def test_a_table_without_a_header_is_read_too(tmp_path):
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "excel-bom"])
+def test_a_table_without_a_header_is_read_too(tmp_path, bom):
     path = tmp_path / "plain.csv"
-    path.write_text("1,2\n3,4\n5,6\n7,8\n9,10\n11,12\n13,14\n15,16\n17,18\n19,20\n")
+    path.write_bytes(bom + b"1,2\r\n3,4\r\n5,6\r\n7,8\r\n9,10\r\n11,12\r\n13,14\r\n15,16\r\n17,18\r\n19,20\r\n")
     data = tfvae.load_dataset(str(path), likelihood="gaussian")
-    assert data.example_shape == (2,) and len(data.train) + len(data.valid) == 10
+    assert data.example_shape == (2,) and len(data.train) + len(data.valid) == 10  # no first row taken for a header

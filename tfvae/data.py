@@ -302,10 +302,18 @@ def _read_csv(path):
 
     if not os.path.exists(path):
         raise DataError(f"Dataset file {path!r} does not exist.")
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: Excel starts its CSV files with a byte-order mark, which would make the
+    # first number of a table without a header no number, and that row a header.
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [row for row in csv.reader(f) if row]
     if not rows:
         raise DataError(f"{path}: the table is empty; expected rows of numbers, one example per row.")
+    separator = next((s for s in (";", "\t") if len(rows[0]) == 1 and s in rows[0][0]), None)
+    if separator:
+        raise DataError(
+            f"{path}, line 1: one cell, {rows[0][0]!r}, with {separator!r} in it: tables are read "
+            "comma-separated, with '.' as the decimal point. Save it so (pandas: df.to_csv(path, index=False))."
+        )
     header = None
     if any(not _is_number(cell) for cell in rows[0]):
         header, rows = rows[0], rows[1:]

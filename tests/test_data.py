@@ -93,6 +93,24 @@ def test_conditional_training_needs_labels_for_every_split(tmp_path):
         splits.require_labels()
 
 
+def test_keras_npz_layout_is_read_with_its_own_keys_in_messages(tmp_path):
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.integers(0, 256, (40, 4, 4, 3), np.uint8), rng.integers(0, 256, (10, 4, 4, 3), np.uint8)
+    y_train, y_test = rng.integers(0, 10, (40, 1)), rng.integers(0, 10, (10, 1))  # CIFAR's [N, 1] labels
+    path = str(tmp_path / "cifar.npz")
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    splits = tfvae.load_dataset(path, likelihood="discretized_logistic", validation_fraction=0.25)
+    np.testing.assert_array_equal(splits.test, x_test)
+    np.testing.assert_array_equal(splits.labels["test"], y_test[:, 0])
+    assert len(splits.train) + len(splits.valid) == 40 and splits.num_classes == 10
+    # y as regression targets are no class ids: left out, the examples still load.
+    np.savez(path, x_train=rng.random((40, 3)), y_train=rng.random(40))
+    assert tfvae.load_dataset(path, likelihood="gaussian").labels == {}
+    np.savez(path, x_train=rng.random((40, 3)), x_test=rng.random((5, 4)))
+    with pytest.raises(DataError, match=r"\['x_test'\]: examples have shape \(4,\), but 'x_train' has \(3,\)"):
+        tfvae.load_dataset(path, likelihood="gaussian")
+
+
 def write_images(folder, count, size=(8, 6), mode="L", seed=0):
     """`count` random PNG images of `size` (width, height) in `folder`."""
     from PIL import Image

@@ -343,7 +343,24 @@ def _is_number(text):
     return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
+# Keras' own .npz layout (keras.datasets' mnist.npz, and what its users save): its keys
+# and tfvae's. Its y arrays are taken as labels where they are class ids ([N] or [N, 1]
+# integers); others (regression targets) are left out.
+_KERAS_LAYOUT = {
+    "x_train": "train",
+    "y_train": "train_labels",
+    "x_val": "valid",
+    "y_val": "valid_labels",
+    "x_valid": "valid",
+    "y_valid": "valid_labels",
+    "x_test": "test",
+    "y_test": "test_labels",
+}
+
+
 def _read_npz(path):
+    """`(arrays, names)`: the splits and labels under tfvae's keys, and the file's own key
+    for each (they differ in Keras' layout), so messages name what the file holds."""
     if not os.path.exists(path):
         raise DataError(
             f"Dataset file {path!r} does not exist. Give a path to an .npz file or one of "
@@ -351,12 +368,17 @@ def _read_npz(path):
         )
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if "train" not in archive.files:
+            if "train" in archive.files:
+                names = {key: key for key in (*SPLITS, *LABEL_KEYS) if key in archive.files}
+            elif "x_train" in archive.files:
+                names = {ours: theirs for theirs, ours in _KERAS_LAYOUT.items() if theirs in archive.files}
+            else:
                 raise DataError(
                     f"{path}: no 'train' array (found keys {sorted(archive.files)}). The .npz "
-                    "needs 'train' and may have 'valid' and 'test', each [N, *example_shape]."
+                    "needs 'train' and may have 'valid' and 'test', each [N, *example_shape] "
+                    "(or Keras' x_train, y_train, x_test, y_test)."
                 )
-            return {key: archive[key] for key in (*SPLITS, *LABEL_KEYS) if key in archive.files}
+            arrays = {ours: archive[theirs] for ours, theirs in names.items()}
     except DataError:
         raise
     except (OSError, ValueError) as error:
@@ -364,6 +386,13 @@ def _read_npz(path):
             f"{path}: cannot be read as an .npz of numeric arrays ({error}). Save it with "
             "numpy.savez(path, train=..., valid=..., test=...)."
         ) from error
+    for key in [key for key in arrays if key.endswith("_labels") and names[key].startswith("y_")]:
+        labels = arrays[key]
+        if labels.dtype.kind in "iu" and (labels.ndim == 1 or labels.shape[1:] == (1,)):
+            arrays[key] = labels.reshape(-1)
+        else:
+            del arrays[key], names[key]
+    return arrays, names
 
 
 def _validate(where, array, likelihood):
@@ -586,7 +615,7 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
     """
     if likelihood not in LIKELIHOOD_FAMILIES:
         raise DataError(f"likelihood must be one of {LIKELIHOOD_FAMILIES}; got {likelihood!r}.")
-    table = False
+    table, names = False, {}
     if data in _REGISTRY:
         arrays, source = _REGISTRY[data](), data
     elif records.is_record_dataset(str(data)):
@@ -598,31 +627,39 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         # A table's rows are its one array: its messages name the file, not a key it lacks.
         table = True
     elif str(data).endswith(".npz") or os.path.sep in str(data):
-        arrays, source = _read_npz(str(data)), str(data)
+        (arrays, names), source = _read_npz(str(data)), str(data)
     else:
         raise DataError(
             f"Unknown dataset {data!r}: give a path to an .npz file or one of {', '.join(available_datasets())}."
         )
-    labels = {key[: -len("_labels")]: arrays.pop(key) for key in LABEL_KEYS if key in arrays}
+
+    def key(name):  # the file's own key for one of ours
+        return names.get(name, name)
+
+    labels = {name[: -len("_labels")]: arrays.pop(name) for name in LABEL_KEYS if name in arrays}
     splits = {
-        key: _validate(source if table else f"{source}[{key!r}]", array, likelihood) for key, array in arrays.items()
+        name: _validate(source if table else f"{source}[{key(name)!r}]", array, likelihood)
+        for name, array in arrays.items()
     }
     for split in list(labels):
         if split not in splits:
-            raise DataError(f"{source}: {split}_labels has no {split!r} array to label; add it or drop the labels.")
-        labels[split] = _validate_labels(source, f"{split}_labels", labels[split], len(splits[split]))
+            raise DataError(
+                f"{source}: {key(split + '_labels')} has no {key(split)!r} array to label; add it or drop the labels."
+            )
+        labels[split] = _validate_labels(source, key(f"{split}_labels"), labels[split], len(splits[split]))
     example_shape = splits["train"].shape[1:]
-    for key, array in splits.items():
+    for name, array in splits.items():
         if array.shape[1:] != example_shape:
             raise DataError(
-                f"{source}[{key!r}]: examples have shape {array.shape[1:]}, but 'train' has "
+                f"{source}[{key(name)!r}]: examples have shape {array.shape[1:]}, but {key('train')!r} has "
                 f"{example_shape}; every split must share one example shape."
             )
     valid_source = "file"
     if "valid" in splits:
         if held_out is not None:
             raise DataError(
-                f"{source} has its own 'valid' array, so there is nothing to hold out of 'train'; leave out `held_out`."
+                f"{source} has its own {key('valid')!r} array, so there is nothing to hold out of "
+                f"{key('train')!r}; leave out `held_out`."
             )
     elif held_out is None:
         held_out = _hold_out(source, len(splits["train"]), validation_fraction, seed)

@@ -48,7 +48,8 @@ def _add_train(subparsers):
     p.add_argument(
         "--data",
         help=f"a bundled dataset ({', '.join(available_datasets())}), an .npz path "
-        "with 'train' (and optionally 'valid', 'test') arrays, a .csv table, a folder of "
+        "with 'train' (and optionally 'valid', 'test') arrays or Keras' x_train, y_train, "
+        "x_test, y_test, a .csv table, a folder of "
         "images (subfolders are classes) or of TFRecord shards (train streamed); needed "
         "unless --resume",
     )

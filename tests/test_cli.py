@@ -96,6 +96,10 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path, capsys):
             "--posterior: expected one of diagonal, full, iaf, or one per layer such as iaf,diagonal, got 'iaf,banded'",
         ),
         (["train", "--data", "digits", "--out", "x", "--hidden-units", "64,x"], "comma-separated"),
+        (
+            ["train", "--data", "digits", "--out", "x", "--image-size", "32x32"],
+            "--image-size: expected HEIGHT,WIDTH in pixels such as 32,32, got '32x32'",
+        ),
         (["fly"], "invalid choice: 'fly'"),
         (
             ["export", "run", "exported"],

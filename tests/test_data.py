@@ -170,12 +170,32 @@ def test_a_bad_image_folder_names_the_file_and_the_fix(tmp_path, problem, messag
         tfvae.load_dataset(str(tmp_path), likelihood="discretized_logistic")
 
 
+def test_images_of_several_sizes_are_resized_to_image_size_as_they_are_read(tmp_path):
+    write_images(tmp_path / "images" / "a", 4, size=(8, 6), mode="RGB", seed=1)
+    write_images(tmp_path / "images" / "b", 4, size=(5, 9), mode="RGB", seed=2)
+    folder = str(tmp_path / "images")
+    with pytest.raises(DataError, match=r"images differ in size.*--image-size HEIGHT,WIDTH"):
+        tfvae.load_dataset(folder)
+    splits = tfvae.load_dataset(folder, likelihood="discretized_logistic", image_size=(3, 4), validation_fraction=0.25)
+    assert splits.example_shape == (3, 4, 3) and splits.image_shape == (3, 4, 3)
+    everything = np.concatenate([splits.train, splits.valid])
+    np.testing.assert_array_equal(everything, np.round(everything))  # still 8-bit levels
+    from PIL import Image
+
+    expected = np.asarray(Image.open(tmp_path / "images" / "b" / "0.png").resize((4, 3), Image.BILINEAR), np.float32)
+    assert any(np.array_equal(image, expected) for image in everything)  # PIL's bilinear, as Keras reads
+    with pytest.raises(DataError, match="image_size resizes the images of a folder; 'digits' is no folder"):
+        tfvae.load_dataset("digits", image_size=(3, 4))
+    with pytest.raises(DataError, match=r"image_size must be \(height, width\), two positive integers; got \(3, 0\)"):
+        tfvae.load_dataset(folder, image_size=(3, 0))
+
+
 @pytest.mark.slow
 def test_an_image_folder_trains_a_conditional_model_from_the_cli(tmp_path):
     from tfvae import cli
 
-    for name, seed in (("zero", 0), ("one", 1)):
-        write_images(tmp_path / "images" / name, 16, seed=seed)
+    for name, seed, size in (("zero", 0, (8, 6)), ("one", 1, (7, 7))):  # two sizes: read at --image-size
+        write_images(tmp_path / "images" / name, 16, size=size, seed=seed)
     out = str(tmp_path / "run")
     assert (
         cli.main(
@@ -196,6 +216,8 @@ def test_an_image_folder_trains_a_conditional_model_from_the_cli(tmp_path):
                 "8",
                 "--quiet",
                 "--no-pictures",
+                "--image-size",
+                "6,8",
                 "--out",
                 out,
             ]
@@ -203,3 +225,5 @@ def test_an_image_folder_trains_a_conditional_model_from_the_cli(tmp_path):
         == 0
     )
     assert os.path.exists(os.path.join(out, "model.keras")) and os.path.exists(os.path.join(out, "split.json"))
+    # evaluate reads the folder at the size the run recorded
+    assert cli.main(["evaluate", out, "--num-samples", "3", "--json"]) == 0

@@ -71,6 +71,14 @@ def units(text):
     return units
 
 
+def image_size(text):
+    try:
+        height, width = (positive_int(part) for part in text.split(","))
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH in pixels such as 32,32, got {text!r}") from None
+    return height, width
+
+
 def batch_delay(text):
     value = non_negative_float(text)
     if value > 1000:

@@ -14,6 +14,7 @@ import numpy as np
 from tfvae import files, memory
 from tfvae.cli_arguments import (
     INTERRUPTED,
+    image_size,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -54,6 +55,14 @@ def _add_train(subparsers):
         "unless --resume",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to write")
+    p.add_argument(
+        "--image-size",
+        type=image_size,
+        default=defaults.image_size,
+        metavar="HEIGHT,WIDTH",
+        help="a folder of images: resize them to this as they are read (bilinear, as Keras does); "
+        "default: they must all have one size",
+    )
     p.add_argument(
         "--model",
         choices=MODELS,

@@ -213,8 +213,10 @@ def _class_folders(folder):
     )
 
 
-def _read_image_folder(path):
-    """Arrays from a folder of images, read with `keras.utils.load_img`.
+def _read_image_folder(path, image_size=None):
+    """Arrays from a folder of images, read with `keras.utils.load_img` (resized to
+    `image_size`, `(height, width)`, bilinearly as Keras' `image_dataset_from_directory`
+    resizes, when given; else every image must have one size).
 
     `path/<class>/<image>` gives `train` with `train_labels` (class ids in the sorted
     order of the class folders' names); `path/train/<class>/...` (with `valid/`,
@@ -241,13 +243,14 @@ def _read_image_folder(path):
     for split, (files, _) in listed.items():
         images = []
         for file, _label in files:
-            image = _load_image(file, grey)
+            image = _load_image(file, grey, image_size)
             shapes.setdefault(image.shape, file)
             if len(shapes) > 1:
                 (shape_a, file_a), (shape_b, file_b) = list(shapes.items())[:2]
                 raise DataError(
                     f"{path}: images differ in size: {file_a} is {shape_a[1]}x{shape_a[0]}, {file_b} is "
-                    f"{shape_b[1]}x{shape_b[0]} (width x height). Resize them to one size first."
+                    f"{shape_b[1]}x{shape_b[0]} (width x height). Resize them to one size first, or have them "
+                    "resized as they are read: image_size=(height, width) (--image-size HEIGHT,WIDTH)."
                 )
             images.append(image)
         arrays[split] = np.stack(images).astype(np.float32)
@@ -279,11 +282,13 @@ def _labelled_files(folder, root):
     return files, classes
 
 
-def _load_image(file, grey):
+def _load_image(file, grey, size=None):
     import keras
 
     try:
-        image = keras.utils.load_img(file, color_mode="grayscale" if grey else "rgb")
+        image = keras.utils.load_img(
+            file, color_mode="grayscale" if grey else "rgb", target_size=size, interpolation="bilinear"
+        )
     except Exception as error:  # PIL raises UnidentifiedImageError, OSError, ValueError...
         raise DataError(
             f"{file}: cannot be read as an image ({type(error).__name__}: {error}); replace or remove the file."
@@ -577,6 +582,17 @@ def _on_8bit_grid(array):
     return bool(np.all((array == np.round(array)) & (array >= 0) & (array <= 255)))
 
 
+def _image_size(value):
+    """`(height, width)` from a pair of positive ints, or a DataError."""
+    try:
+        height, width = value
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (height, width)):
+            return int(height), int(width)
+    except (TypeError, ValueError):
+        pass
+    raise DataError(f"image_size must be (height, width), two positive integers; got {value!r}.")
+
+
 def _validate_labels(source, key, labels, count):
     where = f"{source}[{key!r}]"
     if labels.ndim != 1 or len(labels) != count:
@@ -590,7 +606,7 @@ def _validate_labels(source, key, labels, count):
     return labels.astype(np.int64)
 
 
-def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, held_out=None):
+def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, held_out=None, image_size=None):
     """Loads and validates a dataset by registered name, `.npz` path or image folder.
 
     Args:
@@ -605,6 +621,9 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
       seed: seed of that hold-out.
       held_out: indices into `train` to hold out as `valid` instead of drawing
         them (a run's recorded split, `DataSplits.held_out`).
+      image_size: `(height, width)` to resize a folder's images to as they are read
+        (bilinear, as Keras' `image_dataset_from_directory`; the 8-bit levels stay
+        integers); None: they must all have one size. Only for a folder of images.
 
     Returns:
       `DataSplits` with float32 arrays.
@@ -616,12 +635,17 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
     if likelihood not in LIKELIHOOD_FAMILIES:
         raise DataError(f"likelihood must be one of {LIKELIHOOD_FAMILIES}; got {likelihood!r}.")
     table, names = False, {}
+    folder = os.path.isdir(str(data)) and not records.is_record_dataset(str(data)) and data not in _REGISTRY
+    if image_size is not None:
+        if not folder:
+            raise DataError(f"image_size resizes the images of a folder; {data!r} is no folder of images.")
+        image_size = _image_size(image_size)
     if data in _REGISTRY:
         arrays, source = _REGISTRY[data](), data
     elif records.is_record_dataset(str(data)):
         return _load_records(str(data), likelihood, held_out)
     elif os.path.isdir(str(data)):
-        arrays, source = _read_image_folder(str(data)), str(data)
+        arrays, source = _read_image_folder(str(data), image_size), str(data)
     elif str(data).lower().endswith(".csv"):
         arrays, source = _read_csv(str(data)), str(data)
         # A table's rows are its one array: its messages name the file, not a key it lacks.

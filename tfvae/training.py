@@ -48,6 +48,7 @@ from tfvae.networks import ARCHITECTURES
 from tfvae.optimizers import Adam
 from tfvae.posteriors import POSTERIORS
 from tfvae.priors import PRIORS, VampPrior
+from tfvae.records import is_record_dataset
 from tfvae.stopping import StopOnSignal
 
 MODELS = ("vae", "autoencoder", "hierarchical")
@@ -104,6 +105,8 @@ class TrainConfig:
       shuffle_window: examples shuffled together when `train` is streamed from TFRecord
         shards (`tfvae.records`; memory holds about three windows); in-memory data are
         shuffled whole.
+      image_size: `(height, width)` to resize a folder's images to as they are read
+        (empty: they must all have one size; `tfvae.load_dataset`'s `image_size`).
       seed: seeds weights, shuffling and samples; the same seed repeats the run.
     """
 
@@ -140,10 +143,16 @@ class TrainConfig:
     analytic_kl: bool = True
     patience: int = 0
     shuffle_window: int = 10_000
+    image_size: tuple = ()
     seed: int = 0
 
     def __post_init__(self):
         self.hidden_units = tuple(self.hidden_units)
+        self.image_size = tuple(self.image_size or ())
+        if self.image_size and (
+            len(self.image_size) != 2 or not all(isinstance(v, int) and v > 0 for v in self.image_size)
+        ):
+            raise ConfigError(f"image_size must be (height, width), two positive integers; got {self.image_size!r}.")
         self.filters = tuple(self.filters)
         self.latent_dims = tuple(self.latent_dims)
         if self.model == "hierarchical" and (len(self.latent_dims) < 2 or min(self.latent_dims) <= 0):
@@ -363,7 +372,11 @@ def load_splits(config):
     exactly those examples are held out again (on resume, evaluate and report).
     """
     splits = load_dataset(
-        config.data, likelihood=config.likelihood, seed=config.seed, held_out=_recorded_held_out(config.out)
+        config.data,
+        likelihood=config.likelihood,
+        seed=config.seed,
+        held_out=_recorded_held_out(config.out),
+        image_size=config.image_size or None,
     )
     if config.conditional:
         splits.require_labels()
@@ -634,8 +647,11 @@ def load_run_data(run_dir, data=None, likelihood=None):
             raise RunError(f"{run_dir} holds no {CONFIG_FILE}, so its training data are unknown; pass --data.")
         data = config["data"]
     likelihood = likelihood or (config or {}).get("likelihood", "bernoulli")
+    # Images are read at the size the model was trained on, from whichever folder.
+    resized = tuple((config or {}).get("image_size") or ()) or None
+    image_size = resized if resized and os.path.isdir(str(data)) and not is_record_dataset(str(data)) else None
     if config is None or not _same_data(data, config["data"]):
-        splits = load_dataset(data, likelihood=likelihood)
+        splits = load_dataset(data, likelihood=likelihood, image_size=image_size)
         if splits.held_out is None:
             return splits
         return dataclasses.replace(
@@ -647,7 +663,7 @@ def load_run_data(run_dir, data=None, likelihood=None):
         )
     held_out = _recorded_held_out(run_dir)
     # Runs from before split.json held out with their own seed, which this repeats.
-    return load_dataset(data, likelihood=likelihood, seed=config["seed"], held_out=held_out)
+    return load_dataset(data, likelihood=likelihood, seed=config["seed"], held_out=held_out, image_size=image_size)
 
 
 def load_run(run_dir):

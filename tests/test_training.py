@@ -410,6 +410,17 @@ def test_evaluation_uses_the_validation_examples_the_run_held_out_not_fresh_ones
     np.savez(other, train=train_examples[::-1])
     assert cli.main(["evaluate", out, "--data", other, "--split", "valid", "--num-samples", "10"]) == 2
     assert "could be ones the run" in capsys.readouterr().err
+    # The same file changed since (examples added, or one replaced): the recorded indices
+    # would pick other examples, so the run's data are refused rather than re-split.
+    for changed, named in (
+        (np.concatenate([train_examples[:1], train_examples]), "train_examples 200 then, 201 now"),
+        (1 - train_examples, "train_sha256"),  # as many examples, others
+    ):
+        np.savez(data, train=changed)
+        assert cli.main(["evaluate", out, "--split", "valid", "--num-samples", "10"]) == 2
+        error = capsys.readouterr().err
+        assert "its training examples changed since the run" in error and named in error
+        assert len(error.strip().splitlines()) == 1
 
 
 def test_a_resumed_run_keeps_its_count_of_epochs_without_a_better_validation_loss():

@@ -13,6 +13,7 @@ what to do.
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import re
 
@@ -51,6 +52,9 @@ class DataSplits:
         that array) of the held-out examples; None when the data had a `valid` split.
         A training run records them, so that later commands evaluate on exactly the
         examples it did not train on.
+      train_fingerprint: with `held_out`, the SHA-256 of the file's whole `train` (and
+        its labels) before the hold-out: a run records it, and a later command refuses a
+        file whose `train` changed, where the recorded indices would pick other examples.
     """
 
     name: str
@@ -61,6 +65,7 @@ class DataSplits:
     valid_source: str
     labels: dict = dataclasses.field(default_factory=dict)
     held_out: np.ndarray = None
+    train_fingerprint: str = None
 
     @property
     def example_shape(self):
@@ -691,7 +696,9 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
     else:
         held_out = _check_held_out(source, held_out, len(splits["train"]))
         valid_source = f"held out {len(held_out)} recorded examples of train"
+    fingerprint = None
     if "valid" not in splits:
+        fingerprint = _fingerprint(splits["train"], labels.get("train"))
         kept = np.setdiff1d(np.arange(len(splits["train"])), held_out, assume_unique=True)
         splits["train"], splits["valid"] = splits["train"][kept], splits["train"][held_out]
         if "train" in labels:
@@ -705,7 +712,16 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         valid_source=valid_source,
         labels=labels,
         held_out=held_out,
+        train_fingerprint=fingerprint,
     )
+
+
+def _fingerprint(train, labels):
+    """SHA-256 of the examples (float32, as loaded) and labels, in the file's order."""
+    digest = hashlib.sha256(np.ascontiguousarray(train, np.float32).tobytes())
+    if labels is not None:
+        digest.update(np.ascontiguousarray(labels, np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def _load_records(path, likelihood, held_out):

@@ -41,7 +41,7 @@ from tfvae.distributions import (
     DiscretizedLogisticMixtureLikelihood,
     GaussianLikelihood,
 )
-from tfvae.errors import ConfigError, RunError
+from tfvae.errors import ConfigError, DataError, RunError
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
@@ -378,6 +378,7 @@ def load_splits(config):
         held_out=_recorded_held_out(config.out),
         image_size=config.image_size or None,
     )
+    _check_same_train(config.out, splits)
     if config.conditional:
         splits.require_labels()
     return splits
@@ -473,11 +474,34 @@ def _bits_per_dim_history(history, dimensions):
 
 def _recorded_held_out(run_dir):
     """The indices of `train` the run held out as validation examples, or None."""
+    recorded = _recorded_split(run_dir)
+    return None if recorded is None else np.asarray(recorded["held_out"], dtype=np.int64)
+
+
+def _recorded_split(run_dir):
     path = os.path.join(run_dir, SPLIT_FILE)
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
-        return np.asarray(json.load(f)["held_out"], dtype=np.int64)
+        return json.load(f)
+
+
+def _check_same_train(run_dir, splits):
+    """Raises a DataError when the data's `train` is not the one the run held its
+    validation examples out of: the recorded indices would pick other examples, some of
+    which the run trained on."""
+    recorded = _recorded_split(run_dir)
+    if recorded is None or splits.held_out is None:
+        return
+    found = {"train_examples": len(splits.train) + len(splits.held_out), "train_sha256": splits.train_fingerprint}
+    changed = [key for key, value in found.items() if key in recorded and recorded[key] != value]
+    if changed:
+        raise DataError(
+            f"{splits.name}: its training examples changed since the run in {run_dir} was trained "
+            f"({', '.join(f'{key} {recorded[key]} then, {found[key]} now' for key in changed)}), so the "
+            "validation examples the run held out cannot be found again. Evaluate on the data as trained "
+            "on, or on a file with its own 'valid' array."
+        )
 
 
 def _record_split(config, splits):
@@ -487,6 +511,7 @@ def _record_split(config, splits):
             {
                 "data": config.data,
                 "train_examples": len(splits.train) + len(splits.held_out),
+                "train_sha256": splits.train_fingerprint,
                 "held_out": splits.held_out.tolist(),
             },
         )
@@ -663,7 +688,9 @@ def load_run_data(run_dir, data=None, likelihood=None):
         )
     held_out = _recorded_held_out(run_dir)
     # Runs from before split.json held out with their own seed, which this repeats.
-    return load_dataset(data, likelihood=likelihood, seed=config["seed"], held_out=held_out, image_size=image_size)
+    splits = load_dataset(data, likelihood=likelihood, seed=config["seed"], held_out=held_out, image_size=image_size)
+    _check_same_train(run_dir, splits)
+    return splits
 
 
 def load_run(run_dir):

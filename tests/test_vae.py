@@ -49,6 +49,12 @@ def test_fit_takes_a_tf_data_dataset(digits):
     assert not [w for w in caught if "shuffle" in str(w.message)]  # Keras' "... will be ignored", on fit's default
 
 
+def test_fit_takes_a_python_list_of_examples(digits):
+    model = tiny_vae()
+    history = model.fit(digits.train[:128].tolist(), epochs=2, batch_size=64, verbose=0).history
+    assert len(history["loss"]) == 2 and history["loss"][-1] < history["loss"][0]
+
+
 def test_fit_and_evaluate_take_a_keras_py_dataset_as_keras_does(digits):
     class Batches(keras.utils.PyDataset):
         def __len__(self):
@@ -408,6 +414,11 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
         ),
         (lambda m, d: m.log_likelihood(_stream(d.test), num_samples=2), "takes examples in memory"),
         (lambda m, d: m.encode(d.test[:4, :10]), r"encode's x: examples have shape \(10,\)"),
+        (lambda m, d: m.predict(d.test[:4, :10], verbose=0), r"predict's x: examples have shape \(10,\)"),
+        (
+            lambda m, d: m.fit([d.train, d.labels["train"]], verbose=0),
+            "VAE is not conditional: fit takes the examples alone",
+        ),
         (
             lambda m, d: m.fit(tf.data.Dataset.from_tensor_slices(d.train), verbose=0),
             r"fit's dataset: one example of shape \(64,\), not a batch of them; batch the dataset",
@@ -442,6 +453,8 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
         "one-example",
         "log-likelihood-of-a-dataset",
         "encode-shape",
+        "predict-shape",
+        "labels-as-a-list",
         "unbatched-stream",
         "stream-shape",
         "stream-range",

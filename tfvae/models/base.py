@@ -489,6 +489,9 @@ class LatentModel(keras.Model):
             steps_per_epoch=steps_per_epoch,
             **kwargs,
         )
+        batch_rank = len(self.network_config.input_shape) + 1
+        if not self.conditional and isinstance(x, list) and not (len(x) == 2 and np.ndim(x[0]) == batch_rank):
+            x = np.asarray(x, np.float32)  # a list of examples, not [x, labels]
         if not self.conditional and (y is not None or isinstance(x, (tuple, list))):
             raise ConfigError(
                 f"{type(self).__name__} is not conditional: fit takes the examples alone, fit(x) "
@@ -572,6 +575,15 @@ class LatentModel(keras.Model):
         x = self._checked_input(x, "evaluate's x", labels=y)
         with stream_errors():
             return super().evaluate(x, y, *args, verbose=verbose, callbacks=callbacks, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """As `keras.Model.predict`: `call`'s reconstructions E[x | z = code(x)] of `x` (arrays
+        or a dataset of batches; `(x, labels)` for a conditional model), their shape checked."""
+        if isinstance(x, tf.data.Dataset):
+            x = self._checked_stream(x, "predict's x", values=False)
+        elif isinstance(x, (np.ndarray, tf.Tensor)):
+            self.check_examples(x, "predict's x", values=False)
+        return super().predict(x, *args, **kwargs)
 
     def compile_from_config(self, config):
         # Keras skips re-compiling models whose `compile` is overridden unless this is

@@ -488,5 +488,10 @@ def test_a_conditional_stream_with_labels_out_of_range_is_refused_naming_the_bat
         model.fit(stream, verbose=0)
     with pytest.raises(tfvae.DataError, match="labels must be integer class ids"):
         model.fit(stream.map(lambda x, y: (x, tf.cast(y, tf.float32))), verbose=0)
+    one_hot = keras.utils.to_categorical(digits.labels["train"][:128], 10)
+    with pytest.raises(tfvae.DataError, match=r"\(one-hot vectors: give their class ids, labels.argmax\(axis=-1\)\)"):
+        model.fit(tf.data.Dataset.from_tensor_slices((digits.train[:128], one_hot)).batch(64), verbose=0)
+    with pytest.raises(tfvae.ConfigError, match=r"got shape \(128, 10\) \(one-hot vectors"):
+        model.fit(digits.train[:128], one_hot, verbose=0)
     history = model.fit(stream.map(lambda x, y: (x, y % 10)), epochs=2, verbose=0).history  # in range: trains
     assert history["loss"][-1] < history["loss"][0]

@@ -220,7 +220,7 @@ class LatentModel(keras.Model):
         if values.ndim != 1 or (count is not None and len(values) != count):
             raise ConfigError(
                 f"`labels` must be a 1-D array of {count if count is not None else 'N'} class "
-                f"ids; got shape {values.shape}."
+                f"ids; got shape {values.shape}{self._one_hot_hint(values.shape)}."
             )
         if values.size and (values.dtype.kind not in "iu" or values.min() < 0 or values.max() >= self.num_classes):
             raise ConfigError(
@@ -228,6 +228,13 @@ class LatentModel(keras.Model):
                 f"{values.dtype}, range [{values.min()}, {values.max()}]."
             )
         return tf.constant(values, tf.int32)
+
+    def _one_hot_hint(self, shape):
+        """What to do with labels of `shape` that look one-hot, or ""."""
+        shape = tuple(shape)
+        if len(shape) == 2 and shape[-1] == self.num_classes:
+            return " (one-hot vectors: give their class ids, labels.argmax(axis=-1))"
+        return ""
 
     def check_examples(self, x, where="x", values=True):
         """Validates examples at the API's edge: their shape, and with `values`, for
@@ -296,8 +303,13 @@ class LatentModel(keras.Model):
             pairs = "(x, labels) pairs" if self.conditional else "x, or (x, anything) pairs"
             raise DataError(f"{where}: elements must be numeric tensors, {pairs}; got {dataset.element_spec}.")
         self._check_batch_shape(x_spec.shape, where, "batch the dataset, e.g. dataset.batch(64)")
-        if labels_spec is not None and not (isinstance(labels_spec, tf.TensorSpec) and labels_spec.dtype.is_integer):
-            raise DataError(f"{where}: labels must be integer class ids; got {labels_spec}.")
+        if labels_spec is not None and not (
+            isinstance(labels_spec, tf.TensorSpec)
+            and labels_spec.dtype.is_integer
+            and labels_spec.shape.rank in (None, 1)
+        ):
+            hint = self._one_hot_hint(labels_spec.shape) if isinstance(labels_spec, tf.TensorSpec) else ""
+            raise DataError(f"{where}: labels must be integer class ids, [batch]; got {labels_spec}{hint}.")
         if not values:
             return dataset
         check = stream_value_check(

@@ -190,6 +190,20 @@ def test_images_of_several_sizes_are_resized_to_image_size_as_they_are_read(tmp_
         tfvae.load_dataset(folder, image_size=(3, 0))
 
 
+def test_16_bit_images_keep_their_levels_and_are_told_how_to_fit_an_8_bit_likelihood(tmp_path):
+    from PIL import Image
+
+    os.makedirs(tmp_path / "scans")
+    levels = np.random.default_rng(0).integers(0, 4096, (3, 6, 5)).astype(np.uint16)
+    for index, image in enumerate(levels):
+        Image.fromarray(image).save(tmp_path / "scans" / f"{index}.png")  # mode I;16
+    with pytest.raises(DataError, match=r"Gaussian likelihood.*may be 16-bit levels.*x // 256 gives 8 bits"):
+        tfvae.load_dataset(str(tmp_path / "scans"), likelihood="discretized_logistic")
+    splits = tfvae.load_dataset(str(tmp_path / "scans"), likelihood="gaussian", validation_fraction=0.34)
+    everything = np.concatenate([splits.train, splits.valid])[..., 0]
+    assert sorted(map(bytes, everything.astype(np.uint16))) == sorted(map(bytes, levels))  # every level kept
+
+
 @pytest.mark.slow
 def test_an_image_folder_trains_a_conditional_model_from_the_cli(tmp_path):
     from tfvae import cli

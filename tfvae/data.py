@@ -425,6 +425,7 @@ _LEVELS_FIX = (
     "Save 8-bit images as they are (uint8); for data scaled to [0, 1] multiply by 255 and round; "
     "for continuous data use a Gaussian likelihood (likelihood='gaussian', --likelihood gaussian)."
 )
+_SIXTEEN_BIT_FIX = "Integers above 255 may be 16-bit levels (16-bit PNGs keep them): x // 256 gives 8 bits."
 _GREY_LEVELS_FIX = "Give it 8-bit images as they are, or build it without num_levels for data in [0, 1]."
 _UNIT_RANGE_FIX = (
     "Scale the data (e.g. x / 255 for 8-bit pixels){grey}, model 8-bit levels as they are "
@@ -460,9 +461,11 @@ def check_values(where, array, likelihood, levels=None, eight_bit=False):
         off_grid = (array != np.round(array)) | (array < 0) | (array > levels)
         if off_grid.any():
             value = float(array[off_grid].flat[0])
+            sixteen_bit = bool(np.all(array == np.round(array)) and array.min() >= 0 and 255 < array.max() <= 65535)
+            fix = f"{_LEVELS_FIX} {_SIXTEEN_BIT_FIX}" if sixteen_bit else _LEVELS_FIX
             raise DataError(
                 f"{where}: a {likelihood} likelihood models 8-bit levels, integers in [0, {levels}], but "
-                f"{int(off_grid.sum())} values are not (e.g. {value:g}). {_LEVELS_FIX}"
+                f"{int(off_grid.sum())} values are not (e.g. {value:g}). {fix}"
             )
     if likelihood == "bernoulli" and levels is not None:
         top = levels - 1

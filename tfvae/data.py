@@ -203,19 +203,19 @@ def _photo_patches():
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-# Hidden entries are skipped, as Keras' image_dataset_from_directory skips hidden class
-# folders: Jupyter's .ipynb_checkpoints/ would otherwise be a class without images, and
-# macOS' AppleDouble ._photo.png files no images.
 def _image_files(folder):
-    return sorted(
-        name for name in os.listdir(folder) if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-    )
+    return [name for name in _visible(folder) if name.lower().endswith(IMAGE_EXTENSIONS)]
 
 
 def _class_folders(folder):
-    return sorted(
-        name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".")
-    )
+    return [name for name in _visible(folder) if os.path.isdir(os.path.join(folder, name))]
+
+
+def _visible(folder):
+    """The names in `folder`, sorted, but hidden ones, as Keras' image_dataset_from_directory
+    skips hidden class folders: Jupyter's .ipynb_checkpoints/ would otherwise be a class
+    without images, and macOS' AppleDouble ._photo.png files images that are none."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
 
 
 def _read_image_folder(path, image_size=None):
@@ -590,7 +590,12 @@ def _on_8bit_grid(array):
     return bool(np.all((array == np.round(array)) & (array >= 0) & (array <= 255)))
 
 
-def _image_size(value):
+def is_image_folder(data):
+    """Whether `data` (as `load_dataset` takes it) names a folder of images."""
+    return data not in _REGISTRY and os.path.isdir(str(data)) and not records.is_record_dataset(str(data))
+
+
+def check_image_size(value):
     """`(height, width)` from a pair of positive ints, or a DataError."""
     try:
         height, width = value
@@ -643,11 +648,10 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
     if likelihood not in LIKELIHOOD_FAMILIES:
         raise DataError(f"likelihood must be one of {LIKELIHOOD_FAMILIES}; got {likelihood!r}.")
     table, names = False, {}
-    folder = os.path.isdir(str(data)) and not records.is_record_dataset(str(data)) and data not in _REGISTRY
     if image_size is not None:
-        if not folder:
+        if not is_image_folder(data):
             raise DataError(f"image_size resizes the images of a folder; {data!r} is no folder of images.")
-        image_size = _image_size(image_size)
+        image_size = check_image_size(image_size)
     if data in _REGISTRY:
         arrays, source = _REGISTRY[data](), data
     elif records.is_record_dataset(str(data)):

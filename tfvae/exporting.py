@@ -185,10 +185,10 @@ def prior_description(model):
     """
     if not model.has_prior:
         return None
-    description = {"distribution": model.prior_layer.served_as or "unsupported"}
-    components = prior_components(model)
-    if components is not None:
-        description.update(file=PRIOR_FILE, components=len(components["loc"]))
+    prior = model.prior_layer
+    description = {"distribution": prior.served_as or "unsupported"}
+    if prior.served_as == "gaussian_mixture":  # its components, in PRIOR_FILE beside the decoder
+        description.update(file=PRIOR_FILE, components=prior.num_components)
     return description
 
 

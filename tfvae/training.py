@@ -34,7 +34,7 @@ from tfvae.checkpointing import (
     latest_checkpoint,
     stopped_early,
 )
-from tfvae.data import LIKELIHOOD_FAMILIES, load_dataset
+from tfvae.data import LIKELIHOOD_FAMILIES, check_image_size, is_image_folder, load_dataset
 from tfvae.distributions import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -48,7 +48,6 @@ from tfvae.networks import ARCHITECTURES
 from tfvae.optimizers import Adam
 from tfvae.posteriors import POSTERIORS
 from tfvae.priors import PRIORS, VampPrior
-from tfvae.records import is_record_dataset
 from tfvae.stopping import StopOnSignal
 
 MODELS = ("vae", "autoencoder", "hierarchical")
@@ -148,11 +147,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.hidden_units = tuple(self.hidden_units)
-        self.image_size = tuple(self.image_size or ())
-        if self.image_size and (
-            len(self.image_size) != 2 or not all(isinstance(v, int) and v > 0 for v in self.image_size)
-        ):
-            raise ConfigError(f"image_size must be (height, width), two positive integers; got {self.image_size!r}.")
+        self.image_size = check_image_size(self.image_size) if self.image_size else ()
         self.filters = tuple(self.filters)
         self.latent_dims = tuple(self.latent_dims)
         if self.model == "hierarchical" and (len(self.latent_dims) < 2 or min(self.latent_dims) <= 0):
@@ -371,14 +366,15 @@ def load_splits(config):
     (seeded by `config.seed`) and records them in its split.json; once recorded,
     exactly those examples are held out again (on resume, evaluate and report).
     """
+    recorded = _recorded_split(config.out)
     splits = load_dataset(
         config.data,
         likelihood=config.likelihood,
         seed=config.seed,
-        held_out=_recorded_held_out(config.out),
+        held_out=_held_out(recorded),
         image_size=config.image_size or None,
     )
-    _check_same_train(config.out, splits)
+    _check_same_train(recorded, config.out, splits)
     if config.conditional:
         splits.require_labels()
     return splits
@@ -472,13 +468,14 @@ def _bits_per_dim_history(history, dimensions):
     return per_split
 
 
-def _recorded_held_out(run_dir):
-    """The indices of `train` the run held out as validation examples, or None."""
-    recorded = _recorded_split(run_dir)
+def _held_out(recorded):
+    """The indices of `train` a run held out as validation examples (its split.json,
+    `recorded`), or None."""
     return None if recorded is None else np.asarray(recorded["held_out"], dtype=np.int64)
 
 
 def _recorded_split(run_dir):
+    """A run's split.json, or None."""
     path = os.path.join(run_dir, SPLIT_FILE)
     if not os.path.isfile(path):
         return None
@@ -486,11 +483,10 @@ def _recorded_split(run_dir):
         return json.load(f)
 
 
-def _check_same_train(run_dir, splits):
-    """Raises a DataError when the data's `train` is not the one the run held its
-    validation examples out of: the recorded indices would pick other examples, some of
-    which the run trained on."""
-    recorded = _recorded_split(run_dir)
+def _check_same_train(recorded, run_dir, splits):
+    """Raises a DataError when the data's `train` is not the one the run in `run_dir` held
+    its validation examples out of (`recorded`, its split.json): the recorded indices would
+    pick other examples, some of which the run trained on."""
     if recorded is None or splits.held_out is None:
         return
     found = {"train_examples": len(splits.train) + len(splits.held_out), "train_sha256": splits.train_fingerprint}
@@ -673,8 +669,7 @@ def load_run_data(run_dir, data=None, likelihood=None):
         data = config["data"]
     likelihood = likelihood or (config or {}).get("likelihood", "bernoulli")
     # Images are read at the size the model was trained on, from whichever folder.
-    resized = tuple((config or {}).get("image_size") or ()) or None
-    image_size = resized if resized and os.path.isdir(str(data)) and not is_record_dataset(str(data)) else None
+    image_size = (config or {}).get("image_size") or None if is_image_folder(data) else None
     if config is None or not _same_data(data, config["data"]):
         splits = load_dataset(data, likelihood=likelihood, image_size=image_size)
         if splits.held_out is None:
@@ -686,10 +681,12 @@ def load_run_data(run_dir, data=None, likelihood=None):
             valid_source=f"{data} has no 'valid' array, and examples held out of its 'train' now could "
             f"be ones the run in {run_dir} trained on",
         )
-    held_out = _recorded_held_out(run_dir)
+    recorded = _recorded_split(run_dir)
     # Runs from before split.json held out with their own seed, which this repeats.
-    splits = load_dataset(data, likelihood=likelihood, seed=config["seed"], held_out=held_out, image_size=image_size)
-    _check_same_train(run_dir, splits)
+    splits = load_dataset(
+        data, likelihood=likelihood, seed=config["seed"], held_out=_held_out(recorded), image_size=image_size
+    )
+    _check_same_train(recorded, run_dir, splits)
     return splits
 
 

@@ -326,15 +326,24 @@ class LatentModel(keras.Model):
 
         return dataset.enumerate().map(checked)
 
-    def _checked_input(self, x, where, labels=None):
-        """Checks the examples (and labels) given to `fit`'s validation or `evaluate`: a
-        dataset as `_checked_stream` does (returning the checked dataset), arrays at once."""
+    def _checked_input(self, x, where, labels=None, values=True):
+        """Checks the examples (and labels) given to `fit`'s validation, `evaluate` or
+        `predict`: a dataset as `_checked_stream` does (returning the checked dataset),
+        arrays at once; `values=False` checks shapes alone."""
         if isinstance(x, tf.data.Dataset):
-            return self._checked_stream(x, where)
+            return self._checked_stream(x, where, values=values)
         if isinstance(x, (np.ndarray, tf.Tensor)):  # other inputs (PyDataset, generators) go to Keras as given
-            self.check_examples(x, where)
+            self.check_examples(x, where, values=values)
             self.check_labels(labels, example_count(x))
         return x
+
+    def _refuse_labels_unless_conditional(self, x, y, method):
+        """Raises a ConfigError when labels (`y`, or `(x, labels)`) reach an unconditional model."""
+        if not self.conditional and (y is not None or isinstance(x, (tuple, list))):
+            raise ConfigError(
+                f"{type(self).__name__} is not conditional: {method} takes the examples alone, {method}(x) "
+                "(tfvae.ConditionalVAE is the model that takes (x, labels))."
+            )
 
     # The decoder side, shared by every model.
 
@@ -504,11 +513,7 @@ class LatentModel(keras.Model):
         batch_rank = len(self.network_config.input_shape) + 1
         if not self.conditional and isinstance(x, list) and not (len(x) == 2 and np.ndim(x[0]) == batch_rank):
             x = np.asarray(x, np.float32)  # a list of examples, not [x, labels]
-        if not self.conditional and (y is not None or isinstance(x, (tuple, list))):
-            raise ConfigError(
-                f"{type(self).__name__} is not conditional: fit takes the examples alone, fit(x) "
-                "(use tfvae.ConditionalVAE to train on (x, labels))."
-            )
+        self._refuse_labels_unless_conditional(x, y, "fit")
         if isinstance(x, RecordStream):
             x, callbacks = self._record_batches(x, batch_size or 32, callbacks)
             batch_size = None
@@ -578,10 +583,7 @@ class LatentModel(keras.Model):
         callbacks = with_progress_bar(callbacks, verbose)
         if kwargs.get("_use_cached_eval_dataset"):  # fit's validation, whose data fit checked
             return super().evaluate(x, y, *args, verbose=verbose, callbacks=callbacks, **kwargs)
-        if not self.conditional and (y is not None or isinstance(x, (tuple, list))):
-            raise ConfigError(
-                f"{type(self).__name__} is not conditional: evaluate takes the examples alone, evaluate(x)."
-            )
+        self._refuse_labels_unless_conditional(x, y, "evaluate")
         if self.conditional and y is None and isinstance(x, (tuple, list)) and len(x) == 2:
             x, y = x
         x = self._checked_input(x, "evaluate's x", labels=y)
@@ -591,10 +593,8 @@ class LatentModel(keras.Model):
     def predict(self, x, *args, **kwargs):
         """As `keras.Model.predict`: `call`'s reconstructions E[x | z = code(x)] of `x` (arrays
         or a dataset of batches; `(x, labels)` for a conditional model), their shape checked."""
-        if isinstance(x, tf.data.Dataset):
-            x = self._checked_stream(x, "predict's x", values=False)
-        elif isinstance(x, (np.ndarray, tf.Tensor)):
-            self.check_examples(x, "predict's x", values=False)
+        if not self.conditional:  # a conditional model's x is (x, labels), which Keras takes apart
+            x = self._checked_input(x, "predict's x", values=False)
         return super().predict(x, *args, **kwargs)
 
     def compile_from_config(self, config):

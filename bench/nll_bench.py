@@ -149,7 +149,12 @@ def main():
     parser.add_argument("--num-samples", type=int, default=1, help="samples of z per input in training")
     parser.add_argument("--eval-samples", type=int, default=5000)
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate the first N test images")
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last checkpoint, or start it when there is none yet, so "
+        "that one nohup command serves the first session and every later one",
+    )
     parser.add_argument(
         "--evaluate-only",
         action="store_true",
@@ -199,7 +204,8 @@ def main():
     elif args.fine_tune_from:
         model, history = fine_tune(args.fine_tune_from, config, args.learning_rate, args.epochs, args.patience)
     else:
-        result = train(config, overwrite=not args.resume, resume=args.resume, verbose=2, pictures=True)
+        resume = args.resume and os.path.exists(os.path.join(config.out, training.CONFIG_FILE))
+        result = train(config, overwrite=not resume, resume=resume, verbose=2, pictures=True)
         model, history = result.model, result.history
     trained = time.perf_counter()
     # A run evaluated later, or fine-tuned from another, counts the training its history

@@ -55,6 +55,15 @@ def test_fit_takes_a_python_list_of_examples(digits):
     assert len(history["loss"]) == 2 and history["loss"][-1] < history["loss"][0]
 
 
+def test_a_python_list_of_examples_encodes_as_its_array_does(digits):
+    model = tiny_vae()
+    x = digits.test[:3]
+    as_list = [list(example) for example in x]
+    np.testing.assert_array_equal(model.encode(as_list).mean(), model.encode(x).mean())
+    np.testing.assert_array_equal(model.latent_code(as_list), model.latent_code(x))
+    np.testing.assert_array_equal(model.reconstruct(as_list), model.reconstruct(x))
+
+
 def test_fit_and_evaluate_take_a_keras_py_dataset_as_keras_does(digits):
     class Batches(keras.utils.PyDataset):
         def __len__(self):
@@ -439,6 +448,15 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
             lambda m, d: m.evaluate(_stream(d.test).map(lambda x: tf.strings.as_string(x)), verbose=0),
             "evaluate's x: elements must be numeric tensors",
         ),
+        (
+            lambda m, d: m.fit([*d.train[:3], d.train[3, :10]], verbose=0),
+            r"fit's x: the list's examples differ in shape: example 0 has shape \(64,\), example 3 has shape \(10,\)",
+        ),
+        (
+            lambda m, d: m.encode([list(d.test[0]), [*d.test[1, :63], [0.0]]]),
+            r"encode's x: the list's examples differ in shape: .* example 1 has shapes that differ inside it",
+        ),
+        (lambda m, d: m.latent_code([["0.5"] * 63 + ["a"]]), r"latent_code's x: .* not numbers \(.*'a'\)"),
     ],
     ids=[
         "decode-size",
@@ -460,6 +478,9 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
         "stream-range",
         "validation-stream-inf",
         "stream-dtype",
+        "ragged-list",
+        "ragged-inside-an-example",
+        "list-of-strings",
     ],
 )
 def test_mistakes_at_the_api_edge_name_the_cause(digits, call, message):

@@ -405,6 +405,35 @@ def _read_npz(path):
     return arrays, names
 
 
+def examples_array(where, examples):
+    """A Python list (or tuple) of examples as one float32 array `[N, *example_shape]`;
+    a DataError naming the first example whose shape differs, or the value that is no
+    number, where NumPy would only say the sequence is inhomogeneous."""
+    try:
+        return np.asarray(examples, np.float32)
+    except (ValueError, TypeError) as error:
+        first = _nested_shape(examples[0]) if len(examples) else None
+        for index, example in enumerate(examples):
+            shape = _nested_shape(example)
+            if shape is None or shape != first:
+                found = "shapes that differ inside it" if shape is None else f"shape {shape}"
+                raise DataError(
+                    f"{where}: the list's examples differ in shape: example 0 has shape {first}, example {index} "
+                    f"has {found}; resize or pad them to one shape, or give one array [N, ...]."
+                ) from None
+        raise DataError(
+            f"{where}: the list holds values that are not numbers ({error}); give numeric examples."
+        ) from None
+
+
+def _nested_shape(example):
+    """The shape of a nested list, None when ragged inside."""
+    try:
+        return np.shape(example)
+    except ValueError:
+        return None
+
+
 def _validate(where, array, likelihood):
     if array.dtype.kind not in "biuf":
         raise DataError(f"{where}: dtype {array.dtype} is not numeric; expected floats or ints.")

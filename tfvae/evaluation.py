@@ -130,7 +130,7 @@ def evaluate(
             f"evaluate needs a VAE: {type(model).__name__} defines no p(x) to estimate "
             "(compare autoencoders by their reconstruction loss, `model.evaluate`)."
         )
-    model.check_examples(x, "tfvae.evaluate's x")
+    x = model.check_examples(x, "tfvae.evaluate's x")
     model.check_labels(labels, example_count(x))
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:

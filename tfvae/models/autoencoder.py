@@ -73,7 +73,7 @@ class Autoencoder(LatentModel):
 
     def encode(self, x, *, labels=None, training=False):
         """The code z = encoder(x), `[batch, latent_dim]`."""
-        self.check_examples(x, "encode's x", values=False)
+        x = self.check_examples(x, "encode's x", values=False)
         return self._code(x, self.check_labels(labels, example_count(x)), training)
 
     def decode(self, z, *, labels=None, training=False):
@@ -82,7 +82,7 @@ class Autoencoder(LatentModel):
 
     def reconstruction_loss(self, x, *, labels=None):
         """-log p(x | z = encoder(x)) per example, `[batch]` nats."""
-        self.check_examples(x, "reconstruction_loss's x")
+        x = self.check_examples(x, "reconstruction_loss's x")
         x = tf.cast(x, self.compute_dtype)
         labels = self.check_labels(labels, example_count(x))
         return -self._decode(self._code(x, labels, False), labels).log_prob(x)

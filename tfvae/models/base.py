@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvae.callbacks import AveragedWeights, with_progress_bar
-from tfvae.data import check_values, stream_errors, stream_value_check
+from tfvae.data import check_values, examples_array, stream_errors, stream_value_check
 from tfvae.distributions import float32_layer, get_likelihood
 from tfvae.errors import ConfigError, DataError
 from tfvae.input_pipeline import shuffled_batches
@@ -239,19 +239,23 @@ class LatentModel(keras.Model):
     def check_examples(self, x, where="x", values=True):
         """Validates examples at the API's edge: their shape, and with `values`, for
         concrete examples (not symbolic tensors inside `tf.function`), finite values the
-        likelihood models."""
+        likelihood models. Returns the examples: a Python list of them as one array,
+        anything else as given."""
         if isinstance(x, tf.data.Dataset):
             raise ConfigError(
                 f"{where} takes examples in memory, [N, *{self.network_config.input_shape}], not a "
                 "tf.data.Dataset; read it into an array, np.concatenate(list(dataset.as_numpy_iterator()))."
             )
         symbolic = isinstance(x, tf.Tensor) and not tf.executing_eagerly()
+        if isinstance(x, (list, tuple)):
+            x = examples_array(where, x)
         shape = x.shape if isinstance(x, (tf.Tensor, np.ndarray)) else np.shape(x)
         self._check_batch_shape(shape, where, "give a batch (x[None] for a single example)")
         if values and not symbolic:
             check_values(
                 where, np.asarray(x, np.float32), self.likelihood_layer.family, levels=self.likelihood_layer.data_levels
             )
+        return x
 
     def _check_batch_shape(self, shape, where, batch_it):
         """Raises a DataError unless `shape` (dimensions may be unknown) is a batch of this
@@ -333,7 +337,7 @@ class LatentModel(keras.Model):
         if isinstance(x, tf.data.Dataset):
             return self._checked_stream(x, where, values=values)
         if isinstance(x, (np.ndarray, tf.Tensor)):  # other inputs (PyDataset, generators) go to Keras as given
-            self.check_examples(x, where, values=values)
+            x = self.check_examples(x, where, values=values)
             self.check_labels(labels, example_count(x))
         return x
 
@@ -373,7 +377,7 @@ class LatentModel(keras.Model):
     def latent_code(self, x, *, labels=None):
         """The deterministic code of each example, `[batch, latent_dim]`: E_q[z|x] for a
         VAE, encoder(x) for an autoencoder (labels for conditional models)."""
-        self.check_examples(x, "latent_code's x", values=False)
+        x = self.check_examples(x, "latent_code's x", values=False)
         return self._code(x, self.check_labels(labels, example_count(x)), False)
 
     def decode_mean(self, z, *, labels=None):
@@ -382,7 +386,7 @@ class LatentModel(keras.Model):
 
     def reconstruct(self, x, *, labels=None):
         """E[x | z = code(x)]: the expected example decoded from its deterministic code."""
-        self.check_examples(x, "reconstruct's x", values=False)
+        x = self.check_examples(x, "reconstruct's x", values=False)
         labels = self.check_labels(labels, example_count(x))
         return self._decode(self._code(x, labels, False), labels).mean()
 
@@ -512,7 +516,7 @@ class LatentModel(keras.Model):
         )
         batch_rank = len(self.network_config.input_shape) + 1
         if not self.conditional and isinstance(x, list) and not (len(x) == 2 and np.ndim(x[0]) == batch_rank):
-            x = np.asarray(x, np.float32)  # a list of examples, not [x, labels]
+            x = examples_array("fit's x", x)  # a list of examples, not [x, labels]
         self._refuse_labels_unless_conditional(x, y, "fit")
         if isinstance(x, RecordStream):
             x, callbacks = self._record_batches(x, batch_size or 32, callbacks)

@@ -207,7 +207,7 @@ class VAE(LatentModel):
 
     def encode(self, x, *, labels=None, training=False):
         """q(z|x) (q(z|x, y) given `labels`): batch shape `[batch]`, event shape `[latent_dim]`."""
-        self.check_examples(x, "encode's x", values=False)
+        x = self.check_examples(x, "encode's x", values=False)
         return self._posterior(x, self.check_labels(labels, example_count(x)), training)
 
     def decode(self, z, *, labels=None, training=False):
@@ -314,7 +314,7 @@ class VAE(LatentModel):
     def elbo_parts(self, x, *, num_samples=1, seed=None, labels=None):
         """`(E_q[log p(x|z)], [KL of each stochastic layer])` per example: a `[batch]` tensor
         and a list of `[batch]` tensors, bottom layer first, from one draw of z."""
-        self.check_examples(x)
+        x = self.check_examples(x)
         labels = self.check_labels(labels, example_count(x))
         terms, kls = self._sampled_terms(tf.cast(x, self.compute_dtype), labels, num_samples, stateless_seed(seed))
         return objectives.expected_log_likelihood(terms), kls
@@ -381,7 +381,7 @@ class VAE(LatentModel):
         """
         if num_samples <= 0 or batch_size <= 0:
             raise ConfigError(f"`num_samples` and `batch_size` must be positive; got {num_samples}, {batch_size}.")
-        self.check_examples(x, "log_likelihood's x")
+        x = self.check_examples(x, "log_likelihood's x")
         labels = self.check_labels(labels, example_count(x))
         if not memory_budget_mib > 0:
             raise ConfigError(f"`memory_budget_mib` must be positive; got {memory_budget_mib!r}.")

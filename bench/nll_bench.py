@@ -91,7 +91,9 @@ def fine_tune(source_dir, config, learning_rate, epochs, patience):
         },
         "best_epoch": int(np.argmin(first["valid"]["loss"] + second["val_loss"])) + 1,
         "valid": {"loss": first["valid"]["loss"] + second["val_loss"]},
-        "train_seconds": first["train_seconds"] + time.perf_counter() - started,
+        "train_seconds": None
+        if first.get("train_seconds") is None
+        else first["train_seconds"] + time.perf_counter() - started,
     }
     files.write_json(os.path.join(config.out, training.HISTORY_FILE), history)
     with files.atomic_path(os.path.join(config.out, training.MODEL_FILE)) as temporary:
@@ -197,7 +199,6 @@ def main():
         patience=args.patience,
         seed=0,
     )
-    started = time.perf_counter()
     finished = True
     if args.evaluate_only:
         model, history, finished = saved_run(config.out)
@@ -208,9 +209,9 @@ def main():
         result = train(config, overwrite=not resume, resume=resume, verbose=2, pictures=True)
         model, history = result.model, result.history
     trained = time.perf_counter()
-    # A run evaluated later, or fine-tuned from another, counts the training its history
-    # records; a stopped, unfinished run's epoch log records none (None in the JSON).
-    train_seconds = history.get("train_seconds") if args.evaluate_only or args.fine_tune_from else trained - started
+    # The training the run's history records, over every resumed part (None for epochs
+    # logged before epochs had times).
+    train_seconds = history.get("train_seconds")
     rss_after_training = peak_rss_mib()
     test = tfvae.load_dataset(args.data).test[: args.test_limit]
     report = tfvae.evaluate(model, test, num_samples=args.eval_samples, seed=0, verbose=1)

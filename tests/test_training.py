@@ -29,6 +29,7 @@ def interrupt_at(monkeypatch, epoch):
         def on_epoch_begin(self, index, logs=None):
             if index == epoch:
                 raise KeyboardInterrupt
+            super().on_epoch_begin(index, logs)
 
     monkeypatch.setattr(training, "EpochCheckpoint", Interrupting)
 
@@ -229,7 +230,14 @@ def test_sigterm_stops_the_cli_with_status_130_and_a_hint_and_resume_finishes_th
     assert 1 <= done_before < 15
     assert cli.main(["train", "--out", out, "--resume", "--quiet", "--no-pictures"]) == 0
     with open(os.path.join(out, "history.json")) as f:
-        assert json.load(f)["epochs"] == 15
+        history = json.load(f)
+    assert history["epochs"] == 15
+    # The interrupted process's epochs keep their times: the total covers both parts.
+    seconds = history["epoch_seconds"]
+    assert len(seconds) == 15 and min(seconds) > 0
+    assert history["train_seconds"] == pytest.approx(sum(seconds))
+    with open(os.path.join(out, "epochs.csv")) as f:
+        assert "seconds" in f.readline().strip().split(",")
 
 
 def test_a_signal_during_fit_stops_at_a_batch_end_and_the_handlers_come_back(digits):
@@ -343,6 +351,7 @@ def test_a_run_that_diverges_stops_with_an_error_and_keeps_its_last_finite_check
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 1:
                 self.model.optimizer.learning_rate.assign(float("inf"))
+            super().on_epoch_begin(epoch, logs)
 
     monkeypatch.setattr(training, "EpochCheckpoint", DivergingAtEpoch2)
     out = str(tmp_path / "run")

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import time
 
 import keras
 
@@ -66,12 +67,18 @@ def latest_checkpoint(directory):
     return Checkpoint(directory, max(done)) if done else None
 
 
+# The key of an epoch's wall time in a checkpoint's log rows (and epochs.csv's column).
+EPOCH_SECONDS = "seconds"
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Writes a `Checkpoint` after every epoch whose metrics are all finite.
 
-    An epoch with a NaN or infinite metric is not written; the callback stops
-    training and records it in `diverged` (`(epoch, logs)`), so the newest checkpoint
-    is the last finite state.
+    Each epoch's row of the log holds its metrics and `seconds`, its wall time with
+    validation, so a resumed run still knows how long all of its training took. An
+    epoch with a NaN or infinite metric is not written; the callback stops training
+    and records it in `diverged` (`(epoch, logs)`), so the newest checkpoint is the
+    last finite state.
 
     Args:
       directory: the folder that holds the checkpoints.
@@ -83,10 +90,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.directory = directory
         self.log = [dict(row) for row in log]
         self.diverged = None
+        self._epoch_started = None
 
     def on_train_begin(self, logs=None):
         os.makedirs(self.directory, exist_ok=True)
         files.remove_stale_temporaries(self.directory)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {name: float(value) for name, value in (logs or {}).items()}
@@ -94,7 +105,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.diverged = (epoch, logs)
             self.model.stop_training = True
             return
-        self.log.append(logs)
+        self.log.append({**logs, EPOCH_SECONDS: time.perf_counter() - self._epoch_started})
         previous = latest_checkpoint(self.directory)
         checkpoint = Checkpoint(self.directory, epoch + 1)
         staging = os.path.join(self.directory, f"{files.TEMPORARY_PREFIX}{os.getpid()}-epoch-{epoch + 1:06d}")

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import time
 
 import keras
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from tfvae import files, memory, objectives
 from tfvae.callbacks import AveragedWeights
 from tfvae.checkpointing import (
+    EPOCH_SECONDS,
     BestWeights,
     EpochCheckpoint,
     ResumableEarlyStopping,
@@ -441,11 +441,17 @@ class _EpochLogWriter(keras.callbacks.Callback):
 
 
 def _split_history(epoch_log):
-    history = {"epochs": len(epoch_log), "train": {}, "valid": {}}
+    """history.json's layout of a checkpoint's log: each split's metrics per epoch, the
+    epochs' wall times and their sum, `train_seconds` (None when a row has no time)."""
+    history = {"epochs": len(epoch_log), "train": {}, "valid": {}, "epoch_seconds": []}
     for row in epoch_log:
+        row = dict(row)
+        history["epoch_seconds"].append(row.pop(EPOCH_SECONDS, None))
         for key, value in row.items():
             split, name = ("valid", key[4:]) if key.startswith("val_") else ("train", key)
             history[split].setdefault(name, []).append(value)
+    seconds = history["epoch_seconds"]
+    history["train_seconds"] = None if None in seconds else sum(seconds)
     if history["valid"].get("loss"):
         history["best_epoch"] = int(min(range(history["epochs"]), key=history["valid"]["loss"].__getitem__)) + 1
     return history
@@ -587,7 +593,6 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
     ]
     if config.patience:
         callbacks.append(ResumableEarlyStopping(config.patience, log))
-    started = time.perf_counter()
     stop = StopOnSignal()
     if len(log) < config.epochs and not stopped_early(log, config.patience):
         with stop.installed():
@@ -606,7 +611,6 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         raise _diverged(config, latest_checkpoint(checkpoint_dir), *checkpointing.diverged)
     model.load_weights(os.path.join(config.out, BEST_WEIGHTS))
     history = _split_history(checkpointing.log)
-    history["train_seconds"] = time.perf_counter() - started
     history["valid_source"] = splits.valid_source
     if splits.test is not None:
         history["test"] = {

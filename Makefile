@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-iaf-wd bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-wd bench-hvae-iaf bench-hvae-conv bench-hvae-conv-ema bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
+.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-iaf-wd bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-wd bench-hvae-iaf bench-hvae-iaf-wd bench-hvae-conv bench-hvae-conv-ema bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
 	bench-eval bench-nll-pythae bench-serve bench-overload bench-train bench-train-ablation bench-roofline bench-train-gpu clean
 
 install: $(STAMP)
@@ -115,6 +115,13 @@ bench-hvae-iaf: install
 	$(BIN)/python bench/nll_bench.py --name hvae_iaf_vamp_gated_deep_lr_decay --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 --posterior iaf,diagonal --flow-steps 2 \
 		--fine-tune-from runs/bench-hvae_iaf_vamp_gated_deep --learning-rate 1e-4 --epochs 100 --patience 10
+
+# The flow below the VampPrior with the averaging and the weight decay of bench-hvae-wd,
+# one stage.
+bench-hvae-iaf-wd: install
+	$(BIN)/python bench/nll_bench.py --name hvae_iaf_vamp_gated_deep_ema_wd1 --latent-dims 40,40 --prior vamp \
+		--pseudo-inputs 500 --conditional-layers 1 --posterior iaf,diagonal --flow-steps 2 --ema-momentum 0.999 \
+		--weight-decay 0.1 $(BENCH_ARGS)
 
 # The stretch: the same two-layer VampPrior hierarchy on convolutional networks (stride-2
 # convolutions of 32 and 64 filters, a dense layer of 300). Hours per hundred epochs on 2

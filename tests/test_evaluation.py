@@ -1,6 +1,7 @@
 """tfvae.evaluate and `tfvae evaluate`: honest numbers and clear errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -56,6 +57,41 @@ def test_evaluate_is_repeatable_with_a_seed(trained, digits):
     assert first == tfvae.evaluate(trained, digits.valid[:50], num_samples=50, seed=4)
 
 
+def test_an_evaluation_killed_part_way_continues_from_its_checkpoint_to_the_same_report(
+    trained, digits, tmp_path, monkeypatch
+):
+    x, path = digits.test[:100], str(tmp_path / "estimate.npz")
+    settings = dict(num_samples=40, batch_size=16, seed=3)
+    whole = tfvae.evaluate(trained, x, **settings)
+    computed = []  # the batches each call estimates
+    estimate = type(trained)._batch_log_likelihood
+
+    def killed_after_three(self, x_batch, *args):
+        if len(computed) == 3:
+            raise KeyboardInterrupt
+        computed.append(len(x_batch))
+        return estimate(self, x_batch, *args)
+
+    monkeypatch.setattr(type(trained), "_batch_log_likelihood", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        tfvae.evaluate(trained, x, checkpoint=path, **settings)
+    kept = np.load(path)["estimates"]
+    assert np.isnan(kept).sum() == 100 - 3 * 16  # three batches of 16 kept, the rest to do
+    monkeypatch.setattr(type(trained), "_batch_log_likelihood", estimate)
+    counted = []
+    monkeypatch.setattr(
+        type(trained),
+        "_batch_log_likelihood",
+        lambda self, x_batch, *args: counted.append(len(x_batch)) or estimate(self, x_batch, *args),
+    )
+    assert tfvae.evaluate(trained, x, checkpoint=path, **settings) == whole
+    assert sum(counted) == 100 - 3 * 16  # only the batches the killed call had not finished
+    # Other settings are another estimate: the file is not reused for them.
+    counted.clear()
+    other = tfvae.evaluate(trained, x, checkpoint=path, **{**settings, "seed": 4})
+    assert sum(counted) == 100 and other == tfvae.evaluate(trained, x, **{**settings, "seed": 4})
+
+
 @pytest.mark.parametrize(
     "x, labels, error, message",
     [
@@ -103,6 +139,7 @@ def test_cli_json_line_has_every_key_and_honours_limit_and_split(run_dir, capsys
     assert set(report) == set(REPORT_KEYS) and report["examples"] == 7 and report["num_samples"] == 20
     assert cli.main(["evaluate", run_dir, "--data", "digits", "--split", "valid", "--num-samples", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 180
+    assert not [name for name in os.listdir(run_dir) if "partial" in name]  # the kept batches go with the report
 
 
 @pytest.mark.parametrize(

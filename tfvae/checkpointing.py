@@ -10,6 +10,7 @@ a 0-byte `latest.weights.h5` (resume impossible) or weights one epoch ahead of t
 counter (resume no longer repeats the run).
 """
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
 from tfvae import files
 from tfvae.callbacks import averaged_weights
@@ -185,3 +187,49 @@ def stopped_early(log, patience):
     done = best_so_far(log)
     # Keras never stops after the first epoch (`epoch > 0`).
     return bool(patience) and done is not None and len(log) > 1 and done[1] >= patience
+
+
+class EstimateCheckpoint:
+    """The finished batches of a long per-example estimate (a K = 5000 `log_likelihood`
+    takes an hour on 2 cores), kept in an `.npz` file so that a killed evaluation
+    continues where it stopped.
+
+    The file holds the estimates so far (NaN where a batch is not done) and a
+    fingerprint of everything they depend on: the model's weights, the examples and
+    labels, and the estimator's settings (the caller's, including the seed). Batches
+    are estimated with seeds keyed by their position, so the resumed estimate equals
+    the uninterrupted one. A file with another fingerprint is an estimate of something
+    else: it is started afresh.
+
+    Args:
+      path: the `.npz` file.
+      size: the number of examples.
+      settings: a JSON-serialisable dict of the estimator's settings.
+      model: the model whose weights the estimate depends on.
+      arrays: the examples (and labels) estimated.
+    """
+
+    def __init__(self, path, size, settings, model, arrays):
+        self.path = path
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+        for array in (*(weight.numpy() for weight in model.weights), *arrays):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+        self.fingerprint = digest.hexdigest()
+        self.estimates = np.full(size, np.nan, np.float32)
+        if os.path.exists(path):
+            with np.load(path) as kept:
+                if str(kept["fingerprint"]) == self.fingerprint and kept["estimates"].shape == (size,):
+                    self.estimates = kept["estimates"].copy()
+
+    def done(self, start, stop):
+        """The kept estimates of examples [start, stop), or None if that batch is not done."""
+        batch = self.estimates[start:stop]
+        return None if np.isnan(batch).any() else batch
+
+    def record(self, start, estimates):
+        """Keeps one finished batch's estimates (atomically: a kill leaves the file as it was)."""
+        self.estimates[start : start + len(estimates)] = estimates
+        with files.atomic_path(self.path) as temporary, open(temporary, "wb") as f:
+            np.savez(f, fingerprint=np.array(self.fingerprint), estimates=self.estimates)

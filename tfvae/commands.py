@@ -476,6 +476,9 @@ def _evaluate(args):
     model = load_run(args.run_dir)
     split, examples, labels = _split_for(model, args)
     examples, labels = _limited(examples, labels, args.limit)
+    # The batches done so far: a killed evaluation run again continues (the file is
+    # removed once the report is out).
+    checkpoint = os.path.join(args.run_dir, f"evaluation-{split}.partial.npz")
     report = evaluate(
         model,
         examples,
@@ -485,7 +488,9 @@ def _evaluate(args):
         seed=args.seed,
         verbose=0 if args.json else 1,
         memory_budget_mib=args.memory_budget_mib,
+        checkpoint=checkpoint,
     )
+    os.remove(checkpoint)
     print(
         f"{split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
         f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "

@@ -5,6 +5,7 @@ Everything comes from the model's shared estimators (`VAE.log_likelihood`,
 """
 
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -74,6 +75,14 @@ def _worker_share(strategy, count, batch_size):
     return min(first * batch_size, count), min(last * batch_size, count)
 
 
+def _share_path(path, strategy, start, stop):
+    """The checkpoint file of one worker's share (the path itself without a strategy)."""
+    if path is None or strategy is None:
+        return path
+    root, extension = os.path.splitext(path)
+    return f"{root}-{start}-{stop}{extension}"
+
+
 def _all_gather(strategy, array):
     """Every worker's rows of `array` (`[n_worker, ...]`, n_worker may differ and be 0),
     concatenated in worker order, on every worker (the array itself without a strategy)."""
@@ -94,6 +103,7 @@ def evaluate(
     labels=None,
     memory_budget_mib=1024,
     strategy=None,
+    checkpoint=None,
 ):
     """Per-example averages over `x`, in nats.
 
@@ -113,6 +123,11 @@ def evaluate(
         whole batches, and gets the report of all of `x`, the same as one process
         computes with the same seed (each example gets the same samples). Other
         strategies (and None) evaluate everything in this process.
+      checkpoint: an `.npz` path that keeps the importance-sampled estimates of the
+        batches done (see `VAE.log_likelihood`), so that a killed evaluation repeated
+        with the same arguments continues where it stopped and reports what the
+        uninterrupted one reports. Under a strategy, each worker keeps its share in
+        `<path without .npz>-<first>-<stop>.npz`.
 
     Returns:
       A dict with `nll` (−log p(x) by importance sampling with q(z|x) as proposal),
@@ -154,6 +169,7 @@ def evaluate(
             labels=share_labels,
             memory_budget_mib=memory_budget_mib,
             offset=start,
+            checkpoint=_share_path(checkpoint, strategy, start, stop),
         )
         means = _posterior_means(model, share, batch_size, share_labels)
     for index, (x_batch, labels_batch) in enumerate(_batches(share, share_labels, batch_size), start // batch_size):

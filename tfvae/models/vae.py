@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfvae import objectives
 from tfvae.callbacks import KLWarmup
+from tfvae.checkpointing import EstimateCheckpoint
 from tfvae.distributions import posterior_code, reparameterized_sample
 from tfvae.errors import ConfigError
 from tfvae.models.base import LatentModel, check_count, example_count
@@ -351,6 +352,7 @@ class VAE(LatentModel):
         labels=None,
         memory_budget_mib=1024,
         offset=0,
+        checkpoint=None,
     ):
         """The importance-sampled estimate of log p(x) per example, with q(z|x) as proposal.
 
@@ -375,6 +377,10 @@ class VAE(LatentModel):
           offset: the index of `x[0]` in a larger set estimated in parts (as
             `tfvae.evaluate` does over several workers), a multiple of `batch_size`:
             each example then gets the samples it gets in the whole set.
+          checkpoint: a `.npz` path that keeps each finished batch's estimates
+            (`tfvae.checkpointing.EstimateCheckpoint`): a call killed part-way and
+            repeated with the same path, model, examples, settings and int seed
+            continues where it stopped and returns what the uninterrupted call returns.
 
         Returns:
           `[N]` NumPy array of log p(x) estimates in nats.
@@ -390,21 +396,44 @@ class VAE(LatentModel):
         )
         base_seed = stateless_seed(seed)
         x = np.asarray(x, dtype=self.compute_dtype)
+        if checkpoint is not None:
+            settings = dict(
+                num_samples=num_samples,
+                batch_size=batch_size,
+                sample_batch_size=sample_batch_size,
+                seed=[int(v) for v in base_seed.numpy()],
+                offset=offset,
+            )
+            arrays = (x,) if labels is None else (x, np.asarray(labels))
+            checkpoint = EstimateCheckpoint(checkpoint, len(x), settings, self, arrays)
         progress = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
         estimates = []
         for start in range(0, len(x), batch_size):
-            x_batch = tf.constant(x[start : start + batch_size])
-            labels_batch = None if labels is None else labels[start : start + batch_size]
-            batch_seed = fold_in(base_seed, offset + start)
-            chunks = []
-            for done in range(0, num_samples, sample_batch_size):
-                count = min(sample_batch_size, num_samples - done)
-                chunk_seed = fold_in(batch_seed, done)
-                chunks.append(self._chunk_log_sum_exp(x_batch, labels_batch, count, chunk_seed))
-            estimates.append(objectives.combine_log_mean_exp(tf.stack(chunks), num_samples))
+            kept = None if checkpoint is None else checkpoint.done(start, start + batch_size)
+            if kept is None:
+                kept = self._batch_log_likelihood(
+                    x[start : start + batch_size],
+                    None if labels is None else labels[start : start + batch_size],
+                    num_samples,
+                    sample_batch_size,
+                    fold_in(base_seed, offset + start),
+                ).numpy()
+                if checkpoint is not None:
+                    checkpoint.record(start, kept)
+            estimates.append(kept)
             if progress:
-                progress.add(int(x_batch.shape[0]))
-        return tf.concat(estimates, axis=0).numpy()
+                progress.add(len(kept))
+        return np.concatenate(estimates) if estimates else np.zeros([0], np.float32)
+
+    def _batch_log_likelihood(self, x_batch, labels_batch, num_samples, sample_batch_size, batch_seed):
+        """log p(x) of one batch of examples, from `num_samples` samples taken
+        `sample_batch_size` at a time (each chunk seeded by its position)."""
+        x_batch = tf.constant(x_batch)
+        chunks = []
+        for done in range(0, num_samples, sample_batch_size):
+            count = min(sample_batch_size, num_samples - done)
+            chunks.append(self._chunk_log_sum_exp(x_batch, labels_batch, count, fold_in(batch_seed, done)))
+        return objectives.combine_log_mean_exp(tf.stack(chunks), num_samples)
 
     def _default_sample_batch_size(self, batch_size, memory_budget_mib):
         per_pair = max(

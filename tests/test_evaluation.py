@@ -142,6 +142,34 @@ def test_cli_json_line_has_every_key_and_honours_limit_and_split(run_dir, capsys
     assert not [name for name in os.listdir(run_dir) if "partial" in name]  # the kept batches go with the report
 
 
+def test_cli_evaluate_interrupted_says_the_same_command_continues(run_dir, monkeypatch, capsys):
+    argv = ["evaluate", run_dir, "--data", "digits", "--num-samples", "10", "--limit", "150", "--batch-size", "50"]
+    argv += ["--json"]
+    assert cli.main(argv) == 0
+    whole = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    estimate, calls = tfvae.VAE._batch_log_likelihood, []
+
+    def interrupted_at_the_second_batch(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return estimate(self, *args)
+
+    monkeypatch.setattr(tfvae.VAE, "_batch_log_likelihood", interrupted_at_the_second_batch)
+    assert cli.main(argv) == 130
+    partial = os.path.join(run_dir, "evaluation-test.partial.npz")
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tfvae evaluate: interrupted; the finished batches are kept in {partial}: the same command continues from them"
+    )
+    calls.clear()
+    monkeypatch.setattr(
+        tfvae.VAE, "_batch_log_likelihood", lambda self, *args: calls.append(1) or estimate(self, *args)
+    )
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == whole
+    assert len(calls) == 2 and not os.path.exists(partial)  # batches 2 and 3 of 3
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -479,17 +479,25 @@ def _evaluate(args):
     # The batches done so far: a killed evaluation run again continues (the file is
     # removed once the report is out).
     checkpoint = os.path.join(args.run_dir, f"evaluation-{split}.partial.npz")
-    report = evaluate(
-        model,
-        examples,
-        labels=labels if model.conditional else None,
-        num_samples=args.num_samples,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        verbose=0 if args.json else 1,
-        memory_budget_mib=args.memory_budget_mib,
-        checkpoint=checkpoint,
-    )
+    try:
+        report = evaluate(
+            model,
+            examples,
+            labels=labels if model.conditional else None,
+            num_samples=args.num_samples,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            verbose=0 if args.json else 1,
+            memory_budget_mib=args.memory_budget_mib,
+            checkpoint=checkpoint,
+        )
+    except KeyboardInterrupt:
+        print(
+            "tfvae evaluate: interrupted; the finished batches are kept in "
+            f"{checkpoint}: the same command continues from them",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     os.remove(checkpoint)
     print(
         f"{split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "

@@ -203,13 +203,12 @@ class EstimateCheckpoint:
 
     Args:
       path: the `.npz` file.
-      size: the number of examples.
       settings: a JSON-serialisable dict of the estimator's settings.
       model: the model whose weights the estimate depends on.
-      arrays: the examples (and labels) estimated.
+      arrays: the examples estimated (and their labels), examples first.
     """
 
-    def __init__(self, path, size, settings, model, arrays):
+    def __init__(self, path, settings, model, arrays):
         self.path = path
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         for array in (*(weight.numpy() for weight in model.weights), *arrays):
@@ -217,10 +216,11 @@ class EstimateCheckpoint:
             digest.update(f"{array.dtype}{array.shape}".encode())
             digest.update(array.tobytes())
         self.fingerprint = digest.hexdigest()
-        self.estimates = np.full(size, np.nan, np.float32)
+        self.estimates = np.full(len(arrays[0]), np.nan, np.float32)
         if os.path.exists(path):
             with np.load(path) as kept:
-                if str(kept["fingerprint"]) == self.fingerprint and kept["estimates"].shape == (size,):
+                # The fingerprint covers the examples' shape, so a match has their count.
+                if str(kept["fingerprint"]) == self.fingerprint:
                     self.estimates = kept["estimates"].copy()
 
     def done(self, start, stop):

@@ -412,7 +412,7 @@ def examples_array(where, examples):
     try:
         return np.asarray(examples, np.float32)
     except (ValueError, TypeError) as error:
-        first = _nested_shape(examples[0]) if len(examples) else None
+        first = _nested_shape(examples[0])  # NumPy takes an empty list: never raised for one
         for index, example in enumerate(examples):
             shape = _nested_shape(example)
             if shape is None or shape != first:

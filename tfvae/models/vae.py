@@ -405,7 +405,7 @@ class VAE(LatentModel):
                 offset=offset,
             )
             arrays = (x,) if labels is None else (x, np.asarray(labels))
-            checkpoint = EstimateCheckpoint(checkpoint, len(x), settings, self, arrays)
+            checkpoint = EstimateCheckpoint(checkpoint, settings, self, arrays)
         progress = keras.utils.Progbar(len(x), unit_name="example") if verbose else None
         estimates = []
         for start in range(0, len(x), batch_size):

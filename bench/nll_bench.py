@@ -24,7 +24,7 @@ import tfvae
 import tfvae.input_pipeline
 from tfvae import files, training
 from tfvae.callbacks import AveragedWeights
-from tfvae.checkpointing import BestWeights
+from tfvae.checkpointing import BestWeights, read_estimate_checkpoint
 from tfvae.training import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -218,8 +218,14 @@ def main():
     # The K = 5000 pass takes an hour here: its finished batches are kept, so a rerun of
     # the same command after a kill continues it (the file goes when the JSON is written).
     partial = os.path.join(config.out, "test_nll.partial.npz")
+    before = read_estimate_checkpoint(partial)
     report = tfvae.evaluate(model, test, num_samples=args.eval_samples, seed=0, verbose=1, checkpoint=partial)
     ended = time.perf_counter()
+    after = read_estimate_checkpoint(partial)
+    # The importance-sampled batches that killed processes finished count too; a file
+    # whose fingerprint changed was started afresh, so its earlier time is not this pass's.
+    earlier_seconds = before["seconds"] if before and after and before["fingerprint"] == after["fingerprint"] else 0.0
+    eval_seconds = ended - trained + earlier_seconds
     output = {
         "name": args.name,
         "test_nll": report["nll"],
@@ -233,9 +239,9 @@ def main():
         "training_finished": finished,
         "best_epoch": history.get("best_epoch"),
         "best_valid_loss": min(history["valid"]["loss"]),
-        "wall_seconds": None if train_seconds is None else round(train_seconds + ended - trained, 1),
+        "wall_seconds": None if train_seconds is None else round(train_seconds + eval_seconds, 1),
         "train_seconds": None if train_seconds is None else round(train_seconds, 1),
-        "eval_seconds": round(ended - trained, 1),
+        "eval_seconds": round(eval_seconds, 1),
         "peak_rss_mib_after_training": round(rss_after_training, 1),
         "peak_rss_mib_after_eval": round(peak_rss_mib(), 1),
         "config": config.to_dict(),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from helpers import tiny_vae
 from test_importance_sampling import LATENT_DIM, linear_model, make_linear_gaussian
 
 import tfvae
-from tfvae import cli
+from tfvae import checkpointing, cli
 from tfvae.evaluation import REPORT_KEYS
 
 
@@ -63,6 +64,9 @@ def test_an_evaluation_killed_part_way_continues_from_its_checkpoint_to_the_same
     x, path = digits.test[:100], str(tmp_path / "estimate.npz")
     settings = dict(num_samples=40, batch_size=16, seed=3)
     whole = tfvae.evaluate(trained, x, **settings)
+    # A clock that moves one second per reading: the file's seconds count the batches.
+    ticks = iter(range(1000))
+    monkeypatch.setattr(checkpointing, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
     computed = []  # the batches each call estimates
     estimate = type(trained)._batch_log_likelihood
 
@@ -75,8 +79,9 @@ def test_an_evaluation_killed_part_way_continues_from_its_checkpoint_to_the_same
     monkeypatch.setattr(type(trained), "_batch_log_likelihood", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
         tfvae.evaluate(trained, x, checkpoint=path, **settings)
-    kept = np.load(path)["estimates"]
-    assert np.isnan(kept).sum() == 100 - 3 * 16  # three batches of 16 kept, the rest to do
+    kept = checkpointing.read_estimate_checkpoint(path)
+    assert np.isnan(kept["estimates"]).sum() == 100 - 3 * 16  # three batches of 16 kept, the rest to do
+    assert kept["seconds"] == 3.0
     counted = []
     monkeypatch.setattr(
         type(trained),
@@ -85,10 +90,13 @@ def test_an_evaluation_killed_part_way_continues_from_its_checkpoint_to_the_same
     )
     assert tfvae.evaluate(trained, x, checkpoint=path, **settings) == whole
     assert sum(counted) == 100 - 3 * 16  # only the batches the killed call had not finished
+    # The resumed call's four batches add to the killed call's three.
+    assert checkpointing.read_estimate_checkpoint(path)["seconds"] == 3.0 + 4.0
     # Other settings are another estimate: the file is not reused for them.
     counted.clear()
     other = tfvae.evaluate(trained, x, checkpoint=path, **{**settings, "seed": 4})
     assert sum(counted) == 100 and other == tfvae.evaluate(trained, x, **{**settings, "seed": 4})
+    assert checkpointing.read_estimate_checkpoint(path)["seconds"] == 7.0  # its own seven batches alone
 
 
 @pytest.mark.parametrize(

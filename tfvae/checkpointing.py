@@ -201,6 +201,9 @@ class EstimateCheckpoint:
     the uninterrupted one. A file with another fingerprint is an estimate of something
     else: it is started afresh.
 
+    The file also keeps `seconds`, the wall time spent on its recorded batches summed
+    over every process that worked on it, so a resumed estimate can say what it cost.
+
     Args:
       path: the `.npz` file.
       settings: a JSON-serialisable dict of the estimator's settings.
@@ -209,6 +212,7 @@ class EstimateCheckpoint:
     """
 
     def __init__(self, path, settings, model, arrays):
+        self._last_record = time.perf_counter()
         self.path = path
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         for array in (*(weight.numpy() for weight in model.weights), *arrays):
@@ -217,11 +221,12 @@ class EstimateCheckpoint:
             digest.update(array.tobytes())
         self.fingerprint = digest.hexdigest()
         self.estimates = np.full(len(arrays[0]), np.nan, np.float32)
-        if os.path.exists(path):
-            with np.load(path) as kept:
-                # The fingerprint covers the examples' shape, so a match has their count.
-                if str(kept["fingerprint"]) == self.fingerprint:
-                    self.estimates = kept["estimates"].copy()
+        self.seconds = 0.0
+        kept = read_estimate_checkpoint(path)
+        # The fingerprint covers the examples' shape, so a match has their count.
+        if kept is not None and kept["fingerprint"] == self.fingerprint:
+            self.estimates = kept["estimates"]
+            self.seconds = kept["seconds"]
 
     def done(self, start, stop):
         """The kept estimates of examples [start, stop), or None if that batch is not done."""
@@ -231,5 +236,28 @@ class EstimateCheckpoint:
     def record(self, start, estimates):
         """Keeps one finished batch's estimates (atomically: a kill leaves the file as it was)."""
         self.estimates[start : start + len(estimates)] = estimates
+        now = time.perf_counter()
+        self.seconds += now - self._last_record
+        self._last_record = now
         with files.atomic_path(self.path) as temporary, open(temporary, "wb") as f:
-            np.savez(f, fingerprint=np.array(self.fingerprint), estimates=self.estimates)
+            np.savez(
+                f, fingerprint=np.array(self.fingerprint), estimates=self.estimates, seconds=np.array(self.seconds)
+            )
+
+
+def read_estimate_checkpoint(path):
+    """What an `EstimateCheckpoint` file holds, or None when there is no file.
+
+    Returns:
+      A dict: `fingerprint` (str), `estimates` (float32, NaN where not done) and
+      `seconds` (the wall time of the recorded batches over every process; 0.0 for
+      files written before it was kept).
+    """
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as kept:
+        return {
+            "fingerprint": str(kept["fingerprint"]),
+            "estimates": kept["estimates"].copy(),
+            "seconds": float(kept["seconds"]) if "seconds" in kept.files else 0.0,
+        }

@@ -53,6 +53,14 @@ def test_a_mixture_of_one_component_is_the_single_logistic():
     np.testing.assert_allclose(mixture.mean().numpy(), single.mean().numpy(), rtol=1e-6)
 
 
+def test_a_mixtures_mean_is_the_sum_of_the_levels_times_their_probabilities():
+    params = tf.constant(np.random.default_rng(2).normal(size=(4, 6, 9)))  # 3 components, float64
+    mixture = DiscretizedLogisticMixtureLikelihood((6,), num_components=3, dtype="float64")(params).distribution
+    p = np.exp(mixture.log_prob(LEVELS[:, None, None] + np.zeros((4, 6))).numpy())  # [256, 4, 6]
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(mixture.mean().numpy(), (p * LEVELS[:, None, None]).sum(axis=0), rtol=1e-10)
+
+
 def test_bits_per_dim_is_nats_over_d_ln_2():
     assert tfvae.objectives.bits_per_dim(2 * 784 * math.log(2.0), 784) == pytest.approx(2.0)
     # A uniform distribution over 256 levels costs exactly 8 bits per dimension.
@@ -293,8 +301,15 @@ def test_the_cli_trains_a_coupled_colour_model_that_round_trips_and_exports(tmp_
     path = str(tmp_path / "m.keras")
     model.save(path)
     np.testing.assert_array_equal(keras.models.load_model(path).elbo(test, seed=1), model.elbo(test, seed=1))
-    result = tfvae.export(model, str(tmp_path / "exported"), "colour", parts=("decoder",))
+    result = tfvae.export(model, str(tmp_path / "exported"), "colour")
     import onnxruntime
+
+    # The encoder reads x / 255 through Keras' Normalization; it runs on the levels alone.
+    encoder = onnxruntime.InferenceSession(os.path.join(result.paths["encoder"], "model.onnx"))
+    assert [i.name for i in encoder.get_inputs()] == ["x"]
+    loc, scale = encoder.run(["loc", "scale"], {"x": test[:7]})
+    np.testing.assert_allclose(loc, model.encode(test[:7]).mean().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scale, model.encode(test[:7]).stddev().numpy(), rtol=1e-5, atol=1e-5)
 
     session = onnxruntime.InferenceSession(os.path.join(result.paths["decoder"], "model.onnx"))
     z = rng.normal(size=(7, 4)).astype(np.float32)

@@ -456,6 +456,16 @@ class _DiscretizedLogistic(tfd.QuantizedDistribution):
         return self.low + tf.reduce_sum(survival, axis=-1)
 
 
+class _DiscretizedLogisticMixture(tfd.MixtureSameFamily):
+    """`tfd.MixtureSameFamily` of discretised logistics per dimension, with its mean
+    Σ_k π_k · mean_k written out: TFP's builds its shapes with BroadcastArgs, which
+    tf2onnx cannot convert, so the exported decoder's `mean` could not be written."""
+
+    def _mean(self):
+        probs = tf.nn.softmax(self.mixture_distribution.logits, axis=-1)  # [..., K]
+        return tf.reduce_sum(probs * self.components_distribution.mean(), axis=-1)
+
+
 def discretized_logistic(loc, scale, num_levels=NUM_LEVELS):
     """P(x = k) = σ((k + ½ - loc)/scale) - σ((k - ½ - loc)/scale) for k = 1 .. L-2, with the
     tails on the edges: P(0) = σ((½ - loc)/scale), P(L-1) = 1 - σ((L - 1.5 - loc)/scale).
@@ -557,7 +567,7 @@ class DiscretizedLogisticMixtureLikelihood(DiscretizedLogisticLikelihood):
     def call(self, params):
         logits, loc, raw_scale = tf.split(params, 3, axis=-1)  # each [..., *event, K]
         components = discretized_logistic(self._locs(loc), self._scales(raw_scale), self.num_levels)
-        return self._independent(tfd.MixtureSameFamily(tfd.Categorical(logits=logits), components))
+        return self._independent(_DiscretizedLogisticMixture(tfd.Categorical(logits=logits), components))
 
     def parameters_of(self, likelihood):
         mixture = likelihood.distribution

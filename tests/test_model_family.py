@@ -67,6 +67,28 @@ def test_vamp_prior_trains_with_a_monte_carlo_kl_and_keeps_pseudo_inputs_in_rang
     assert report["nll"] <= -report["elbo"] + 3 * report["nll_stderr"]
 
 
+@pytest.mark.parametrize(
+    "likelihood, loc, scale, clipped",
+    [
+        ("bernoulli", 0.0, 1.0, True),  # x in [0, 1], as the paper
+        ("discretized_logistic", 0.0, 255.0, True),  # 8-bit levels, read as x / 255
+        (tfvae.GaussianLikelihood((64,), data_loc=np.full(64, 40.0), data_scale=np.full(64, 8.0)), 40.0, 8.0, False),
+    ],
+    ids=["unit-range", "8-bit", "standardised-table"],
+)
+def test_vamp_pseudo_inputs_live_where_the_encoder_reads_the_data(likelihood, loc, scale, clipped):
+    model = tfvae.VAE((64,), 2, hidden_units=(8,), likelihood=likelihood, prior=tfvae.VampPrior(2, num_components=400))
+    prior = model.prior_layer
+    start = prior.pseudo_inputs.numpy()
+    # The paper's start, N(0.05, 0.01²) in the encoder's units, lands on the data's scale.
+    np.testing.assert_allclose(start.mean(), loc + 0.05 * scale, rtol=1e-2)
+    np.testing.assert_allclose(start.std(), 0.01 * scale, rtol=5e-2)
+    prior.raw_pseudo_inputs.assign(np.tile(np.linspace(-2.0, 3.0, 64, dtype=np.float32), (400, 1)))
+    u = prior.pseudo_inputs.numpy()[0]
+    expected = loc + scale * (np.clip(np.linspace(-2.0, 3.0, 64), 0.0, 1.0) if clipped else np.linspace(-2.0, 3.0, 64))
+    np.testing.assert_allclose(u, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_importance_sampling_chunks_fit_the_memory_budget():
     """A VampPrior's log density holds [samples, batch, components] float64 values, a
     likelihood its parameters per example (15 per dimension for a 5-logistic mixture)."""

@@ -241,6 +241,9 @@ class Likelihood(keras.layers.Layer):
     # event_shape), or None: 8-bit levels are read as x / 255, a standardised Gaussian's
     # data in the units it learns in.
     input_normalization = None
+    # The range of x as the encoder reads it (after `input_normalization`), or None when
+    # unbounded: where a VampPrior's pseudo-inputs are kept by default.
+    encoder_input_range = (0.0, 1.0)
     # The integer levels x takes (256 for 8-bit data: 0 .. 255), or None.
     data_levels = None
 
@@ -405,6 +408,7 @@ class GaussianLikelihood(Likelihood):
                     "`data_scale` must be positive in every dimension (use 1 where the data are constant)."
                 )
             self.input_normalization = (self.data_loc, np.square(self.data_scale))
+            self.encoder_input_range = None  # standardised columns
         if self.scale is None:
             # softplus(0.5413) = 1: the learned scale starts at one (standardised) unit.
             self.raw_scale = self.add_weight(

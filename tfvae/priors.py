@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -124,10 +125,17 @@ class VampPrior(Prior):
       latent_dim: size of z.
       num_components: K, the number of pseudo-inputs.
       pseudo_input_range: `(low, high)`: pseudo-inputs are clipped to it as the
-        paper's hardtanh does (`(0, 1)` for pixel intensities), or None for
-        unbounded data.
+        paper's hardtanh does, or None for unbounded data, or "data": the range the
+        model's likelihood reads its data in (`Likelihood.encoder_input_range`: (0, 1)
+        for pixel intensities and 8-bit levels, unbounded for a standardised table).
       initial_mean, initial_stddev: the pseudo-inputs start as N(mean, stddev²)
         draws (the paper: 0.05 and 0.01 for binarised MNIST).
+
+    The pseudo-inputs are learned in the units the encoder reads x in, after the
+    likelihood's standardisation (`Likelihood.input_normalization`): 8-bit levels
+    divided by 255, a table's columns standardised. The range and the initial draws
+    apply there, so a VampPrior starts and stays on the data's scale whatever units x
+    comes in; `pseudo_inputs` are in the data's own units.
 
     Returns (from `distribution()`):
       A `tfd.MixtureSameFamily` of K Gaussians, event shape `[latent_dim]`
@@ -145,24 +153,32 @@ class VampPrior(Prior):
         self,
         latent_dim,
         num_components=500,
-        pseudo_input_range=(0.0, 1.0),
+        pseudo_input_range="data",
         initial_mean=0.05,
         initial_stddev=0.01,
         **kwargs,
     ):
         super().__init__(latent_dim, **kwargs)
         self.components = _positive_int("num_components", num_components)
-        if pseudo_input_range is not None:
-            low, high = (float(v) for v in pseudo_input_range)
+        if not (pseudo_input_range is None or isinstance(pseudo_input_range, str) and pseudo_input_range == "data"):
+            try:
+                low, high = (float(v) for v in pseudo_input_range)
+            except (TypeError, ValueError):
+                low = high = math.nan
             if not low < high:
                 raise ConfigError(
-                    f"`pseudo_input_range` must be (low, high) with low < high; got {pseudo_input_range!r}."
+                    f'`pseudo_input_range` must be (low, high) with low < high, None or "data"; '
+                    f"got {pseudo_input_range!r}."
                 )
             pseudo_input_range = (low, high)
         self.pseudo_input_range = pseudo_input_range
         self.initial_mean = float(initial_mean)
         self.initial_stddev = float(initial_stddev)
         self._posterior_fn = None
+        # How the encoder's units map to the data's, and the range in them; `attach` sets
+        # both from the model's likelihood.
+        self._input_loc, self._input_scale = 0.0, 1.0
+        self._clip_range = None if pseudo_input_range is None else (0.0, 1.0)
 
     @property
     def num_components(self):
@@ -185,6 +201,15 @@ class VampPrior(Prior):
         # The bound method, not the model: a layer attribute holding the model would make
         # Keras track the model as the prior's sub-layer, a cycle.
         self._posterior_fn = model._posterior
+        likelihood = model.likelihood_layer
+        if likelihood.input_normalization is not None:
+            mean, variance = likelihood.input_normalization
+            self._input_loc = np.asarray(mean, np.float32)
+            self._input_scale = np.sqrt(np.asarray(variance, np.float32))
+        if self.pseudo_input_range == "data":
+            self._clip_range = likelihood.encoder_input_range
+        elif self.pseudo_input_range is not None:
+            self._clip_range = self.pseudo_input_range
         if not self.built:
             self.build(input_shape)
 
@@ -198,10 +223,11 @@ class VampPrior(Prior):
 
     @property
     def pseudo_inputs(self):
-        """u, `[num_components, *input_shape]`."""
-        if self.pseudo_input_range is None:
-            return self.raw_pseudo_inputs
-        return keras.ops.clip(self.raw_pseudo_inputs, *self.pseudo_input_range)
+        """u, `[num_components, *input_shape]`, in the data's units."""
+        u = self.raw_pseudo_inputs
+        if self._clip_range is not None:
+            u = keras.ops.clip(u, *self._clip_range)
+        return u * self._input_scale + self._input_loc  # tensor first: an ndarray on the left makes an ndarray
 
     def mixture_components(self, model):
         """The posterior at the pseudo-inputs: `model`'s exported encoder outputs for them."""
@@ -220,7 +246,9 @@ class VampPrior(Prior):
         config = super().get_config()
         config.update(
             num_components=self.components,
-            pseudo_input_range=None if self.pseudo_input_range is None else list(self.pseudo_input_range),
+            pseudo_input_range=(
+                list(self.pseudo_input_range) if isinstance(self.pseudo_input_range, tuple) else self.pseudo_input_range
+            ),
             initial_mean=self.initial_mean,
             initial_stddev=self.initial_stddev,
         )

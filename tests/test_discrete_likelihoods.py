@@ -106,6 +106,31 @@ def test_a_gaussian_likelihood_says_its_figures_are_densities(digits):
     assert report["likelihood_of"] == "density" and report["nll_bits_per_dim"] is None
 
 
+def test_a_bernoulli_gives_bits_per_dim_of_binary_data_only(digits):
+    vae = tfvae.VAE((64,), 3, hidden_units=(16,), seed=0)
+    binary = tfvae.evaluate(vae, digits.test[:10], num_samples=5)  # binarised at 8/16
+    assert binary["likelihood_of"] == "probability"
+    assert binary["nll_bits_per_dim"] == pytest.approx(binary["nll"] / (64 * math.log(2)))
+    # Intensities in [0, 1]: log_prob is then the cross-entropy of x read as probabilities.
+    fractional = tfvae.evaluate(vae, 0.25 + 0.5 * digits.test[:10], num_samples=5)
+    assert fractional["likelihood_of"] == "cross_entropy" and fractional["nll_bits_per_dim"] is None
+
+
+@pytest.mark.slow
+def test_the_cli_gives_no_bits_per_dim_for_a_bernoulli_of_intensities(tmp_path, capsys):
+    x = np.random.default_rng(0).random((120, 16)).astype(np.float32)  # in [0, 1], not binary
+    data, out = str(tmp_path / "intensities.npz"), str(tmp_path / "run")
+    np.savez(data, train=x[:80], valid=x[80:100], test=x[100:])
+    argv = ["--data", data, "--epochs", "1", "--hidden-units", "8", "--latent-dim", "2"]
+    assert cli.main(["train", *argv, "--out", out, "--quiet", "--no-pictures"]) == 0
+    assert "bits/dim" not in capsys.readouterr().out
+    with open(os.path.join(out, "history.json")) as f:
+        assert "bits_per_dim" not in json.load(f)
+    assert cli.main(["evaluate", out, "--data", data, "--num-samples", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "bits/dim:" not in printed and "these are cross-entropies, not probabilities of the data" in printed
+
+
 @pytest.mark.slow
 def test_the_cli_trains_on_8_bit_data_and_writes_bits_per_dim(eight_bit_npz, tmp_path, capsys):
     out = str(tmp_path / "run")

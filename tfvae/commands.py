@@ -507,8 +507,13 @@ def _evaluate(args):
     )
     if report["likelihood_of"] == "probability":
         print(f"bits/dim: nll {report['nll_bits_per_dim']:.4f}, elbo {report['elbo_bits_per_dim']:.4f}")
-    else:
+    elif report["likelihood_of"] == "density":
         print("(a Gaussian likelihood: these are densities of continuous data, not probabilities)")
+    else:
+        print(
+            "(a Bernoulli likelihood of values between 0 and 1: these are cross-entropies, not probabilities "
+            "of the data, so no bits/dim; a discretised logistic on 8-bit levels gives them)"
+        )
     if len(model.latent_sizes) > 1:
         print(
             "per layer (bottom first): "

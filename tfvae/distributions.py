@@ -261,6 +261,11 @@ class Likelihood(keras.layers.Layer):
             return self.event_shape
         return (*self.event_shape, self.params_per_dimension)
 
+    def likelihood_of_data(self, x):
+        """What `log_prob` measures on the examples `x`: `likelihood_of`, unless the data
+        decide it (a Bernoulli's is a probability of binary data only)."""
+        return self.likelihood_of
+
     def parameters_of(self, likelihood):
         """The raw parameters of a likelihood this layer made, by name, `[batch, *event_shape]`."""
         raise NotImplementedError(f"{type(self).__name__} must implement `parameters_of`.")
@@ -345,6 +350,14 @@ class BernoulliLikelihood(Likelihood):
     @property
     def likelihood_of(self):
         return "probability" if self.num_levels is None else "cross_entropy"
+
+    def likelihood_of_data(self, x):
+        """On values strictly between 0 and 1 (the digits' sixteenths, intensities scaled
+        to [0, 1]) the Bernoulli's log_prob is a cross-entropy, no probability of the data."""
+        x = np.asarray(x)
+        if self.num_levels is None and not np.all((x == 0) | (x == 1)):
+            return "cross_entropy"
+        return self.likelihood_of
 
     def call(self, logits):
         if self.num_levels is None:

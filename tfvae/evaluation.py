@@ -135,10 +135,10 @@ def evaluate(
       (−E_q[log p(x|z)], one sample of z per example), `active_units`, and per
       stochastic layer (bottom first) `kl_per_layer` and `active_units_per_layer`,
       `num_samples`, `examples`, and `likelihood_of`: "probability" for discrete data
-      (Bernoulli, discretised logistics), with `nll_bits_per_dim` and
+      (a Bernoulli on binary x, discretised logistics), with `nll_bits_per_dim` and
       `elbo_bits_per_dim` (nats / (D ln 2)); "density" for a Gaussian likelihood, whose
-      figures are densities, or "cross_entropy" for a Bernoulli read on grey levels
-      (the bits/dim keys are then None).
+      figures are densities, or "cross_entropy" for a Bernoulli read on grey levels or
+      on values between 0 and 1 (the bits/dim keys are then None).
     """
     if not model.has_prior:
         raise ConfigError(
@@ -193,19 +193,17 @@ def evaluate(
         "active_units_per_layer": active,
         "num_samples": int(num_samples),
         "examples": int(len(x)),
-        **_bits_per_dim(model, -log_px.mean(), -(expected_log_likelihood - kl).mean()),
+        **_bits_per_dim(model, x, -log_px.mean(), -(expected_log_likelihood - kl).mean()),
     }
 
 
-def _bits_per_dim(model, nll, negative_elbo):
-    """Bits per dimension for likelihoods of discrete data; None where p(x|z) is a density
-    or a cross-entropy of grey levels, whose "nats" measure no probability of the data."""
-    if not model.likelihood_layer.discrete:
-        return {
-            "likelihood_of": model.likelihood_layer.likelihood_of,
-            "nll_bits_per_dim": None,
-            "elbo_bits_per_dim": None,
-        }
+def _bits_per_dim(model, x, nll, negative_elbo):
+    """Bits per dimension where p(x|z) is a probability of the examples x; None where it
+    is a density or a cross-entropy (grey levels, or a Bernoulli on values between 0 and
+    1), whose "nats" measure no probability of the data."""
+    measured = model.likelihood_layer.likelihood_of_data(x)
+    if measured != "probability":
+        return {"likelihood_of": measured, "nll_bits_per_dim": None, "elbo_bits_per_dim": None}
     dimensions = math.prod(model.network_config.input_shape)
     return {
         "likelihood_of": "probability",

@@ -619,8 +619,10 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
                 splits.test, labels.get("test"), batch_size=config.batch_size, verbose=0, return_dict=True
             ).items()
         }
-    # An autoencoder's loss, -log p(x | code), pays nothing for the code: no bits per dimension of x.
-    if model.likelihood_layer.discrete and model.has_prior:
+    # An autoencoder's loss, -log p(x | code), pays nothing for the code: no bits per
+    # dimension of x. Nor are there any where log p(x|z) is no probability of these data.
+    held = [split for split in (splits.train, splits.valid, splits.test) if isinstance(split, np.ndarray)]
+    if model.has_prior and all(model.likelihood_layer.likelihood_of_data(split) == "probability" for split in held):
         history["bits_per_dim"] = _bits_per_dim_history(history, math.prod(splits.example_shape))
     files.write_json(os.path.join(config.out, HISTORY_FILE), history)
     # model.keras last: its presence marks the run finished.

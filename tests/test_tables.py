@@ -63,10 +63,31 @@ def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     assert np.load(tmp_path / "s.npy").shape == (4, 3)
     # A table has no test split: evaluate's default is the run's own held-out rows.
     capsys.readouterr()
-    assert cli.main(["evaluate", out, "--num-samples", "10", "--json"]) == 0
+    scores = str(tmp_path / "scores.csv")
+    assert cli.main(["evaluate", out, "--num-samples", "10", "--json", "--scores", scores]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     held_out = len(training.load_run_data(out).valid)
-    assert printed[0].startswith("valid: nll") and json.loads(printed[-1])["examples"] == held_out
+    report = json.loads(printed[-1])
+    assert printed[0].startswith("valid: nll") and report["examples"] == held_out
+    # Each row's log p(x), the anomaly score, from the same pass: their mean is -nll.
+    table = np.loadtxt(scores, delimiter=",", skiprows=1)
+    assert open(scores).readline() == "example,log_px\n"
+    np.testing.assert_array_equal(table[:, 0], np.arange(held_out))
+    np.testing.assert_allclose(table[:, 1].mean(), -report["nll"], atol=1e-5)
+    assert cli.main(["evaluate", out, "--scores", str(tmp_path / "scores.txt")]) == 2
+    assert "--scores must end in .csv or .npy" in capsys.readouterr().err
+    # New rows, one of them far off: every row is scored, in the file's order.
+    new_rows = correlated_rows(30, seed=7)
+    new_rows[17, 1] = 80.0  # weight 30 g over the rest, heights as usual
+    assert (
+        cli.main(
+            ["evaluate", out, "--data", write_table(tmp_path / "new.csv", new_rows), "--split", "train"]
+            + ["--num-samples", "20", "--scores", scores]
+        )
+        == 0
+    )
+    table = np.loadtxt(scores, delimiter=",", skiprows=1)
+    assert len(table) == 30 and np.argmin(table[:, 1]) == 17
     model = keras.models.load_model(os.path.join(out, "model.keras"))  # the statistics travel with it
     rows = training.load_run_data(out).valid
     reconstructed = model.reconstruct(rows).numpy()  # decode(E_q[z|x])

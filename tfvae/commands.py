@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from tfvae import files, memory
+from tfvae.checkpointing import read_estimate_checkpoint
 from tfvae.cli_arguments import (
     INTERRUPTED,
     image_size,
@@ -423,6 +424,13 @@ def _add_evaluate(subparsers):
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="end stdout with one JSON line")
+    p.add_argument(
+        "--scores",
+        metavar="FILE",
+        default=None,
+        help="also write each example's importance-sampled log p(x) in nats (a table row's anomaly "
+        "score: low is unlikely), as a .csv with columns example,log_px or a .npy array",
+    )
     p.set_defaults(handler=_evaluate)
 
 
@@ -473,6 +481,9 @@ def _limited(examples, labels, limit):
 
 
 def _evaluate(args):
+    scores_format = None if args.scores is None else os.path.splitext(args.scores)[1].lower()
+    if scores_format not in (None, ".csv", ".npy"):
+        raise TfvaeError(f"--scores must end in .csv or .npy; got {args.scores!r}.")
     model = load_run(args.run_dir)
     split, examples, labels = _split_for(model, args)
     examples, labels = _limited(examples, labels, args.limit)
@@ -498,6 +509,8 @@ def _evaluate(args):
             file=sys.stderr,
         )
         return INTERRUPTED
+    # The pass kept every example's estimate in its checkpoint: scores need no second pass.
+    log_px = None if args.scores is None else read_estimate_checkpoint(checkpoint)["estimates"]
     os.remove(checkpoint)
     print(
         f"{split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
@@ -524,9 +537,22 @@ def _evaluate(args):
                 )
             )
         )
+    if log_px is not None:
+        _write_scores(args.scores, log_px)
     if args.json:
         print(json.dumps(report))
     return 0
+
+
+def _write_scores(path, log_px):
+    """Each example's log p(x), `[N]`, to a .csv (example,log_px) or .npy file, atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.lower().endswith(".npy"):
+        with files.atomic_path(path) as temporary:
+            np.save(temporary, log_px)
+    else:
+        files.write_text(path, "example,log_px\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(log_px)))
+    print(f"wrote {path}: log p(x) of {len(log_px)} examples (nats)")
 
 
 def _add_report(subparsers):

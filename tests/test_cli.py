@@ -57,6 +57,29 @@ def test_the_train_summary_gives_the_saved_best_epochs_figures_not_the_last_ones
     assert line == expected + ("; bits/dim: valid 0.5000, test 0.4500" if discrete else "")
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "9"], "--epochs 9 differs from the run's 2 ("),
+        (["--hidden-units", "64,32"], "--hidden-units 64,32 differs from the run's 32 ("),
+        (["--data", "photo_patches"], "--data photo_patches differs from the run's digits ("),
+        (["--conditional"], "--conditional would change the run's conditional (False in "),
+        (["--mc-kl"], "--mc-kl would change the run's analytic_kl (True in "),
+    ],
+)
+def test_resume_refuses_options_that_would_change_the_run(run_dir, flags, message, capsys):
+    assert cli.main(["train", "--out", run_dir, "--resume", *flags]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and f"leave out {flags[0]}, or train a new run" in error
+
+
+def test_resume_takes_options_that_match_the_run(run_dir, capsys):
+    # The run's own values pass the check; this run has finished, so `train` then says
+    # there is nothing to resume.
+    assert cli.main(["train", "--out", run_dir, "--resume", "--epochs", "2", "--hidden-units", "32"]) == 2
+    assert "has finished (model.keras exists); nothing to resume" in capsys.readouterr().err
+
+
 def test_same_seed_repeats_the_run(run_dir, tmp_path):
     out = str(tmp_path / "again")
     assert cli.main(["train", "--data", "digits", "--out", out, "--kl-warmup-epochs", "2", *TINY]) == 0

@@ -31,13 +31,48 @@ from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
 from tfvae.posteriors import POSTERIORS
 from tfvae.priors import PRIORS
-from tfvae.training import HISTORY_FILE, MODELS, TrainConfig, load_run, load_run_data, train
+from tfvae.training import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    MODELS,
+    TrainConfig,
+    load_run,
+    load_run_data,
+    read_config,
+    same_data,
+    train,
+)
 
 
 def add_commands(subparsers):
     """Adds train, sample, evaluate, report and export to `subparsers`."""
     for add in (_add_train, _add_sample, _add_evaluate, _add_report, _add_export):
         add(subparsers)
+
+
+def _record_given(namespace, action):
+    """Notes that the command line gave `action`'s option: argparse keeps only the values,
+    and `--resume` must tell a flag the user typed from a default."""
+    namespace.given = {**getattr(namespace, "given", {}), action.dest: action.option_strings[0]}
+
+
+class _Store(argparse.Action):
+    """argparse's default action (store the converted value), recording the option."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _record_given(namespace, self)
+
+
+class _StoreConstant(argparse.Action):
+    """A flag storing `const` (store_true / store_false), recording the option."""
+
+    def __init__(self, option_strings, dest, const, default=None, help=None):
+        super().__init__(option_strings, dest, nargs=0, const=const, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const)
+        _record_given(namespace, self)
 
 
 def _add_train(subparsers):
@@ -47,6 +82,7 @@ def _add_train(subparsers):
         help="train a VAE (one layer, conditional or not, or a hierarchy) or an autoencoder; write a run directory",
         description="Train a model with Keras fit; writes DIR/model.keras, history.json, config.json and PNG pictures.",
     )
+    p.register("action", None, _Store)
     p.add_argument(
         "--data",
         help=f"a bundled dataset ({', '.join(available_datasets())}), an .npz path "
@@ -73,7 +109,9 @@ def _add_train(subparsers):
     )
     p.add_argument(
         "--conditional",
-        action="store_true",
+        action=_StoreConstant,
+        const=True,
+        default=False,
         help="a conditional VAE p(x|y, z) on the data's class labels (train_labels, ...)",
     )
     p.add_argument(
@@ -206,7 +244,9 @@ def _add_train(subparsers):
     p.add_argument(
         "--mc-kl",
         dest="analytic_kl",
-        action="store_false",
+        action=_StoreConstant,
+        const=False,
+        default=True,
         help="estimate the KL by Monte Carlo even where a closed form exists",
     )
     p.add_argument(
@@ -245,6 +285,8 @@ def _posteriors(text):
 def _train(args):
     if args.data is None and not args.resume:
         raise TfvaeError("--data is required for a new run (or pass --resume to continue one).")
+    if args.resume:
+        _refuse_changes_on_resume(args)
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__}
     fields["data"] = fields["data"] or ""
     # SIGTERM ends the run like Ctrl-C: the last completed epoch stays checkpointed.
@@ -266,6 +308,36 @@ def _train(args):
         return INTERRUPTED
     print(train_summary(result.run_dir, result.history, result.model.loss_name))
     return 0
+
+
+def _refuse_changes_on_resume(args):
+    """`--resume` continues a run as its config.json describes it; an option given with it
+    that would change the run is refused rather than silently dropped."""
+    if not os.path.isfile(os.path.join(args.out, CONFIG_FILE)):
+        return  # `train` says there is no run to resume
+    run = read_config(args.out)
+    for dest, flag in getattr(args, "given", {}).items():
+        if dest == "out" or dest not in TrainConfig.__dataclass_fields__:
+            continue
+        given, recorded = getattr(args, dest), getattr(run, dest)
+        if dest == "data":
+            same = same_data(given, recorded)
+        else:
+            same = (tuple(given) if isinstance(given, list) else given) == recorded
+        if not same:
+            change = (
+                f"would change the run's {dest} ({recorded}"
+                if isinstance(given, bool)
+                else f"{_shown(given)} differs from the run's {_shown(recorded)} ("
+            )
+            raise TfvaeError(
+                f"{flag} {change} in {os.path.join(args.out, CONFIG_FILE)}): --resume continues the run as it "
+                f"was configured; leave out {flag}, or train a new run in another --out."
+            )
+
+
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 def train_summary(run_dir, history, loss_name):

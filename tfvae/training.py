@@ -643,7 +643,8 @@ def epoch_history(run_dir):
     return _split_history(done.log if done else [])
 
 
-def _same_data(a, b):
+def same_data(a, b):
+    """Whether two `data` arguments name the same dataset (the same name, or the same file)."""
     if a == b:
         return True
     return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
@@ -676,7 +677,7 @@ def load_run_data(run_dir, data=None, likelihood=None):
     likelihood = likelihood or (config or {}).get("likelihood", "bernoulli")
     # Images are read at the size the model was trained on, from whichever folder.
     image_size = (config or {}).get("image_size") or None if is_image_folder(data) else None
-    if config is None or not _same_data(data, config["data"]):
+    if config is None or not same_data(data, config["data"]):
         splits = load_dataset(data, likelihood=likelihood, image_size=image_size)
         if splits.held_out is None:
             return splits

@@ -457,6 +457,16 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
             r"encode's x: the list's examples differ in shape: .* example 1 has shapes that differ inside it",
         ),
         (lambda m, d: m.latent_code([["0.5"] * 63 + ["a"]]), r"latent_code's x: .* not numbers \(.*'a'\)"),
+        (
+            lambda m, d: m.fit(d.train, sample_weight=np.ones(len(d.train)), verbose=0),
+            r"fit's sample_weight: tfvae's objectives .* take no per-example weights",
+        ),
+        (
+            lambda m, d: m.fit(
+                tf.data.Dataset.from_tensor_slices((d.train, d.train[:, 0], np.ones(len(d.train)))).batch(64), verbose=0
+            ),
+            r"a dataset of \(x, labels, sample_weight\) triples: tfvae's objectives",
+        ),
     ],
     ids=[
         "decode-size",
@@ -481,6 +491,8 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
         "ragged-list",
         "ragged-inside-an-example",
         "list-of-strings",
+        "sample-weight",
+        "weighted-dataset",
     ],
 )
 def test_mistakes_at_the_api_edge_name_the_cause(digits, call, message):

@@ -285,7 +285,9 @@ class LatentModel(keras.Model):
 
     def _unpack(self, data):
         """`(x, labels or None)` of a batch, or of a dataset's element spec."""
-        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ConfigError(_NO_WEIGHTS.format(what="a dataset of (x, labels, sample_weight) triples"))
         if self.conditional and labels is None and isinstance(x, (tuple, list)):
             x, labels = x
         if self.conditional and labels is None:
@@ -492,8 +494,9 @@ class LatentModel(keras.Model):
         `tfvae.input_pipeline.shuffled_batches`: one shuffle per epoch and a gather per batch on a
         single tf.data thread, instead of Keras' adapter, whose autotuned threads compete
         with the train step for the CPU (on 2 cores, epochs ran 1.7x slower at times).
-        Other inputs, and fits with `validation_split`, `sample_weight`,
-        `class_weight`, `steps_per_epoch` or `shuffle=False`, go to Keras as given; a
+        Other inputs, and fits with `validation_split`, `steps_per_epoch` or
+        `shuffle=False`, go to Keras as given (`sample_weight` and `class_weight` are
+        refused: the objectives take no weights); a
         `tf.data` dataset is read in its own order (`dataset.shuffle` shuffles it). The
         `train` of a record dataset (`tfvae.records.RecordStream`) is streamed from its
         shards, shuffled in windows each epoch.
@@ -505,6 +508,10 @@ class LatentModel(keras.Model):
         on bench-train's model it cost 1% of an epoch's time (best of three interleaved
         rounds; 5% between the medians).
         """
+        if sample_weight is not None or class_weight is not None:
+            raise ConfigError(
+                _NO_WEIGHTS.format(what="fit's sample_weight" if class_weight is None else "class_weight")
+            )
         callbacks = with_progress_bar(callbacks, verbose)
         keras_arguments = dict(
             verbose=verbose,
@@ -532,7 +539,7 @@ class LatentModel(keras.Model):
         elif isinstance(validation, (tuple, list)):  # (x,) or (x, labels); others go to Keras as given
             examples, labels = self._unpack(tuple(validation))
             self._checked_input(examples, "validation_data", labels=labels)
-        keras_only = validation_split or class_weight or sample_weight is not None or steps_per_epoch is not None
+        keras_only = validation_split or steps_per_epoch is not None
         if in_memory is None or not shuffle or keras_only:
             # A dataset is read as given (shuffle it in its pipeline); for the default
             # shuffle=True, Keras would only warn on every fit that it ignores it.
@@ -633,6 +640,13 @@ class LatentModel(keras.Model):
         for key in cls._NESTED:
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+# Keras hands weights to `train_step`, which has no use for them: refused, not dropped.
+_NO_WEIGHTS = (
+    "{what}: tfvae's objectives (the ELBO, the IWAE bound) average their examples with equal "
+    "weight and take no per-example weights; repeat examples to weight them up, or leave the weights out."
+)
 
 
 def check_count(n):

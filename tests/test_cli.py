@@ -176,7 +176,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
             "ema_momentum must be in [0, 1) (0: no averaging; 0.999 averages about the last 1000 updates); got 1.0",
         ),
         (["sample", "{tmp}", "--out", "{tmp}/s.png"], "holds no model.keras"),
-        (["sample", "{tmp}", "--out", "{tmp}/s.gif"], "must end in .png or .npy"),
+        (["sample", "{tmp}", "--out", "{tmp}/s.gif"], "must end in .png, .npy or .csv"),
         (
             ["train", "--data", "digits", "--out", "{tmp}/r", "--hidden-units", "1000000000"],
             "Training this model (mlp [1000000000], latent 16, batch 128 x 1 samples, examples of shape [64]) needs "

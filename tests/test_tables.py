@@ -59,8 +59,15 @@ def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     assert pictures == ["learning_curve.png"]  # rows of a table are no pictures
     assert cli.main(["sample", out, "--n", "4", "--out", str(tmp_path / "s.png")]) == 2
     assert "--out FILE.npy" in capsys.readouterr().err
-    assert cli.main(["sample", out, "--n", "4", "--out", str(tmp_path / "s.npy")]) == 0
+    assert cli.main(["sample", out, "--n", "4", "--seed", "3", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (4, 3)
+    # As a table: the training table's header, rows in its units (the same draws as the .npy).
+    assert cli.main(["sample", out, "--n", "4", "--seed", "3", "--out", str(tmp_path / "s.csv")]) == 0
+    with open(tmp_path / "s.csv") as f:
+        assert f.readline() == "height_mm,weight_g,temperature_c\n"
+    np.testing.assert_allclose(
+        np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1), np.load(tmp_path / "s.npy"), rtol=1e-6
+    )
     # A table has no test split: evaluate's default is the run's own held-out rows.
     capsys.readouterr()
     scores = str(tmp_path / "scores.csv")
@@ -143,6 +150,18 @@ def test_a_table_of_measurements_under_the_default_bernoulli_names_the_file_and_
     # The file alone: a table has no 'train' key for the message to name.
     with pytest.raises(DataError, match=rf"^{re.escape(path)}: values span .* --likelihood gaussian"):
         tfvae.load_dataset(path)
+
+
+def test_sampled_rows_take_the_tables_header_where_it_has_one(tmp_path):
+    named = write_table(tmp_path / "named.csv", correlated_rows(3))
+    plain = tmp_path / "plain.csv"
+    plain.write_text("1,2,3\n4,5,6\n")
+    assert tfvae.data.table_columns(named, 3) == ["height_mm", "weight_g", "temperature_c"]
+    generic = ["column 1", "column 2", "column 3"]
+    assert tfvae.data.table_columns(str(plain), 3) == generic  # no header row
+    assert tfvae.data.table_columns(named, 4) == [*generic, "column 4"]  # the file changed since
+    assert tfvae.data.table_columns(str(tmp_path / "gone.csv"), 3) == generic
+    assert tfvae.data.table_columns("digits", 3) == generic  # no table at all
 
 
 @pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "excel-bom"])

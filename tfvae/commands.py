@@ -23,7 +23,7 @@ from tfvae.cli_arguments import (
     units,
     version,
 )
-from tfvae.data import LIKELIHOOD_FAMILIES, SPLITS, available_datasets
+from tfvae.data import LIKELIHOOD_FAMILIES, SPLITS, available_datasets, table_columns
 from tfvae.errors import TfvaeError
 from tfvae.evaluation import evaluate
 from tfvae.exporting import PARTS, check_arguments, export
@@ -363,11 +363,13 @@ def _add_sample(subparsers):
     p = subparsers.add_parser(
         "sample",
         help="generate examples from a trained run",
-        description="Draw z from the prior, decode, and write a PNG grid or a .npy array.",
+        description="Draw z from the prior, decode, and write a PNG grid, a .npy array or a table's rows as .csv.",
     )
     p.add_argument("run_dir", metavar="DIR", help="a run directory written by `tfvae train`")
     p.add_argument("--n", type=positive_int, default=64, help="number of samples")
-    p.add_argument("--out", required=True, metavar="FILE", help="a .png grid or a .npy array")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="a .png grid, a .npy array, or a .csv of a table's rows"
+    )
     p.add_argument("--seed", type=non_negative_int, default=None)
     p.add_argument(
         "--labels",
@@ -388,9 +390,14 @@ def _labels(text):
 
 def _sample(args):
     extension = os.path.splitext(args.out)[1].lower()
-    if extension not in (".png", ".npy"):
-        raise TfvaeError(f"--out must end in .png or .npy; got {args.out!r}.")
+    if extension not in (".png", ".npy", ".csv"):
+        raise TfvaeError(f"--out must end in .png, .npy or .csv (a table's rows); got {args.out!r}.")
     model = load_run(args.run_dir)
+    if extension == ".csv" and len(model.network_config.input_shape) != 1:
+        raise TfvaeError(
+            f"--out {args.out}: a .csv holds a table's rows, but the model in {args.run_dir} generates "
+            f"examples of shape {model.network_config.input_shape}; write a .png grid or a .npy array."
+        )
     # The samples, the decoder's activations for them and the likelihood's parameters.
     memory.require(
         3 * memory.FLOAT_BYTES * args.n * math.prod(model.network_config.input_shape),
@@ -400,7 +407,8 @@ def _sample(args):
     if extension == ".png" and model.image_shape is None:
         raise TfvaeError(
             f"the model in {args.run_dir} does not model images (examples of shape "
-            f"{model.network_config.input_shape}); write the samples as an array with --out FILE.npy."
+            f"{model.network_config.input_shape}); write the samples as an array with --out FILE.npy "
+            "(or a table's rows with --out FILE.csv)."
         )
     if model.conditional:
         classes = args.labels or tuple(range(model.num_classes))
@@ -414,6 +422,8 @@ def _sample(args):
     if extension == ".npy":
         with files.atomic_path(args.out) as temporary:
             np.save(temporary, samples)
+    elif extension == ".csv":
+        _write_table(args.out, args.run_dir, samples, labels if model.conditional else None)
     else:
         from tfvae import plots
 
@@ -426,6 +436,8 @@ def _sample(args):
         )
     if extension == ".npy":
         print(f"wrote {args.out}: {args.n} samples, a {samples.dtype} array of shape {list(samples.shape)}")
+    elif extension == ".csv":
+        print(f"wrote {args.out}: {args.n} rows of {samples.shape[1]} columns")
     else:
         print(f"wrote {args.out}: a grid of {args.n} samples ({'×'.join(map(str, model.image_shape))} images)")
     return 0
@@ -475,6 +487,22 @@ def _export(args):
             f"ONNX vs TF max |diff| {difference:.2g})"
         )
     return 0
+
+
+def _write_table(path, run_dir, rows, labels=None):
+    """Sampled rows as a CSV with the run's table's header (and a `label` column first for
+    a conditional model), atomically."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    columns = table_columns(read_config(run_dir).data, rows.shape[1])
+    writer.writerow(columns if labels is None else ["label", *columns])
+    for index, row in enumerate(rows):
+        cells = [f"{v:.7g}" for v in row]
+        writer.writerow(cells if labels is None else [int(labels[index]), *cells])
+    files.write_text(path, text.getvalue())
 
 
 def _add_evaluate(subparsers):

@@ -307,24 +307,29 @@ def _is_grey(file):
 
 
 def _csv_rows(path):
-    """The non-empty rows of a CSV file, as lists of cells."""
+    """The non-empty rows of a CSV file, as lists of cells, read as they are asked for."""
     import csv
 
     # utf-8-sig: Excel starts its CSV files with a byte-order mark, which would make the
     # first number of a table without a header no number, and that row a header.
     with open(path, newline="", encoding="utf-8-sig") as f:
-        return [row for row in csv.reader(f) if row]
+        yield from (row for row in csv.reader(f) if row)
 
 
 def table_columns(path, count):
     """The names of a CSV table's `count` columns: its header row's, or "column 1" ...
     where the file has no header, is gone, or no longer has `count` columns."""
-    try:
-        first = _csv_rows(path)[:1] if str(path).lower().endswith(".csv") else []
-    except (OSError, UnicodeDecodeError):
-        first = []
-    if first and len(first[0]) == count and any(not _is_number(cell) for cell in first[0]):
-        return first[0]
+    first = None
+    if str(path).lower().endswith(".csv"):
+        rows = _csv_rows(path)
+        try:
+            first = next(rows, None)  # the header alone: a table may be large
+        except (OSError, UnicodeDecodeError):
+            pass
+        finally:
+            rows.close()
+    if first and len(first) == count and any(not _is_number(cell) for cell in first):
+        return first
     return [f"column {i + 1}" for i in range(count)]
 
 
@@ -332,7 +337,7 @@ def _read_csv(path):
     """`{"train": [N, features]}` from a CSV table: numbers, with an optional header row."""
     if not os.path.exists(path):
         raise DataError(f"Dataset file {path!r} does not exist.")
-    rows = _csv_rows(path)
+    rows = list(_csv_rows(path))
     if not rows:
         raise DataError(f"{path}: the table is empty; expected rows of numbers, one example per row.")
     separator = next((s for s in (";", "\t") if len(rows[0]) == 1 and s in rows[0][0]), None)

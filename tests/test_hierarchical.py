@@ -147,6 +147,13 @@ def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(
 def test_per_layer_posteriors_are_one_per_layer_and_a_vampprior_needs_a_gaussian_top():
     with pytest.raises(tfvae.ConfigError, match=r"one per layer, bottom first.*3 layers.*\('iaf', 'iaf', 'diagonal'\)"):
         tfvae.HierarchicalVAE((64,), latent_dims=(4, 3, 2), posterior=("iaf", "diagonal"))
+    # The CLI's spelling is the Python API's too.
+    assert tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), posterior="iaf,diagonal").layer_posteriors == (
+        "iaf",
+        "diagonal",
+    )
+    with pytest.raises(tfvae.ConfigError, match="one per layer, bottom first.*2 layers"):
+        tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), posterior="iaf,iaf,diagonal")
     with pytest.raises(tfvae.ConfigError, match="VampPrior"):
         tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), posterior=("diagonal", "iaf"), prior=tfvae.VampPrior(3, 5))
 

@@ -44,8 +44,9 @@ class HierarchicalVAE(VAE):
       input_shape: shape of one example x.
       latent_dims: sizes of z_1 ... z_L, bottom first (L >= 2).
       posterior: every layer's q, one name ("diagonal", "full", "iaf"; see
-        `tfvae.VAE`) or one per layer, bottom first (e.g. `("iaf", "diagonal")`: flows
-        below a Gaussian top, which a VampPrior needs).
+        `tfvae.VAE`) or one per layer, bottom first (e.g. `("iaf", "diagonal")`, or
+        "iaf,diagonal" as the CLI writes it: flows below a Gaussian top, which a
+        VampPrior needs).
       flow_steps: IAF steps of each "iaf" layer.
       hidden_units: the x-side networks' widths (`arch`: "mlp", "gated" or "conv");
         the last one is also the width of d_l and t_l.
@@ -91,7 +92,11 @@ class HierarchicalVAE(VAE):
                 f"`latent_dims` must list two or more positive sizes, bottom first; got {latent_dims!r} "
                 "(use tfvae.VAE for one stochastic layer)."
             )
-        layer_posteriors = (posterior,) * len(latent_dims) if isinstance(posterior, str) else tuple(posterior)
+        if isinstance(posterior, str):  # "iaf" for every layer, or the CLI's "iaf,diagonal"
+            names = tuple(posterior.split(","))
+            layer_posteriors = names * len(latent_dims) if len(names) == 1 else names
+        else:
+            layer_posteriors = tuple(posterior)
         if len(layer_posteriors) != len(latent_dims):
             example = ("iaf",) * (len(latent_dims) - 1) + ("diagonal",)
             raise ConfigError(

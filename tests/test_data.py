@@ -27,6 +27,10 @@ def test_npz_without_valid_holds_out_a_seeded_fraction(tmp_path):
     assert splits.image_shape == (4, 4, 1) and "held out" in splits.valid_source
     again = tfvae.load_dataset(save(tmp_path, train=train), validation_fraction=0.2)
     np.testing.assert_array_equal(splits.valid, again.valid)
+    # 0 holds nothing out: train is the file's, whole and in order.
+    whole = tfvae.load_dataset(save(tmp_path, train=train), validation_fraction=0)
+    np.testing.assert_array_equal(whole.train, train)
+    assert whole.valid is None and whole.held_out is None and whole.train_fingerprint is None
 
 
 @pytest.mark.parametrize(

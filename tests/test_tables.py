@@ -95,6 +95,13 @@ def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     )
     table = np.loadtxt(scores, delimiter=",", skiprows=1)
     assert len(table) == 30 and np.argmin(table[:, 1]) == 17
+    # Three rows are a table too: none is held out of them for a validation split.
+    few = write_table(tmp_path / "few.csv", new_rows[16:19])
+    assert (
+        cli.main(["evaluate", out, "--data", few, "--split", "train", "--num-samples", "20", "--scores", scores]) == 0
+    )
+    table = np.loadtxt(scores, delimiter=",", skiprows=1)
+    assert len(table) == 3 and np.argmin(table[:, 1]) == 1
     model = keras.models.load_model(os.path.join(out, "model.keras"))  # the statistics travel with it
     rows = training.load_run_data(out).valid
     reconstructed = model.reconstruct(rows).numpy()  # decode(E_q[z|x])

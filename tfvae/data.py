@@ -681,7 +681,7 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
       likelihood: a key of `LIKELIHOODS`: "bernoulli" (values must lie in [0, 1]),
         "gaussian", or a discretised logistic (values must be 8-bit levels 0 .. 255).
       validation_fraction: share of `train` held out as `valid` when the data has no
-        `valid` split (a seeded permutation).
+        `valid` split (a seeded permutation); 0 holds nothing out (`valid` is then None).
       seed: seed of that hold-out.
       held_out: indices into `train` to hold out as `valid` instead of drawing
         them (a run's recorded split, `DataSplits.held_out`).
@@ -748,6 +748,8 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
                 f"{source} has its own {key('valid')!r} array, so there is nothing to hold out of "
                 f"{key('train')!r}; leave out `held_out`."
             )
+    elif held_out is None and validation_fraction == 0:
+        valid_source = "nothing held out of train (validation_fraction=0)"
     elif held_out is None:
         held_out = _hold_out(source, len(splits["train"]), validation_fraction, seed)
         valid_source = f"held out {validation_fraction:g} of train (seed {seed})"
@@ -755,7 +757,7 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         held_out = _check_held_out(source, held_out, len(splits["train"]))
         valid_source = f"held out {len(held_out)} recorded examples of train"
     fingerprint = None
-    if "valid" not in splits:
+    if held_out is not None:
         fingerprint = _fingerprint(splits["train"], labels.get("train"))
         kept = np.setdiff1d(np.arange(len(splits["train"])), held_out, assume_unique=True)
         splits["train"], splits["valid"] = splits["train"][kept], splits["train"][held_out]
@@ -764,7 +766,7 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
     return DataSplits(
         name=source,
         train=splits["train"],
-        valid=splits["valid"],
+        valid=splits.get("valid"),
         test=splits.get("test"),
         image_shape=infer_image_shape(example_shape),
         valid_source=valid_source,

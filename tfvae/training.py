@@ -678,24 +678,13 @@ def load_run_data(run_dir, data=None, likelihood=None):
     # Images are read at the size the model was trained on, from whichever folder.
     image_size = (config or {}).get("image_size") or None if is_image_folder(data) else None
     if config is None or not same_data(data, config["data"]):
-        splits = load_dataset(data, likelihood=likelihood, image_size=image_size)
-        if splits.held_out is None:
+        # Nothing is held out: `train` is the file's whole train, in its order (a table's
+        # row i is example i, however few rows it has).
+        splits = load_dataset(data, likelihood=likelihood, image_size=image_size, validation_fraction=0)
+        if splits.valid is not None:
             return splits
-        labels = {k: v for k, v in splits.labels.items() if k != "valid"}
-        train = splits.train
-        if isinstance(train, np.ndarray):
-            # `train` is then the file's whole train, in its order (a table's row i is example
-            # i), not what a fresh hold-out left of it.
-            train = _undo_hold_out(splits.train, splits.valid, splits.held_out)
-            if "train" in labels:
-                labels["train"] = _undo_hold_out(labels["train"], splits.labels["valid"], splits.held_out)
         return dataclasses.replace(
             splits,
-            train=train,
-            valid=None,
-            labels=labels,
-            held_out=None,
-            train_fingerprint=None,
             valid_source=f"{data} has no 'valid' array, and examples held out of its 'train' now could "
             f"be ones the run in {run_dir} trained on",
         )
@@ -706,15 +695,6 @@ def load_run_data(run_dir, data=None, likelihood=None):
     )
     _check_same_train(recorded, run_dir, splits)
     return splits
-
-
-def _undo_hold_out(rest, held, held_out):
-    """The array `rest` and `held` were split from, `held` having been at indices `held_out`."""
-    whole = np.empty((len(rest) + len(held), *rest.shape[1:]), rest.dtype)
-    kept = np.ones(len(whole), bool)
-    kept[held_out] = False
-    whole[held_out], whole[kept] = held, rest
-    return whole
 
 
 def load_run(run_dir):

@@ -3,6 +3,8 @@ and handlers over the Python API. `tfvae.cli` loads this module, and with it Ten
 for every command but `serve`."""
 
 import argparse
+import csv
+import io
 import json
 import math
 import os
@@ -320,11 +322,7 @@ def _refuse_changes_on_resume(args):
         if dest == "out" or dest not in TrainConfig.__dataclass_fields__:
             continue
         given, recorded = getattr(args, dest), getattr(run, dest)
-        if dest == "data":
-            same = same_data(given, recorded)
-        else:
-            same = (tuple(given) if isinstance(given, list) else given) == recorded
-        if not same:
+        if not (same_data(given, recorded) if dest == "data" else given == recorded):
             change = (
                 f"would change the run's {dest} ({recorded}"
                 if isinstance(given, bool)
@@ -420,8 +418,7 @@ def _sample(args):
         samples = model.sample(args.n, seed=args.seed).numpy()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if extension == ".npy":
-        with files.atomic_path(args.out) as temporary:
-            np.save(temporary, samples)
+        files.write_npy(args.out, samples)
     elif extension == ".csv":
         _write_table(args.out, args.run_dir, samples, labels if model.conditional else None)
     else:
@@ -492,9 +489,6 @@ def _export(args):
 def _write_table(path, run_dir, rows, labels=None):
     """Sampled rows as a CSV with the run's table's header (and a `label` column first for
     a conditional model), atomically."""
-    import csv
-    import io
-
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     columns = table_columns(read_config(run_dir).data, rows.shape[1])
@@ -648,8 +642,7 @@ def _write_scores(path, log_px):
     """Each example's log p(x), `[N]`, to a .csv (example,log_px) or .npy file, atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if path.lower().endswith(".npy"):
-        with files.atomic_path(path) as temporary:
-            np.save(temporary, log_px)
+        files.write_npy(path, log_px)
     else:
         files.write_text(path, "example,log_px\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(log_px)))
     print(f"wrote {path}: log p(x) of {len(log_px)} examples (nats)")

@@ -352,8 +352,8 @@ class BernoulliLikelihood(Likelihood):
         return "probability" if self.num_levels is None else "cross_entropy"
 
     def likelihood_of_data(self, x):
-        """On values strictly between 0 and 1 (the digits' sixteenths, intensities scaled
-        to [0, 1]) the Bernoulli's log_prob is a cross-entropy, no probability of the data."""
+        """On values strictly between 0 and 1 (intensities scaled to [0, 1]) the
+        Bernoulli's log_prob is a cross-entropy, no probability of the data."""
         x = np.asarray(x)
         if self.num_levels is None and not np.all((x == 0) | (x == 1)):
             return "cross_entropy"

@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 
+import numpy as np
+
 TEMPORARY_PREFIX = ".tmp-"
 
 
@@ -57,6 +59,12 @@ def write_json(path, value):
     with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2)
         f.write("\n")
+
+
+def write_npy(path, array):
+    """Writes `array` to `path` in NumPy's .npy format, atomically."""
+    with atomic_path(path) as temporary:
+        np.save(temporary, array)
 
 
 def write_text(path, text):

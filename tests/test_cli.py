@@ -288,6 +288,19 @@ def test_conditional_training_from_the_cli_draws_one_row_per_class(tmp_path, cap
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 20
 
 
+def test_images_of_four_channels_train_and_report_without_pictures_they_cannot_show(tmp_path, capsys):
+    path, out = str(tmp_path / "rgbn.npz"), str(tmp_path / "rgbn")
+    np.savez(path, train=np.random.default_rng(0).integers(0, 256, (40, 4, 4, 4), np.uint8))  # e.g. RGB + infrared
+    assert cli.main(["train", "--data", path, "--likelihood", "discretized_logistic", "--out", out, *TINY]) == 0
+    assert not os.path.exists(os.path.join(out, "samples.png")) and os.path.exists(os.path.join(out, "model.keras"))
+    assert cli.main(["report", out, "--out", str(tmp_path / "report")]) == 0
+    assert sorted(os.listdir(tmp_path / "report")) == ["latent_map.png", "learning_curve.png"]
+    assert cli.main(["sample", out, "--out", str(tmp_path / "s.png")]) == 2
+    assert "does not model grey or colour images (examples of shape (4, 4, 4))" in capsys.readouterr().err
+    assert cli.main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (3, 4, 4, 4)
+
+
 def test_conditional_training_on_unlabelled_data_is_one_line(tmp_path, capsys):
     path = str(tmp_path / "plain.npz")
     np.savez(path, train=np.zeros((40, 4)))

@@ -153,6 +153,31 @@ def test_image_folders_with_split_subfolders_and_colour(tmp_path):
     assert splits.labels["test"].tolist() == [0, 0, 0, 1, 1, 1]
 
 
+def test_a_folder_is_colour_when_any_image_is_whatever_sorts_first(tmp_path):
+    from PIL import Image
+
+    write_images(tmp_path / "a_grey", 2, mode="L", seed=1)  # sorts first
+    write_images(tmp_path / "b_colour", 3, mode="RGB", seed=2)
+    Image.fromarray(np.full((6, 8, 4), 200, np.uint8), "RGBA").save(tmp_path / "b_colour" / "alpha.png")
+    splits = tfvae.load_dataset(str(tmp_path), likelihood="discretized_logistic", validation_fraction=0)
+    assert splits.train.shape == (6, 6, 8, 3)
+    grey = np.asarray(Image.open(tmp_path / "a_grey" / "0.png"), np.float32)
+    np.testing.assert_array_equal(splits.train[0], np.repeat(grey[..., None], 3, axis=-1))
+    colour = np.asarray(Image.open(tmp_path / "b_colour" / "1.png"), np.float32)
+    np.testing.assert_array_equal(splits.train[2 + 1], colour)  # sorted: 0, 1, 2, alpha
+    np.testing.assert_array_equal(splits.train[5], np.full((6, 8, 3), 200.0))  # the alpha channel dropped
+
+
+def test_channels_first_images_are_refused_with_the_transpose(tmp_path):
+    path = str(tmp_path / "torch.npz")
+    images = np.random.default_rng(0).integers(0, 256, (10, 3, 16, 16), np.uint8)
+    np.savez(path, train=images)
+    with pytest.raises(DataError, match=r"3 pixels high with 16 channels.*channels first.*numpy.moveaxis\(x, 1, -1\)"):
+        tfvae.load_dataset(path, likelihood="discretized_logistic")
+    np.savez(path, train=np.moveaxis(images, 1, -1))
+    assert tfvae.load_dataset(path, likelihood="discretized_logistic").example_shape == (16, 16, 3)
+
+
 @pytest.mark.parametrize(
     "problem, message",
     [

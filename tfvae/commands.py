@@ -387,6 +387,8 @@ def _labels(text):
 
 
 def _sample(args):
+    from tfvae import plots
+
     extension = os.path.splitext(args.out)[1].lower()
     if extension not in (".png", ".npy", ".csv"):
         raise TfvaeError(f"--out must end in .png, .npy or .csv (a table's rows); got {args.out!r}.")
@@ -402,9 +404,9 @@ def _sample(args):
         f"{args.n:,} samples",
         "ask for fewer with a smaller --n, in several calls",
     )
-    if extension == ".png" and model.image_shape is None:
+    if extension == ".png" and not plots.is_picture(model.image_shape):
         raise TfvaeError(
-            f"the model in {args.run_dir} does not model images (examples of shape "
+            f"the model in {args.run_dir} does not model grey or colour images (examples of shape "
             f"{model.network_config.input_shape}); write the samples as an array with --out FILE.npy "
             "(or a table's rows with --out FILE.csv)."
         )
@@ -422,8 +424,6 @@ def _sample(args):
     elif extension == ".csv":
         _write_table(args.out, args.run_dir, samples, labels if model.conditional else None)
     else:
-        from tfvae import plots
-
         plots.save_image_grid(
             samples,
             model.image_shape,
@@ -671,7 +671,7 @@ def _report(args):
         history = json.load(f)
     written = plots.save_run_pictures(model, examples, history, args.out, seed=args.seed, labels=model_labels)
     written.append(plots.save_latent_map(model, examples, os.path.join(args.out, "latent_map.png"), labels=labels))
-    if model.image_shape is not None:
+    if plots.is_picture(model.image_shape):
         written.append(
             plots.save_interpolation(
                 model, examples[0], examples[1], os.path.join(args.out, "interpolation.png"), labels=model_labels

@@ -227,7 +227,8 @@ def _read_image_folder(path, image_size=None):
     order of the class folders' names); `path/train/<class>/...` (with `valid/`,
     `test/` beside it) gives those splits; images directly in `path` give an unlabelled
     `train`. Values are the 8-bit levels 0 .. 255, `[N, height, width, channels]`:
-    1 channel when the first image is grey, else 3.
+    1 channel when every image is grey, else 3 (grey images then repeat their level in
+    each channel, as PIL converts them).
     """
     subfolders = _class_folders(path)
     split_folders = {split: os.path.join(path, split) for split in SPLITS if split in subfolders}
@@ -242,14 +243,12 @@ def _read_image_folder(path, image_size=None):
                 f"{path}: {split}/ has the class folders {list(names)}, but train/ has {list(classes)}; "
                 "every split needs the same classes."
             )
-    first = next(iter(listed.values()))[0][0][0]
-    grey = _is_grey(first)
     arrays, shapes = {}, {}
     for split, (files, _) in listed.items():
         images = []
         for file, _label in files:
-            image = _load_image(file, grey, image_size)
-            shapes.setdefault(image.shape, file)
+            image = _load_image(file, image_size)
+            shapes.setdefault(image.shape[:2], file)
             if len(shapes) > 1:
                 (shape_a, file_a), (shape_b, file_b) = list(shapes.items())[:2]
                 raise DataError(
@@ -258,9 +257,16 @@ def _read_image_folder(path, image_size=None):
                     "resized as they are read: image_size=(height, width) (--image-size HEIGHT,WIDTH)."
                 )
             images.append(image)
-        arrays[split] = np.stack(images).astype(np.float32)
+        arrays[split] = images
         if classes:
             arrays[f"{split}_labels"] = np.array([label for _, label in files], np.int64)
+    # Colour when any image is: deciding by the first image alone turned every later
+    # photograph of a folder that sorts a grey one first into grey levels.
+    grey = all(image.shape[-1] == 1 for split in listed for image in arrays[split])
+    for split in listed:
+        arrays[split] = np.stack(
+            [image if grey else np.broadcast_to(image, (*image.shape[:2], 3)) for image in arrays[split]]
+        )
     return arrays
 
 
@@ -287,23 +293,26 @@ def _labelled_files(folder, root):
     return files, classes
 
 
-def _load_image(file, grey, size=None):
+def _load_image(file, size=None):
+    """One image as `[height, width, 1]` levels when it is grey (R = G = B after PIL's
+    conversion to RGB, which drops an alpha channel; 16-bit grey images keep their
+    levels), else `[height, width, 3]` 8-bit levels."""
     import keras
+    from PIL import Image
 
     try:
+        with Image.open(file) as opened:
+            # PIL's conversion to RGB clips 16-bit levels at 255; Keras' grey mode keeps them.
+            deep = opened.mode.startswith("I") or opened.mode == "F"
         image = keras.utils.load_img(
-            file, color_mode="grayscale" if grey else "rgb", target_size=size, interpolation="bilinear"
+            file, color_mode="grayscale" if deep else "rgb", target_size=size, interpolation="bilinear"
         )
     except Exception as error:  # PIL raises UnidentifiedImageError, OSError, ValueError...
         raise DataError(
             f"{file}: cannot be read as an image ({type(error).__name__}: {error}); replace or remove the file."
         ) from error
-    return keras.utils.img_to_array(image, dtype="float32")  # [height, width, channels]
-
-
-def _is_grey(file):
-    image = _load_image(file, grey=False)
-    return bool(np.all(image[..., :1] == image))
+    image = keras.utils.img_to_array(image, dtype="float32")  # [height, width, 1 or 3]
+    return image[..., :1] if np.all(image[..., :1] == image) else image
 
 
 def _csv_rows(path):
@@ -466,6 +475,13 @@ def _validate(where, array, likelihood):
         )
     if array.shape[0] == 0 or array.size == 0:
         raise DataError(f"{where}: shape {array.shape} holds no examples; expected N > 0.")
+    if array.ndim == 4 and array.shape[1] in (1, 3) and array.shape[3] not in (1, 3, 4) and min(array.shape[2:]) >= 8:
+        # Images 1 or 3 pixels high with 8 or more channels are PyTorch's layout read as Keras'.
+        raise DataError(
+            f"{where}: shape {array.shape} reads as images {array.shape[1]} pixels high with {array.shape[3]} "
+            f"channels; it looks like channels first, [N, channels, height, width] (PyTorch's layout). tfvae "
+            "reads channels last, [N, height, width, channels]: save numpy.moveaxis(x, 1, -1)."
+        )
     array = array.astype(np.float32)
     check_values(where, array, likelihood, eight_bit=True)
     return array

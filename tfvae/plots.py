@@ -14,6 +14,12 @@ from matplotlib.figure import Figure
 from tfvae import files
 
 
+def is_picture(image_shape):
+    """Whether examples of `image_shape` draw as pictures: grey or RGB images. Other
+    channel counts (2, or 4 and more: masks, spectral bands) have no colours to show."""
+    return image_shape is not None and image_shape[-1] in (1, 3)
+
+
 def _as_images(examples, image_shape):
     """`[n, height, width]` (grey) or `[n, height, width, 3]` arrays to draw."""
     examples = np.asarray(examples)
@@ -127,11 +133,11 @@ def save_prior_samples(model, path, n=64, seed=0):
 
 
 def save_run_pictures(model, examples, history, run_dir, seed=0, n=64, labels=None):
-    """learning_curve.png in `run_dir`, and for pictures (a model with an image shape)
-    samples.png (models with a prior) and reconstructions.png: a table's rows drawn as
-    strips of pixels would mean nothing."""
+    """learning_curve.png in `run_dir`, and for pictures (`is_picture`) samples.png
+    (models with a prior) and reconstructions.png: a table's rows drawn as strips of
+    pixels would mean nothing."""
     written = []
-    if model.image_shape is not None:
+    if is_picture(model.image_shape):
         inputs = examples[:32]
         input_labels = None if labels is None else labels[:32]
         if model.has_prior:

@@ -467,6 +467,8 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
             ),
             r"a dataset of \(x, labels, sample_weight\) triples: tfvae's objectives",
         ),
+        (lambda m, d: m.compile(loss="mse"), r"compile's loss='mse': VAE trains on its own objective \(negative ELBO\)"),
+        (lambda m, d: m.compile(metrics=["mae"]), r"compile's metrics=\['mae'\]: .* leave out metrics"),
     ],
     ids=[
         "decode-size",
@@ -493,6 +495,8 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
         "list-of-strings",
         "sample-weight",
         "weighted-dataset",
+        "compile-loss",
+        "compile-metrics",
     ],
 )
 def test_mistakes_at_the_api_edge_name_the_cause(digits, call, message):

@@ -447,8 +447,20 @@ class LatentModel(keras.Model):
             `tf.distribute` strategy, where Keras 3.15's loop over several steps fails
             ("You must feed a value for placeholder tensor" under
             `MultiWorkerMirroredStrategy`).
-          **kwargs: the rest of `keras.Model.compile`'s arguments.
+          **kwargs: the rest of `keras.Model.compile`'s arguments, but `loss` and
+            `metrics` (and their weights): the model's objective is its loss, and its
+            `train_step` reports that objective's terms only.
         """
+        for name in _OWN_OBJECTIVE:
+            if kwargs.get(name) is not None:
+                # Keras would keep them and `train_step` never read them: a loss="mse"
+                # looked accepted while the model went on training its own objective.
+                raise ConfigError(
+                    f"compile's {name}={kwargs[name]!r}: {type(self).__name__} trains on its own objective "
+                    f"({self.loss_name}) and reports its terms; leave out {name}. The "
+                    "likelihood sets the reconstruction term (likelihood='gaussian', ...); measure other "
+                    "quantities after fit, on model.reconstruct(x)."
+                )
         distributed = tf.distribute.has_strategy()
         if jit_compile == "auto":
             jit_compile = not distributed and self._gains_from_xla()
@@ -643,6 +655,8 @@ class LatentModel(keras.Model):
 
 
 # Keras hands weights to `train_step`, which has no use for them: refused, not dropped.
+_OWN_OBJECTIVE = ("loss", "loss_weights", "metrics", "weighted_metrics")
+
 _NO_WEIGHTS = (
     "{what}: tfvae's objectives (the ELBO, the IWAE bound) average their examples with equal "
     "weight and take no per-example weights; repeat examples to weight them up, or leave the weights out."

@@ -147,6 +147,11 @@ def test_cli_json_line_has_every_key_and_honours_limit_and_split(run_dir, capsys
     assert cli.main(["evaluate", run_dir, "--data", "digits", "--split", "valid", "--num-samples", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 180
     assert not [name for name in os.listdir(run_dir) if "partial" in name]  # the kept batches go with the report
+    # One example has no standard error: null, not NaN, which strict JSON readers refuse.
+    assert cli.main(["evaluate", run_dir, "--data", "digits", "--num-samples", "5", "--limit", "1", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(lines[-1], parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))["nll_stderr"] is None
+    assert any("(K=5, 1 example, so no standard error)" in line for line in lines)
 
 
 def test_cli_evaluate_interrupted_says_the_same_command_continues(run_dir, monkeypatch, capsys):

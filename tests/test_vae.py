@@ -467,7 +467,10 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
             ),
             r"a dataset of \(x, labels, sample_weight\) triples: tfvae's objectives",
         ),
-        (lambda m, d: m.compile(loss="mse"), r"compile's loss='mse': VAE trains on its own objective \(negative ELBO\)"),
+        (
+            lambda m, d: m.compile(loss="mse"),
+            r"compile's loss='mse': VAE trains on its own objective \(negative ELBO\)",
+        ),
         (lambda m, d: m.compile(metrics=["mae"]), r"compile's metrics=\['mae'\]: .* leave out metrics"),
     ],
     ids=[

@@ -606,9 +606,14 @@ def _evaluate(args):
     # The pass kept every example's estimate in its checkpoint: scores need no second pass.
     log_px = None if args.scores is None else read_estimate_checkpoint(checkpoint)["estimates"]
     os.remove(checkpoint)
+    stderr, examples = (
+        ("", "1 example, so no standard error")
+        if report["nll_stderr"] is None
+        else (f" ± {report['nll_stderr']:.3f}", f"{report['examples']} examples")
+    )
     print(
-        f"{split}: nll {report['nll']:.3f} ± {report['nll_stderr']:.3f} nats "
-        f"(K={report['num_samples']}, {report['examples']} examples), elbo {report['elbo']:.3f}, "
+        f"{split}: nll {report['nll']:.3f}{stderr} nats "
+        f"(K={report['num_samples']}, {examples}), elbo {report['elbo']:.3f}, "
         f"kl {report['kl']:.3f}, reconstruction {report['reconstruction']:.3f}, "
         f"active units {report['active_units']}/{model.latent_dim}"
     )
@@ -617,9 +622,11 @@ def _evaluate(args):
     elif report["likelihood_of"] == "density":
         print("(a Gaussian likelihood: these are densities of continuous data, not probabilities)")
     else:
+        values = "grey levels" if model.likelihood_layer.data_levels else "values between 0 and 1"
         print(
-            "(a Bernoulli likelihood of values between 0 and 1: these are cross-entropies, not probabilities "
-            "of the data, so no bits/dim; a discretised logistic on 8-bit levels gives them)"
+            f"(a Bernoulli likelihood of {values}: "
+            "these are cross-entropies, not probabilities of the data, so no bits/dim; a discretised logistic on "
+            "8-bit levels gives them)"
         )
     if len(model.latent_sizes) > 1:
         print(

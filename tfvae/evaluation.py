@@ -131,7 +131,8 @@ def evaluate(
 
     Returns:
       A dict with `nll` (−log p(x) by importance sampling with q(z|x) as proposal),
-      `nll_stderr` (its standard error over examples), `elbo`, `kl`, `reconstruction`
+      `nll_stderr` (its standard error over examples; None for one example, where it
+      is undefined: NaN would make the report invalid JSON), `elbo`, `kl`, `reconstruction`
       (−E_q[log p(x|z)], one sample of z per example), `active_units`, and per
       stochastic layer (bottom first) `kl_per_layer` and `active_units_per_layer`,
       `num_samples`, `examples`, and `likelihood_of`: "probability" for discrete data
@@ -184,7 +185,7 @@ def evaluate(
     active = _active_per_layer(model, means)
     return {
         "nll": float(-log_px.mean()),
-        "nll_stderr": float(log_px.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan"),
+        "nll_stderr": float(log_px.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else None,
         "elbo": float((expected_log_likelihood - kl).mean()),
         "kl": float(kl.mean()),
         "reconstruction": float(-expected_log_likelihood.mean()),

@@ -187,6 +187,18 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
             ["train", "--data", "digits", "--out", "{tmp}/r", "--prior", "vamp", "--pseudo-inputs", "1000000000"],
             "--pseudo-inputs",
         ),
+        (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--model", "autoencoder", "--beta", "4"],
+            "--beta does nothing with --model autoencoder, which has no posterior, prior or KL; leave it out.",
+        ),
+        (["train", "--data", "digits", "--out", "{tmp}/r", "--pseudo-inputs", "50"], "nothing without --prior vamp"),
+        (["train", "--data", "digits", "--out", "{tmp}/r", "--flow-steps", "4"], "nothing without --posterior iaf"),
+        (["train", "--data", "digits", "--out", "{tmp}/r", "--filters", "8,16"], "nothing without --arch conv"),
+        (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--model", "hierarchical", "--latent-dims", "4,4"]
+            + ["--latent-dim", "8"],
+            "--latent-dim does nothing with --model hierarchical, whose layers' sizes are --latent-dims",
+        ),
         (["serve", "{tmp}", "--tls-cert", "{tmp}/cert.pem"], "--tls-cert and --tls-key go together"),
         (["serve", "{tmp}", "--tfserving-grpc"], "--tfserving-grpc serves on the gRPC port: add --grpc-port"),
         (

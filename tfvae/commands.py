@@ -289,6 +289,8 @@ def _train(args):
         raise TfvaeError("--data is required for a new run (or pass --resume to continue one).")
     if args.resume:
         _refuse_changes_on_resume(args)
+    else:
+        _refuse_options_that_do_nothing(args)
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__}
     fields["data"] = fields["data"] or ""
     # SIGTERM ends the run like Ctrl-C: the last completed epoch stays checkpointed.
@@ -310,6 +312,39 @@ def _train(args):
         return INTERRUPTED
     print(train_summary(result.run_dir, result.history, result.model.loss_name))
     return 0
+
+
+def _has_posterior(args):
+    return args.model != "autoencoder"
+
+
+# Options whose default is no "off" value, and those an autoencoder (no posterior, no KL)
+# has no use for: given where they do nothing, they are refused rather than ignored (the
+# rest, such as --residual-blocks without --arch conv, TrainConfig refuses by value).
+_WHEN_OPTIONS_APPLY = {
+    "pseudo_inputs": (lambda args: args.prior == "vamp", "without --prior vamp"),
+    "flow_steps": (lambda args: "iaf" in args.posterior.split(","), "without --posterior iaf"),
+    "mixture_components": (
+        lambda args: "mixture" in args.likelihood,
+        "without a logistic mixture likelihood (--likelihood discretized_logistic_mixture...)",
+    ),
+    "filters": (lambda args: args.arch == "conv", "without --arch conv"),
+    "latent_dim": (
+        lambda args: args.model != "hierarchical",
+        "with --model hierarchical, whose layers' sizes are --latent-dims",
+    ),
+    **{
+        dest: (_has_posterior, "with --model autoencoder, which has no posterior, prior or KL")
+        for dest in ("posterior", "beta", "kl_warmup_epochs", "free_bits", "objective", "num_samples", "analytic_kl")
+    },
+}
+
+
+def _refuse_options_that_do_nothing(args):
+    for dest, flag in getattr(args, "given", {}).items():
+        applies, when = _WHEN_OPTIONS_APPLY.get(dest, (None, None))
+        if applies is not None and not applies(args):
+            raise TfvaeError(f"{flag} does nothing {when}; leave it out.")
 
 
 def _refuse_changes_on_resume(args):

@@ -164,6 +164,26 @@ def test_versions_increment_and_overwrite_needs_consent(digits, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_version_of_other_tensors_is_refused_as_triton_reads_one_config_per_model(digits, tmp_path):
+    first, wider = trained(digits), trained(digits, hidden_units=(16,), posterior="full")
+    tfvae.export(first, str(tmp_path), "gen")
+    before = {name: sorted(os.listdir(tmp_path / name)) for name in ("gen", "gen_encoder")}
+    config = (tmp_path / "gen" / "config.pbtxt").read_text()
+    with pytest.raises(
+        tfvae.ExportError,
+        match=r"gen_encoder holds version\(s\) 1 of other tensors than this encoder .*scale_tril float32 \[batch, 4, 4",
+    ):
+        tfvae.export(wider, str(tmp_path), "gen")
+    with pytest.raises(tfvae.ExportError, match=r"gen_encoder holds version\(s\) 1 of other tensors than this decoder"):
+        tfvae.export(first, str(tmp_path), "gen_encoder", parts=("decoder",))  # the encoder's name
+    assert {name: sorted(os.listdir(tmp_path / name)) for name in ("gen", "gen_encoder")} == before
+    assert (tmp_path / "gen" / "config.pbtxt").read_text() == config
+    assert tfvae.export(first, str(tmp_path), "gen").version == 2  # the same tensors: the next version
+    tfvae.export(wider, str(tmp_path / "alone"), "gen")
+    tfvae.export(first, str(tmp_path / "alone"), "gen", version=1, overwrite=True)  # replaces the only version
+
+
+@pytest.mark.slow
 def test_an_interrupted_export_leaves_no_half_model(digits, tmp_path, monkeypatch):
     model = trained(digits)
     tfvae.export(model, str(tmp_path), "gen")

@@ -343,6 +343,30 @@ def check_arguments(name, parts, version, export_dir):
         ) from None
 
 
+def _check_same_interface(export_dir, part, version, inputs, outputs):
+    """Refuses a version whose tensors differ from the model's other versions': Triton
+    reads one config.pbtxt for all of a model's versions, so an export of another
+    latent size (or an encoder under a decoder's name) would leave the older versions
+    unloadable there, and one name serving two interfaces here."""
+    others = [v for v in existing_versions(export_dir, part.model_name) if v != version]
+    config_path = os.path.join(export_dir, part.model_name, TRITON_CONFIG_FILE)
+    if not others or not os.path.isfile(config_path):
+        return
+    with open(config_path, encoding="utf-8") as f:
+        if f.read() == triton_config(part.model_name, inputs, outputs):
+            return
+
+    def tensors(entries):
+        return ", ".join(f"{e['name']} {e['datatype']} [{', '.join(map(str, e['shape']))}]" for e in entries)
+
+    raise ExportError(
+        f"{os.path.join(export_dir, part.model_name)} holds version(s) {', '.join(map(str, others))} of other "
+        f"tensors than this {part.kind} (inputs {tensors(inputs)}; outputs {tensors(outputs)}; the others' are in "
+        f"its {TRITON_CONFIG_FILE}). Every version of a model must take and give the same tensors (Triton reads "
+        "one configuration for all of them): export under another --name, or remove the old versions."
+    )
+
+
 def _commit(staging, final, overwrite):
     """Renames a finished version folder into place; replacing an old one if allowed."""
     if os.path.exists(final):
@@ -443,6 +467,7 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
             if part.kind == "decoder":
                 _write_prior_components(model, folder)
             inputs, outputs = _tensor_entries(proto.graph.input), _tensor_entries(proto.graph.output)
+            _check_same_interface(export_dir, part, version, inputs, outputs)
             manifest["parts"][part.kind] = {
                 "model_name": part.model_name,
                 "path": f"{part.model_name}/{version}",

@@ -12,7 +12,6 @@ from starlette.responses import Response
 from tfvae.serving.errors import RequestError
 
 logger = logging.getLogger("tfvae.serving")
-_ACCEPTED_TYPES = ("application/json", "application/octet-stream")
 
 
 def json_response(value, status=200):
@@ -53,13 +52,13 @@ def endpoint(service, label):
     return decorate
 
 
-async def read_body(request, config, allow_binary):
-    """The request's body, within `config.max_body_bytes` (413) and `config.body_timeout_s` (408);
-    JSON, or with `allow_binary` also application/octet-stream (else 415)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    accepted = _ACCEPTED_TYPES if allow_binary else _ACCEPTED_TYPES[:1]
-    if content_type and content_type not in accepted:
-        raise RequestError(f"unsupported content type {content_type!r}; send {' or '.join(accepted)}", 415)
+async def read_body(request, config):
+    """The request's body, within `config.max_body_bytes` (413) and `config.body_timeout_s` (408).
+
+    Its Content-Type is not read, as TF Serving and Triton do not read it: their documented
+    `curl -d '{"instances": ...}'` sends application/x-www-form-urlencoded, and a browser's
+    `fetch` with a string body text/plain. The body is parsed as JSON (or as the binary
+    tensor extension where its header says so), and a body that is neither gets a 400."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > config.max_body_bytes:
         raise RequestError(f"body of {declared} bytes is over this server's {config.max_body_bytes}-byte limit", 413)

@@ -141,7 +141,7 @@ def routes(service):
         if metadata:
             raise RequestError(f"POST to /metadata; GET /v1/models/{name}/metadata reads it", 405)
         model = service.find(name, version)
-        body = await read_body(request, service.config, allow_binary=False)
+        body = await read_body(request, service.config)
         if verb == "predict":
             form, inputs, names = parse_predict_request(body, model, service.config.max_rows)
             outputs = await service.run(model, inputs)

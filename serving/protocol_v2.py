@@ -255,7 +255,7 @@ def routes(service):
 
     async def repository_options(request):
         """The optional JSON object of a repository request (tritonclient sends none)."""
-        body = await read_body(request, service.config, allow_binary=False)
+        body = await read_body(request, service.config)
         return load_json_object(body) if body.strip() else {}
 
     @endpoint(service, "v2_repository_index")
@@ -280,7 +280,7 @@ def routes(service):
     @endpoint(service, "v2_infer")
     async def infer(request):
         model = service.find(request.path_params["name"], request.path_params.get("version"))
-        body = await read_body(request, service.config, allow_binary=True)
+        body = await read_body(request, service.config)
         parsed, inputs, requested = parse_infer_request(
             body, request.headers.get(HEADER_LENGTH), model, service.config.max_rows
         )

@@ -224,13 +224,13 @@ BAD_REQUESTS = [
         "number is infinity",
     ),
     (
-        "content type",
+        "a form, not JSON",
         "POST",
         "/v1/models/gen:predict",
         b"instances=1",
-        {"content-type": "text/plain"},
-        415,
-        "unsupported content type 'text/plain'",
+        {"content-type": "application/x-www-form-urlencoded"},
+        400,
+        "malformed JSON",
     ),
     ("both formats", "POST", "/v1/models/gen:predict", b'{"instances": [], "inputs": []}', {}, 400, "exactly one of"),
     (
@@ -313,6 +313,20 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_stays_up(client,
     assert response.headers["content-type"].startswith("application/json")
     assert message.replace("\\", "") in response.json()["error"]
     assert client.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain;charset=UTF-8", None])
+def test_json_is_read_whatever_content_type_curl_or_fetch_declares(client, repository, content_type):
+    # TF Serving's own example, `curl -d '{"instances": ...}'`, declares a form; fetch() text.
+    headers = {} if content_type is None else {"content-type": content_type}
+    z = np.zeros((1, 4), np.float32)
+    expected = repository[1].decode(z).mean().numpy()
+    predicted = client.post("/v1/models/gen:predict", content=b'{"instances": [[0, 0, 0, 0]]}', headers=headers)
+    np.testing.assert_allclose(predicted.json()["predictions"], expected, atol=1e-6)
+    inferred = client.post("/v2/models/gen/infer", content=v2_body(z), headers=headers)
+    mean = next(o for o in inferred.json()["outputs"] if o["name"] == "mean")
+    np.testing.assert_allclose(np.reshape(mean["data"], expected.shape), expected, atol=1e-6)
+    assert client.post("/v1/models/gen:generate", content=b'{"n": 2}', headers=headers).status_code == 200
 
 
 def test_inputs_whose_outputs_overflow_get_a_400_not_null(client, repository):

@@ -10,6 +10,7 @@ from helpers import tiny_vae
 
 import tfvae
 from tfvae import objectives
+from tfvae.seeding import stateless_seed
 
 
 def test_fit_lowers_negative_elbo_on_numpy_and_reports_metrics(digits):
@@ -384,6 +385,15 @@ def test_evaluation_has_its_own_noise_and_leaves_training_as_it_was(digits):
         np.testing.assert_array_equal(a, b)
 
 
+def test_numpy_and_64_bit_int_seeds_repeat_and_differ():
+    model = tiny_vae()
+    draws = {seed: model.sample(2, seed=seed).numpy() for seed in (5, 2**31 - 1, 2**31, 2**40, 2**63 - 1)}
+    np.testing.assert_array_equal(model.sample(2, seed=np.int64(5)).numpy(), draws[5])  # NumPy ints are ints
+    np.testing.assert_array_equal(model.sample(2, seed=2**40).numpy(), draws[2**40])
+    assert len({samples.tobytes() for samples in draws.values()}) == len(draws)
+    np.testing.assert_array_equal(stateless_seed(5).numpy(), [0, 5])  # 32-bit seeds keep their pairs
+
+
 def test_an_unseeded_call_repeats_under_the_global_seed(digits):
     model = tiny_vae()
 
@@ -467,6 +477,9 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
             ),
             r"a dataset of \(x, labels, sample_weight\) triples: tfvae's objectives",
         ),
+        (lambda m, d: m.elbo(d.test[:3], num_samples=0), r"`num_samples` must be a positive integer; got 0"),
+        (lambda m, d: m.sample(2, seed="a"), r"seed must be None, an int in \[-2\*\*31, 2\*\*63\) .*got 'a'"),
+        (lambda m, d: m.sample(2, seed=2**63), r"seed must be None, an int .*got 9223372036854775808"),
         (
             lambda m, d: m.compile(loss="mse"),
             r"compile's loss='mse': VAE trains on its own objective \(negative ELBO\)",
@@ -498,6 +511,9 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
         "list-of-strings",
         "sample-weight",
         "weighted-dataset",
+        "elbo-no-samples",
+        "seed-string",
+        "seed-too-large",
         "compile-loss",
         "compile-metrics",
     ],

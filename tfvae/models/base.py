@@ -654,19 +654,19 @@ class LatentModel(keras.Model):
         return cls(**config)
 
 
-# Keras hands weights to `train_step`, which has no use for them: refused, not dropped.
 _OWN_OBJECTIVE = ("loss", "loss_weights", "metrics", "weighted_metrics")
 
+# Keras hands weights to `train_step`, which has no use for them: refused, not dropped.
 _NO_WEIGHTS = (
     "{what}: tfvae's objectives (the ELBO, the IWAE bound) average their examples with equal "
     "weight and take no per-example weights; repeat examples to weight them up, or leave the weights out."
 )
 
 
-def check_count(n):
-    """Raises a ConfigError unless `n` (examples to generate) is a positive int."""
+def check_count(n, name="the number of samples `n`"):
+    """Raises a ConfigError unless `n` (examples to generate, samples to draw) is a positive int."""
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
-        raise ConfigError(f"the number of samples `n` must be a positive integer; got {n!r}.")
+        raise ConfigError(f"{name} must be a positive integer; got {n!r}.")
 
 
 def example_count(x):

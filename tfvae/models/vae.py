@@ -315,6 +315,7 @@ class VAE(LatentModel):
     def elbo_parts(self, x, *, num_samples=1, seed=None, labels=None):
         """`(E_q[log p(x|z)], [KL of each stochastic layer])` per example: a `[batch]` tensor
         and a list of `[batch]` tensors, bottom layer first, from one draw of z."""
+        check_count(num_samples, "`num_samples`")  # 0 samples averaged to a NaN ELBO
         x = self.check_examples(x)
         labels = self.check_labels(labels, example_count(x))
         terms, kls = self._sampled_terms(tf.cast(x, self.compute_dtype), labels, num_samples, stateless_seed(seed))

@@ -179,6 +179,8 @@ def test_conditional_vae_takes_each_form_of_labelled_data_and_round_trips(digits
         (lambda m, x: m.encode(x[:4], labels=[-1, 0, 0, 0]), r"in \[0, 10\)"),
         (lambda m, x: m.fit(x[:4], np.array([0, 1, 2, 12]), verbose=0), r"range \[0, 12\]"),
         (lambda m, x: m.fit(x[:4], verbose=0), r"\(x, labels\) pairs"),
+        (lambda m, x: m.predict(x[:4], verbose=0), r"conditional: predict takes \(x, labels\)"),
+        (lambda m, x: m(x[:4]), r"conditional: call takes \(x, labels\)"),
     ],
 )
 def test_bad_labels_say_what_to_fix(digits, call, message):

@@ -394,6 +394,8 @@ class LatentModel(keras.Model):
 
     def call(self, inputs, training=False):
         """The deterministic reconstruction E[x | z = code(x)]; inputs x or (x, labels)."""
+        if self.conditional and not (isinstance(inputs, (tuple, list)) and len(inputs) == 2):
+            raise ConfigError(self._needs_labels("call"))
         x, labels = inputs if self.conditional else (inputs, None)
         return self._decode(self._code(x, labels, training), labels, training).mean()
 
@@ -618,7 +620,15 @@ class LatentModel(keras.Model):
         or a dataset of batches; `(x, labels)` for a conditional model), their shape checked."""
         if not self.conditional:  # a conditional model's x is (x, labels), which Keras takes apart
             x = self._checked_input(x, "predict's x", values=False)
+        elif isinstance(x, np.ndarray) or tf.is_tensor(x):
+            raise ConfigError(self._needs_labels("predict"))
         return super().predict(x, *args, **kwargs)
+
+    def _needs_labels(self, method):
+        return (
+            f"{type(self).__name__} is conditional: {method} takes (x, labels), the examples and their "
+            f"class ids in [0, {self.num_classes}), as a tuple, or a dataset of such pairs."
+        )
 
     def compile_from_config(self, config):
         # Keras skips re-compiling models whose `compile` is overridden unless this is

@@ -4,6 +4,7 @@ import asyncio
 import functools
 import logging
 import time
+import zlib
 
 import orjson
 from starlette.requests import ClientDisconnect
@@ -58,7 +59,16 @@ async def read_body(request, config):
     Its Content-Type is not read, as TF Serving and Triton do not read it: their documented
     `curl -d '{"instances": ...}'` sends application/x-www-form-urlencoded, and a browser's
     `fetch` with a string body text/plain. The body is parsed as JSON (or as the binary
-    tensor extension where its header says so), and a body that is neither gets a 400."""
+    tensor extension where its header says so), and a body that is neither gets a 400.
+
+    A body sent with `Content-Encoding: gzip` or `deflate` (zlib), as tritonclient's
+    `request_compression_algorithm` sends it and Triton reads it, is decompressed, its
+    decompressed size held to the same limit (a small bomb cannot fill memory)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in _DECOMPRESSORS:
+        raise RequestError(
+            f"unsupported Content-Encoding {encoding!r}; send the body as it is, or gzip or deflate it", 415
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > config.max_body_bytes:
         raise RequestError(f"body of {declared} bytes is over this server's {config.max_body_bytes}-byte limit", 413)
@@ -71,4 +81,24 @@ async def read_body(request, config):
                     raise RequestError(f"body is over this server's {config.max_body_bytes}-byte limit", 413)
     except TimeoutError:
         raise RequestError(f"the body did not arrive within {config.body_timeout_s:g} s", 408) from None
-    return bytes(body)
+    if _DECOMPRESSORS[encoding] is None:
+        return bytes(body)
+    return _decompressed(bytes(body), encoding, config.max_body_bytes)
+
+
+# zlib's window bits: 16 + MAX_WBITS reads a gzip member, MAX_WBITS the zlib format that
+# HTTP's "deflate" names.
+_DECOMPRESSORS = {"identity": None, "gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _decompressed(body, encoding, limit):
+    decompressor = zlib.decompressobj(_DECOMPRESSORS[encoding])
+    try:
+        data = decompressor.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise RequestError(f"the body is not valid {encoding} data ({error})") from None
+    if len(data) > limit:
+        raise RequestError(f"the decompressed body is over this server's {limit}-byte limit", 413)
+    if not decompressor.eof:
+        raise RequestError(f"the {encoding} body ends before its compressed data do")
+    return data

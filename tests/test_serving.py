@@ -83,8 +83,12 @@ def test_health_metadata_and_readiness(server):
         client.get_model_config("nope")
 
 
-@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_v2_infer_with_a_standard_client_matches_the_exported_model(server, repository, binary):
+@pytest.mark.parametrize(
+    "binary, compression",
+    [(False, None), (True, None), (False, "gzip"), (True, "deflate")],
+    ids=["json", "binary", "json-gzip", "binary-deflate"],
+)
+def test_v2_infer_with_a_standard_client_matches_the_exported_model(server, repository, binary, compression):
     client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
     z = latent(7)
     expected = onnx_outputs(repository[0], "gen", {"z": z})
@@ -92,7 +96,11 @@ def test_v2_infer_with_a_standard_client_matches_the_exported_model(server, repo
     z_input = triton.InferInput("z", list(z.shape), "FP32")
     z_input.set_data_from_numpy(z, binary_data=binary)
     result = client.infer(
-        "gen", [z_input], model_version="1", outputs=[triton.InferRequestedOutput("mean", binary_data=binary)]
+        "gen",
+        [z_input],
+        model_version="1",
+        outputs=[triton.InferRequestedOutput("mean", binary_data=binary)],
+        request_compression_algorithm=compression,  # Content-Encoding, as Triton reads it
     )
     assert result.as_numpy("logits") is None  # only what was asked for
     np.testing.assert_allclose(result.as_numpy("mean"), expected["mean"], atol=TOLERANCE)

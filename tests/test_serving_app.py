@@ -4,12 +4,14 @@ repository's checks. What needs a real process is in test_serving.py."""
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import os
 import shutil
 import threading
 import time
+import zlib
 
 import grpc
 import hypothesis
@@ -232,6 +234,26 @@ BAD_REQUESTS = [
         400,
         "malformed JSON",
     ),
+    (
+        "a gzip bomb",
+        "POST",
+        "/v1/models/gen:predict",
+        gzip.compress(b" " * (int(MAX_BODY_MIB * 2**20) + 1)),
+        {"content-encoding": "gzip"},
+        413,
+        "the decompressed body is over this server's",
+    ),
+    ("not gzip", "POST", "/v1/models/gen:predict", b"{}", {"content-encoding": "gzip"}, 400, "not valid gzip data"),
+    (
+        "truncated deflate",
+        "POST",
+        "/v2/models/gen/infer",
+        zlib.compress(v2_body(np.zeros((1, 4), np.float32)))[:-6],
+        {"content-encoding": "deflate"},
+        400,
+        "the deflate body ends before its compressed data do",
+    ),
+    ("brotli", "POST", "/v1/models/gen:predict", b"{}", {"content-encoding": "br"}, 415, "Content-Encoding 'br'"),
     ("both formats", "POST", "/v1/models/gen:predict", b'{"instances": [], "inputs": []}', {}, 400, "exactly one of"),
     (
         "unknown signature",

@@ -184,6 +184,25 @@ def test_model_keras_holds_the_best_epoch_and_early_stopping_ends_the_run(tmp_pa
     np.testing.assert_array_equal(reloaded, from_memory)
 
 
+def test_a_run_being_trained_refuses_a_second_train_until_its_holder_ends_even_by_kill_9(tmp_path):
+    out = str(tmp_path / "run")
+    hold = f"from tfvae import files\nwith files.exclusive({out!r}, 'x'):\n    print('held', flush=True)\n    input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(RunError, match=rf"run is in use by another `tfvae train` \(process {holder.pid}\)"):
+            train(TrainConfig(out=out, epochs=1, **TINY), verbose=0, pictures=False)
+    finally:
+        holder.kill()  # SIGKILL: no cleanup of its own
+        holder.wait()
+    assert sorted(os.listdir(out)) == [".lock"]  # the refused runs wrote nothing
+    train(TrainConfig(out=out, epochs=1, **TINY), verbose=0, pictures=False)
+    assert os.path.exists(os.path.join(out, training.MODEL_FILE))
+    with pytest.raises(tfvae.DataError, match="does not exist"):
+        train(TrainConfig(**{**TINY, "data": str(tmp_path / "none.npz")}, out=str(tmp_path / "new"), epochs=1))
+    assert not os.path.exists(tmp_path / "new")  # a refused run leaves no folder behind
+
+
 def test_resume_needs_an_unfinished_run(tmp_path):
     with pytest.raises(RunError, match="no run to resume"):
         train(TrainConfig(data="", out=str(tmp_path)), resume=True, verbose=0)

@@ -8,13 +8,17 @@ directory is written.
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 
 import numpy as np
 
+from tfvae.errors import RunError
+
 TEMPORARY_PREFIX = ".tmp-"
+LOCK_FILE = ".lock"
 
 
 def fsync(path):
@@ -85,3 +89,39 @@ def remove_stale_temporaries(directory):
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
+
+
+@contextlib.contextmanager
+def exclusive(directory, command):
+    """Holds `directory` for one process while the block runs: a second `command` on it
+    is refused instead of interleaving its checkpoints and files with the first's.
+
+    The lock is `flock` on `directory/.lock`, which the kernel lets go when the process
+    ends however it ends, so a run killed with `kill -9` leaves no stale lock behind; the
+    file keeps the holder's process id for the message. A folder the block created and
+    left empty is removed with the lock.
+
+    Raises:
+      RunError: another process holds `directory`.
+    """
+    created = not os.path.isdir(directory)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, LOCK_FILE)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 32).decode(errors="replace").strip()
+            raise RunError(
+                f"{directory} is in use by another {command} (process {holder or 'unknown'}); wait for it to "
+                "finish, or stop it (its last completed epoch stays checkpointed) and run again."
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        if created and os.listdir(directory) == [LOCK_FILE]:  # a refused command leaves no folder
+            os.remove(path)
+            os.rmdir(directory)
+        os.close(descriptor)  # releases the lock

@@ -563,6 +563,12 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         config = resume_config(config.out)
     else:
         check_run_dir(config.out, overwrite)
+    with files.exclusive(config.out, "`tfvae train`"):
+        return _train(config, resume, verbose, pictures)
+
+
+def _train(config, resume, verbose, pictures):
+    if not resume:
         for stale in (CHECKPOINT_DIR, EPOCH_LOG, BEST_WEIGHTS, MODEL_FILE, HISTORY_FILE, SPLIT_FILE):
             _remove(os.path.join(config.out, stale))
     splits = load_splits(config)

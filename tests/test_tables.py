@@ -83,6 +83,10 @@ def test_a_csv_table_trains_and_decodes_in_the_tables_units(tmp_path, capsys):
     np.testing.assert_allclose(table[:, 1].mean(), -report["nll"], atol=1e-5)
     assert cli.main(["evaluate", out, "--scores", str(tmp_path / "scores.txt")]) == 2
     assert "--scores must end in .csv or .npy" in capsys.readouterr().err
+    unwritable = str(tmp_path / "scores.csv" / "inside.csv")  # a folder that is a file
+    assert cli.main(["evaluate", out, "--num-samples", "10", "--scores", unwritable]) == 2
+    assert f"--scores {unwritable}: cannot write in" in capsys.readouterr().err  # said before the pass
+    assert not [name for name in os.listdir(out) if "partial" in name]
     # New rows, one of them far off: every row is scored, in the file's order.
     new_rows = correlated_rows(30, seed=7)
     new_rows[17, 1] = 80.0  # weight 30 g over the rest, heights as usual

@@ -613,6 +613,8 @@ def _evaluate(args):
     scores_format = None if args.scores is None else os.path.splitext(args.scores)[1].lower()
     if scores_format not in (None, ".csv", ".npy"):
         raise TfvaeError(f"--scores must end in .csv or .npy; got {args.scores!r}.")
+    if args.scores is not None:
+        _check_writable(args.scores, "--scores")  # before a pass that may take an hour
     model = load_run(args.run_dir)
     split, examples, labels = _split_for(model, args)
     examples, labels = _limited(examples, labels, args.limit)
@@ -640,7 +642,6 @@ def _evaluate(args):
         return INTERRUPTED
     # The pass kept every example's estimate in its checkpoint: scores need no second pass.
     log_px = None if args.scores is None else read_estimate_checkpoint(checkpoint)["estimates"]
-    os.remove(checkpoint)
     stderr, examples = (
         ("", "1 example, so no standard error")
         if report["nll_stderr"] is None
@@ -675,14 +676,24 @@ def _evaluate(args):
         )
     if log_px is not None:
         _write_scores(args.scores, log_px)
+    os.remove(checkpoint)  # after the scores: a failed write leaves the estimates to rerun from
     if args.json:
         print(json.dumps(report))
     return 0
 
 
+def _check_writable(path, option):
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        files.check_writable(folder)
+    except OSError as error:
+        raise TfvaeError(
+            f"{option} {path}: cannot write in {folder} ({error.strerror}); choose another path."
+        ) from None
+
+
 def _write_scores(path, log_px):
     """Each example's log p(x), `[N]`, to a .csv (example,log_px) or .npy file, atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if path.lower().endswith(".npy"):
         files.write_npy(path, log_px)
     else:

@@ -334,8 +334,7 @@ def check_arguments(name, parts, version, export_dir):
             f"versions as int64); got {version!r}."
         )
     try:
-        os.makedirs(export_dir, exist_ok=True)
-        tempfile.TemporaryFile(dir=export_dir).close()
+        files.check_writable(export_dir)
     except OSError as error:
         raise ExportError(
             f"Cannot write to the export folder {export_dir} ({error.strerror}); choose a "

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 
@@ -56,6 +57,13 @@ def atomic_path(path):
     if os.path.isfile(temporary):
         fsync(temporary)
     os.replace(temporary, path)
+
+
+def check_writable(folder):
+    """Creates `folder` if missing and writes a temporary file in it: raises the OSError a
+    later write would meet, before any long work whose result would then be lost."""
+    os.makedirs(folder, exist_ok=True)
+    tempfile.TemporaryFile(dir=folder).close()
 
 
 def write_json(path, value):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import types
 
 import numpy as np
@@ -169,10 +170,16 @@ def test_cli_evaluate_interrupted_says_the_same_command_continues(run_dir, monke
 
     monkeypatch.setattr(tfvae.VAE, "_batch_log_likelihood", interrupted_at_the_second_batch)
     assert cli.main(argv) == 130
-    partial = os.path.join(run_dir, "evaluation-test.partial.npz")
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    partial = re.search(r"kept in (\S+\.partial\.npz):", message).group(1)
+    assert message == (
         f"tfvae evaluate: interrupted; the finished batches are kept in {partial}: the same command continues from them"
     )
+    assert os.path.dirname(partial) == run_dir and os.path.basename(partial).startswith("evaluation-test-")
+    monkeypatch.setattr(tfvae.VAE, "_batch_log_likelihood", estimate)
+    # Another evaluation of the run in between, with other settings, keeps a file of its own.
+    assert cli.main([*argv[:4], "--num-samples", "5", "--limit", "60", "--batch-size", "50"]) == 0
+    assert os.path.exists(partial)
     calls.clear()
     monkeypatch.setattr(
         tfvae.VAE, "_batch_log_likelihood", lambda self, *args: calls.append(1) or estimate(self, *args)

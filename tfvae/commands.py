@@ -4,6 +4,7 @@ for every command but `serve`."""
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import math
@@ -619,8 +620,11 @@ def _evaluate(args):
     split, examples, labels = _split_for(model, args)
     examples, labels = _limited(examples, labels, args.limit)
     # The batches done so far: a killed evaluation run again continues (the file is
-    # removed once the report is out).
-    checkpoint = os.path.join(args.run_dir, f"evaluation-{split}.partial.npz")
+    # removed once the report is out). Named by what the estimates depend on, so that
+    # evaluations of one run with other settings at the same time keep files of their own.
+    settings = [args.data, split, args.limit, args.num_samples, args.batch_size, args.seed, args.memory_budget_mib]
+    key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:12]
+    checkpoint = os.path.join(args.run_dir, f"evaluation-{split}-{key}.partial.npz")
     try:
         report = evaluate(
             model,

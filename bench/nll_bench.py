@@ -209,6 +209,9 @@ def main():
         resume = args.resume and os.path.exists(os.path.join(config.out, training.CONFIG_FILE))
         result = train(config, overwrite=not resume, resume=resume, verbose=2, pictures=True)
         model, history = result.model, result.history
+    if not history.get("valid", {}).get("loss"):
+        # Checked before the hour-long pass, not after it.
+        raise SystemExit(f"{config.out}: no finished epoch to report (no checkpoint with an epoch log)")
     trained = time.perf_counter()
     # The training the run's history records, over every resumed part (None for epochs
     # logged before epochs had times).

@@ -168,6 +168,34 @@ def test_a_folder_is_colour_when_any_image_is_whatever_sorts_first(tmp_path):
     np.testing.assert_array_equal(splits.train[5], np.full((6, 8, 3), 200.0))  # the alpha channel dropped
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "discretized_logistic"])
+def test_splits_on_two_scales_are_refused_at_load_not_scored_as_dark_levels(tmp_path, likelihood):
+    images = (np.random.default_rng(0).random((40, 16)) > 0.5).astype(np.uint8) * 255
+    path = str(tmp_path / "mixed.npz")
+    np.savez(path, train=images, test=images[:10] / 255.0)  # a test split scaled, the rest not
+    with pytest.raises(DataError, match=r"'train' holds levels up to 255, but 'test' lies in \[0, 1\]"):
+        tfvae.load_dataset(path, likelihood=likelihood)
+    np.savez(path, train=images, test=images[:10])
+    assert tfvae.load_dataset(path, likelihood=likelihood).test.max() == 255
+    np.savez(path, train=images / 255.0, test=images[:10] / 255.0)  # a table may do so: Gaussian reads it
+    assert tfvae.load_dataset(path, likelihood="gaussian").test.max() == 1
+
+
+@pytest.mark.slow
+def test_evaluating_a_level_model_on_unit_scaled_data_is_refused(tmp_path, capsys):
+    from tfvae import cli
+
+    images = (np.random.default_rng(0).random((60, 16)) > 0.5).astype(np.uint8) * 255
+    levels, unit, run = str(tmp_path / "levels.npz"), str(tmp_path / "unit.npz"), str(tmp_path / "run")
+    np.savez(levels, train=images)
+    np.savez(unit, train=images / 255.0)
+    tiny = ["--epochs", "1", "--latent-dim", "2", "--hidden-units", "8", "--quiet", "--no-pictures"]
+    assert cli.main(["train", "--data", levels, "--out", run, *tiny]) == 0
+    assert cli.main(["evaluate", run, "--data", unit, "--split", "train", "--num-samples", "2"]) == 2
+    assert "lies in [0, 1], but the model in" in capsys.readouterr().err  # not scored as near-black levels
+    assert cli.main(["evaluate", run, "--data", levels, "--split", "train", "--num-samples", "2"]) == 0
+
+
 def test_channels_first_images_are_refused_with_the_transpose(tmp_path):
     path = str(tmp_path / "torch.npz")
     images = np.random.default_rng(0).integers(0, 256, (10, 3, 16, 16), np.uint8)

@@ -603,6 +603,14 @@ def _split_for(model, args):
             f"{splits.name}[{split!r}] examples have shape {examples.shape[1:]}, but the model in "
             f"{args.run_dir} takes {model.network_config.input_shape}."
         )
+    levels = model.likelihood_layer.data_levels
+    if levels and float(np.max(examples)) <= 1.0:
+        # Values in [0, 1] pass as levels 0 and 1: scored as near-black images, silently.
+        raise TfvaeError(
+            f"{splits.name}[{split!r}] lies in [0, 1], but the model in {args.run_dir} reads {levels} levels "
+            f"(0 .. {levels - 1}) and would score these as its darkest ones; give the examples as levels "
+            f"(round(x * {levels - 1}))."
+        )
     return split, examples, labels
 
 

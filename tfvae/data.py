@@ -757,6 +757,8 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
                 f"{source}[{key(name)!r}]: examples have shape {array.shape[1:]}, but {key('train')!r} has "
                 f"{example_shape}; every split must share one example shape."
             )
+    if likelihood not in (None, "gaussian"):
+        _check_one_scale(source, key, splits)
     valid_source = "file"
     if "valid" in splits:
         if held_out is not None:
@@ -790,6 +792,22 @@ def load_dataset(data, likelihood="bernoulli", validation_fraction=0.1, seed=0, 
         held_out=held_out,
         train_fingerprint=fingerprint,
     )
+
+
+def _check_one_scale(source, key, splits):
+    """Refuses splits of discrete data on two scales, 8-bit levels in one and [0, 1] in
+    another: the run reads every split as its training data's, so a [0, 1] test split
+    beside 8-bit training images would be scored as levels 0 and 1 (near black) and a
+    level split beside [0, 1] training data refused only after training."""
+    highs = {name: float(np.max(array)) for name, array in splits.items()}
+    levels = [name for name, high in highs.items() if high > 1.0]
+    unit = [name for name, high in highs.items() if high <= 1.0]
+    if levels and unit:
+        raise DataError(
+            f"{source}: {key(levels[0])!r} holds levels up to {highs[levels[0]]:g}, but {key(unit[0])!r} lies in "
+            f"[0, 1]; every split must be on one scale. Save them all as 8-bit levels (uint8), or all scaled "
+            "to [0, 1] (x / 255)."
+        )
 
 
 def _fingerprint(train, labels):

@@ -296,6 +296,8 @@ def test_conditional_training_from_the_cli_draws_one_row_per_class(tmp_path, cap
     assert cli.main(["sample", out, "--n", "4", "--labels", "3,7", "--seed", "0", "--out", npy]) == 0
     expected = model.sample(4, labels=np.array([3, 7, 3, 7]), seed=0).numpy()
     np.testing.assert_allclose(np.load(npy), expected, atol=1e-6)
+    assert cli.main(["sample", out, "--n", "2", "--labels", "3,7,9", "--out", npy]) == 2
+    assert "--labels names 3 classes, but --n 2 samples would leave out 9" in capsys.readouterr().err
     assert cli.main(["evaluate", out, "--data", "digits", "--limit", "20", "--num-samples", "10", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 20
 

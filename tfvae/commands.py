@@ -410,7 +410,8 @@ def _add_sample(subparsers):
         type=_labels,
         default=None,
         metavar="Y1,Y2,...",
-        help="conditional models: the classes to generate, repeated to --n (default: every class in turn)",
+        help="conditional models: the classes to generate, repeated to --n (default: every class in turn); "
+        "no more of them than --n",
     )
     p.set_defaults(handler=_sample)
 
@@ -447,6 +448,12 @@ def _sample(args):
             "(or a table's rows with --out FILE.csv)."
         )
     if model.conditional:
+        if args.labels and len(args.labels) > args.n:
+            raise TfvaeError(
+                f"--labels names {len(args.labels)} classes, but --n {args.n} samples would leave out "
+                f"{', '.join(map(str, args.labels[args.n :]))}; ask for --n {len(args.labels)} or more, or fewer "
+                "labels."
+            )
         classes = args.labels or tuple(range(model.num_classes))
         labels = np.resize(np.asarray(classes, np.int64), args.n)
         samples = model.sample(args.n, labels=labels, seed=args.seed).numpy()

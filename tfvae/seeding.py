@@ -40,7 +40,7 @@ def stateless_seed(seed):
     """
     if seed is None:
         seed = fresh_seed()
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):  # np.bool_ is no np.integer
         seed = int(seed)
         if -(2**31) <= seed < 2**31:
             return tf.constant([0, seed], dtype=tf.int32)
@@ -48,7 +48,7 @@ def stateless_seed(seed):
             high = seed >> 31  # in [1, 2^32): as int32, wrapped, still never 0
             return tf.constant([high - 2**32 if high >= 2**31 else high, seed % 2**31], dtype=tf.int32)
     elif tf.is_tensor(seed):
-        if seed.dtype.is_integer and seed.shape.as_list() in ([2], [None]):
+        if seed.dtype.is_integer and seed.shape.is_compatible_with([2]):
             return tf.cast(seed, tf.int32)
     elif isinstance(seed, (np.ndarray, list, tuple)) and np.shape(seed) == (2,):
         if np.asarray(seed).dtype.kind in "iu":

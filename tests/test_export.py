@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 
+import keras
 import numpy as np
 import onnx
 import onnxruntime
@@ -99,6 +100,35 @@ def test_savedmodel_onnxruntime_and_reference_match_keras(digits, tmp_path, kwar
                     # where float32's spacing alone is 1.5e-5.
                     difference = np.max(np.abs(got[key] - expected[key]) / np.maximum(1.0, np.abs(expected[key])))
                     assert difference <= TOLERANCE, f"{part}/{key} via {runtime} at batch {batch}: {difference}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda: tiny_vae(latent_dim=4), id="vae"),
+        pytest.param(lambda: tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), hidden_units=(32,)), id="hierarchy"),
+    ],
+)
+def test_a_model_trained_in_mixed_precision_exports_in_float32_with_its_weights(digits, tmp_path, build):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(digits.train[:512], epochs=1, batch_size=64, verbose=0)
+    result = tfvae.export(model, str(tmp_path), "gen")  # tf2onnx's bfloat16 graph failed ONNX's checker
+    copy = export_lib.computing_in_float32(model)
+    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    z = np.random.default_rng(0).normal(size=(16, model.latent_dim)).astype(np.float32)
+    session = onnxruntime.InferenceSession(
+        os.path.join(result.paths["decoder"], "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (mean,) = session.run(["mean"], {"z": z})
+    np.testing.assert_allclose(mean, copy.decoder_outputs(z)["mean"].numpy(), atol=TOLERANCE)
+    # The model's own weights, computed in bfloat16 (8 bits of mantissa) by the model.
+    np.testing.assert_allclose(mean, model.decoder_outputs(z)["mean"].numpy(), atol=0.02)
 
 
 def test_decoder_serving_default_has_one_output_the_mean(digits, tmp_path):

@@ -283,12 +283,26 @@ def test_iwae_bound_with_one_sample_is_the_monte_carlo_elbo():
 
 
 @pytest.mark.slow
-def test_mixed_precision_runs_the_networks_in_bfloat16_and_the_densities_in_float32(digits):
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda: tiny_vae(prior=tfvae.VampPrior(3, num_components=4)), id="vampprior"),
+        # The flow's MADE networks follow the policy while its arithmetic stays in z's
+        # float32, as does a hierarchy's top-down state meeting the draws of z.
+        pytest.param(lambda: tiny_vae(posterior="iaf"), id="iaf"),
+        pytest.param(
+            lambda: tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), hidden_units=(32,), posterior="iaf,diagonal"),
+            id="hierarchy",
+        ),
+    ],
+)
+def test_mixed_precision_runs_the_networks_in_bfloat16_and_the_densities_in_float32(digits, build):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = tiny_vae(prior=tfvae.VampPrior(3, num_components=4))
+        model = build()
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
     assert {layer.compute_dtype for layer in model.encoder.layers[1:]} == {"bfloat16"}
     assert model.posterior_layer.compute_dtype == model.likelihood_layer.compute_dtype == "float32"
     assert model.prior_layer.compute_dtype == model.compute_dtype == "float32"
@@ -296,6 +310,7 @@ def test_mixed_precision_runs_the_networks_in_bfloat16_and_the_densities_in_floa
     assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
     elbo = model.elbo(digits.valid[:8], num_samples=4, seed=0)
     assert elbo.dtype == tf.float32 and np.isfinite(elbo.numpy()).all()
+    assert model.sample(2, seed=0).dtype == tf.float32
 
 
 @pytest.mark.slow

@@ -123,6 +123,41 @@ def model_parts(model, name):
     return parts
 
 
+def computing_in_float32(model):
+    """`model` where every layer computes in float32, else a float32 copy with its weights.
+
+    A model built under a mixed-precision policy runs its networks in half precision;
+    tf2onnx converts that into a graph the ONNX checker refuses ("B has inconsistent
+    type tensor(bfloat16)"), and ONNX Runtime's CPU kernels are float32. Its weights are
+    float32 either way (Keras keeps half-precision layers' variables in float32), so
+    the copy computes what the model computes, at full precision.
+    """
+    if all(layer.compute_dtype == "float32" for layer in model._flatten_layers()):
+        return model
+    # The networks' configs name their policy layer by layer; layers a model builds
+    # itself take the global one.
+    config = _with_float32_policies(keras.saving.serialize_keras_object(model))
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        copy = keras.saving.deserialize_keras_object(config)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _with_float32_policies(config):
+    """A serialised Keras object with every dtype policy float32."""
+    if isinstance(config, list):
+        return [_with_float32_policies(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") == "DTypePolicy":
+        return {**config, "config": {**config["config"], "name": "float32"}}
+    return {key: _with_float32_policies(value) for key, value in config.items()}
+
+
 def _select(outputs, names):
     return lambda *inputs: {key: outputs(*inputs)[key] for key in names}
 
@@ -425,6 +460,7 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
     """
     parts = tuple(PARTS if parts is None else parts)
     check_arguments(name, parts, version, export_dir)
+    model = computing_in_float32(model)
     all_parts = model_parts(model, name)
     selected = [all_parts[kind] for kind in PARTS if kind in parts]
     version = _choose_version(export_dir, selected, version, overwrite)

@@ -192,7 +192,9 @@ class AutoregressiveNetwork(keras.layers.Layer):
 
 
 def _shift_and_log_scale(network, context, z):
-    return network(z, context)
+    # Under a mixed-precision policy the MADE computes in half precision, like every
+    # network; the flow's arithmetic stays in z's float32.
+    return tuple(tf.cast(params, z.dtype) for params in network(z, context))
 
 
 @keras.saving.register_keras_serializable(package="tfvae")

@@ -204,7 +204,9 @@ class HierarchicalVAE(VAE):
         prior = self.conditional_priors[level](self.prior_params[level](prior_state))
         if features is None:
             return prior, None
-        bottom_up = tf.broadcast_to(features[level], tf.shape(state))
+        # The encoder's policy is in its config, this layer's is the global one at build
+        # time: a model trained in mixed precision and loaded in float32 has both.
+        bottom_up = tf.broadcast_to(tf.cast(features[level], state.dtype), tf.shape(state))
         joint = self._hidden(self.posterior_hidden, level, tf.concat([bottom_up, state], axis=-1), training)
         posterior = self.lower_posteriors[level](self.posterior_params[level](joint))
         return prior, posterior
@@ -255,7 +257,9 @@ class HierarchicalVAE(VAE):
 
     def _decoder_features(self, z, training):
         z_1, z_2 = z[:, : self.latent_dims[0]], z[:, self.latent_dims[0] : sum(self.latent_dims[:2])]
-        return tf.concat([z_1, self.top_down[0](z_2, training=training)], axis=-1)
+        # t_1 comes out of a network, in half precision under a mixed policy; z_1 is a
+        # draw of a float32 distribution.
+        return tf.concat([z_1, tf.cast(self.top_down[0](z_2, training=training), z_1.dtype)], axis=-1)
 
     def _code(self, x, labels, training):
         """[E_q z_1, ..., E_q z_L] top-down: each layer's code given the codes above it."""

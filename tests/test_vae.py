@@ -500,6 +500,9 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
             r"compile's loss='mse': VAE trains on its own objective \(negative ELBO\)",
         ),
         (lambda m, d: m.compile(metrics=["mae"]), r"compile's metrics=\['mae'\]: .* leave out metrics"),
+        # Keras' export refused a trained model ("never called"); after a call, its
+        # SavedModel failed to load and its ONNX graph was refused by ONNX Runtime.
+        (lambda m, d: m.export("unused", format="onnx"), r"VAE.export \('onnx' .*use tfvae.export\(model"),
     ],
     ids=[
         "decode-size",
@@ -531,6 +534,7 @@ def test_an_unseeded_call_repeats_under_the_global_seed(digits):
         "seed-too-large",
         "compile-loss",
         "compile-metrics",
+        "keras-export",
     ],
 )
 def test_mistakes_at_the_api_edge_name_the_cause(digits, call, message):

@@ -399,6 +399,22 @@ class LatentModel(keras.Model):
         x, labels = inputs if self.conditional else (inputs, None)
         return self._decode(self._code(x, labels, training), labels, training).mean()
 
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """Refused: `tfvae.export(model, export_dir, name)` exports a tfvae model.
+
+        Keras' own export traces `call`, the reconstruction through the posterior's TFP
+        distribution: after a call (without one it refuses a trained model as "never
+        called", as `fit` runs `train_step` only), its SavedModel failed to load
+        ("Called a function referencing variables which have been deleted") and
+        ONNX Runtime refused its ONNX graph (TFP's BroadcastArgs). `tfvae.export` writes
+        the generator and the encoder as deterministic graphs, checked in each runtime.
+        """
+        raise ConfigError(
+            f"{type(self).__name__}.export ({format!r} to {filepath!r}) is Keras' export of `call`, which "
+            "does not carry TFP's distributions; use tfvae.export(model, export_dir, name), which writes "
+            "the generator and encoder as SavedModel and ONNX (or `tfvae export RUN_DIR` from the CLI)."
+        )
+
     # Training.
 
     def _objective_and_metrics(self, x, labels, training):

@@ -60,9 +60,9 @@ def test_the_train_summary_gives_the_saved_best_epochs_figures_not_the_last_ones
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--epochs", "9"], "--epochs 9 differs from the run's 2 ("),
-        (["--hidden-units", "64,32"], "--hidden-units 64,32 differs from the run's 32 ("),
-        (["--data", "photo_patches"], "--data photo_patches differs from the run's digits ("),
+        (["--epochs", "9"], "--epochs 9 differs from the run's 2 (in "),
+        (["--hidden-units", "64,32"], "--hidden-units 64,32 differs from the run's 32 (in "),
+        (["--data", "photo_patches"], "--data photo_patches differs from the run's digits (in "),
         (["--conditional"], "--conditional would change the run's conditional (False in "),
         (["--mc-kl"], "--mc-kl would change the run's analytic_kl (True in "),
     ],

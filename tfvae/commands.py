@@ -360,12 +360,12 @@ def _refuse_changes_on_resume(args):
         given, recorded = getattr(args, dest), getattr(run, dest)
         if not (same_data(given, recorded) if dest == "data" else given == recorded):
             change = (
-                f"would change the run's {dest} ({recorded}"
+                f"would change the run's {dest} ({recorded} "
                 if isinstance(given, bool)
                 else f"{_shown(given)} differs from the run's {_shown(recorded)} ("
             )
             raise TfvaeError(
-                f"{flag} {change} in {os.path.join(args.out, CONFIG_FILE)}): --resume continues the run as it "
+                f"{flag} {change}in {os.path.join(args.out, CONFIG_FILE)}): --resume continues the run as it "
                 f"was configured; leave out {flag}, or train a new run in another --out."
             )
 

@@ -372,7 +372,11 @@ class VAE(LatentModel):
             parameters per example (a mixture of logistics on colour images holds
             15 values per dimension) and a mixture prior's value per component.
           memory_budget_mib: what one step's intermediates may hold, roughly.
-          seed: None or an int; the same int repeats the estimate.
+          seed: None or an int; the same int repeats the estimate of the same x with
+            the same batch sizes. The draws of z are keyed by the seed, the batch's
+            position and the chunk of samples, so an example estimated in another batch
+            (or with another `sample_batch_size`) gets other draws: its estimate moves
+            within its Monte Carlo error, as with another seed.
           verbose: 1 shows a progress bar over examples.
           labels: the class of each example, for a conditional model (log p(x|y)).
           offset: the index of `x[0]` in a larger set estimated in parts (as

@@ -101,6 +101,18 @@ def tiny_vae(input_shape=(64,), latent_dim=3, **kwargs):
     return model
 
 
+def built_in_mixed_precision(build):
+    """`build()`'s model made under Keras' mixed_bfloat16 policy, compiled (the global
+    policy is float32 again afterwards)."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return model
+
+
 def trained_conditional_and_autoencoder(digits):
     """A conditional VAE and an autoencoder (latent 4), each trained one epoch on 256 digits."""
     conditional = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=4, hidden_units=(32,), seed=0)

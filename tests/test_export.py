@@ -4,13 +4,12 @@ import hashlib
 import json
 import os
 
-import keras
 import numpy as np
 import onnx
 import onnxruntime
 import pytest
 import tensorflow as tf
-from helpers import tiny_vae, trained_conditional_and_autoencoder
+from helpers import built_in_mixed_precision, tiny_vae, trained_conditional_and_autoencoder
 from onnx.reference import ReferenceEvaluator
 
 import tfvae
@@ -111,12 +110,7 @@ def test_savedmodel_onnxruntime_and_reference_match_keras(digits, tmp_path, kwar
     ],
 )
 def test_a_model_trained_in_mixed_precision_exports_in_float32_with_its_weights(digits, tmp_path, build):
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        model = build()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model = built_in_mixed_precision(build)
     model.fit(digits.train[:512], epochs=1, batch_size=64, verbose=0)
     result = tfvae.export(model, str(tmp_path), "gen")  # tf2onnx's bfloat16 graph failed ONNX's checker
     copy = export_lib.computing_in_float32(model)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny_vae
+from helpers import built_in_mixed_precision, tiny_vae
 
 import tfvae
 from tfvae import objectives
@@ -297,12 +297,7 @@ def test_iwae_bound_with_one_sample_is_the_monte_carlo_elbo():
     ],
 )
 def test_mixed_precision_runs_the_networks_in_bfloat16_and_the_densities_in_float32(digits, build):
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        model = build()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model = built_in_mixed_precision(build)
     assert {layer.compute_dtype for layer in model.encoder.layers[1:]} == {"bfloat16"}
     assert model.posterior_layer.compute_dtype == model.likelihood_layer.compute_dtype == "float32"
     assert model.prior_layer.compute_dtype == model.compute_dtype == "float32"

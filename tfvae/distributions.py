@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae.errors import ConfigError
+from tfvae.seeding import standard_normal
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -199,7 +200,8 @@ def reparameterized_sample(posterior, num_samples, seed):
         `tfd.TransformedDistribution` of one.
       num_samples: draws per distribution in the batch, or None for one draw without
         a sample axis.
-      seed: a `[2]` integer stateless seed.
+      seed: a `[2]` integer stateless seed, or `tfvae.seeding.ExampleNoise` (then the
+        draws are `[num_samples, batch, latent_dim]`, keyed per example).
 
     Returns:
       `[num_samples, *batch_shape, latent_dim]` (`[*batch_shape, latent_dim]` for None).
@@ -210,8 +212,7 @@ def reparameterized_sample(posterior, num_samples, seed):
     shape = tf.concat(
         [tf.constant(sample_shape, tf.int32), posterior.batch_shape_tensor(), posterior.event_shape_tensor()], axis=0
     )
-    noise = tf.random.stateless_normal(shape, seed=seed, dtype=posterior.dtype, alg="philox")
-    return posterior.bijector.forward(noise)
+    return posterior.bijector.forward(standard_normal(shape, seed, posterior.dtype))
 
 
 def posterior_code(posterior):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfvae import objectives
 from tfvae.errors import ConfigError
 from tfvae.models.base import example_count, in_multi_worker_mode
+from tfvae.seeding import stateless_seed
 
 REPORT_KEYS = (
     "nll",
@@ -116,7 +117,9 @@ def evaluate(
       sample_batch_size: samples per step (default: what `memory_budget_mib` allows).
       memory_budget_mib: roughly what one importance-sampling step may hold
         (`VAE.log_likelihood`).
-      seed: the same seed repeats the report.
+      seed: the same seed repeats the report, whatever the batch sizes: each
+        example's draws are keyed by the seed and its values (None draws one seed for
+        the whole report; workers under a strategy need the same int).
       verbose: 1 shows a progress bar.
       strategy: a `tf.distribute.MultiWorkerMirroredStrategy` to share the work between
         its workers: every worker runs the same call, estimates a contiguous run of
@@ -154,7 +157,8 @@ def evaluate(
     if strategy is not None and not in_multi_worker_mode(strategy):
         strategy = None  # one worker: nothing to share
     start, stop = _worker_share(strategy, len(x), batch_size)
-    # This worker's share, each example with the seeds it has in the whole of x.
+    seed = stateless_seed(seed)  # one for the NLL and the ELBO, also where none was given
+    # This worker's share: its examples' draws are keyed by their values, as in the whole of x.
     share, share_labels = x[start:stop], None if labels is None else np.asarray(labels)[start:stop]
     log_px = np.zeros((0,), np.float32)
     expected_log_likelihood, layer_kls = [np.zeros((0,), np.float32)], [np.zeros((0, len(model.latent_sizes)))]
@@ -169,12 +173,11 @@ def evaluate(
             verbose=verbose,
             labels=share_labels,
             memory_budget_mib=memory_budget_mib,
-            offset=start,
             checkpoint=_share_path(checkpoint, strategy, start, stop),
         )
         means = _posterior_means(model, share, batch_size, share_labels)
-    for index, (x_batch, labels_batch) in enumerate(_batches(share, share_labels, batch_size), start // batch_size):
-        ell, kls = model.elbo_parts(x_batch, num_samples=1, seed=seed + index, labels=labels_batch)
+    for x_batch, labels_batch in _batches(share, share_labels, batch_size):
+        ell, kls = model.elbo_parts(x_batch, num_samples=1, seed=seed, labels=labels_batch)
         expected_log_likelihood.append(ell.numpy())
         layer_kls.append(np.stack([kl.numpy() for kl in kls], axis=1))  # [batch, layers]
     log_px, expected_log_likelihood, layer_kls, means = (

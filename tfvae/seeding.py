@@ -1,6 +1,7 @@
 """Seeds for TFP's stateless samplers, and the one place where "no seed given" draws one."""
 
 import random
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -59,5 +60,89 @@ def stateless_seed(seed):
 
 
 def fold_in(seed, data):
-    """A new stateless seed derived from `seed` and the integer `data`."""
+    """A new stateless seed derived from `seed` (a `[2]` seed or `ExampleNoise`) and the integer `data`."""
+    if isinstance(seed, ExampleNoise):
+        return seed._replace(seed=tf.random.experimental.stateless_fold_in(seed.seed, data))
     return tf.random.experimental.stateless_fold_in(seed, data)
+
+
+def standard_normal(shape, seed, dtype):
+    """N(0, I) draws of `shape` from a `[2]` seed (Philox), or keyed per example by `ExampleNoise`."""
+    if isinstance(seed, ExampleNoise):
+        return seed.normal(shape, dtype)
+    return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
+
+
+# Samples of one example are drawn in blocks of this many, each keyed by the example and
+# the block's index, so that a chunk of samples is the same draws whatever the chunking.
+# Keying costs a loop over (example, block) pairs: with 250 (and 64 blocks drawn at once)
+# `tfvae.evaluate` took 2-5 % longer than with one draw per batch on a 784-d model (3.14
+# and 3.23 s against 3.07 s, 200 examples, K = 1000) and 10 % on a 64-d one; blocks of 100
+# drawn 10 at a time cost 20 %.
+SAMPLE_BLOCK = 250
+# 2^31 - 1, a prime: example keys are a random linear hash of the values modulo it.
+_KEY_MODULUS = 2**31 - 1
+_HASH_SEED = (20261127, 4099)
+
+
+class ExampleNoise(typing.NamedTuple):
+    """N(0, I) draws keyed by each example's values instead of by its batch.
+
+    Evaluation passes this where training passes a `[2]` seed (`reparameterized_sample`
+    reads both): sample k of an example is the same draw whichever batch the example is
+    in, wherever it sits in it, and however the samples are chunked, so its
+    importance-sampled log p(x) (an anomaly score) and its ELBO do not depend on the
+    rows estimated beside it. Two examples with equal values (and labels) get equal draws.
+
+    Attributes:
+      seed: the `[2]` stateless seed of the whole estimate.
+      keys: `[batch]` int64, one per example (`example_keys`).
+      first_sample: the index, among each example's samples, of the first one drawn.
+    """
+
+    seed: tf.Tensor
+    keys: tf.Tensor
+    first_sample: tf.Tensor
+
+    @classmethod
+    def of(cls, seed, x, labels=None, first_sample=0):
+        """The noise of the examples `x` (and `labels`) under the int or `[2]` `seed`."""
+        return cls(stateless_seed(seed), example_keys(x, labels), tf.constant(first_sample, tf.int32))
+
+    def normal(self, shape, dtype):
+        """Draws of shape `[num_samples, batch, size]`: samples `first_sample` onwards of each example."""
+        return tf.cast(_keyed_normal(self.seed, self.keys, self.first_sample, shape[0], shape[2]), dtype)
+
+
+def example_keys(x, labels=None):
+    """A key per example from its values (and label): `[batch]` int64 in [0, 2^31 - 1).
+
+    A random linear hash of the float32 bits (in 16-bit halves, with 15-bit weights, so
+    that the sums stay exact in int64) modulo a prime: works inside `tf.function` too.
+    """
+    flat = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
+    bits = tf.bitcast(flat, tf.int32)
+    halves = tf.concat([tf.bitwise.right_shift(bits, 16) & 0xFFFF, bits & 0xFFFF], axis=1)
+    if labels is not None:
+        halves = tf.concat([halves, tf.reshape(tf.cast(labels, tf.int32) & 0xFFFF, [-1, 1])], axis=1)
+    weights = tf.random.stateless_uniform(tf.shape(halves)[1:], _HASH_SEED, 1, 2**15, dtype=tf.int32)
+    return tf.math.floormod(tf.reduce_sum(tf.cast(halves * weights, tf.int64), axis=1), _KEY_MODULUS)
+
+
+@tf.function(reduce_retracing=True)
+def _keyed_normal(seed, keys, first_sample, num_samples, size):
+    first_block = first_sample // SAMPLE_BLOCK
+    blocks = tf.range(first_block, (first_sample + num_samples - 1) // SAMPLE_BLOCK + 1)
+    batch, block_count = tf.size(keys), tf.size(blocks)
+    pairs = tf.stack([tf.repeat(keys, block_count), tf.tile(tf.cast(blocks, tf.int64), [batch])], axis=1)
+
+    def block(pair):  # one example's SAMPLE_BLOCK draws
+        key = tf.random.experimental.stateless_fold_in(tf.random.experimental.stateless_fold_in(seed, pair[0]), pair[1])
+        return tf.random.stateless_normal([SAMPLE_BLOCK, size], seed=key, alg="philox")
+
+    draws = tf.map_fn(
+        block, pairs, fn_output_signature=tf.TensorSpec([SAMPLE_BLOCK, None], tf.float32), parallel_iterations=64
+    )
+    draws = tf.reshape(draws, [batch, block_count * SAMPLE_BLOCK, size])
+    start = first_sample - first_block * SAMPLE_BLOCK
+    return tf.transpose(draws[:, start : start + num_samples], [1, 0, 2])  # [num_samples, batch, size]

@@ -14,7 +14,7 @@ from tfvae.errors import ConfigError
 from tfvae.models.base import LatentModel, check_count, example_count
 from tfvae.posteriors import get_posterior
 from tfvae.priors import get_prior
-from tfvae.seeding import fold_in, fresh_seed, stateless_seed
+from tfvae.seeding import ExampleNoise, fresh_seed, stateless_seed
 
 OBJECTIVES = ("elbo", "iwae")
 # Bytes per value held per (sample, example) pair in an importance-sampling step: the
@@ -314,11 +314,14 @@ class VAE(LatentModel):
 
     def elbo_parts(self, x, *, num_samples=1, seed=None, labels=None):
         """`(E_q[log p(x|z)], [KL of each stochastic layer])` per example: a `[batch]` tensor
-        and a list of `[batch]` tensors, bottom layer first, from one draw of z."""
+        and a list of `[batch]` tensors, bottom layer first, from `num_samples` draws of z
+        keyed by the seed and each example's values (`tfvae.seeding.ExampleNoise`): an
+        example gets the same figures in any batch."""
         check_count(num_samples, "`num_samples`")  # 0 samples averaged to a NaN ELBO
         x = self.check_examples(x)
         labels = self.check_labels(labels, example_count(x))
-        terms, kls = self._sampled_terms(tf.cast(x, self.compute_dtype), labels, num_samples, stateless_seed(seed))
+        x = tf.cast(x, self.compute_dtype)
+        terms, kls = self._sampled_terms(x, labels, num_samples, ExampleNoise.of(seed, x, labels))
         return objectives.expected_log_likelihood(terms), kls
 
     def elbo_terms(self, x, *, num_samples=1, seed=None, labels=None):
@@ -352,7 +355,6 @@ class VAE(LatentModel):
         verbose=0,
         labels=None,
         memory_budget_mib=1024,
-        offset=0,
         checkpoint=None,
     ):
         """The importance-sampled estimate of log p(x) per example, with q(z|x) as proposal.
@@ -372,16 +374,11 @@ class VAE(LatentModel):
             parameters per example (a mixture of logistics on colour images holds
             15 values per dimension) and a mixture prior's value per component.
           memory_budget_mib: what one step's intermediates may hold, roughly.
-          seed: None or an int; the same int repeats the estimate of the same x with
-            the same batch sizes. The draws of z are keyed by the seed, the batch's
-            position and the chunk of samples, so an example estimated in another batch
-            (or with another `sample_batch_size`) gets other draws: its estimate moves
-            within its Monte Carlo error, as with another seed.
+          seed: None or an int; the same int repeats each example's estimate, whatever
+            the batch it is in, its place there and the batch sizes: the draws of z are
+            keyed by the seed and the example's values (`tfvae.seeding.ExampleNoise`).
           verbose: 1 shows a progress bar over examples.
           labels: the class of each example, for a conditional model (log p(x|y)).
-          offset: the index of `x[0]` in a larger set estimated in parts (as
-            `tfvae.evaluate` does over several workers), a multiple of `batch_size`:
-            each example then gets the samples it gets in the whole set.
           checkpoint: a `.npz` path that keeps each finished batch's estimates
             (`tfvae.checkpointing.EstimateCheckpoint`): a call killed part-way and
             repeated with the same path, model, examples, settings and int seed
@@ -407,7 +404,7 @@ class VAE(LatentModel):
                 batch_size=batch_size,
                 sample_batch_size=sample_batch_size,
                 seed=[int(v) for v in base_seed.numpy()],
-                offset=offset,
+                draws="keyed by example",  # estimates of batch-keyed draws are not mixed in
             )
             arrays = (x,) if labels is None else (x, np.asarray(labels))
             checkpoint = EstimateCheckpoint(checkpoint, settings, self, arrays)
@@ -421,7 +418,7 @@ class VAE(LatentModel):
                     None if labels is None else labels[start : start + batch_size],
                     num_samples,
                     sample_batch_size,
-                    fold_in(base_seed, offset + start),
+                    base_seed,
                 ).numpy()
                 if checkpoint is not None:
                     checkpoint.record(start, kept)
@@ -430,14 +427,16 @@ class VAE(LatentModel):
                 progress.add(len(kept))
         return np.concatenate(estimates) if estimates else np.zeros([0], np.float32)
 
-    def _batch_log_likelihood(self, x_batch, labels_batch, num_samples, sample_batch_size, batch_seed):
+    def _batch_log_likelihood(self, x_batch, labels_batch, num_samples, sample_batch_size, seed):
         """log p(x) of one batch of examples, from `num_samples` samples taken
-        `sample_batch_size` at a time (each chunk seeded by its position)."""
+        `sample_batch_size` at a time, each example's keyed by its values."""
         x_batch = tf.constant(x_batch)
+        noise = ExampleNoise.of(seed, x_batch, labels_batch)
         chunks = []
         for done in range(0, num_samples, sample_batch_size):
             count = min(sample_batch_size, num_samples - done)
-            chunks.append(self._chunk_log_sum_exp(x_batch, labels_batch, count, fold_in(batch_seed, done)))
+            chunk_noise = noise._replace(first_sample=tf.constant(done, tf.int32))
+            chunks.append(self._chunk_log_sum_exp(x_batch, labels_batch, count, chunk_noise))
         return objectives.combine_log_mean_exp(tf.stack(chunks), num_samples)
 
     def _default_sample_batch_size(self, batch_size, memory_budget_mib):

@@ -1,4 +1,5 @@
-"""Seeds for TFP's stateless samplers, and the one place where "no seed given" draws one."""
+"""Seeds for TFP's stateless samplers, the one place where "no seed given" draws one, and
+the draws keyed by example that evaluation uses (`ExampleNoise`)."""
 
 import random
 import typing

@@ -137,7 +137,7 @@ def test_an_examples_estimates_do_not_depend_on_the_rows_beside_it_or_the_chunki
     np.testing.assert_allclose(model.log_likelihood(reordered, num_samples=300, seed=3), whole[::-1], rtol=1e-6)
     np.testing.assert_allclose(model.log_likelihood(x[5:6], num_samples=300, seed=3), whole[5:6], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(model.elbo(x[10:13], seed=3)), np.asarray(model.elbo(x, seed=3))[10:13])
-    # Another seed draws anew, and distinct rows get distinct draws.
+    # Another seed draws anew.
     assert np.abs(model.log_likelihood(x, num_samples=300, seed=4) - whole).max() > 1e-4
     report = tfvae.evaluate(model, x, num_samples=300, batch_size=30, seed=3)
     rebatched = tfvae.evaluate(model, x, num_samples=300, batch_size=4, sample_batch_size=64, seed=3)

@@ -106,9 +106,10 @@ class ExampleNoise(typing.NamedTuple):
     first_sample: tf.Tensor
 
     @classmethod
-    def of(cls, seed, x, labels=None, first_sample=0):
-        """The noise of the examples `x` (and `labels`) under the int or `[2]` `seed`."""
-        return cls(stateless_seed(seed), example_keys(x, labels), tf.constant(first_sample, tf.int32))
+    def of(cls, seed, x, labels=None):
+        """The noise of the examples `x` (and `labels`) under `seed` (None, an int or `[2]`),
+        from their first sample (`_replace(first_sample=...)` moves on to a later chunk)."""
+        return cls(stateless_seed(seed), example_keys(x, labels), tf.constant(0, tf.int32))
 
     def normal(self, shape, dtype):
         """Draws of shape `[num_samples, batch, size]`: samples `first_sample` onwards of each example."""

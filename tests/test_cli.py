@@ -195,6 +195,10 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
         (["train", "--data", "digits", "--out", "{tmp}/r", "--flow-steps", "4"], "nothing without --posterior iaf"),
         (["train", "--data", "digits", "--out", "{tmp}/r", "--filters", "8,16"], "nothing without --arch conv"),
         (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--pixelcnn-blocks", "2"],
+            "--pixelcnn-blocks does nothing without --likelihood pixelcnn_logistic_mixture",
+        ),
+        (
             ["train", "--data", "digits", "--out", "{tmp}/r", "--model", "hierarchical", "--latent-dims", "4,4"]
             + ["--latent-dim", "8"],
             "--latent-dim does nothing with --model hierarchical, whose layers' sizes are --latent-dims",

@@ -100,6 +100,18 @@ def test_public_methods_have_the_documented_shapes(digits, covariance):
     assert not np.array_equal(samples, model.sample(6, seed=4).numpy())
 
 
+def test_sample_draws_x_from_the_likelihood_of_the_same_z():
+    model = tiny_vae()
+    means = model.sample(2000, seed=3).numpy()  # Bernoulli probabilities, [2000, 64]
+    draws = model.sample(2000, seed=3, draw=True).numpy()
+    assert set(np.unique(draws)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(draws, model.sample(2000, seed=3, draw=True).numpy())
+    # Draws of the same z's: the mean of draws - p is 0 within 5 standard errors; draws of
+    # other z's (or of the means' stream) would shift it by a pixel's spread across z.
+    error = (draws - means).mean(axis=0)
+    np.testing.assert_array_less(np.abs(error), 5 * np.sqrt((means * (1 - means)).mean(axis=0) / 2000) + 1e-3)
+
+
 def test_encode_and_decode_work_in_tf_function_and_dataset_map(digits):
     model = tiny_vae()
     x = digits.test[:8]

@@ -165,7 +165,8 @@ def _add_train(subparsers):
         default=defaults.likelihood,
         help="p(x|z): bernoulli (binary data), gaussian (continuous), or a discretised "
         "logistic (mixture) for 8-bit data 0..255, reported in bits/dim; "
-        "discretized_logistic_mixture_coupled couples a colour pixel's channels (PixelCNN++)",
+        "discretized_logistic_mixture_coupled couples a colour pixel's channels (PixelCNN++); "
+        "pixelcnn_logistic_mixture also reads the pixels before each one (a PixelCNN decoder)",
     )
     p.add_argument(
         "--likelihood-scale",
@@ -178,6 +179,18 @@ def _add_train(subparsers):
         type=positive_int,
         default=defaults.mixture_components,
         help="components per dimension (per pixel when coupled) of the logistic mixtures",
+    )
+    p.add_argument(
+        "--pixelcnn-filters",
+        type=positive_int,
+        default=defaults.pixelcnn_filters,
+        help="channels of the pixelcnn_logistic_mixture likelihood's masked network",
+    )
+    p.add_argument(
+        "--pixelcnn-blocks",
+        type=positive_int,
+        default=defaults.pixelcnn_blocks,
+        help="gated residual blocks of that network (its field reaches 3 + 2 x blocks rows up)",
     )
     p.add_argument(
         "--num-samples", type=positive_int, default=defaults.num_samples, help="Monte Carlo samples of z per input"
@@ -329,6 +342,13 @@ _WHEN_OPTIONS_APPLY = {
         lambda args: "mixture" in args.likelihood,
         "without a logistic mixture likelihood (--likelihood discretized_logistic_mixture...)",
     ),
+    **{
+        dest: (
+            lambda args: args.likelihood == "pixelcnn_logistic_mixture",
+            "without --likelihood pixelcnn_logistic_mixture",
+        )
+        for dest in ("pixelcnn_filters", "pixelcnn_blocks")
+    },
     "filters": (lambda args: args.arch == "conv", "without --arch conv"),
     "latent_dim": (
         lambda args: args.model != "hierarchical",
@@ -406,6 +426,12 @@ def _add_sample(subparsers):
     )
     p.add_argument("--seed", type=non_negative_int, default=None)
     p.add_argument(
+        "--draw",
+        action="store_true",
+        help="draw x from p(x|z) (binary pixels of a Bernoulli, a PixelCNN's images pixel by pixel) "
+        "instead of writing its mean",
+    )
+    p.add_argument(
         "--labels",
         type=_labels,
         default=None,
@@ -456,11 +482,11 @@ def _sample(args):
             )
         classes = args.labels or tuple(range(model.num_classes))
         labels = np.resize(np.asarray(classes, np.int64), args.n)
-        samples = model.sample(args.n, labels=labels, seed=args.seed).numpy()
+        samples = model.sample(args.n, labels=labels, seed=args.seed, draw=args.draw).numpy()
     elif args.labels is not None:
         raise TfvaeError(f"the model in {args.run_dir} is not conditional; leave out --labels.")
     else:
-        samples = model.sample(args.n, seed=args.seed).numpy()
+        samples = model.sample(args.n, seed=args.seed, draw=args.draw).numpy()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if extension == ".npy":
         files.write_npy(args.out, samples)

@@ -26,6 +26,7 @@ removed by the next export.
 import dataclasses
 import datetime
 import json
+import math
 import os
 import re
 import shutil
@@ -460,6 +461,13 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
     """
     parts = tuple(PARTS if parts is None else parts)
     check_arguments(name, parts, version, export_dir)
+    if "decoder" in parts and model.likelihood_layer.autoregressive:
+        raise ExportError(
+            f"The {model.likelihood_layer.family} likelihood draws an image one pixel at a time "
+            f"({math.prod(model.likelihood_layer.event_shape[:2]):,} passes of its masked network), so its "
+            "decoder is no one-pass generator to export; export the encoder alone (parts=('encoder',), "
+            "--parts encoder) and draw images with `model.sample`."
+        )
     model = computing_in_float32(model)
     all_parts = model_parts(model, name)
     selected = [all_parts[kind] for kind in PARTS if kind in parts]

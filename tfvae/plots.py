@@ -105,10 +105,16 @@ def save_learning_curve(history, path, loss_name="negative ELBO"):
     return path
 
 
+def _draws_images(model):
+    """Whether the pictures show draws of x: an autoregressive likelihood's mean is only
+    its greedy mean, a smooth image no draw resembles."""
+    return model.likelihood_layer.autoregressive
+
+
 def save_class_samples(model, path, per_class=10, seed=0):
     """One row of generated samples per class of a conditional model."""
     labels = np.repeat(np.arange(model.num_classes), per_class)
-    samples = model.sample(len(labels), labels=labels, seed=seed).numpy()
+    samples = model.sample(len(labels), labels=labels, seed=seed, draw=_draws_images(model)).numpy()
     return save_image_grid(
         samples,
         model.image_shape,
@@ -124,10 +130,10 @@ def save_prior_samples(model, path, n=64, seed=0):
     if model.conditional:
         return save_class_samples(model, path, seed=seed)
     return save_image_grid(
-        model.sample(n, seed=seed).numpy(),
+        model.sample(n, seed=seed, draw=_draws_images(model)).numpy(),
         model.image_shape,
         path,
-        title=f"{n} samples from the prior",
+        title=f"{n} samples from the prior" + (", drawn pixel by pixel" if _draws_images(model) else ""),
         value_range=value_range(model),
     )
 

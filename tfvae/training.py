@@ -40,6 +40,7 @@ from tfvae.distributions import (
     BernoulliLikelihood,
     DiscretizedLogisticMixtureLikelihood,
     GaussianLikelihood,
+    PixelCNNLikelihood,
 )
 from tfvae.errors import ConfigError, DataError, RunError
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
@@ -88,6 +89,8 @@ class TrainConfig:
       residual_blocks: residual blocks at each resolution of the conv networks (arch "conv").
       likelihood_scale: a fixed standard deviation of the Gaussian likelihood (0: learned).
       mixture_components: components of the discretized_logistic_mixture likelihood.
+      pixelcnn_filters, pixelcnn_blocks: channels and gated residual blocks of the
+        pixelcnn_logistic_mixture likelihood's masked network (`PixelCNNLikelihood`).
       flow_steps: IAF steps of posterior "iaf".
       num_samples: Monte Carlo samples of z per input.
       objective: "elbo" or "iwae" (the num_samples-sample importance-weighted bound).
@@ -131,6 +134,8 @@ class TrainConfig:
     residual_blocks: int = 0
     likelihood_scale: float = 0.0
     mixture_components: int = 5
+    pixelcnn_filters: int = 64
+    pixelcnn_blocks: int = 4
     activation: str = "relu"
     beta: float = 1.0
     kl_warmup_epochs: int = 0
@@ -173,6 +178,8 @@ class TrainConfig:
             "pseudo_inputs",
             "flow_steps",
             "mixture_components",
+            "pixelcnn_filters",
+            "pixelcnn_blocks",
             "shuffle_window",
         ):
             value = getattr(self, name)
@@ -395,6 +402,13 @@ def _mixture(config, input_shape):
     family = LIKELIHOODS[config.likelihood]
     if not issubclass(family, DiscretizedLogisticMixtureLikelihood):
         return None
+    if issubclass(family, PixelCNNLikelihood):
+        return family(
+            input_shape,
+            num_components=config.mixture_components,
+            filters=config.pixelcnn_filters,
+            num_blocks=config.pixelcnn_blocks,
+        )
     return family(input_shape, num_components=config.mixture_components)
 
 

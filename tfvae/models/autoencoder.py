@@ -87,7 +87,7 @@ class Autoencoder(LatentModel):
         labels = self.check_labels(labels, example_count(x))
         return -self._decode(self._code(x, labels, False), labels).log_prob(x)
 
-    def sample(self, n, *, seed=None, labels=None):
+    def sample(self, n, *, seed=None, labels=None, draw=False):
         """Refuses: an autoencoder has no prior over z, so it has nothing to sample from."""
         raise ConfigError(
             "An Autoencoder cannot sample: it has no prior p(z) to draw codes from, and "

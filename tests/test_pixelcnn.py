@@ -53,7 +53,7 @@ def test_an_autoregressive_image_is_a_probability_of_every_image():
     assert np.exp(log_p.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-4)
 
 
-def test_log_prob_over_samples_of_z_runs_the_network_once_and_equals_each_sample_alone():
+def test_log_prob_over_samples_of_z_equals_each_sample_alone():
     likelihood = PixelCNNLikelihood((5, 4, 3), num_components=2, filters=8, num_blocks=1)
     conditioning = tf.random.normal([3, 2, 5, 4, 3, likelihood.latent_features], seed=2)  # [samples, batch, ...]
     x = images(np.random.default_rng(1), 2, (5, 4, 3))

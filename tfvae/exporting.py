@@ -100,17 +100,7 @@ def model_parts(model, name):
     def output_names(outputs, specs):  # run eagerly on one row of zeros
         return tuple(outputs(*[tf.zeros([1, *spec.shape[1:]], spec.dtype) for spec in specs]))
 
-    decoder_names = output_names(model.decoder_outputs, decoder_specs)
     parts = {
-        "decoder": Part(
-            kind="decoder",
-            model_name=name,
-            input_specs=decoder_specs,
-            outputs=model.decoder_outputs,
-            serving=("mean",),
-            extra={"params": tuple(n for n in decoder_names if n != "mean")},
-            layers=(model.decoder, model.likelihood_layer),
-        ),
         "encoder": Part(
             kind="encoder",
             model_name=f"{name}_encoder",
@@ -121,6 +111,17 @@ def model_parts(model, name):
             layers=model.encoder_layers,
         ),
     }
+    if not model.likelihood_layer.autoregressive:  # refused in `export`; its mean is H·W network passes
+        decoder_names = output_names(model.decoder_outputs, decoder_specs)
+        parts["decoder"] = Part(
+            kind="decoder",
+            model_name=name,
+            input_specs=decoder_specs,
+            outputs=model.decoder_outputs,
+            serving=("mean",),
+            extra={"params": tuple(n for n in decoder_names if n != "mean")},
+            layers=(model.decoder, model.likelihood_layer),
+        )
     return parts
 
 

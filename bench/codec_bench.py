@@ -86,6 +86,11 @@ def main():
     parser.add_argument("--residual-blocks", type=int, default=0, help="--arch conv: blocks per resolution")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument(
+        "--cosine-decay",
+        action="store_true",
+        help="decay the learning rate to 0 over the run along a half cosine (Keras' CosineDecay)",
+    )
+    parser.add_argument(
         "--ema-momentum", type=float, default=0.0, help="evaluate Adam's moving average of the weights (0: off)"
     )
     parser.add_argument("--name", default=None, help="default: codecs_<dataset>")
@@ -120,7 +125,11 @@ def main():
         **networks,
     )
     averaging = dict(use_ema=True, ema_momentum=args.ema_momentum) if args.ema_momentum else {}
-    vae.compile(optimizer=keras.optimizers.Adam(args.learning_rate, **averaging))
+    learning_rate = args.learning_rate
+    if args.cosine_decay:  # the last epoch's weights are then the ones a settled run ends on
+        steps = args.epochs * -(-len(train) // args.batch_size)
+        learning_rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps)
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate, **averaging))
     history = vae.fit(
         train,
         epochs=args.epochs,

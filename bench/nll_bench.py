@@ -155,6 +155,12 @@ def main():
     parser.add_argument("--hidden-units", default="300,300")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=training.LEARNING_RATE_SCHEDULES,
+        default="constant",
+        help="cosine: decay the rate to nearly 0 at --epochs (then set --epochs to the run's length)",
+    )
     parser.add_argument("--kl-warmup-epochs", type=int, default=100)
     parser.add_argument(
         "--ema-momentum", type=float, default=0.0, help="validate and keep a moving average of the weights (0: off)"
@@ -204,6 +210,7 @@ def main():
         hidden_units=tuple(int(u) for u in args.hidden_units.split(",")),
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
         kl_warmup_epochs=args.kl_warmup_epochs,
         ema_momentum=args.ema_momentum,
         weight_decay=args.weight_decay,

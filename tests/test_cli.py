@@ -60,7 +60,7 @@ def test_the_train_summary_gives_the_saved_best_epochs_figures_not_the_last_ones
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--epochs", "9"], "--epochs 9 differs from the run's 2 (in "),
+        (["--batch-size", "9"], "--batch-size 9 differs from the run's 64 (in "),
         (["--hidden-units", "64,32"], "--hidden-units 64,32 differs from the run's 32 (in "),
         (["--data", "photo_patches"], "--data photo_patches differs from the run's digits (in "),
         (["--conditional"], "--conditional would change the run's conditional (False in "),
@@ -78,6 +78,13 @@ def test_resume_takes_options_that_match_the_run(run_dir, capsys):
     # there is nothing to resume.
     assert cli.main(["train", "--out", run_dir, "--resume", "--epochs", "2", "--hidden-units", "32"]) == 2
     assert "has finished (model.keras exists); nothing to resume" in capsys.readouterr().err
+
+
+def test_resume_with_fewer_epochs_is_refused_and_names_the_run_s_count(run_dir, capsys):
+    assert cli.main(["train", "--out", run_dir, "--resume", "--epochs", "1"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "--epochs 1 is fewer than the 2 the run in" in error and "never shortens it" in error
 
 
 def test_same_seed_repeats_the_run(run_dir, tmp_path):
@@ -145,6 +152,10 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path, capsys):
             "--learning-rate: expected a finite number",
         ),
         (["train", "--data", "digits", "--out", "x", "--beta", "1e309"], "--beta: expected a finite number"),
+        (
+            ["train", "--data", "digits", "--out", "x", "--lr-schedule", "linear"],
+            "argument --lr-schedule: invalid choice: 'linear' (choose from 'constant', 'cosine')",
+        ),
         (["sample", "run", "--out", "s.png", "--seed", "99999999999999999999"], "--seed: expected an integer"),
         (["evaluate", "run", "--seed", "99999999999999999999"], "--seed: expected an integer"),
         (["evaluate", "run", "--num-samples", "99999999999999999999"], "--num-samples: expected a positive integer"),

@@ -66,9 +66,13 @@ def uninterrupted(tmp_path_factory):
 # Polyak averaging: the optimizer's average of the weights is state a resume must restore,
 # and the best-weights file holds the average, not the weights training goes on from.
 AVERAGED = dict(ema_momentum=0.9)
+# A decaying learning rate: a resumed run must take up the schedule at its own epoch.
+COSINE = dict(lr_schedule="cosine")
 
 
-@pytest.mark.parametrize("model", [{}, HIERARCHY, AVERAGED], ids=["vae", "hierarchy", "averaged"])
+@pytest.mark.parametrize(
+    "model", [{}, HIERARCHY, AVERAGED, COSINE], ids=["vae", "hierarchy", "averaged", "cosine_learning_rate"]
+)
 def test_a_run_stopped_after_epoch_2_of_3_and_resumed_ends_with_identical_weights(
     tmp_path, monkeypatch, uninterrupted, model
 ):
@@ -88,6 +92,62 @@ def test_a_run_stopped_after_epoch_2_of_3_and_resumed_ends_with_identical_weight
         np.testing.assert_array_equal(a, b)
     with pytest.raises(RunError, match="has finished"):
         train(TrainConfig(data="", out=config.out), resume=True, verbose=0, pictures=False)
+
+
+def test_a_finished_run_extended_to_3_epochs_ends_as_a_3_epoch_run_even_when_stopped_on_the_way(
+    tmp_path, monkeypatch, uninterrupted
+):
+    whole = uninterrupted()
+    out = str(tmp_path / "short")
+    short = train(TrainConfig(out=out, epochs=2, **TINY), verbose=0, pictures=False)
+    with pytest.raises(RunError, match=r"has finished .*--resume --epochs N \(more than its 2\)"):
+        train(TrainConfig(data="", out=out), resume=True, verbose=0, pictures=False)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(data="", out=out), resume=True, epochs=3, verbose=0, pictures=False)
+    # Stopped inside the extension: the 2-epoch model stays, and a plain resume goes on to 3.
+    kept = keras.models.load_model(os.path.join(out, training.MODEL_FILE))
+    for a, b in zip(kept.get_weights(), short.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    extended = train(TrainConfig(data="", out=out), resume=True, verbose=0, pictures=False)
+    assert extended.config.epochs == 3 and training.read_config(out).epochs == 3
+    assert extended.history["train"] == whole.history["train"]  # to the last bit
+    assert extended.history["valid"] == whole.history["valid"]
+    for a, b in zip(extended.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (COSINE, "decays its learning rate over its 2 epochs"),
+        # Seeded: at this rate the third epoch's validation loss is worse than the second's.
+        (dict(patience=1, learning_rate=0.1), "stopped early at epoch 3: its validation loss did not improve for 1"),
+        ({}, "holds no checkpoints/ .* cannot be extended"),
+    ],
+    ids=["cosine", "stopped_early", "checkpoint_deleted"],
+)
+def test_an_extension_that_could_not_repeat_a_longer_run_is_refused(tmp_path, model, message):
+    out = str(tmp_path / "run")
+    epochs = 4 if "patience" in model else 2
+    train(TrainConfig(out=out, epochs=epochs, **TINY, **model), verbose=0, pictures=False)
+    if not model:
+        shutil.rmtree(os.path.join(out, "checkpoints"))
+    with pytest.raises(RunError, match=message):
+        train(TrainConfig(data="", out=out), resume=True, epochs=5, verbose=0, pictures=False)
+    assert training.read_config(out).epochs == epochs  # refused before anything was written
+
+
+def test_a_cosine_schedule_sets_each_epochs_rate_from_the_first_epoch_on(uninterrupted):
+    constant, cosine = uninterrupted(), uninterrupted(**COSINE)
+    rate = TrainConfig.learning_rate
+    expected = [np.float32(rate * (1 + np.cos(np.pi * epoch / 3)) / 2) for epoch in range(3)]  # 1e-3, 7.5e-4, 2.5e-4
+    np.testing.assert_allclose(cosine.history["train"]["learning_rate"], expected, rtol=1e-6)
+    # Epoch 1 runs at the full rate, as the constant run does; from epoch 2 on they part.
+    assert cosine.history["train"]["loss"][0] == constant.history["train"]["loss"][0]
+    assert cosine.history["train"]["loss"][1] != constant.history["train"]["loss"][1]
+    assert "learning_rate" not in constant.history["train"]
 
 
 def test_an_averaged_run_validates_and_keeps_the_average_of_its_weights(uninterrupted):
@@ -178,7 +238,8 @@ def test_model_keras_holds_the_best_epoch_and_early_stopping_ends_the_run(tmp_pa
     assert result.history["best_epoch"] == best + 1 and len(valid) - 1 - best == 2  # patience 2
     model = keras.models.load_model(os.path.join(config.out, "model.keras"))
     x = training.load_dataset("digits").valid
-    assert not os.path.exists(os.path.join(config.out, "checkpoints"))  # removed once finished
+    last = checkpointing.latest_checkpoint(os.path.join(config.out, "checkpoints"))  # kept for extensions
+    assert last.epochs == result.history["epochs"]
     reloaded = model.elbo(x, num_samples=1, seed=0).numpy()
     from_memory = result.model.elbo(x, num_samples=1, seed=0).numpy()
     np.testing.assert_array_equal(reloaded, from_memory)

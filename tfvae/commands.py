@@ -37,6 +37,7 @@ from tfvae.priors import PRIORS
 from tfvae.training import (
     CONFIG_FILE,
     HISTORY_FILE,
+    LEARNING_RATE_SCHEDULES,
     MODELS,
     TrainConfig,
     load_run,
@@ -240,6 +241,12 @@ def _add_train(subparsers):
     )
     p.add_argument("--learning-rate", type=positive_float, default=defaults.learning_rate)
     p.add_argument(
+        "--lr-schedule",
+        choices=LEARNING_RATE_SCHEDULES,
+        default=defaults.lr_schedule,
+        help="cosine: decay the learning rate each epoch along a half cosine to nearly 0 at the last epoch",
+    )
+    p.add_argument(
         "--clip-norm",
         type=non_negative_float,
         default=defaults.clip_norm,
@@ -283,7 +290,7 @@ def _add_train(subparsers):
         "--resume",
         action="store_true",
         help="continue the unfinished run in DIR from its last completed epoch (its "
-        "config.json gives every other setting)",
+        "config.json gives every other setting); with --epochs N, extend the run, finished or not, to N epochs",
     )
     p.add_argument("--no-pictures", dest="pictures", action="store_false")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -316,6 +323,7 @@ def _train(args):
             resume=args.resume,
             verbose=0 if args.quiet else 1,
             pictures=args.pictures,
+            epochs=args.epochs if args.resume and "epochs" in getattr(args, "given", {}) else None,
         )
     except KeyboardInterrupt:
         print(
@@ -375,8 +383,8 @@ def _refuse_changes_on_resume(args):
         return  # `train` says there is no run to resume
     run = read_config(args.out)
     for dest, flag in getattr(args, "given", {}).items():
-        if dest == "out" or dest not in TrainConfig.__dataclass_fields__:
-            continue
+        if dest in ("out", "epochs") or dest not in TrainConfig.__dataclass_fields__:
+            continue  # a new --epochs extends the run (`resume_config` checks it)
         given, recorded = getattr(args, dest), getattr(run, dest)
         if not (same_data(given, recorded) if dest == "data" else given == recorded):
             change = (

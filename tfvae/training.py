@@ -65,6 +65,7 @@ RUN_FILES = (MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
 # simplicity prior, since a bias or a likelihood's raw scale has no scale-free zero and
 # pseudo-inputs live in the data's space.
 NO_WEIGHT_DECAY = ("bias", "pseudo_inputs", "raw_scale")
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
@@ -80,6 +81,10 @@ class TrainConfig:
       conditional: train a `ConditionalVAE` on the data's class labels.
       prior: "standard_normal" or "vamp" (a VampPrior with `pseudo_inputs` components).
       epochs, batch_size, learning_rate: the optimisation (Adam).
+      lr_schedule: "constant", or "cosine": the learning rate of epoch e (0-based) is
+        learning_rate * (1 + cos(pi * e / epochs)) / 2, a half cosine down to nearly 0 at
+        the last epoch (SGDR without restarts, Loshchilov & Hutter 2017), set at the start
+        of each epoch (`cosine_learning_rate`).
       latent_dim, posterior, likelihood, arch, hidden_units, activation: the model.
       latent_dims: sizes of z_1 ... z_L, bottom first (model "hierarchical" only).
       conditional_layers: hidden layers inside each of the hierarchy's conditionals
@@ -141,6 +146,7 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     free_bits: float = 0.0
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
     clip_norm: float = 0.0
     ema_momentum: float = 0.0
     weight_decay: float = 0.0
@@ -202,6 +208,7 @@ class TrainConfig:
             "objective": OBJECTIVES,
             "model": MODELS,
             "prior": PRIORS,
+            "lr_schedule": LEARNING_RATE_SCHEDULES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -281,13 +288,67 @@ def read_config(run_dir):
         return TrainConfig.from_dict(json.load(f))
 
 
-def resume_config(out):
-    """The TrainConfig of an unfinished run in `out`, to continue it."""
+def resume_config(out, epochs=None):
+    """The TrainConfig of the run in `out`, to continue it.
+
+    Args:
+      out: the run directory.
+      epochs: None to continue an unfinished run as configured; or a new total number of
+        epochs, more than the run was configured for, to extend it, finished or not. The
+        extended run ends as a run configured with `epochs` from the start would (the
+        shuffles, samples and KL warm-up are keyed by the epoch, and a finished run keeps
+        its last epoch's checkpoint for this).
+
+    Raises:
+      RunError: there is no run, it has finished and `epochs` is None, or it cannot be
+        extended (a cosine schedule, a run that stopped early, a finished run without its
+        last checkpoint, or `epochs` not above the configured count).
+    """
     if not os.path.isfile(os.path.join(out, CONFIG_FILE)):
         raise RunError(f"{out} holds no {CONFIG_FILE}: there is no run to resume; start one without --resume.")
-    if os.path.exists(os.path.join(out, MODEL_FILE)):
-        raise RunError(f"The run in {out} has finished ({MODEL_FILE} exists); nothing to resume.")
-    return read_config(out)
+    config = read_config(out)
+    done = latest_checkpoint(os.path.join(out, CHECKPOINT_DIR))
+    log = done.log if done else []
+    finished = os.path.exists(os.path.join(out, MODEL_FILE))
+    if epochs is not None and epochs != config.epochs:
+        _check_extension(out, config, log, finished and done is None, epochs)
+        config = dataclasses.replace(config, epochs=epochs)  # _train writes it to config.json
+    # model.keras stays in place while a run is extended (it is replaced at the end), so a
+    # run with it is finished only once its log holds every configured epoch.
+    if finished and (done is None or len(log) >= config.epochs or stopped_early(log, config.patience)):
+        raise RunError(
+            f"The run in {out} has finished ({MODEL_FILE} exists); nothing to resume. To train it further, "
+            f"give a larger total: --resume --epochs N (more than its {config.epochs})."
+        )
+    return config
+
+
+def _check_extension(out, config, log, checkpoint_gone, epochs):
+    """Refuses an extension of the run in `out` to `epochs` that could not end as a run
+    configured with `epochs` from the start would."""
+    if epochs < config.epochs:
+        raise RunError(
+            f"--epochs {epochs} is fewer than the {config.epochs} the run in {out} was configured for: --resume "
+            "extends a run, never shortens it; leave out --epochs, or stop the run when you like (Ctrl-C)."
+        )
+    if config.lr_schedule != "constant":
+        raise RunError(
+            f"The run in {out} decays its learning rate over its {config.epochs} epochs (--lr-schedule "
+            f"{config.lr_schedule}); more epochs would change the rate of the epochs it has trained. Train a new "
+            f"run with --epochs {epochs}, or fine-tune its model.keras."
+        )
+    if stopped_early(log, config.patience):
+        raise RunError(
+            f"The run in {out} stopped early at epoch {len(log)}: its validation loss did not improve for "
+            f"{config.patience} epochs (--patience), so more epochs would stop at once. Train a new run with a "
+            "larger --patience, or fine-tune its model.keras."
+        )
+    if checkpoint_gone:
+        raise RunError(
+            f"The run in {out} has finished and holds no {CHECKPOINT_DIR}/ (deleted, or finished by a tfvae "
+            "that removed it), so its last epoch's optimizer state is gone and it cannot be extended. Train "
+            f"a new run with --epochs {epochs}."
+        )
 
 
 def build_model(config, input_shape, image_shape=None, num_classes=None, statistics=None, grey_levels=None):
@@ -435,6 +496,16 @@ def _check_fits_in_memory(config, splits):
     )
 
 
+def cosine_learning_rate(learning_rate, epochs):
+    """The cosine schedule as `keras.callbacks.LearningRateScheduler` takes it: a function
+    of the 0-based epoch giving learning_rate * (1 + cos(pi * epoch / epochs)) / 2.
+
+    Set per epoch from the epoch's index alone, so a resumed run (which starts at its
+    next epoch) follows the uninterrupted one's rates exactly.
+    """
+    return lambda epoch, _: learning_rate * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
 def _write_epoch_log(path, log):
     """`epochs.csv`: the per-epoch metrics so far, for people and spreadsheets."""
     names = sorted({name for row in log for name in row})
@@ -550,7 +621,7 @@ def _diverged(config, checkpoint, epoch, logs):
     )
 
 
-def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
+def train(config, overwrite=False, resume=False, verbose=1, pictures=True, epochs=None):
     """Trains the model `config` describes and writes the run directory.
 
     Every epoch is checkpointed (`tfvae.checkpointing`); a run stopped part-way
@@ -567,6 +638,9 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
         config.json says the rest).
       overwrite: replace an existing run in `config.out`.
       resume: continue the unfinished run in `config.out`.
+      epochs: with `resume`, a new total number of epochs (more than the run's) to
+        extend the run, finished or not, to; it ends as a run trained for `epochs` from
+        the start would (`resume_config`).
       verbose: Keras' verbosity (1 shows the progress bar).
       pictures: also write samples.png, reconstructions.png and learning_curve.png.
 
@@ -574,7 +648,9 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True):
       `RunResult`.
     """
     if resume:
-        config = resume_config(config.out)
+        config = resume_config(config.out, epochs)
+    elif epochs is not None:
+        raise ConfigError("epochs= extends a run with resume=True; a new run takes TrainConfig(epochs=...).")
     else:
         check_run_dir(config.out, overwrite)
     with files.exclusive(config.out, "`tfvae train`"):
@@ -604,6 +680,13 @@ def _train(config, resume, verbose, pictures):
     )
     checkpointing = EpochCheckpoint(checkpoint_dir, log)
     callbacks = [
+        # First, so that the epoch's rate is set before any other callback runs and its
+        # logged `learning_rate` reaches the checkpoint's log.
+        *(
+            [keras.callbacks.LearningRateScheduler(cosine_learning_rate(config.learning_rate, config.epochs))]
+            if config.lr_schedule == "cosine"
+            else []
+        ),
         shuffle_callback,
         BestWeights(os.path.join(config.out, BEST_WEIGHTS), (best_so_far(log) or (math.inf,))[0]),
         checkpointing,
@@ -645,10 +728,10 @@ def _train(config, resume, verbose, pictures):
     if model.has_prior and all(model.likelihood_layer.likelihood_of_data(split) == "probability" for split in held):
         history["bits_per_dim"] = _bits_per_dim_history(history, math.prod(splits.example_shape))
     files.write_json(os.path.join(config.out, HISTORY_FILE), history)
-    # model.keras last: its presence marks the run finished.
+    # model.keras last: its presence marks the run finished. The last epoch's checkpoint
+    # stays, so that `resume_config(out, epochs)` can extend the run.
     with files.atomic_path(os.path.join(config.out, MODEL_FILE)) as temporary:
         model.save(temporary)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     if pictures:
         from tfvae import plots
 

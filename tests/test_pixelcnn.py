@@ -1,5 +1,6 @@
 """The PixelCNN likelihood: causal features, a normalised probability of images, exact
-banded sampling, and a VAE that trains, evaluates in bits/dim and round-trips with it."""
+banded sampling from noise, and a VAE that trains, evaluates in bits/dim, round-trips and exports
+its generator with it."""
 
 import itertools
 import json
@@ -13,7 +14,7 @@ import tensorflow as tf
 import tfvae
 import tfvae.cli
 import tfvae.training
-from tfvae.distributions import PixelCNNLikelihood
+from tfvae.distributions import CoupledLogisticMixture, PixelCNNLikelihood
 from tfvae.pixelcnn import PixelCNN
 
 
@@ -90,6 +91,32 @@ def test_samples_follow_the_probabilities_of_the_images_and_repeat_with_their_se
     np.testing.assert_array_less(np.abs(counts / n - p), 5 * np.sqrt(p * (1 - p) / n) + 1e-4)
 
 
+def test_a_pixels_draw_from_uniforms_is_the_inverse_cdf_of_its_discretised_logistic():
+    # One channel, one component at loc 0 and scale 1: y = -0.5 + logit(u), drawn as ceil(y).
+    pixel = CoupledLogisticMixture(tf.zeros([1]), tf.zeros([1, 1]), tf.ones([1, 1]), tf.zeros([1, 1, 1]))
+    noise = tf.constant([[0.3, 0.5], [0.3, 0.9], [0.3, 0.01], [0.3, 0.999]])
+    values, near = pixel.sample_of_noise(noise)
+    np.testing.assert_array_equal(values.numpy()[:, 0], [0.0, 2.0, 0.0, 7.0])  # ceil(-0.5), ceil(1.70), .., ceil(6.41)
+    assert not np.signbit(values.numpy()).any()  # ceil(-0.5) is -0.0, which JSON would spell out
+    np.testing.assert_array_equal(near, [False, False, False, False])
+
+
+def test_a_drawn_image_is_each_pixels_draw_given_the_pixels_before_it_and_sample_draws_that_way():
+    likelihood = PixelCNNLikelihood((10, 5, 3), num_components=3, filters=8, num_blocks=1)
+    p_x = likelihood(tf.random.normal([2, 10, 5, 3, likelihood.latent_features], seed=3))
+    noise = tf.random.stateless_uniform([2, *likelihood.noise_shape], seed=(7, 8))
+    x = p_x.sample_of_noise(noise)  # pixel by pixel, on bands of rows
+    values, near = p_x.draws_given(x, noise)  # one pass over the whole image
+    assert near.numpy().mean() < 0.1
+    decisive = ~near.numpy()
+    # Reading a pixel's own band wrong, or another pixel's noise, changes most draws.
+    np.testing.assert_array_equal(values.numpy()[decisive], x.numpy()[decisive])
+    assert np.array_equal(x, np.round(x)) and 0 <= x.numpy().min() and x.numpy().max() <= 255
+    # `sample` is the same loop on uniforms drawn from its seed.
+    seeded = tf.random.stateless_uniform([1, 2, *likelihood.noise_shape], seed=(9, 10))
+    np.testing.assert_array_equal(p_x.sample(1, seed=(9, 10)), p_x.sample_of_noise(seeded[0])[None])
+
+
 @pytest.fixture(scope="module")
 def colour_images():
     from sklearn.datasets import load_digits
@@ -121,12 +148,10 @@ def test_a_vae_with_a_pixelcnn_decoder_trains_bounds_and_round_trips(colour_imag
     assert samples.shape == (3, 8, 8, 3) and samples.min() >= 0 and samples.max() <= 255
     draws = restored.sample(3, seed=0, draw=True).numpy()
     assert draws.shape == (3, 8, 8, 3) and np.array_equal(draws, np.round(draws)) and draws.max() <= 255
-    with pytest.raises(tfvae.ExportError, match=r"64 passes .* --parts encoder"):
-        tfvae.export(vae, str(tmp_path / "exported"), "pixels")
 
 
 @pytest.mark.slow
-def test_the_cli_trains_a_pixelcnn_decoder_reports_bits_per_dim_and_exports_its_encoder(
+def test_the_cli_trains_a_pixelcnn_decoder_reports_bits_per_dim_and_exports_a_generator_that_serves(
     colour_images, tmp_path, capsys
 ):
     data = str(tmp_path / "colour.npz")
@@ -144,13 +169,39 @@ def test_the_cli_trains_a_pixelcnn_decoder_reports_bits_per_dim_and_exports_its_
     assert report["likelihood_of"] == "probability"
     assert report["nll_bits_per_dim"] == pytest.approx(report["nll"] / (8 * 8 * 3 * np.log(2)), rel=1e-6)
     exported = str(tmp_path / "exported")
-    assert tfvae.cli.main(["export", run, "--name", "pixels", "--out", exported]) == 2
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "export the encoder alone" in error
-    assert tfvae.cli.main(["export", run, "--name", "pixels", "--out", exported, "--parts", "encoder"]) == 0
+    assert tfvae.cli.main(["export", run, "--name", "pixels", "--out", exported]) == 0
     import onnxruntime
 
     encoder = onnxruntime.InferenceSession(os.path.join(exported, "pixels_encoder", "1", "model.onnx"))
     x = colour_images[80:85]
     loc, _ = encoder.run(["loc", "scale"], {"x": x})
     np.testing.assert_allclose(loc, model.encode(x).mean().numpy(), rtol=1e-5, atol=1e-5)
+    # The generator: z and uniform noise in, the image they draw out, in every runtime.
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((6, 4)).astype(np.float32)
+    noise = rng.uniform(size=(6, 8, 8, 4)).astype(np.float32)
+    in_keras = model.decoder_outputs(tf.constant(z), noise=tf.constant(noise))["x"].numpy()
+    folder = os.path.join(exported, "pixels", "1")
+    (in_onnx,) = onnxruntime.InferenceSession(os.path.join(folder, "model.onnx")).run(["x"], {"z": z, "noise": noise})
+    in_savedmodel = tf.saved_model.load(folder).signatures["serving_default"](z=z, noise=noise)["x"].numpy()
+    for drawn in (in_keras, in_onnx, in_savedmodel):
+        values, near = model.decoder_draws_given(tf.constant(z), tf.constant(noise), tf.constant(drawn))
+        assert near.numpy().mean() < 0.1
+        np.testing.assert_array_equal(drawn[~near.numpy()], values.numpy()[~near.numpy()])
+    # Where no draw sits on a boundary the runtimes agree on whole images.
+    assert np.mean(in_onnx == in_keras) > 0.9
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    assert manifest["decoder_noise"] == {"distribution": "uniform", "shape": [8, 8, 4]}
+    assert manifest["parts"]["decoder"]["signatures"]["serving_default"] == ["x"]
+    assert manifest["parts"]["decoder"]["onnx_max_abs_difference"] == 0.0
+    # The server draws the noise itself for :generate, and answers the images.
+    from starlette.testclient import TestClient
+
+    from tfvae.serving.app import create_app
+    from tfvae.serving.service import ServerConfig
+
+    with TestClient(create_app(ServerConfig(export_dir=exported))) as client:
+        answers = [client.post("/v1/models/pixels:generate", json={"n": 2, "seed": 3}).json() for _ in range(2)]
+    samples = np.array(answers[0]["samples"])
+    assert samples.shape == (2, 8, 8, 3) and np.array_equal(samples, np.round(samples)) and samples.max() <= 255
+    assert answers[0] == answers[1]  # the seed draws z and the pixels' noise

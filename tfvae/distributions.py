@@ -249,8 +249,10 @@ class Likelihood(keras.layers.Layer):
     # The integer levels x takes (256 for 8-bit data: 0 .. 255), or None.
     data_levels = None
     # Whether p(x|z) makes x's dimensions depend on each other (a PixelCNN): then x is
-    # drawn one pixel at a time, and the decoder alone is no generator to export.
+    # drawn one pixel at a time from uniforms of `noise_shape`, so the exported generator
+    # takes them as its `noise` input and gives the drawn x rather than a mean.
     autoregressive = False
+    noise_shape = None
 
     @property
     def values_per_sample(self):
@@ -713,19 +715,49 @@ class CoupledLogisticMixture(tfd.Distribution):
         return tf.reduce_logsumexp(joint, axis=-1)
 
     def _sample_n(self, n, seed=None):
+        shape = tf.concat([[n], self.batch_shape_tensor(), [self._loc.shape[-2] + 1]], 0)
+        noise = tf.random.stateless_uniform(shape, tfp.random.sanitize_seed(seed), dtype=self.dtype)
+        return self.sample_of_noise(noise)[0]
+
+    def sample_of_noise(self, noise, given=None):
+        """The draw that uniforms `noise` `[..., C + 1]` on (0, 1) map to, by inverse CDFs:
+        the component is the first k with u_0 < π_1 + ... + π_k, and channel c is
+        ceil(y_c) clipped to the levels, y_c = μ_ck + Σ_{j<c} a_cjk (x_j - m) - ½ + s_ck ·
+        logit(u_{c+1}) (the logistic's inverse CDF; ceil as `QuantizedDistribution` bins).
+        `sample` draws the uniforms and calls this, so a seeded draw and a client's noise
+        (an exported generator's input) take one path.
+
+        Args:
+          noise: `[..., C + 1]` uniforms, broadcast against the batch shape.
+          given: None, or values `[..., C]` whose channels before c shift channel c in
+            place of the draw's own: the draws another runtime's values would have got.
+
+        Returns:
+          `(values [..., C], near_boundary [...])`: `near_boundary` marks the pixels
+          whose draw float rounding elsewhere could move (u_0 within 1e-4 of a cumulative
+          weight, or some y_c within 0.01 levels of an integer), which a comparison of two
+          runtimes' draws leaves out.
+        """
         channels = self._loc.shape[-2]
-        seeds = tfp.random.split_seed(seed, n=channels + 1, salt="CoupledLogisticMixture")
-        component = tfd.Categorical(logits=self._logits).sample(n, seed=seeds[0])  # [n, ...]
+        cumulative = tf.math.cumsum(tf.nn.softmax(self._logits, axis=-1), axis=-1)[..., :-1]  # [..., K - 1]
+        chosen = noise[..., :1]
+        component = tf.reduce_sum(tf.cast(cumulative < chosen, tf.int32), axis=-1)  # [...]
+        near = tf.reduce_any(tf.abs(cumulative - chosen) < 1e-4, axis=-1)
         one_hot = tf.one_hot(component, tf.shape(self._logits)[-1], dtype=self.dtype)[..., None, :]
-        loc = tf.reduce_sum(self._loc * one_hot, axis=-1)  # [n, ..., C]
+        loc = tf.reduce_sum(self._loc * one_hot, axis=-1)  # [..., C]
         scale = tf.reduce_sum(self._scale * one_hot, axis=-1)
-        coefficients = tf.reduce_sum(self.coefficients * one_hot[..., None, :], axis=-1)  # [n, ..., C, C]
+        coefficients = tf.reduce_sum(self.coefficients * one_hot[..., None, :], axis=-1)  # [..., C, C]
         values = []
         for c in range(channels):
-            shift = sum(coefficients[..., c, j] * self._centred(values[j]) for j in range(c))
-            logistic = discretized_logistic(loc[..., c] + shift, scale[..., c], self._num_levels)
-            values.append(logistic.sample(seed=seeds[c + 1]))
-        return tf.stack(values, axis=-1)
+            before = values if given is None else [given[..., j] for j in range(c)]
+            shift = sum(coefficients[..., c, j] * self._centred(before[j]) for j in range(c))
+            u = noise[..., c + 1]
+            # log(1 - u), not log1p(-u): ONNX has no Log1p, and 1 - u is exact for u >= 1/2.
+            y = loc[..., c] + shift - 0.5 + scale[..., c] * (tf.math.log(u) - tf.math.log(1.0 - u))
+            near = near | (tf.abs(y - tf.round(y)) < 0.01)
+            # abs: the ceiling of a y in (-1, 0] is -0.0, which JSON answers would spell out.
+            values.append(tf.abs(tf.clip_by_value(tf.math.ceil(y), 0.0, self._num_levels - 1.0)))
+        return tf.stack(values, axis=-1), near
 
     def _mean(self):
         means = []  # per channel, [..., K]
@@ -861,10 +893,28 @@ class AutoregressiveImage(tfd.Distribution):
 
     def _sample_n(self, n, seed=None):
         conditioning = tf.broadcast_to(self._conditioning, tf.concat([[n], tf.shape(self._conditioning)], 0))
-        return self._likelihood.autoregress(conditioning, tfp.random.sanitize_seed(seed), draw=True)
+        shape = tf.concat([tf.shape(conditioning)[:-1], [self._likelihood.channels + 1]], 0)
+        noise = tf.random.stateless_uniform(shape, tfp.random.sanitize_seed(seed), dtype=self.dtype)
+        return self._likelihood.autoregress(conditioning, noise)
+
+    def sample_of_noise(self, noise):
+        """The image that uniforms `noise` `[..., H, W, C + 1]` on (0, 1) map to, pixel by
+        pixel (`CoupledLogisticMixture.sample_of_noise` of each pixel given the ones
+        drawn before it); `sample` draws the uniforms and calls the same loop."""
+        return self._likelihood.autoregress(self._conditioning, noise)
+
+    def draws_given(self, x, noise):
+        """What each pixel of `x` would be drawn as from `noise` given the pixels of `x`
+        before it, in one pass of the network: `(values [..., H, W, C], near_boundary
+        [..., H, W])`. Where `x` is this distribution's `sample_of_noise(noise)`, values
+        equal x but where `near_boundary`: how another runtime's draw is checked
+        against this one's without the drift of a pixel-by-pixel comparison."""
+        context = self._likelihood.context_of(x, self._training)
+        pixels = self._likelihood.pixel_mixture(context, self._conditioning)
+        return pixels.sample_of_noise(noise, given=x)
 
     def _mean(self):
-        return self._likelihood.autoregress(self._conditioning, tf.zeros([2], tf.int32), draw=False)
+        return self._likelihood.autoregress(self._conditioning, None)
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -1009,15 +1059,23 @@ class PixelCNNLikelihood(CoupledLogisticMixtureLikelihood):
         raw = tf.reshape(raw, tf.concat([tf.shape(raw)[:-1], [self.channels, self.mixture_params_per_channel]], 0))
         return self.pixels_of(raw)
 
-    def autoregress(self, conditioning, seed, draw):
-        """Images drawn (`draw`) or at their greedy means, pixel by pixel, for features of
-        z `[..., H, W, F]`; `seed` is a stateless `[2]` seed."""
+    @property
+    def noise_shape(self):
+        """`(H, W, C + 1)`: the uniforms one image is drawn from (`AutoregressiveImage.sample_of_noise`)."""
+        return (*self.event_shape[:2], self.channels + 1)
+
+    def autoregress(self, conditioning, noise):
+        """Images pixel by pixel for features of z `[..., H, W, F]`: drawn from uniforms
+        `noise` `[..., H, W, C + 1]`, or at their greedy means where `noise` is None."""
         leading = tf.shape(conditioning)[:-3]
         flat = tf.reshape(conditioning, tf.concat([[-1], tf.shape(conditioning)[-3:]], 0))
-        images = self._autoregress_graph(flat, seed, draw)
+        if noise is not None:
+            noise = tf.broadcast_to(noise, tf.concat([leading, self.noise_shape], 0))
+            noise = tf.reshape(noise, [-1, *self.noise_shape])
+        images = self._autoregress_graph(flat, noise)
         return tf.reshape(images, tf.concat([leading, self.event_shape], 0))
 
-    def _autoregress(self, conditioning, seed, draw):
+    def _autoregress(self, conditioning, noise):
         height, width, channels = self.event_shape
         # Pixel (i, j) reads at most `receptive_rows` rows above it, so each step runs the
         # network on that band only, not the whole image (exact: tests compare them).
@@ -1027,13 +1085,13 @@ class PixelCNNLikelihood(CoupledLogisticMixtureLikelihood):
         def step(position, canvas):
             i, j = position // width, position % width
             top = tf.clip_by_value(i - rows + 1, 0, height - rows)
-            band = tf.slice(canvas, [0, top, 0, 0], [count, rows, width, channels])
-            context = self.network(band, training=False)[:, i - top, j]  # [N, filters]
+            band = tf.gather(canvas, tf.range(top, top + rows), axis=1)  # [N, rows, W, C]
+            # Gathers, not a strided slice: tf2onnx's transpose optimizer fails on a slice
+            # that drops the axes of a convolution's output (and then leaves its transposes).
+            features = self.network(band, training=False)  # [N, rows, W, filters]
+            context = tf.gather(tf.gather(features, i - top, axis=1), j, axis=1)  # [N, filters]
             pixel = self.pixel_mixture(context, conditioning[:, i, j])  # batch [N]
-            if draw:
-                value = pixel.sample(seed=tf.random.experimental.stateless_fold_in(seed, position))  # [N, C]
-            else:
-                value = pixel.mean()
+            value = pixel.mean() if noise is None else pixel.sample_of_noise(noise[:, i, j])[0]  # [N, C]
             where = tf.reshape(tf.one_hot(position, height * width, dtype=canvas.dtype), [1, height, width, 1])
             return position + 1, canvas + where * value[:, None, None, :]
 

@@ -26,7 +26,6 @@ removed by the next export.
 import dataclasses
 import datetime
 import json
-import math
 import os
 import re
 import shutil
@@ -68,6 +67,10 @@ class Part:
     serving: tuple
     extra: dict
     layers: tuple  # what the graph reads weights from
+    # For a generator that draws x from uniform `noise` pixel by pixel: (*inputs, x) ->
+    # (the draws TensorFlow gives each pixel of x given the pixels before it, and where
+    # float rounding could move them); its ONNX graph is checked against these.
+    draws_given: object = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +90,8 @@ def model_parts(model, name):
     A conditional model's parts take the class labels (int64 `[batch]`) as a last input.
     Where q(z|x) has no Gaussian parameters (`model.posterior_noise_dim`), the encoder
     takes `noise` `[batch, posterior_noise_dim]` after x and gives `z` and `log_posterior`.
+    Where p(x|z) draws x pixel by pixel (`Likelihood.noise_shape`, a PixelCNN), the decoder
+    takes uniforms `noise` `[batch, *noise_shape]` after z and gives the drawn image `x`.
     """
     labels_spec = (tf.TensorSpec([None], tf.int64, name="labels"),) if model.conditional else ()
     decoder_specs = (tf.TensorSpec([None, model.latent_dim], tf.float32, name="z"), *labels_spec)
@@ -111,7 +116,20 @@ def model_parts(model, name):
             layers=model.encoder_layers,
         ),
     }
-    if not model.likelihood_layer.autoregressive:  # refused in `export`; its mean is H·W network passes
+    noise_shape = model.likelihood_layer.noise_shape
+    if noise_shape is not None:  # a generator drawing x pixel by pixel from uniforms
+        noise_spec = tf.TensorSpec([None, *noise_shape], tf.float32, name="noise")
+        parts["decoder"] = Part(
+            kind="decoder",
+            model_name=name,
+            input_specs=(decoder_specs[0], noise_spec, *labels_spec),
+            outputs=lambda z, noise, *labels: model.decoder_outputs(z, *labels, noise=noise),
+            serving=("x",),
+            extra={},
+            layers=(model.decoder, model.likelihood_layer),
+            draws_given=lambda z, noise, *rest: model.decoder_draws_given(z, noise, rest[-1], *rest[:-1]),
+        )
+    else:
         decoder_names = output_names(model.decoder_outputs, decoder_specs)
         parts["decoder"] = Part(
             kind="decoder",
@@ -262,17 +280,34 @@ def _check_onnx_parity(part, path, num_classes):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    inputs = example_inputs(part.input_specs, 7, num_classes)
-    expected = {k: v.numpy() for k, v in part.outputs(*[tf.constant(inputs[s.name]) for s in part.input_specs]).items()}
+    # A generator's probe images take H·W sequential passes each: two images still check
+    # thousands of draws.
+    inputs = example_inputs(part.input_specs, 7 if part.draws_given is None else 2, num_classes)
+    tensors = [tf.constant(inputs[spec.name]) for spec in part.input_specs]
     names = [o.name for o in session.get_outputs()]
     got = dict(zip(names, session.run(names, inputs)))
-    difference = max(float(np.max(np.abs(got[k] - expected[k]))) for k in expected)
+    if part.draws_given is not None:
+        difference = draws_difference(part, tensors, got["x"])
+    else:
+        expected = {k: v.numpy() for k, v in part.outputs(*tensors).items()}
+        difference = max(float(np.max(np.abs(got[k] - expected[k]))) for k in expected)
     if not difference <= _PARITY_TOLERANCE:
         raise ExportError(
             f"The ONNX {part.kind} differs from TensorFlow by {difference:g} "
             f"(> {_PARITY_TOLERANCE:g}); not exporting it."
         )
     return difference
+
+
+def draws_difference(part, inputs, x):
+    """How far images `x` that another runtime drew from `inputs` (z, uniform noise, ...)
+    are from TensorFlow's draws: the largest difference, over the pixels whose draw float
+    rounding cannot move, between x and what TensorFlow draws for each pixel given the
+    pixels of x before it (`AutoregressiveImage.draws_given`). Redrawing the whole image
+    instead would let one pixel rounded the other way change every pixel after it."""
+    values, near = part.draws_given(*inputs, tf.constant(x))
+    decisive = ~near.numpy()[..., None]  # [batch, H, W, 1]
+    return float(np.max(np.abs(x - values.numpy()) * decisive))
 
 
 def _tensor_entries(proto_values):
@@ -444,7 +479,9 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         last input), `HierarchicalVAE` or `Autoencoder` (whose encoder outputs the code
         `z`). The encoder gives q(z|x)'s Gaussian parameters, or, where q has none (an
         IAF, a hierarchy: `model.posterior_noise_dim`), takes N(0, I) noise beside x and
-        gives the sample of q(z|x) it maps to and its log density.
+        gives the sample of q(z|x) it maps to and its log density. The decoder of an
+        autoregressive likelihood (a PixelCNN) takes uniforms `noise` beside z and gives
+        the image `x` they draw, a loop of H·W passes of its masked network in the graph.
       export_dir: the model repository (created if missing).
       name: the decoder's model name; the encoder is `name + "_encoder"`.
       version: the version folder; None takes the next free number (1 at first).
@@ -462,13 +499,6 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
     """
     parts = tuple(PARTS if parts is None else parts)
     check_arguments(name, parts, version, export_dir)
-    if "decoder" in parts and model.likelihood_layer.autoregressive:
-        raise ExportError(
-            f"The {model.likelihood_layer.family} likelihood draws an image one pixel at a time "
-            f"({math.prod(model.likelihood_layer.event_shape[:2]):,} passes of its masked network), so its "
-            "decoder is no one-pass generator to export; export the encoder alone (parts=('encoder',), "
-            "--parts encoder) and draw images with `model.sample`."
-        )
     model = computing_in_float32(model)
     all_parts = model_parts(model, name)
     selected = [all_parts[kind] for kind in PARTS if kind in parts]
@@ -487,6 +517,12 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         # As --posterior spells it: one family, or one per layer of a hierarchy, bottom first.
         "posterior": ",".join(model.posterior_families) or None,
         "prior": prior_description(model),
+        # What a server draws for the decoder's `noise` input beside z (a PixelCNN's pixels).
+        "decoder_noise": (
+            None
+            if model.likelihood_layer.noise_shape is None
+            else {"distribution": "uniform", "shape": list(model.likelihood_layer.noise_shape)}
+        ),
         "conditional": model.conditional,
         "num_classes": model.num_classes,
         "onnx_opset": opset,

@@ -95,6 +95,19 @@ SCHEMA = {
                 },
             ]
         },
+        "decoder_noise": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["distribution", "shape"],
+                    "properties": {
+                        "distribution": {"const": "uniform"},
+                        "shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}},
+                    },
+                },
+            ]
+        },
         "conditional": {"type": "boolean"},
         "num_classes": {"type": ["integer", "null"], "minimum": 1},
         "parts": {
@@ -140,6 +153,8 @@ def check(manifest, where):
         ("encoder", "input", "noise"): latent,  # a sampling encoder's (an IAF's, a hierarchy's)
         ("encoder", "output", "z"): latent,
         ("decoder", "input", "labels"): ["batch"],
+        # Uniforms on (0, 1) that a generator drawing pixel by pixel takes beside z.
+        ("decoder", "input", "noise"): ["batch", *(manifest.get("decoder_noise") or {}).get("shape", ())],
         ("encoder", "input", "labels"): ["batch"],
     }
     for part, entry in manifest["parts"].items():
@@ -154,6 +169,12 @@ def check(manifest, where):
         if part == "decoder" and (manifest["prior"] or {}).get("file") and PRIOR_FILE not in entry["files"]:
             raise ManifestError(f"{where}: the prior is a mixture in {PRIOR_FILE}, but the decoder has no such file")
         names = {tensor["name"] for tensor in entry["inputs"]}
+        if part == "decoder" and ("noise" in names) != bool(manifest.get("decoder_noise")):
+            raise ManifestError(
+                f"{where}: the decoder's inputs {sorted(names)} disagree with decoder_noise="
+                f"{manifest.get('decoder_noise')}: a generator takes uniform noise exactly when the manifest "
+                "says what to draw for it"
+            )
         if ("labels" in names) != manifest["conditional"] or (manifest["conditional"] and not manifest["num_classes"]):
             raise ManifestError(
                 f"{where}: the {part}'s inputs {sorted(names)} disagree with conditional="

@@ -367,10 +367,20 @@ class LatentModel(keras.Model):
         """What the decoder network reads for z `[n, latent_dim]` (z itself, here)."""
         return z
 
-    def decoder_outputs(self, z, labels=None):
-        """The exported decoder's outputs: `{"mean": E[x|z], **likelihood parameters}`."""
+    def decoder_outputs(self, z, labels=None, noise=None):
+        """The exported decoder's outputs: `{"mean": E[x|z], **likelihood parameters}`; for
+        an autoregressive likelihood (`Likelihood.autoregressive`), `{"x": x}`, the image
+        drawn from p(x|z) by uniforms `noise` `[batch, *likelihood_layer.noise_shape]`
+        (its mean is no one-pass function of z either)."""
         likelihood = self._decode(z, labels)
+        if self.likelihood_layer.autoregressive:
+            return {"x": likelihood.sample_of_noise(noise)}
         return {"mean": likelihood.mean(), **self.likelihood_layer.parameters_of(likelihood)}
+
+    def decoder_draws_given(self, z, noise, x, labels=None):
+        """For an autoregressive likelihood: `AutoregressiveImage.draws_given(x, noise)` of
+        p(x|z), the check of an exported generator's draws `x` (see `decoder_outputs`)."""
+        return self._decode(z, labels).draws_given(x, noise)
 
     def _code(self, x, labels, training):
         """The deterministic code of x that `call`/`reconstruct` decode."""

@@ -315,13 +315,20 @@ class HierarchicalVAE(VAE):
         layers = self._descend(self._features(x, labels, False), draw, False)
         return {"z": tf.concat([z for _, _, z in layers], axis=-1), "log_posterior": tf.add_n(log_posteriors)}
 
-    def decoder_outputs(self, z, labels=None):
+    def decoder_outputs(self, z, labels=None, noise=None):
         """The exported generator: z = [ε_1, ..., ε_{L-1}, z_L], `[batch, sum(latent_dims)]`,
         with z_L a draw from the prior and each ε_l from N(0, I); the graph computes
         z_l = loc_l(z_{l+1}) + scale_l(z_{l+1}) · ε_l top-down and returns
         `{"mean": E[x | z_1, z_2], **likelihood parameters}`. A server draws the input
         exactly as it draws a one-layer VAE's z (N(0, I), with the prior's own draw in the
         last `latent_dims[-1]` columns)."""
+        return super().decoder_outputs(self._latents_of_noise(z), labels, noise)
+
+    def decoder_draws_given(self, z, noise, x, labels=None):
+        return super().decoder_draws_given(self._latents_of_noise(z), noise, x, labels)
+
+    def _latents_of_noise(self, z):
+        """[z_1, ..., z_L] from the exported generator's input [ε_1, ..., ε_{L-1}, z_L]."""
         bounds = np.cumsum((0, *self.latent_dims))
         latent = z[:, bounds[-2] :]  # z_L
         latents = [latent]
@@ -330,7 +337,7 @@ class HierarchicalVAE(VAE):
             prior = self.conditional_priors[level].parameters_of(self._layer_below(level, latent, None, False)[0])
             latent = prior["loc"] + prior["scale"] * z[:, bounds[level] : bounds[level + 1]]
             latents.insert(0, latent)
-        return super().decoder_outputs(tf.concat(latents, axis=-1), labels)
+        return tf.concat(latents, axis=-1)
 
     def get_config(self):
         config = super().get_config()

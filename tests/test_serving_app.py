@@ -508,6 +508,14 @@ def _edited_copy(repository, tmp_path, edit):
             lambda m: {**m, "prior": {"distribution": "gaussian_mixture", "file": "prior.npz", "components": 5}},
             "the prior is a mixture in prior.npz, but the decoder has no such file",
         ),
+        (
+            lambda m: {**m, "decoder_noise": {"distribution": "uniform", "shape": [8, 8, 4]}},
+            "the decoder's inputs ['z'] disagree with decoder_noise=",
+        ),
+        (
+            lambda m: {**m, "decoder_noise": {"distribution": "normal", "shape": [4]}},
+            "decoder_noise/distribution: 'uniform' was expected",
+        ),
     ],
     ids=[
         "empty-parts",
@@ -517,6 +525,8 @@ def _edited_copy(repository, tmp_path, edit):
         "version-past-int64",
         "prior-a-class-name",
         "mixture-without-file",
+        "noise-the-decoder-does-not-take",
+        "noise-of-an-unknown-distribution",
     ],
 )
 def test_a_manifest_that_breaks_its_schema_or_its_tensors_is_refused_with_the_reason(

@@ -118,6 +118,12 @@ def test_a_finished_run_extended_to_3_epochs_ends_as_a_3_epoch_run_even_when_sto
         np.testing.assert_array_equal(a, b)
 
 
+def test_epochs_to_extend_a_run_need_resume(tmp_path):
+    with pytest.raises(tfvae.ConfigError, match=r"epochs= extends a run with resume=True"):
+        train(TrainConfig(out=str(tmp_path / "run"), epochs=2, **TINY), epochs=3, verbose=0, pictures=False)
+    assert not os.path.exists(tmp_path / "run")
+
+
 @pytest.mark.parametrize(
     "model, message",
     [

@@ -197,6 +197,9 @@ bench-codecs: install
 		--name codecs_photo_patches_coupled
 	$(BIN)/python bench/codec_bench.py --dataset photo_patches --pixelcnn --pixelcnn-filters 32 --pixelcnn-blocks 3 \
 		--arch conv --hidden-units 256 --latent-dim 32 --batch-size 16 --epochs 150 --name codecs_photo_patches_pixelcnn
+	$(BIN)/python bench/codec_bench.py --dataset photo_patches --pixelcnn --pixelcnn-filters 32 --pixelcnn-blocks 3 \
+		--arch conv --hidden-units 256 --latent-dim 32 --batch-size 16 --epochs 240 --cosine-decay --ema-momentum 0.999 \
+		--name codecs_photo_patches_pixelcnn_cosine
 
 KSERVE_VENV := bench/.venv-kserve
 

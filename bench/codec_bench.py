@@ -16,10 +16,16 @@ Datasets:
 - photo_patches: tfvae's colour patches of scikit-learn's photographs (test split).
 Writes bench/results/codecs_<dataset>.json and docs/images/real_data/<dataset>_*.png
 (<name>.json and <name>_*.png with --name).
+
+With `--from-run DIR`, the model is the one a `tfvae train` run saved on photo_patches
+(trained on the train split alone and chosen on the valid split; such a run resumes with
+`tfvae train --out DIR --resume`, over several sessions), and only the test patches'
+evaluation and pictures are done here.
 """
 
 import argparse
 import io
+import json
 import os
 import time
 
@@ -29,6 +35,7 @@ from PIL import Image
 from results_io import provenance, write_result
 
 import tfvae
+import tfvae.training
 from tfvae import plots
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,45 +72,9 @@ def load(name, seed=0):
     )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=("mnist8", "photo_patches"), default="mnist8")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--latent-dim", type=int, default=32)
-    parser.add_argument("--hidden-units", default="512,256")
-    parser.add_argument("--components", type=int, default=5, help="mixture components per dimension")
-    parser.add_argument("--coupled", action="store_true", help="couple a pixel's channels (PixelCNN++)")
-    parser.add_argument(
-        "--pixelcnn",
-        action="store_true",
-        help="a PixelCNN decoder: the coupled mixture of each pixel also reads the pixels before it",
-    )
-    parser.add_argument("--pixelcnn-filters", type=int, default=64)
-    parser.add_argument("--pixelcnn-blocks", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp")
-    parser.add_argument("--filters", default="32,64", help="--arch conv: channels of the stride-2 convolutions")
-    parser.add_argument("--residual-blocks", type=int, default=0, help="--arch conv: blocks per resolution")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument(
-        "--cosine-decay",
-        action="store_true",
-        help="decay the learning rate to 0 over the run along a half cosine (Keras' CosineDecay)",
-    )
-    parser.add_argument(
-        "--ema-momentum", type=float, default=0.0, help="evaluate Adam's moving average of the weights (0: off)"
-    )
-    parser.add_argument("--name", default=None, help="default: codecs_<dataset>")
-    parser.add_argument("--eval-samples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    train, test, image_shape = load(args.dataset, args.seed)
-    started = time.perf_counter()
-    codecs = codec_bits_per_dim(test, image_shape)
-    print("codecs", codecs, flush=True)
-    keras.utils.set_random_seed(args.seed)
-    # Images keep their (height, width, channels) shape: the coupled likelihood reads a pixel's channels.
-    train, test = train.reshape(-1, *image_shape), test.reshape(-1, *image_shape)
+def trained(args, train, test, image_shape):
+    """The VAE `args` describe, fitted on `train` (test patches logged every 10 epochs, never
+    chosen on), and its Keras history."""
     if args.pixelcnn:
         likelihood = tfvae.PixelCNNLikelihood(
             image_shape, args.components, filters=args.pixelcnn_filters, num_blocks=args.pixelcnn_blocks
@@ -139,13 +110,76 @@ def main():
         validation_freq=10,
         callbacks=[tfvae.AveragedWeights()] if args.ema_momentum else [],
     ).history  # with averaging, Keras' fit ends by putting the average in the model: it is what is evaluated
-    trained = time.perf_counter()
+    return vae, history
+
+
+def saved_run(run_dir, dataset):
+    """A finished `tfvae train` run's model and its training history as `fit` gives it
+    (`loss` per epoch, and the run's wall time as `seconds`)."""
+    if dataset != "photo_patches":
+        raise SystemExit("--from-run evaluates a run trained on photo_patches (give --dataset photo_patches)")
+    with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
+        history = json.load(f)
+    return tfvae.training.load_run(run_dir), {"loss": history["train"]["loss"], "seconds": history["train_seconds"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("mnist8", "photo_patches"), default="mnist8")
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--hidden-units", default="512,256")
+    parser.add_argument("--components", type=int, default=5, help="mixture components per dimension")
+    parser.add_argument("--coupled", action="store_true", help="couple a pixel's channels (PixelCNN++)")
+    parser.add_argument(
+        "--pixelcnn",
+        action="store_true",
+        help="a PixelCNN decoder: the coupled mixture of each pixel also reads the pixels before it",
+    )
+    parser.add_argument("--pixelcnn-filters", type=int, default=64)
+    parser.add_argument("--pixelcnn-blocks", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp")
+    parser.add_argument("--filters", default="32,64", help="--arch conv: channels of the stride-2 convolutions")
+    parser.add_argument("--residual-blocks", type=int, default=0, help="--arch conv: blocks per resolution")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--cosine-decay",
+        action="store_true",
+        help="decay the learning rate to 0 over the run along a half cosine (Keras' CosineDecay)",
+    )
+    parser.add_argument(
+        "--ema-momentum", type=float, default=0.0, help="evaluate Adam's moving average of the weights (0: off)"
+    )
+    parser.add_argument(
+        "--from-run",
+        metavar="DIR",
+        default=None,
+        help="evaluate the model of this finished `tfvae train` run on photo_patches instead of training one",
+    )
+    parser.add_argument("--name", default=None, help="default: codecs_<dataset>")
+    parser.add_argument("--eval-samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    train, test, image_shape = load(args.dataset, args.seed)
+    started = time.perf_counter()
+    codecs = codec_bits_per_dim(test, image_shape)
+    print("codecs", codecs, flush=True)
+    keras.utils.set_random_seed(args.seed)
+    # Images keep their (height, width, channels) shape: the coupled likelihood reads a pixel's channels.
+    train, test = train.reshape(-1, *image_shape), test.reshape(-1, *image_shape)
+    if args.from_run:
+        vae, history = saved_run(args.from_run, args.dataset)
+        train = tfvae.load_dataset("photo_patches", likelihood="discretized_logistic").train
+    else:
+        vae, history = trained(args, train, test, image_shape)
+    trained_at = time.perf_counter()
     report = tfvae.evaluate(vae, test, num_samples=args.eval_samples, seed=0, verbose=1)
     name = args.name or f"codecs_{args.dataset}"
     best_codec = min(codecs.values())
     pictures = os.path.join(HERE, "..", "docs", "images", "real_data")
     os.makedirs(pictures, exist_ok=True)
-    if args.pixelcnn:  # images drawn pixel by pixel: a PixelCNN's mean is only its greedy mean
+    if vae.likelihood_layer.autoregressive:  # images drawn pixel by pixel: a PixelCNN's mean is only its greedy mean
         z = vae.prior.sample(64, seed=(0, 0))
         samples, title = vae.decode(z).sample(seed=(0, 1)).numpy(), "64 images drawn from p(x|z), z from the prior"
     else:
@@ -176,9 +210,10 @@ def main():
         "ratio_to_best_codec": report["nll_bits_per_dim"] / best_codec,
         "target_ratio": 0.75,
         "final_train_loss": history["loss"][-1],
-        "train_seconds": round(trained - started, 1),
-        "eval_seconds": round(time.perf_counter() - trained, 1),
-        "config": vars(args),
+        "train_seconds": history.get("seconds", round(trained_at - started, 1)),  # a run's own: its epochs' sum
+        "eval_seconds": round(time.perf_counter() - trained_at, 1),
+        # With --from-run, the run's own settings; the training flags above went unused.
+        "config": tfvae.training.read_config(args.from_run).to_dict() if args.from_run else vars(args),
         **provenance(),
     }
     write_result(os.path.join(HERE, "results", f"{name}.json"), result)

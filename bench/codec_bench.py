@@ -118,7 +118,7 @@ def saved_run(run_dir, dataset):
     (`loss` per epoch, and the run's wall time as `seconds`)."""
     if dataset != "photo_patches":
         raise SystemExit("--from-run evaluates a run trained on photo_patches (give --dataset photo_patches)")
-    with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
+    with open(os.path.join(run_dir, tfvae.training.HISTORY_FILE), encoding="utf-8") as f:
         history = json.load(f)
     return tfvae.training.load_run(run_dir), {"loss": history["train"]["loss"], "seconds": history["train_seconds"]}
 

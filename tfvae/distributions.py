@@ -248,11 +248,16 @@ class Likelihood(keras.layers.Layer):
     encoder_input_range = (0.0, 1.0)
     # The integer levels x takes (256 for 8-bit data: 0 .. 255), or None.
     data_levels = None
-    # Whether p(x|z) makes x's dimensions depend on each other (a PixelCNN): then x is
-    # drawn one pixel at a time from uniforms of `noise_shape`, so the exported generator
-    # takes them as its `noise` input and gives the drawn x rather than a mean.
-    autoregressive = False
+    # The shape of the uniforms one x is drawn from where x is drawn one pixel at a time
+    # (a PixelCNN), else None: the exported generator then takes them as its `noise` input.
     noise_shape = None
+
+    @property
+    def autoregressive(self):
+        """Whether p(x|z) makes x's dimensions depend on each other (a PixelCNN): x is then
+        drawn pixel by pixel from uniforms (`noise_shape`), and its mean is no one-pass
+        function of z, so the exported generator gives a drawn x rather than a mean."""
+        return self.noise_shape is not None
 
     @property
     def values_per_sample(self):
@@ -893,7 +898,7 @@ class AutoregressiveImage(tfd.Distribution):
 
     def _sample_n(self, n, seed=None):
         conditioning = tf.broadcast_to(self._conditioning, tf.concat([[n], tf.shape(self._conditioning)], 0))
-        shape = tf.concat([tf.shape(conditioning)[:-1], [self._likelihood.channels + 1]], 0)
+        shape = tf.concat([tf.shape(conditioning)[:-3], self._likelihood.noise_shape], 0)
         noise = tf.random.stateless_uniform(shape, tfp.random.sanitize_seed(seed), dtype=self.dtype)
         return self._likelihood.autoregress(conditioning, noise)
 
@@ -962,7 +967,6 @@ class PixelCNNLikelihood(CoupledLogisticMixtureLikelihood):
     """
 
     family = "pixelcnn_logistic_mixture"
-    autoregressive = True
 
     def __init__(
         self,

@@ -117,29 +117,23 @@ def model_parts(model, name):
         ),
     }
     noise_shape = model.likelihood_layer.noise_shape
-    if noise_shape is not None:  # a generator drawing x pixel by pixel from uniforms
-        noise_spec = tf.TensorSpec([None, *noise_shape], tf.float32, name="noise")
-        parts["decoder"] = Part(
-            kind="decoder",
-            model_name=name,
-            input_specs=(decoder_specs[0], noise_spec, *labels_spec),
-            outputs=lambda z, noise, *labels: model.decoder_outputs(z, *labels, noise=noise),
-            serving=("x",),
-            extra={},
-            layers=(model.decoder, model.likelihood_layer),
-            draws_given=lambda z, noise, *rest: model.decoder_draws_given(z, noise, rest[-1], *rest[:-1]),
-        )
-    else:
-        decoder_names = output_names(model.decoder_outputs, decoder_specs)
-        parts["decoder"] = Part(
-            kind="decoder",
-            model_name=name,
+    if noise_shape is None:
+        names = output_names(model.decoder_outputs, decoder_specs)
+        decoder = dict(
             input_specs=decoder_specs,
             outputs=model.decoder_outputs,
             serving=("mean",),
-            extra={"params": tuple(n for n in decoder_names if n != "mean")},
-            layers=(model.decoder, model.likelihood_layer),
+            extra={"params": tuple(n for n in names if n != "mean")},
         )
+    else:  # a generator drawing x pixel by pixel from uniforms
+        decoder = dict(
+            input_specs=(decoder_specs[0], tf.TensorSpec([None, *noise_shape], tf.float32, name="noise"), *labels_spec),
+            outputs=lambda z, noise, *labels: model.decoder_outputs(z, *labels, noise=noise),
+            serving=("x",),
+            extra={},
+            draws_given=lambda z, noise, *rest: model.decoder_draws_given(z, noise, rest[-1], *rest[:-1]),
+        )
+    parts["decoder"] = Part(kind="decoder", model_name=name, layers=(model.decoder, model.likelihood_layer), **decoder)
     return parts
 
 
@@ -500,6 +494,7 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
     parts = tuple(PARTS if parts is None else parts)
     check_arguments(name, parts, version, export_dir)
     model = computing_in_float32(model)
+    noise = model.likelihood_layer.noise_shape
     all_parts = model_parts(model, name)
     selected = [all_parts[kind] for kind in PARTS if kind in parts]
     version = _choose_version(export_dir, selected, version, overwrite)
@@ -518,11 +513,7 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         "posterior": ",".join(model.posterior_families) or None,
         "prior": prior_description(model),
         # What a server draws for the decoder's `noise` input beside z (a PixelCNN's pixels).
-        "decoder_noise": (
-            None
-            if model.likelihood_layer.noise_shape is None
-            else {"distribution": "uniform", "shape": list(model.likelihood_layer.noise_shape)}
-        ),
+        "decoder_noise": None if noise is None else {"distribution": "uniform", "shape": list(noise)},
         "conditional": model.conditional,
         "num_classes": model.num_classes,
         "onnx_opset": opset,

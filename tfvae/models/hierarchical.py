@@ -319,7 +319,8 @@ class HierarchicalVAE(VAE):
         """The exported generator: z = [ε_1, ..., ε_{L-1}, z_L], `[batch, sum(latent_dims)]`,
         with z_L a draw from the prior and each ε_l from N(0, I); the graph computes
         z_l = loc_l(z_{l+1}) + scale_l(z_{l+1}) · ε_l top-down and returns
-        `{"mean": E[x | z_1, z_2], **likelihood parameters}`. A server draws the input
+        `{"mean": E[x | z_1, z_2], **likelihood parameters}` (a PixelCNN likelihood's image
+        drawn from `noise`, `{"x": x}`, as `LatentModel.decoder_outputs`). A server draws the input
         exactly as it draws a one-layer VAE's z (N(0, I), with the prior's own draw in the
         last `latent_dims[-1]` columns)."""
         return super().decoder_outputs(self._latents_of_noise(z), labels, noise)

@@ -1,6 +1,7 @@
 """`make bench-generator`: how fast an exported PixelCNN generator draws images, in Keras,
-the SavedModel (TensorFlow, as TF Serving and `tfvae serve --backend savedmodel` run it)
-and ONNX Runtime (`tfvae serve`'s default backend, Triton's onnxruntime backend).
+the SavedModel (as `tfvae serve --backend savedmodel` runs it) and ONNX Runtime, both
+with `tfvae serve`'s session options (its default backend) and with ONNX Runtime's
+defaults (a plain `InferenceSession`, as Triton's onnxruntime backend starts one).
 
 The model is codec_bench's photo-patch PixelCNN VAE (32×32×3, 32 filters, 3 blocks, a
 conv encoder and decoder with 256 hidden units, 32-d z), freshly initialised: a draw
@@ -21,6 +22,7 @@ import tensorflow as tf
 from results_io import cpu, provenance, write_result
 
 import tfvae
+from tfvae.serving.backends import OnnxBackend, SavedModelBackend
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,19 +43,28 @@ def main():
         tfvae.export(vae, folder, "pixels", parts=("decoder",))
         export_seconds = time.perf_counter() - started
         path = os.path.join(folder, "pixels", "1")
-        signature = tf.saved_model.load(path).signatures["serving_default"]
+        savedmodel = SavedModelBackend(path, ["serving_default"])
+        served_onnx = OnnxBackend(path)
         session = onnxruntime.InferenceSession(os.path.join(path, "model.onnx"))
 
         def in_keras(z, noise):
             return vae.decoder_outputs(tf.constant(z), noise=tf.constant(noise))["x"].numpy()
 
         def in_savedmodel(z, noise):
-            return signature(z=tf.constant(z), noise=tf.constant(noise))["x"].numpy()
+            return savedmodel.run({"z": z, "noise": noise})["x"]
 
         def in_onnxruntime(z, noise):
+            return served_onnx.run({"z": z, "noise": noise})["x"]
+
+        def in_onnxruntime_defaults(z, noise):
             return session.run(["x"], {"z": z, "noise": noise})[0]
 
-        runtimes = {"keras": in_keras, "savedmodel": in_savedmodel, "onnxruntime": in_onnxruntime}
+        runtimes = {
+            "keras": in_keras,
+            "savedmodel": in_savedmodel,
+            "onnxruntime": in_onnxruntime,
+            "onnxruntime_default_options": in_onnxruntime_defaults,
+        }
         seconds = {name: {} for name in runtimes}
         for batch in (int(b) for b in args.batches.split(",")):
             rng = np.random.default_rng(batch)
@@ -73,6 +84,8 @@ def main():
         "seconds_per_call": seconds,
         "images_per_second": {n: {b: b / s for b, s in per.items()} for n, per in seconds.items()},
         "export_seconds": round(export_seconds, 1),
+        "settings": "savedmodel and onnxruntime: tfvae serve's backends (ONNX Runtime on all cores, threads "
+        "that sleep instead of spin); onnxruntime_default_options: InferenceSession(path)",
         "rounds": args.rounds,
         "cpu": cpu(),
         **provenance(),

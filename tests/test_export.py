@@ -430,3 +430,77 @@ def test_the_manifest_says_how_a_server_draws_from_each_prior():
     assert described(tfvae.VampPrior(3, num_components=4)) == vamp
     assert described(LaplacePrior(3)) == {"distribution": "unsupported"}
     assert prior_description(tfvae.Autoencoder((64,), 3, hidden_units=(8,))) is None
+
+
+def _loop_model(with_random=False, read_final_weights=False):
+    """y = Σ over 4 iterations of x · Wᵀ, with W carried through the Loop unchanged, as
+    tf2onnx writes a TensorFlow `While` that captures a weight."""
+    from onnx import TensorProto, helper
+
+    body_nodes = [
+        helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        helper.make_node("Transpose", ["w_in"], ["w_t"], perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "w_t"], ["y"]),
+    ]
+    if with_random:  # reads no input, yet must draw anew each iteration
+        body_nodes.append(helper.make_node("RandomUniform", [], ["u"], shape=[1, 2], seed=1.0))
+        body_nodes.append(helper.make_node("Sum", ["acc_in", "y", "u"], ["acc_out"]))
+    else:
+        body_nodes.append(helper.make_node("Add", ["acc_in", "y"], ["acc_out"]))
+    body = helper.make_graph(
+        body_nodes,
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [2, 3]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [2, 3]),
+        ],
+    )
+    weights = np.arange(6, dtype=np.float32).reshape(2, 3)
+    outputs = [helper.make_tensor_value_info("acc", TensorProto.FLOAT, [1, 2])]
+    if read_final_weights:
+        outputs.append(helper.make_tensor_value_info("w_final", TensorProto.FLOAT, [2, 3]))
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "", "zeros", "w"], ["acc", "w_final"], body=body)],
+        "loop",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        outputs,
+        initializer=[
+            onnx.numpy_helper.from_array(np.array(4, np.int64), "trips"),
+            onnx.numpy_helper.from_array(np.zeros((1, 2), np.float32), "zeros"),
+            onnx.numpy_helper.from_array(weights, "w"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), weights
+
+
+def test_loop_invariants_leave_the_loop_and_the_answer_stays_exact():
+    from tfvae.onnx_loops import hoist_loop_invariants
+
+    model, weights = _loop_model()
+    x = np.array([[1.0, -2.0, 0.5]], np.float32)
+    expected = 4 * x @ weights.T
+    assert hoist_loop_invariants(model) == (1, 2)  # w no longer carried; Transpose and MatMul moved
+    onnx.checker.check_model(model, full_check=True)
+    (loop,) = [n for n in model.graph.node if n.op_type == "Loop"]
+    body = loop.attribute[0].g
+    assert [n.op_type for n in body.node] == ["Identity", "Add"]
+    assert list(loop.input) == ["trips", "", "zeros"] and list(loop.output) == ["acc"]
+    (answer,) = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(answer, expected)
+    assert hoist_loop_invariants(model) == (0, 0)  # a fixed point
+
+
+def test_a_loop_variable_read_after_the_loop_and_a_random_draw_stay_inside():
+    from tfvae.onnx_loops import hoist_loop_invariants
+
+    model, _ = _loop_model(with_random=True, read_final_weights=True)
+    assert hoist_loop_invariants(model) == (0, 0)
+    (loop,) = [n for n in model.graph.node if n.op_type == "Loop"]
+    assert "RandomUniform" in [n.op_type for n in loop.attribute[0].g.node]

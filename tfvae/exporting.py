@@ -193,6 +193,8 @@ def _write_onnx(part, path, opset):
     # TensorFlow's freezing has no public name in TF 2; tf2onnx itself imports it from here.
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    from tfvae.onnx_loops import hoist_loop_invariants
+
     specs = list(part.input_specs)
     traced = tf.function(part.outputs, input_signature=specs).get_concrete_function()
     # tf2onnx's `from_function` lists every tensor the function captures among its graph
@@ -217,6 +219,7 @@ def _write_onnx(part, path, opset):
     )
     for value in [*proto.graph.input, *proto.graph.output]:  # name the dynamic batch axis
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    hoist_loop_invariants(proto)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, path)
     return proto

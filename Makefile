@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfvae-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-iaf-wd bench-iaf-vamp bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-wd bench-hvae-iwae bench-hvae-iwae-cosine bench-hvae-iwae-wd3 bench-hvae-iaf bench-hvae-iaf-wd bench-hvae-conv bench-hvae-conv-ema bench-anomaly bench-generator bench-codecs bench-stream bench-covariance bench-ae-vae \
+.PHONY: install demo test test-fast lint bench-nll bench-nll-relu bench-nll-iwae bench-vamp bench-iaf bench-iaf-ema bench-iaf-wd bench-hvae bench-hvae-deep bench-hvae-ema bench-hvae-wd bench-hvae-iwae bench-hvae-iwae-cosine bench-hvae-iwae-wd3 bench-hvae-iaf bench-hvae-iaf-wd bench-hvae-conv bench-hvae-conv-ema bench-anomaly bench-generator bench-codecs bench-stream bench-covariance bench-ae-vae \
 	bench-eval bench-nll-pythae bench-serve bench-overload bench-train bench-train-ablation bench-roofline bench-train-gpu clean
 
 install: $(STAMP)
@@ -76,11 +76,6 @@ bench-iaf-ema: install
 bench-iaf-wd: install
 	$(BIN)/python bench/nll_bench.py --name iaf4_gated_ema_wd1 --posterior iaf --flow-steps 4 --ema-momentum 0.999 \
 		--weight-decay 0.1 $(BENCH_ARGS)
-
-# One stochastic layer, the IAF posterior and a VampPrior: bench-iaf-ema with the prior of bench-vamp.
-bench-iaf-vamp: install
-	$(BIN)/python bench/nll_bench.py --name iaf4_vamp_gated_ema --posterior iaf --flow-steps 4 --prior vamp \
-		--pseudo-inputs 500 --ema-momentum 0.999 $(BENCH_ARGS)
 
 # Two stochastic layers (40, 40) with the VampPrior on top, gated MLPs: the HVAE row of
 # Tomczak & Welling (2018); then, as bench-vamp, a second stage at lr 1e-4 from its best model.

@@ -432,7 +432,7 @@ def test_the_manifest_says_how_a_server_draws_from_each_prior():
     assert prior_description(tfvae.Autoencoder((64,), 3, hidden_units=(8,))) is None
 
 
-def _loop_model(with_random=False, read_final_weights=False):
+def _loop_model(with_random=False, read_final_weights=False, scan_weights=False):
     """y = Σ over 4 iterations of x · Wᵀ, with W carried through the Loop unchanged, as
     tf2onnx writes a TensorFlow `While` that captures a weight."""
     from onnx import TensorProto, helper
@@ -460,14 +460,18 @@ def _loop_model(with_random=False, read_final_weights=False):
             helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
             helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1, 2]),
             helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [2, 3]),
+            *([helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [2, 3])] if scan_weights else []),
         ],
     )
     weights = np.arange(6, dtype=np.float32).reshape(2, 3)
     outputs = [helper.make_tensor_value_info("acc", TensorProto.FLOAT, [1, 2])]
     if read_final_weights:
         outputs.append(helper.make_tensor_value_info("w_final", TensorProto.FLOAT, [2, 3]))
+    if scan_weights:
+        outputs.append(helper.make_tensor_value_info("w_scan", TensorProto.FLOAT, [4, 2, 3]))
+    loop_outputs = ["acc", "w_final", *(["w_scan"] if scan_weights else [])]
     graph = helper.make_graph(
-        [helper.make_node("Loop", ["trips", "", "zeros", "w"], ["acc", "w_final"], body=body)],
+        [helper.make_node("Loop", ["trips", "", "zeros", "w"], loop_outputs, body=body)],
         "loop",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
         outputs,
@@ -497,10 +501,22 @@ def test_loop_invariants_leave_the_loop_and_the_answer_stays_exact():
     assert hoist_loop_invariants(model) == (0, 0)  # a fixed point
 
 
-def test_a_loop_variable_read_after_the_loop_and_a_random_draw_stay_inside():
+@pytest.mark.parametrize(
+    "kwargs, moved",
+    [({"read_final_weights": True}, (0, 0)), ({"scan_weights": True}, (0, 0)), ({"with_random": True}, (1, 2))],
+    ids=["read-after-the-loop", "also-a-scan-output", "random-draw"],
+)
+def test_what_the_loop_still_needs_stays_inside(kwargs, moved):
     from tfvae.onnx_loops import hoist_loop_invariants
 
-    model, _ = _loop_model(with_random=True, read_final_weights=True)
-    assert hoist_loop_invariants(model) == (0, 0)
+    model, weights = _loop_model(**kwargs)
+    x = np.array([[1.0, -2.0, 0.5]], np.float32)
+    before = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    assert hoist_loop_invariants(model) == moved
+    onnx.checker.check_model(model, full_check=True)
     (loop,) = [n for n in model.graph.node if n.op_type == "Loop"]
-    assert "RandomUniform" in [n.op_type for n in loop.attribute[0].g.node]
+    assert ("RandomUniform" in [n.op_type for n in loop.attribute[0].g.node]) == ("with_random" in kwargs)
+    after = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    if "with_random" not in kwargs:
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)

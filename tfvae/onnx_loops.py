@@ -83,10 +83,13 @@ def _drop_pass_through_variables(loop, body, read_outside, graph):
     # Loop inputs: [max_trip_count, cond, v_1..v_N]; its outputs: [v_1..v_N, scans...].
     # Body inputs: [iteration, cond, v_1..v_N]; body outputs: [cond, v_1..v_N, scans...].
     num_variables = len(loop.input) - 2
+    # A variable's value that is also another body output must stay defined inside the body.
+    outputs = [o.name for o in body.output]
     renames, kept = {}, []
     for k in range(num_variables):
         inside, initial = body.input[2 + k].name, loop.input[2 + k]
-        if body.output[1 + k].name == inside and initial and loop.output[k] not in read_outside:
+        passes_through = body.output[1 + k].name == inside and outputs.count(inside) == 1
+        if passes_through and initial and loop.output[k] not in read_outside:
             renames[inside] = initial
         else:
             kept.append(k)

@@ -707,5 +707,5 @@ def check_count(n, name="the number of samples `n`"):
 
 def example_count(x):
     """The number of examples in x (None when unknown inside a traced function)."""
-    shape = x.shape if hasattr(x, "shape") else np.shape(x)
+    shape = np.shape(x)  # reads `x.shape` where there is one: a traced tensor's may be None
     return None if shape[0] is None else int(shape[0])

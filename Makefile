@@ -116,7 +116,7 @@ bench-hvae-iwae: install
 
 # The IWAE-5 hierarchy with its learning rate decayed along a half cosine over 200 epochs
 # (--lr-schedule cosine; no early stopping, model.keras the best epoch by validation).
-# Long: run it with BENCH_ARGS=--resume under nohup.
+# Long: run it with BENCH_ARGS=--resume under nohup. It overfitted (README), stopped at 115.
 bench-hvae-iwae-cosine: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_ema_wd1_iwae5_cosine --latent-dims 40,40 \
 		--prior vamp --pseudo-inputs 500 --conditional-layers 1 --ema-momentum 0.999 --weight-decay 0.1 \

@@ -471,12 +471,13 @@ def _loop_model(with_random=False, read_final_weights=False, scan_weights=False)
         outputs.append(helper.make_tensor_value_info("w_scan", TensorProto.FLOAT, [4, 2, 3]))
     loop_outputs = ["acc", "w_final", *(["w_scan"] if scan_weights else [])]
     graph = helper.make_graph(
-        [helper.make_node("Loop", ["trips", "", "zeros", "w"], loop_outputs, body=body)],
+        [helper.make_node("Loop", ["trips", "go", "zeros", "w"], loop_outputs, body=body)],
         "loop",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
         outputs,
         initializer=[
             onnx.numpy_helper.from_array(np.array(4, np.int64), "trips"),
+            onnx.numpy_helper.from_array(np.array(True), "go"),
             onnx.numpy_helper.from_array(np.zeros((1, 2), np.float32), "zeros"),
             onnx.numpy_helper.from_array(weights, "w"),
         ],
@@ -495,8 +496,11 @@ def test_loop_invariants_leave_the_loop_and_the_answer_stays_exact():
     (loop,) = [n for n in model.graph.node if n.op_type == "Loop"]
     body = loop.attribute[0].g
     assert [n.op_type for n in body.node] == ["Identity", "Add"]
-    assert list(loop.input) == ["trips", "", "zeros"] and list(loop.output) == ["acc"]
+    assert list(loop.input) == ["trips", "go", "zeros"] and list(loop.output) == ["acc"]
     (answer,) = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(answer, expected)
+    # ONNX's reference implementation reads the moved values from the body's outer scope too.
+    (answer,) = ReferenceEvaluator(model).run(None, {"x": x})
     np.testing.assert_array_equal(answer, expected)
     assert hoist_loop_invariants(model) == (0, 0)  # a fixed point
 

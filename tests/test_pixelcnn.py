@@ -1,5 +1,5 @@
 """The PixelCNN likelihood: causal features, a normalised probability of images, exact
-banded sampling from noise, and a VAE that trains, evaluates in bits/dim, round-trips and exports
+windowed sampling from noise, and a VAE that trains, evaluates in bits/dim, round-trips and exports
 its generator with it."""
 
 import itertools
@@ -44,6 +44,27 @@ def test_pixelcnn_features_at_a_pixel_read_only_the_pixels_before_it_within_its_
         assert not moved[i + network.receptive_rows + 1 :].any()
 
 
+def test_a_pixels_features_read_exactly_the_window_that_drawing_it_computes():
+    rng = np.random.default_rng(0)
+    for blocks in (1, 2):
+        network = PixelCNN(4, num_blocks=blocks)
+        x = tf.constant(images(rng, 1, (14, 25, 2)))
+        network(x)
+        # Weights of one scale: at Keras' initial ones (each gate starts near 0) the deep
+        # paths' share of a gradient can fall below float32's rounding.
+        for weight in network.weights:
+            weight.assign(rng.normal(0.0, 0.5, weight.shape).astype(np.float32))
+        i, j = 12, 12
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            feature = tf.reduce_sum(network(x)[0, i, j])
+        reads = np.abs(tape.gradient(feature, x).numpy()[0]).max(axis=-1) > 0  # [H, W]
+        rows, columns = np.nonzero(reads)
+        # A window narrower than these reads the zero padding instead; a wider one costs more.
+        assert (j - columns.min(), columns.max() - j) == network.receptive_columns
+        assert (i - rows.min(), rows.max()) == (network.receptive_rows, i)
+
+
 def test_an_autoregressive_image_is_a_probability_of_every_image():
     levels = 16
     likelihood = PixelCNNLikelihood(
@@ -66,11 +87,12 @@ def test_log_prob_over_samples_of_z_equals_each_sample_alone():
     np.testing.assert_allclose(together, alone, rtol=1e-6)
 
 
-def test_the_greedy_mean_drawn_on_bands_of_rows_is_each_pixels_mean_given_the_full_image():
-    # 10 rows and a 4-row receptive field: every pixel below row 4 is drawn from a band.
-    likelihood = PixelCNNLikelihood((10, 5, 3), num_components=3, filters=8, num_blocks=1)
-    assert likelihood.network.receptive_rows + 1 < 10
-    conditioning = tf.random.normal([2, 10, 5, 3, likelihood.latent_features], seed=3)
+def test_the_greedy_mean_drawn_on_windows_is_each_pixels_mean_given_the_full_image():
+    # 10 × 11 pixels, and windows of 6 rows × 8 columns: most pixels are drawn from a
+    # window inside the image, the others from one shifted against its edges.
+    likelihood = PixelCNNLikelihood((10, 11, 3), num_components=3, filters=8, num_blocks=1)
+    assert likelihood.network.receptive_rows + 1 < 10 and sum(likelihood.network.receptive_columns) + 1 < 11
+    conditioning = tf.random.normal([2, 10, 11, 3, likelihood.latent_features], seed=3)
     mean = likelihood(conditioning).mean()
     pixels = likelihood.pixel_mixture(likelihood.context_of(mean), likelihood(conditioning).conditioning)
     np.testing.assert_allclose(pixels.mean().numpy(), mean.numpy(), rtol=0, atol=3e-4)
@@ -104,14 +126,14 @@ def test_a_pixels_draw_from_uniforms_is_the_inverse_cdf_of_its_discretised_logis
 
 
 def test_a_drawn_image_is_each_pixels_draw_given_the_pixels_before_it_and_sample_draws_that_way():
-    likelihood = PixelCNNLikelihood((10, 5, 3), num_components=3, filters=8, num_blocks=1)
-    p_x = likelihood(tf.random.normal([2, 10, 5, 3, likelihood.latent_features], seed=3))
+    likelihood = PixelCNNLikelihood((10, 11, 3), num_components=3, filters=8, num_blocks=1)
+    p_x = likelihood(tf.random.normal([2, 10, 11, 3, likelihood.latent_features], seed=3))
     noise = tf.random.stateless_uniform([2, *likelihood.noise_shape], seed=(7, 8))
-    x = p_x.sample_of_noise(noise)  # pixel by pixel, on bands of rows
+    x = p_x.sample_of_noise(noise)  # pixel by pixel, on windows of the image
     values, near = p_x.draws_given(x, noise)  # one pass over the whole image
     assert near.numpy().mean() < 0.1
     decisive = ~near.numpy()
-    # Reading a pixel's own band wrong, or another pixel's noise, changes most draws.
+    # Reading a pixel's own window wrong, or another pixel's noise, changes most draws.
     np.testing.assert_array_equal(values.numpy()[decisive], x.numpy()[decisive])
     assert np.array_equal(x, np.round(x)) and 0 <= x.numpy().min() and x.numpy().max() <= 255
     # `sample` is the same loop on uniforms drawn from its seed.

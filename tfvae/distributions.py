@@ -1081,19 +1081,25 @@ class PixelCNNLikelihood(CoupledLogisticMixtureLikelihood):
 
     def _autoregress(self, conditioning, noise):
         height, width, channels = self.event_shape
-        # Pixel (i, j) reads at most `receptive_rows` rows above it, so each step runs the
-        # network on that band only, not the whole image (exact: tests compare them).
+        # Pixel (i, j) reads at most `receptive_rows` rows above it and `receptive_columns`
+        # to each side, so each step runs the network on that window only, not the whole
+        # image (exact: tests compare them). Where the window meets the image's edge it is
+        # shifted inside, so the convolutions pad exactly where they pad the whole image.
         rows = min(height, self.network.receptive_rows + 1)
+        left, right = self.network.receptive_columns
+        columns = min(width, left + 1 + right)
         count = tf.shape(conditioning)[0]
 
         def step(position, canvas):
             i, j = position // width, position % width
             top = tf.clip_by_value(i - rows + 1, 0, height - rows)
-            band = tf.gather(canvas, tf.range(top, top + rows), axis=1)  # [N, rows, W, C]
-            # Gathers, not a strided slice: tf2onnx's transpose optimizer fails on a slice
+            start = tf.clip_by_value(j - left, 0, width - columns)
+            # Gathers, not strided slices: tf2onnx's transpose optimizer fails on a slice
             # that drops the axes of a convolution's output (and then leaves its transposes).
-            features = self.network(band, training=False)  # [N, rows, W, filters]
-            context = tf.gather(tf.gather(features, i - top, axis=1), j, axis=1)  # [N, filters]
+            window = tf.gather(canvas, tf.range(top, top + rows), axis=1)
+            window = tf.gather(window, tf.range(start, start + columns), axis=2)  # [N, rows, columns, C]
+            features = self.network(window, training=False)  # [N, rows, columns, filters]
+            context = tf.gather(tf.gather(features, i - top, axis=1), j - start, axis=1)  # [N, filters]
             pixel = self.pixel_mixture(context, conditioning[:, i, j])  # batch [N]
             value = pixel.mean() if noise is None else pixel.sample_of_noise(noise[:, i, j])[0]  # [N, C]
             where = tf.reshape(tf.one_hot(position, height * width, dtype=canvas.dtype), [1, height, width, 1])

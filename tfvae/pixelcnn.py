@@ -233,6 +233,16 @@ class PixelCNN(keras.layers.Layer):
         state one row up, one more."""
         return 3 + 2 * self.num_blocks
 
+    @property
+    def receptive_columns(self):
+        """`(left, right)`: how many columns left and right of pixel (i, j) its features
+        can read. Right: the vertical stack's first convolution and each of its blocks'
+        two reach one column right, and the horizontal stack reads no further right than
+        the vertical state it is given. Left: the horizontal stack's first layers reach
+        one column left, its blocks' two convolutions one more each, and it reads the
+        vertical state (as far left as right) one column left more."""
+        return 2 + 2 * self.num_blocks, 1 + 2 * self.num_blocks
+
     def build(self, input_shape):
         with_ones = (*input_shape[:-1], input_shape[-1] + 1)
         for layer in (self.vertical_in, self.horizontal_in_above, self.horizontal_in_left):

@@ -63,14 +63,22 @@ def hoist_loop_invariants(model):
     return dropped, moved
 
 
+def _subgraphs(node):
+    """The graphs a node holds as attributes (a Loop's body, an If's branches)."""
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            yield from attribute.graphs
+
+
 def _names_read(graph):
     """Every value name a node of `graph` or of its subgraphs reads, and its outputs."""
     names = {o.name for o in graph.output}
     for node in graph.node:
         names.update(node.input)
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                names |= _names_read(attribute.g)
+        for subgraph in _subgraphs(node):
+            names |= _names_read(subgraph)
     return names
 
 
@@ -79,9 +87,8 @@ def _rename_inputs(graph, renames):
         for i, name in enumerate(node.input):
             if name in renames:
                 node.input[i] = renames[name]
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                _rename_inputs(attribute.g, renames)
+        for subgraph in _subgraphs(node):
+            _rename_inputs(subgraph, renames)
 
 
 def _drop_pass_through_variables(loop, body, read_outside, graph):
@@ -131,7 +138,7 @@ def _hoist_invariant_nodes(body, available, graph):
         movable = (
             node.op_type not in _NONDETERMINISTIC
             and not body_outputs.intersection(node.output)
-            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+            and next(_subgraphs(node), None) is None
         )
         if movable and all(not name or name in invariant or name in constants for name in node.input):
             hoisted.append(node)

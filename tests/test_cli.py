@@ -392,3 +392,13 @@ def test_tensorflow_file_errors_are_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "tfvae export: error: exported/gen/.staging-1/variables; Permission denied"
     )
+
+
+def test_flipping_examples_that_are_no_images_is_refused_with_their_shape(tmp_path, capsys):
+    table = tmp_path / "table.npz"
+    np.savez(table, train=np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32))
+    argv = ["train", "--data", str(table), "--likelihood", "gaussian", "--out", str(tmp_path / "r")]
+    assert cli.main([*argv, "--augment", "hflip"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "holds examples of shape (5,), which are no images" in error
+    assert not (tmp_path / "r").exists()  # refused before the run wrote anything

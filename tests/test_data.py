@@ -5,6 +5,7 @@ import pytest
 
 import tfvae
 from tfvae import DataError
+from tfvae.input_pipeline import mirrored_batches, shuffled_batches
 
 
 def test_bundled_digits_are_binary_and_split(digits):
@@ -298,3 +299,27 @@ def test_an_image_folder_trains_a_conditional_model_from_the_cli(tmp_path):
     assert os.path.exists(os.path.join(out, "model.keras")) and os.path.exists(os.path.join(out, "split.json"))
     # evaluate reads the folder at the size the run recorded
     assert cli.main(["evaluate", out, "--num-samples", "3", "--json"]) == 0
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["images", "flat_vectors"])
+def test_hflip_flips_about_half_the_images_keyed_by_seed_epoch_and_batch(flat):
+    images = np.random.default_rng(0).integers(0, 256, size=(64, 4, 6, 3)).astype(np.float32)
+    x = images.reshape(64, -1) if flat else images
+    batches, epochs = shuffled_batches(x, 16, seed=3, labels=np.arange(64))
+    mirrored = mirrored_batches(batches, (4, 6, 3), epochs, seed=3)
+
+    def flips(epoch):
+        """Whether each image (by its label) came out flipped; every other change fails."""
+        epochs.on_epoch_begin(epoch)
+        flipped = np.zeros(64, bool)
+        for batch, labels in mirrored:
+            for image, label in zip(np.reshape(batch, (-1, 4, 6, 3)), labels.numpy()):
+                flipped[label] = not np.array_equal(image, images[label])
+                if flipped[label]:
+                    np.testing.assert_array_equal(image, images[label][:, ::-1])  # left to right
+        return flipped
+
+    first = flips(0)
+    assert 16 <= first.sum() <= 48  # Binomial(64, 1/2) within 4 standard deviations
+    np.testing.assert_array_equal(flips(0), first)  # an epoch's flips repeat (resumed runs)
+    assert not np.array_equal(flips(1), first)  # and the next epoch draws new ones

@@ -68,10 +68,14 @@ def uninterrupted(tmp_path_factory):
 AVERAGED = dict(ema_momentum=0.9)
 # A decaying learning rate: a resumed run must take up the schedule at its own epoch.
 COSINE = dict(lr_schedule="cosine")
+# Random flips of the training images: a resumed run must draw the flips the whole run drew.
+MIRRORED = dict(augment="hflip")
 
 
 @pytest.mark.parametrize(
-    "model", [{}, HIERARCHY, AVERAGED, COSINE], ids=["vae", "hierarchy", "averaged", "cosine_learning_rate"]
+    "model",
+    [{}, HIERARCHY, AVERAGED, COSINE, MIRRORED],
+    ids=["vae", "hierarchy", "averaged", "cosine_learning_rate", "flipped_images"],
 )
 def test_a_run_stopped_after_epoch_2_of_3_and_resumed_ends_with_identical_weights(
     tmp_path, monkeypatch, uninterrupted, model
@@ -92,6 +96,13 @@ def test_a_run_stopped_after_epoch_2_of_3_and_resumed_ends_with_identical_weight
         np.testing.assert_array_equal(a, b)
     with pytest.raises(RunError, match="has finished"):
         train(TrainConfig(data="", out=config.out), resume=True, verbose=0, pictures=False)
+
+
+def test_flipped_images_train_another_model_than_the_images_as_they_are(uninterrupted):
+    flipped, plain = uninterrupted(**MIRRORED), uninterrupted()
+    assert flipped.config.augment == "hflip" and training.read_config(flipped.run_dir).augment == "hflip"
+    assert flipped.history["train"]["loss"] != plain.history["train"]["loss"]  # the flips reached the steps
+    assert flipped.history["valid"]["loss"] != plain.history["valid"]["loss"]
 
 
 def test_a_finished_run_extended_to_3_epochs_ends_as_a_3_epoch_run_even_when_stopped_on_the_way(

@@ -30,6 +30,7 @@ from tfvae.data import LIKELIHOOD_FAMILIES, SPLITS, available_datasets, table_co
 from tfvae.errors import TfvaeError
 from tfvae.evaluation import evaluate
 from tfvae.exporting import PARTS, check_arguments, export
+from tfvae.input_pipeline import AUGMENTATIONS
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
 from tfvae.posteriors import POSTERIORS
@@ -283,6 +284,12 @@ def _add_train(subparsers):
         type=positive_int,
         default=defaults.shuffle_window,
         help="examples shuffled together when train is streamed from TFRecord shards",
+    )
+    p.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        default=defaults.augment,
+        help="hflip: flip each training image left to right with probability 1/2 (photographs; not digits or text)",
     )
     p.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in DIR")

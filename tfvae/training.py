@@ -43,6 +43,7 @@ from tfvae.distributions import (
     PixelCNNLikelihood,
 )
 from tfvae.errors import ConfigError, DataError, RunError
+from tfvae.input_pipeline import AUGMENTATIONS, mirrored_batches
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
@@ -114,6 +115,11 @@ class TrainConfig:
         shuffled whole.
       image_size: `(height, width)` to resize a folder's images to as they are read
         (empty: they must all have one size; `tfvae.load_dataset`'s `image_size`).
+      augment: "none", or "hflip": each training image is flipped left to right with
+        probability 1/2 each time it is drawn, as NVAE trains on natural images
+        (`input_pipeline.mirrored_batches`; resumed runs draw the same flips). For images
+        whose left and right are alike in distribution (photographs, not digits or text);
+        validation and test data are never flipped.
       seed: seeds weights, shuffling and samples; the same seed repeats the run.
     """
 
@@ -154,6 +160,7 @@ class TrainConfig:
     patience: int = 0
     shuffle_window: int = 10_000
     image_size: tuple = ()
+    augment: str = "none"
     seed: int = 0
 
     def __post_init__(self):
@@ -209,6 +216,7 @@ class TrainConfig:
             "model": MODELS,
             "prior": PRIORS,
             "lr_schedule": LEARNING_RATE_SCHEDULES,
+            "augment": AUGMENTATIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -657,12 +665,22 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True, epoch
         return _train(config, resume, verbose, pictures)
 
 
+def _check_augmentation(config, splits):
+    if config.augment == "hflip" and splits.image_shape is None:
+        raise ConfigError(
+            f"--augment hflip flips images left to right, but {config.data} holds examples of shape "
+            f"{splits.example_shape}, which are no images; leave out --augment (or give images: [N, height, "
+            "width, channels], or a folder of them)."
+        )
+
+
 def _train(config, resume, verbose, pictures):
     if not resume:
         for stale in (CHECKPOINT_DIR, EPOCH_LOG, BEST_WEIGHTS, MODEL_FILE, HISTORY_FILE, SPLIT_FILE):
             _remove(os.path.join(config.out, stale))
     splits = load_splits(config)
     _check_fits_in_memory(config, splits)
+    _check_augmentation(config, splits)
     os.makedirs(config.out, exist_ok=True)
     files.remove_stale_temporaries(config.out)
     files.write_json(os.path.join(config.out, CONFIG_FILE), config.to_dict())
@@ -678,6 +696,8 @@ def _train(config, resume, verbose, pictures):
     batches, shuffle_callback = splits.train_batches(
         config.batch_size, config.seed, labels=config.conditional, window=config.shuffle_window
     )
+    if config.augment == "hflip":
+        batches = mirrored_batches(batches, splits.image_shape, shuffle_callback, config.seed)
     checkpointing = EpochCheckpoint(checkpoint_dir, log)
     callbacks = [
         # First, so that the epoch's rate is set before any other callback runs and its

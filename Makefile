@@ -123,7 +123,7 @@ bench-hvae-iwae-cosine: install
 		--objective iwae --num-samples 5 --lr-schedule cosine --epochs 200 --patience 0 $(BENCH_ARGS)
 
 # The IWAE-5 hierarchy with stronger decoupled weight decay (0.3), against its overfitting
-# (README). Long: run it with BENCH_ARGS=--resume under nohup.
+# (README). Long: run it with BENCH_ARGS=--resume under nohup. It underfitted, stopped at 120.
 bench-hvae-iwae-wd3: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_ema_wd3_iwae5 --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 --ema-momentum 0.999 --weight-decay 0.3 --objective iwae \

@@ -153,6 +153,10 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path, capsys):
         ),
         (["train", "--data", "digits", "--out", "x", "--beta", "1e309"], "--beta: expected a finite number"),
         (
+            ["train", "--data", "digits", "--out", "x", "--pixelcnn-dropout", "1"],
+            "--pixelcnn-dropout: expected a rate in [0, 1), got '1'",
+        ),
+        (
             ["train", "--data", "digits", "--out", "x", "--lr-schedule", "linear"],
             "argument --lr-schedule: invalid choice: 'linear' (choose from 'constant', 'cosine')",
         ),
@@ -205,6 +209,10 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
         (["train", "--data", "digits", "--out", "{tmp}/r", "--pseudo-inputs", "50"], "nothing without --prior vamp"),
         (["train", "--data", "digits", "--out", "{tmp}/r", "--flow-steps", "4"], "nothing without --posterior iaf"),
         (["train", "--data", "digits", "--out", "{tmp}/r", "--filters", "8,16"], "nothing without --arch conv"),
+        (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--pixelcnn-dropout", "0.5"],
+            "--pixelcnn-dropout does nothing without --likelihood pixelcnn_logistic_mixture",
+        ),
         (
             ["train", "--data", "digits", "--out", "{tmp}/r", "--pixelcnn-blocks", "2"],
             "--pixelcnn-blocks does nothing without --likelihood pixelcnn_logistic_mixture",

@@ -182,11 +182,13 @@ def test_the_cli_trains_a_pixelcnn_decoder_reports_bits_per_dim_and_exports_a_ge
     np.savez(data, train=colour_images[:80].astype(np.uint8), test=colour_images[80:].astype(np.uint8))
     run = str(tmp_path / "run")
     argv = ["train", "--data", data, "--likelihood", "pixelcnn_logistic_mixture", "--mixture-components", "2"]
-    argv += ["--pixelcnn-filters", "4", "--pixelcnn-blocks", "1", "--arch", "conv", "--filters", "4"]
+    argv += ["--pixelcnn-filters", "4", "--pixelcnn-blocks", "1", "--pixelcnn-dropout", "0.5"]
+    argv += ["--arch", "conv", "--filters", "4"]
     argv += ["--hidden-units", "16", "--latent-dim", "4", "--epochs", "2", "--batch-size", "20"]
     assert tfvae.cli.main([*argv, "--out", run, "--quiet", "--no-pictures"]) == 0
     model = tfvae.training.load_run(run)
-    assert (model.likelihood_layer.filters, model.likelihood_layer.num_blocks) == (4, 1)
+    layer = model.likelihood_layer
+    assert (layer.filters, layer.num_blocks, layer.dropout, layer.network.dropout) == (4, 1, 0.5, 0.5)
     capsys.readouterr()
     assert tfvae.cli.main(["evaluate", run, "--num-samples", "10", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # "ends stdout with one JSON line"

@@ -61,6 +61,17 @@ def positive_float(text):
     return value
 
 
+def rate(text):
+    """A probability in [0, 1), such as a dropout rate."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text!r}")
+    return value
+
+
 def units(text):
     try:
         units = tuple(positive_int(part) for part in text.split(","))

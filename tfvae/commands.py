@@ -23,6 +23,7 @@ from tfvae.cli_arguments import (
     non_negative_int,
     positive_float,
     positive_int,
+    rate,
     units,
     version,
 )
@@ -195,6 +196,12 @@ def _add_train(subparsers):
         help="gated residual blocks of that network (its field reaches 3 + 2 x blocks rows up)",
     )
     p.add_argument(
+        "--pixelcnn-dropout",
+        type=rate,
+        default=defaults.pixelcnn_dropout,
+        help="dropout rate inside that network's blocks in training (PixelCNN++ used 0.5; 0: off)",
+    )
+    p.add_argument(
         "--num-samples", type=positive_int, default=defaults.num_samples, help="Monte Carlo samples of z per input"
     )
     p.add_argument(
@@ -362,7 +369,7 @@ _WHEN_OPTIONS_APPLY = {
             lambda args: args.likelihood == "pixelcnn_logistic_mixture",
             "without --likelihood pixelcnn_logistic_mixture",
         )
-        for dest in ("pixelcnn_filters", "pixelcnn_blocks")
+        for dest in ("pixelcnn_filters", "pixelcnn_blocks", "pixelcnn_dropout")
     },
     "filters": (lambda args: args.arch == "conv", "without --arch conv"),
     "latent_dim": (

@@ -95,7 +95,8 @@ class TrainConfig:
       residual_blocks: residual blocks at each resolution of the conv networks (arch "conv").
       likelihood_scale: a fixed standard deviation of the Gaussian likelihood (0: learned).
       mixture_components: components of the discretized_logistic_mixture likelihood.
-      pixelcnn_filters, pixelcnn_blocks: channels and gated residual blocks of the
+      pixelcnn_filters, pixelcnn_blocks, pixelcnn_dropout: channels, gated residual blocks
+        and the dropout rate inside those blocks in training of the
         pixelcnn_logistic_mixture likelihood's masked network (`PixelCNNLikelihood`).
       flow_steps: IAF steps of posterior "iaf".
       num_samples: Monte Carlo samples of z per input.
@@ -147,6 +148,7 @@ class TrainConfig:
     mixture_components: int = 5
     pixelcnn_filters: int = 64
     pixelcnn_blocks: int = 4
+    pixelcnn_dropout: float = 0.0
     activation: str = "relu"
     beta: float = 1.0
     kl_warmup_epochs: int = 0
@@ -243,6 +245,8 @@ class TrainConfig:
                 f"clip_norm, free_bits, likelihood_scale and weight_decay must be >= 0; got {self.clip_norm}, "
                 f"{self.free_bits}, {self.likelihood_scale}, {self.weight_decay}."
             )
+        if not 0 <= self.pixelcnn_dropout < 1:
+            raise ConfigError(f"pixelcnn_dropout must be a rate in [0, 1) (0: off); got {self.pixelcnn_dropout}.")
         if not 0 <= self.ema_momentum < 1:
             raise ConfigError(
                 f"ema_momentum must be in [0, 1) (0: no averaging; 0.999 averages about the last 1000 "
@@ -477,6 +481,7 @@ def _mixture(config, input_shape):
             num_components=config.mixture_components,
             filters=config.pixelcnn_filters,
             num_blocks=config.pixelcnn_blocks,
+            dropout=config.pixelcnn_dropout,
         )
     return family(input_shape, num_components=config.mixture_components)
 

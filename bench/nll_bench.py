@@ -283,4 +283,10 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through tfvae.stopping.StopOnSignal
+        raise SystemExit(
+            "nll_bench: stopped; the training keeps its last finished epoch and the K-sample pass its finished "
+            "batches: rerun the same command with --resume to go on"
+        ) from None

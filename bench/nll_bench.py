@@ -287,6 +287,6 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through tfvae.stopping.StopOnSignal
         raise SystemExit(
-            "nll_bench: stopped; the training keeps its last finished epoch and the K-sample pass its finished "
-            "batches: rerun the same command with --resume to go on"
+            "nll_bench: stopped; the training keeps its last finished epoch and the test pass its finished "
+            "batches: rerun the same command with --resume (with --evaluate-only once the training has finished)"
         ) from None

@@ -72,8 +72,8 @@ _FLIP_STREAM = -2
 
 
 def mirrored_batches(batches, image_shape, epoch_callback, seed):
-    """`batches` with each image flipped left to right with probability 1/2: the training
-    augmentation of NVAE and PixelCNN++-style image models (`TrainConfig.augment="hflip"`).
+    """`batches` with each image flipped left to right with probability 1/2, the training
+    augmentation NVAE uses on natural images (`TrainConfig.augment="hflip"`).
 
     A flip is drawn per image by `tf.image.stateless_random_flip_left_right`, keyed by
     the run's seed, the epoch (which `epoch_callback` sets) and the batch's index in the
@@ -103,7 +103,7 @@ def mirrored_batches(batches, image_shape, epoch_callback, seed):
         x = tf.reshape(tf.image.stateless_random_flip_left_right(images, seed=key), tf.shape(x))
         return (x, *batch[1:]) if isinstance(batch, tuple) else x
 
-    return batches.enumerate().map(flipped).with_options(_one_thread_options())
+    return batches.enumerate().map(flipped)  # with the options (threads) `batches` has
 
 
 def _one_thread_options():

@@ -95,8 +95,8 @@ class TrainConfig:
       residual_blocks: residual blocks at each resolution of the conv networks (arch "conv").
       likelihood_scale: a fixed standard deviation of the Gaussian likelihood (0: learned).
       mixture_components: components of the discretized_logistic_mixture likelihood.
-      pixelcnn_filters, pixelcnn_blocks, pixelcnn_dropout: channels, gated residual blocks
-        and the dropout rate inside those blocks in training of the
+      pixelcnn_filters, pixelcnn_blocks, pixelcnn_dropout: the channels, the gated
+        residual blocks and the blocks' dropout rate in training of the
         pixelcnn_logistic_mixture likelihood's masked network (`PixelCNNLikelihood`).
       flow_steps: IAF steps of posterior "iaf".
       num_samples: Monte Carlo samples of z per input.

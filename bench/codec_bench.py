@@ -17,8 +17,8 @@ Datasets:
 Writes bench/results/codecs_<dataset>.json and docs/images/real_data/<dataset>_*.png
 (<name>.json and <name>_*.png with --name).
 
-With `--from-run DIR`, the model is the one a `tfvae train` run saved on photo_patches
-(trained on the train split alone and chosen on the valid split; such a run resumes with
+With `--from-run DIR`, the model is the one a `tfvae train` run saved on photo_patches or
+photo_patches_dense (trained on the train split alone and chosen on the valid split; such a run resumes with
 `tfvae train --out DIR --resume`, over several sessions), and only the test patches'
 evaluation and pictures are done here.
 """
@@ -116,8 +116,12 @@ def trained(args, train, test, image_shape):
 def saved_run(run_dir, dataset):
     """A finished `tfvae train` run's model and its training history as `fit` gives it
     (`loss` per epoch, and the run's wall time as `seconds`)."""
-    if dataset != "photo_patches":
-        raise SystemExit("--from-run evaluates a run trained on photo_patches (give --dataset photo_patches)")
+    trained_on = tfvae.training.read_config(run_dir).data
+    if dataset != "photo_patches" or trained_on not in ("photo_patches", "photo_patches_dense"):
+        raise SystemExit(
+            "--from-run evaluates a run trained on photo_patches or photo_patches_dense (whose test patches are "
+            f"the same) with --dataset photo_patches; got --dataset {dataset} and a run on {trained_on}"
+        )
     with open(os.path.join(run_dir, tfvae.training.HISTORY_FILE), encoding="utf-8") as f:
         history = json.load(f)
     return tfvae.training.load_run(run_dir), {"loss": history["train"]["loss"], "seconds": history["train_seconds"]}
@@ -170,7 +174,7 @@ def main():
     train, test = train.reshape(-1, *image_shape), test.reshape(-1, *image_shape)
     if args.from_run:
         vae, history = saved_run(args.from_run, args.dataset)
-        train = tfvae.load_dataset("photo_patches", likelihood="discretized_logistic").train
+        train = tfvae.load_dataset(tfvae.training.read_config(args.from_run).data).train
     else:
         vae, history = trained(args, train, test, image_shape)
     trained_at = time.perf_counter()

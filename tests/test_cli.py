@@ -250,7 +250,7 @@ def test_console_script_error_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"tfvae train: error: Dataset file '{tmp_path / 'missing.npz'}' does not exist. Give a path to an .npz "
-        "file or one of the bundled datasets: digits, photo_patches."
+        "file or one of the bundled datasets: digits, photo_patches, photo_patches_dense."
     ]
 
 

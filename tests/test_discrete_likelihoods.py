@@ -220,6 +220,17 @@ def test_photo_patches_ship_with_scikit_learn_and_test_patches_share_no_pixel_wi
     assert tfvae.load_dataset("photo_patches").grey_levels == 256  # a Bernoulli run reads x / 255
 
 
+def test_dense_photo_patches_add_training_patches_of_the_same_columns_and_keep_the_held_out_ones():
+    sparse = tfvae.load_dataset("photo_patches", likelihood="discretized_logistic")
+    dense = tfvae.load_dataset("photo_patches_dense", likelihood="discretized_logistic")
+    assert dense.train.shape == (4500, 32, 32, 3)
+    np.testing.assert_array_equal(dense.valid, sparse.valid)
+    np.testing.assert_array_equal(dense.test, sparse.test)
+    # Every other dense row and column offset is a sparse patch, in the same order.
+    per_photo = dense.train.reshape(2, 50, 45, 32, 32, 3)
+    np.testing.assert_array_equal(per_photo[:, ::2, ::2].reshape(-1, 32, 32, 3), sparse.train)
+
+
 def coupled_parameters(rng, shape, channels, components, levels):
     """Random logits, locs (levels), scales and coupling coefficients of a coupled mixture, float64."""
     return dict(

@@ -20,10 +20,12 @@ Writes bench/results/codecs_<dataset>.json and docs/images/real_data/<dataset>_*
 With `--from-run DIR`, the model is the one a `tfvae train` run saved on photo_patches or
 photo_patches_dense (trained on the train split alone and chosen on the valid split; such a run resumes with
 `tfvae train --out DIR --resume`, over several sessions), and only the test patches'
-evaluation and pictures are done here.
+evaluation and pictures are done here. An unfinished run is scored on its best weights by
+validation so far, and its JSON's `status` says so.
 """
 
 import argparse
+import csv
 import io
 import json
 import os
@@ -114,17 +116,38 @@ def trained(args, train, test, image_shape):
 
 
 def saved_run(run_dir, dataset):
-    """A finished `tfvae train` run's model and its training history as `fit` gives it
-    (`loss` per epoch, and the run's wall time as `seconds`)."""
+    """A `tfvae train` run's model, its training history as `fit` gives it (`loss` per
+    epoch, and the run's wall time as `seconds`) and a status line: a finished run's
+    `model.keras`, or for an unfinished one (stopped, or still training) the best weights
+    by validation so far (`best.weights.h5`, the Polyak average where the run keeps one)
+    in the model its config builds."""
     trained_on = tfvae.training.read_config(run_dir).data
     if dataset != "photo_patches" or trained_on not in ("photo_patches", "photo_patches_dense"):
         raise SystemExit(
             "--from-run evaluates a run trained on photo_patches or photo_patches_dense (whose test patches are "
             f"the same) with --dataset photo_patches; got --dataset {dataset} and a run on {trained_on}"
         )
-    with open(os.path.join(run_dir, tfvae.training.HISTORY_FILE), encoding="utf-8") as f:
-        history = json.load(f)
-    return tfvae.training.load_run(run_dir), {"loss": history["train"]["loss"], "seconds": history["train_seconds"]}
+    if os.path.exists(os.path.join(run_dir, tfvae.training.MODEL_FILE)):
+        with open(os.path.join(run_dir, tfvae.training.HISTORY_FILE), encoding="utf-8") as f:
+            history = json.load(f)
+        model = tfvae.training.load_run(run_dir)
+        return model, {"loss": history["train"]["loss"], "seconds": history["train_seconds"]}, "finished"
+    config = tfvae.training.read_config(run_dir)
+    model = tfvae.training.build_model_for(config, tfvae.training.load_splits(config))
+    model.load_weights(os.path.join(run_dir, tfvae.training.BEST_WEIGHTS))
+    with open(os.path.join(run_dir, tfvae.training.EPOCH_LOG), encoding="utf-8") as f:
+        log = list(csv.DictReader(f))
+    valid = [float(row["val_loss"]) for row in log]
+    best = int(np.argmin(valid))
+    status = (
+        f"unfinished: {len(log)} of {config.epochs} epochs trained; scored on the best weights by validation "
+        f"(best.weights.h5), epoch {best + 1}, validation loss {valid[best]:.1f} (last {valid[-1]:.1f})"
+    )
+    return (
+        model,
+        {"loss": [float(row["loss"]) for row in log], "seconds": sum(float(row["seconds"]) for row in log)},
+        status,
+    )
 
 
 def main():
@@ -173,10 +196,11 @@ def main():
     # Images keep their (height, width, channels) shape: the coupled likelihood reads a pixel's channels.
     train, test = train.reshape(-1, *image_shape), test.reshape(-1, *image_shape)
     if args.from_run:
-        vae, history = saved_run(args.from_run, args.dataset)
+        vae, history, status = saved_run(args.from_run, args.dataset)
         train = tfvae.load_dataset(tfvae.training.read_config(args.from_run).data).train
     else:
         vae, history = trained(args, train, test, image_shape)
+        status = "finished"
     trained_at = time.perf_counter()
     report = tfvae.evaluate(vae, test, num_samples=args.eval_samples, seed=0, verbose=1)
     name = args.name or f"codecs_{args.dataset}"
@@ -204,6 +228,7 @@ def main():
     )
     result = {
         "dataset": args.dataset,
+        "status": status,
         "train_images": len(train),
         "test_images": len(test),
         "codecs_bits_per_dim": codecs,

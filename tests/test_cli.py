@@ -402,11 +402,12 @@ def test_tensorflow_file_errors_are_one_line(monkeypatch, capsys):
     )
 
 
-def test_flipping_examples_that_are_no_images_is_refused_with_their_shape(tmp_path, capsys):
+@pytest.mark.parametrize("columns", [5, 16], ids=["no_square", "a_square_of_columns"])
+def test_flipping_examples_that_are_no_images_is_refused_with_their_shape(tmp_path, capsys, columns):
     table = tmp_path / "table.npz"
-    np.savez(table, train=np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32))
+    np.savez(table, train=np.random.default_rng(0).normal(size=(40, columns)).astype(np.float32))
     argv = ["train", "--data", str(table), "--likelihood", "gaussian", "--out", str(tmp_path / "r")]
     assert cli.main([*argv, "--augment", "hflip"]) == 2
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "holds examples of shape (5,), which are no images" in error
+    assert len(error.splitlines()) == 1 and f"holds examples of shape ({columns},), which are no images" in error
     assert not (tmp_path / "r").exists()  # refused before the run wrote anything

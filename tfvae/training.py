@@ -119,8 +119,9 @@ class TrainConfig:
       augment: "none", or "hflip": each training image is flipped left to right with
         probability 1/2 each time it is drawn, as NVAE trains on natural images
         (`input_pipeline.mirrored_batches`; resumed runs draw the same flips). For images
-        whose left and right are alike in distribution (photographs, not digits or text);
-        validation and test data are never flipped.
+        whose left and right are alike in distribution (photographs, not digits or text),
+        given as `[N, height, width(, channels)]` (flat vectors are refused); validation
+        and test data are never flipped.
       seed: seeds weights, shuffling and samples; the same seed repeats the run.
     """
 
@@ -671,11 +672,13 @@ def train(config, overwrite=False, resume=False, verbose=1, pictures=True, epoch
 
 
 def _check_augmentation(config, splits):
-    if config.augment == "hflip" and splits.image_shape is None:
+    # Flat vectors are refused even where their length is a square: a table of 16 columns
+    # would otherwise be flipped as 4×4 pictures.
+    if config.augment == "hflip" and (splits.image_shape is None or len(splits.example_shape) < 2):
         raise ConfigError(
             f"--augment hflip flips images left to right, but {config.data} holds examples of shape "
-            f"{splits.example_shape}, which are no images; leave out --augment (or give images: [N, height, "
-            "width, channels], or a folder of them)."
+            f"{splits.example_shape}, which are no images; leave out --augment, or give images as images: "
+            "[N, height, width] or [N, height, width, channels], or a folder of them."
         )
 
 

@@ -116,24 +116,25 @@ def trained(args, train, test, image_shape):
 
 
 def saved_run(run_dir, dataset):
-    """A `tfvae train` run's model, its training history as `fit` gives it (`loss` per
-    epoch, and the run's wall time as `seconds`) and a status line: a finished run's
-    `model.keras`, or for an unfinished one (stopped, or still training) the best weights
-    by validation so far (`best.weights.h5`, the Polyak average where the run keeps one)
-    in the model its config builds."""
-    trained_on = tfvae.training.read_config(run_dir).data
-    if dataset != "photo_patches" or trained_on not in ("photo_patches", "photo_patches_dense"):
+    """A `tfvae train` run's config, data and model, its training history as `fit` gives
+    it (`loss` per epoch, and the run's wall time as `seconds`) and a status line: a
+    finished run's `model.keras`, or for an unfinished one (stopped, or still training)
+    the best weights by validation so far (`best.weights.h5`, the Polyak average where
+    the run keeps one) in the model its config builds."""
+    config = tfvae.training.read_config(run_dir)
+    if dataset != "photo_patches" or config.data not in ("photo_patches", "photo_patches_dense"):
         raise SystemExit(
             "--from-run evaluates a run trained on photo_patches or photo_patches_dense (whose test patches are "
-            f"the same) with --dataset photo_patches; got --dataset {dataset} and a run on {trained_on}"
+            f"the same) with --dataset photo_patches; got --dataset {dataset} and a run on {config.data}"
         )
+    splits = tfvae.training.load_run_data(run_dir)
     if os.path.exists(os.path.join(run_dir, tfvae.training.MODEL_FILE)):
         with open(os.path.join(run_dir, tfvae.training.HISTORY_FILE), encoding="utf-8") as f:
             history = json.load(f)
         model = tfvae.training.load_run(run_dir)
-        return model, {"loss": history["train"]["loss"], "seconds": history["train_seconds"]}, "finished"
-    config = tfvae.training.read_config(run_dir)
-    model = tfvae.training.build_model_for(config, tfvae.training.load_splits(config))
+        history = {"loss": history["train"]["loss"], "seconds": history["train_seconds"]}
+        return config, splits, model, history, "finished"
+    model = tfvae.training.build_model_for(config, splits)
     model.load_weights(os.path.join(run_dir, tfvae.training.BEST_WEIGHTS))
     with open(os.path.join(run_dir, tfvae.training.EPOCH_LOG), encoding="utf-8") as f:
         log = list(csv.DictReader(f))
@@ -143,11 +144,8 @@ def saved_run(run_dir, dataset):
         f"unfinished: {len(log)} of {config.epochs} epochs trained; scored on the best weights by validation "
         f"(best.weights.h5), epoch {best + 1}, validation loss {valid[best]:.1f} (last {valid[-1]:.1f})"
     )
-    return (
-        model,
-        {"loss": [float(row["loss"]) for row in log], "seconds": sum(float(row["seconds"]) for row in log)},
-        status,
-    )
+    history = {"loss": [float(row["loss"]) for row in log], "seconds": sum(float(row["seconds"]) for row in log)}
+    return config, splits, model, history, status
 
 
 def main():
@@ -196,8 +194,8 @@ def main():
     # Images keep their (height, width, channels) shape: the coupled likelihood reads a pixel's channels.
     train, test = train.reshape(-1, *image_shape), test.reshape(-1, *image_shape)
     if args.from_run:
-        vae, history, status = saved_run(args.from_run, args.dataset)
-        train = tfvae.load_dataset(tfvae.training.read_config(args.from_run).data).train
+        run_config, splits, vae, history, status = saved_run(args.from_run, args.dataset)
+        train = splits.train
     else:
         vae, history = trained(args, train, test, image_shape)
         status = "finished"
@@ -242,7 +240,7 @@ def main():
         "train_seconds": history.get("seconds", round(trained_at - started, 1)),  # a run's own: its epochs' sum
         "eval_seconds": round(time.perf_counter() - trained_at, 1),
         # With --from-run, the run's own settings; the training flags above went unused.
-        "config": tfvae.training.read_config(args.from_run).to_dict() if args.from_run else vars(args),
+        "config": run_config.to_dict() if args.from_run else vars(args),
         **provenance(),
     }
     write_result(os.path.join(HERE, "results", f"{name}.json"), result)

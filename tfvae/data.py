@@ -206,12 +206,13 @@ def photo_patch_splits(train_stride):
     every `train_stride` pixels and the held-out ones every `PATCH_STRIDE`."""
     from sklearn.datasets import load_sample_images
 
+    photographs = load_sample_images().images  # decoded once for the three splits
     arrays = {}
     for split, (left, right) in PATCH_COLUMNS.items():
         stride = train_stride if split == "train" else PATCH_STRIDE
         patches = [
             image[top : top + PATCH, column : column + PATCH]
-            for image in load_sample_images().images
+            for image in photographs
             for top in range(0, image.shape[0] - PATCH + 1, stride)
             for column in range(left, right - PATCH + 1, stride)
         ]

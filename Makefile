@@ -279,8 +279,8 @@ bench-train: install $(TORCH_VENV)/.installed $(JAX_VENV)/.installed $(PYTHAE_VE
 bench-train-ablation: install
 	$(BIN)/python bench/train_ablation.py
 
-# bench-train's model against the machine's matmul rate at its own shapes (writes
-# bench/results/roofline.json; a minute).
+# bench-train's model against the machine's matmul rate at its own shapes, three rounds,
+# the median reported (writes bench/results/roofline.json; about 5 minutes).
 bench-roofline: install
 	$(BIN)/python bench/roofline.py
 

@@ -18,7 +18,8 @@
    images/s that the matmuls and this update allow together bound what any step with
    Adam can reach here.
 
-Writes bench/results/roofline.json.
+Steps 2 to 4 run `--rounds` times (3 by default): the report is the round with the
+median fraction, every round beside it. Writes bench/results/roofline.json.
 """
 
 import argparse
@@ -120,19 +121,8 @@ def seconds_per_call(function):
     return min(blocks) / calls
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DATA)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "roofline.json"))
-    args = parser.parse_args()
-
-    model = tfvae.VAE((784,), 32, hidden_units=(512, 256), seed=0)
-    kernels = dense_kernels(model)
-    flops = training_flops_per_image(kernels)
-    per_image = sum(flops.values())
-
+def measure_round(kernels, per_image, model, args):
+    """One round: the matmul rates, Adam's update alone, and one tfvae training run."""
     step = model_matmuls(kernels, args.batch)
     a = tf.random.normal((2048, 2048), seed=0)
     square = lambda: tf.reduce_sum(a @ a)  # noqa: E731
@@ -158,10 +148,7 @@ def main():
     )
     tfvae_run = json.loads(trained.stdout.strip().splitlines()[-1])
     images_per_s = tfvae_run["train_images_per_s"]
-    report = {
-        "benchmark": "bench-train's VAE 784-512-256-32, batch 128: tfvae's training rate against the matmul rate",
-        "dense_kernels": [{"layer": name, "n_in": n_in, "n_out": n_out} for name, n_in, n_out in kernels],
-        "training_flops_per_image": {**flops, "total": per_image},
+    return {
         "matmul_gflop_per_s": {name: round(value / 1e9, 1) for name, value in rates.items()},
         "images_per_s_allowed_by_model_shapes": round(best_model_rate / per_image, 1),
         "tfvae_images_per_s": images_per_s,
@@ -175,6 +162,36 @@ def main():
             images_per_s * per_image / max(rates["square_2048_tensorflow"], rates["square_2048_xla"]), 3
         ),
         "tfvae_run": tfvae_run,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=DATA)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "roofline.json"))
+    args = parser.parse_args()
+
+    model = tfvae.VAE((784,), 32, hidden_units=(512, 256), seed=0)
+    kernels = dense_kernels(model)
+    flops = training_flops_per_image(kernels)
+    per_image = sum(flops.values())
+    rounds = [measure_round(kernels, per_image, model, args) for _ in range(args.rounds)]
+    # The fraction moves by several points from run to run on a shared 2-core machine
+    # (0.81, 0.73, 0.73 in three runs of one round each): the report is the median round's,
+    # with every round beside it.
+    fractions = sorted(r["fraction_of_model_shape_rate"] for r in rounds)
+    median = next(r for r in rounds if r["fraction_of_model_shape_rate"] == fractions[len(fractions) // 2])
+    report = {
+        "benchmark": "bench-train's VAE 784-512-256-32, batch 128: tfvae's training rate against the matmul rate",
+        "dense_kernels": [{"layer": name, "n_in": n_in, "n_out": n_out} for name, n_in, n_out in kernels],
+        "training_flops_per_image": {**flops, "total": per_image},
+        **median,
+        "rounds": rounds,
+        "fraction_of_model_shape_rate_by_round": [r["fraction_of_model_shape_rate"] for r in rounds],
+        "note": "the top-level figures are the round with the median fraction_of_model_shape_rate",
         "cpu": cpu(),
         **provenance(),
         "versions": {"tfvae": tfvae.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
@@ -188,6 +205,7 @@ def main():
                     "tfvae_images_per_s",
                     "matmul_gflop_per_s",
                     "fraction_of_model_shape_rate",
+                    "fraction_of_model_shape_rate_by_round",
                     "adam_update_ms_per_step",
                     "fraction_of_model_shapes_and_adam",
                 )

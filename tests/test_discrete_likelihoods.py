@@ -179,6 +179,17 @@ def test_a_bernoulli_on_grey_levels_is_the_cross_entropy_of_x_over_255_and_answe
     assert set(np.unique(grey.sample(seed=0).numpy())) <= {0.0, 255.0}
 
 
+def test_a_bernoulli_on_grey_levels_has_its_own_parameters_sliced_without_a_warning(caplog):
+    logits = tf.constant(np.random.default_rng(0).normal(size=(3, 5)), tf.float32)
+    grey = BernoulliLikelihood((5,), num_levels=256)(logits).distribution
+    with caplog.at_level("WARNING"):
+        first = grey[:1]  # slicing reads the parameter properties
+        assert first.batch_shape == [1, 5]
+    # Inheriting Bernoulli's (logits, probs) made TFP log 30 lines at every use.
+    assert not [r for r in caplog.records if "_parameter_properties" in r.getMessage()]
+    np.testing.assert_allclose(first.mean().numpy(), 255 * tf.sigmoid(logits[:1]).numpy(), rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_8_bit_images_train_a_bernoulli_run_that_answers_in_their_range(eight_bit_npz, tmp_path):
     from tfvae.training import TrainConfig, load_run, train

@@ -314,6 +314,13 @@ class _GreyLevelBernoulli(tfd.Bernoulli):
         )
         self._parameters = parameters  # with num_levels, so copies and slices keep it
 
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        # Its own, not Bernoulli's (logits or probs): TFP logs a 30-line warning each time
+        # a subclass that takes other arguments inherits them, four times in every `fit`
+        # on 8-bit images with this likelihood.
+        return {"logits": tfp.util.ParameterProperties()}
+
     def _log_prob(self, x):
         return super()._log_prob(x / self._top)
 

@@ -139,6 +139,17 @@ def test_decoder_serving_default_has_one_output_the_mean(digits, tmp_path):
     np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-logits)), atol=1e-6)
 
 
+def test_an_export_logs_no_tensorflow_deprecation(digits, tmp_path, monkeypatch, caplog):
+    from tensorflow.python.util import deprecation
+
+    model = trained(digits)
+    # TF logs each deprecation once per process: forget those an earlier test printed.
+    monkeypatch.setattr(deprecation, "_PRINTED_WARNING", {})
+    with caplog.at_level("WARNING"):
+        tfvae.export(model, str(tmp_path), "gen", parts=("decoder",))
+    assert not [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+
+
 def test_manifest_triton_config_and_layout(digits, tmp_path):
     model = trained(digits, posterior="full")
     result = tfvae.export(model, str(tmp_path), "gen")

@@ -193,6 +193,10 @@ def _write_onnx(part, path, opset):
     # TensorFlow's freezing has no public name in TF 2; tf2onnx itself imports it from here.
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    # Freezing and tf2onnx call TF 1 functions that log a deprecation (with "Instructions
+    # for updating" the user cannot follow) on every export; TF's own switch quiets them.
+    from tensorflow.python.util.deprecation import silence as silence_deprecations
+
     from tfvae.onnx_loops import hoist_loop_invariants
 
     specs = list(part.input_specs)
@@ -202,21 +206,22 @@ def _write_onnx(part, path, opset):
     # holds its mean and variance as constant tensors, so they became required ONNX
     # inputs and the encoder could not run. Freezing first folds every capture, variables
     # and constants alike, into the graph, so the specs are its only inputs.
-    frozen = convert_variables_to_constants_v2(traced, lower_control_flow=False, aggressive_inlining=True)
-    # The frozen function's outputs are a flat list in tf.nest's order of the traced
-    # dict's values: sorted by key.
-    keys = sorted(traced.structured_outputs)
-    proto, _ = tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(add_shapes=True),
-        name=part.model_name,
-        input_names=[t.name for t in frozen.inputs],
-        output_names=[t.name for t in frozen.outputs],
-        opset=opset,
-        tensors_to_rename={
-            **{t.name: spec.name for t, spec in zip(frozen.inputs, specs)},
-            **{t.name: key for t, key in zip(frozen.outputs, keys)},
-        },
-    )
+    with silence_deprecations():
+        frozen = convert_variables_to_constants_v2(traced, lower_control_flow=False, aggressive_inlining=True)
+        # The frozen function's outputs are a flat list in tf.nest's order of the traced
+        # dict's values: sorted by key.
+        keys = sorted(traced.structured_outputs)
+        proto, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(add_shapes=True),
+            name=part.model_name,
+            input_names=[t.name for t in frozen.inputs],
+            output_names=[t.name for t in frozen.outputs],
+            opset=opset,
+            tensors_to_rename={
+                **{t.name: spec.name for t, spec in zip(frozen.inputs, specs)},
+                **{t.name: key for t, key in zip(frozen.outputs, keys)},
+            },
+        )
     for value in [*proto.graph.input, *proto.graph.output]:  # name the dynamic batch axis
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     hoist_loop_invariants(proto)

@@ -1,5 +1,6 @@
-"""Seeds for TFP's stateless samplers, the one place where "no seed given" draws one, and
-the draws keyed by example that evaluation uses (`ExampleNoise`)."""
+"""Seeds for TFP's stateless samplers, the one place where "no seed given" draws one (and
+`fit`'s shuffles theirs), and the draws keyed by example that evaluation uses
+(`ExampleNoise`)."""
 
 import random
 import typing
@@ -20,6 +21,16 @@ def fresh_seed():
     unseeded evaluation or sample between two `fit` calls leaves training as it was.
     """
     return random.randrange(2**31)
+
+
+def shuffle_seed():
+    """The seed of `fit`'s shuffles of in-memory examples and record streams.
+
+    Drawn from NumPy's global generator, which `keras.utils.set_random_seed` seeds (as
+    Keras' own shuffle follows the global seed), and which no unseeded evaluation or
+    sample draws from (they use `fresh_seed`), so neither moves the other.
+    """
+    return np.random.randint(2**31 - 1)
 
 
 def stateless_seed(seed):

@@ -19,6 +19,7 @@ from tfvae.errors import ConfigError, DataError
 from tfvae.input_pipeline import shuffled_batches
 from tfvae.networks import NetworkConfig, build_decoder, build_encoder
 from tfvae.records import RecordStream
+from tfvae.seeding import shuffle_seed
 
 # With XLA, 32 train steps per call take the bench's model from 33k to 43k images/s on
 # 2 CPU cores (8: 40k; 128: no further gain). README, "Training throughput".
@@ -588,9 +589,7 @@ class LatentModel(keras.Model):
                 x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, shuffle=shuffle, **keras_arguments
             )
         examples, labels = in_memory
-        # NumPy's generator, which keras.utils.set_random_seed seeds (as Keras' own shuffle
-        # follows the global seed) and no unseeded evaluation draws from (tfvae.seeding).
-        batches, shuffle_callback = shuffled_batches(examples, batch_size or 32, np.random.randint(2**31 - 1), labels)
+        batches, shuffle_callback = shuffled_batches(examples, batch_size or 32, shuffle_seed(), labels)
         return self._keras_fit(
             batches,
             epochs=epochs,
@@ -609,7 +608,7 @@ class LatentModel(keras.Model):
                 f"fit's record stream: {type(self).__name__} trains on (x, labels), but the records have no "
                 "`label`; write them with labels (tfvae.records.write_records(..., labels))."
             )
-        batches, shuffle_callback = stream.batches(batch_size, np.random.randint(2**31 - 1), labels=self.conditional)
+        batches, shuffle_callback = stream.batches(batch_size, shuffle_seed(), labels=self.conditional)
         return batches, [shuffle_callback, *(callbacks or [])]
 
     def _keras_fit(self, *args, callbacks, **kwargs):

@@ -182,8 +182,7 @@ def main():
     # The fraction moves by several points from run to run on a shared 2-core machine
     # (0.81, 0.73, 0.73 in three runs of one round each): the report is the median round's,
     # with every round beside it.
-    fractions = sorted(r["fraction_of_model_shape_rate"] for r in rounds)
-    median = next(r for r in rounds if r["fraction_of_model_shape_rate"] == fractions[len(fractions) // 2])
+    median = sorted(rounds, key=lambda r: r["fraction_of_model_shape_rate"])[len(rounds) // 2]
     report = {
         "benchmark": "bench-train's VAE 784-512-256-32, batch 128: tfvae's training rate against the matmul rate",
         "dense_kernels": [{"layer": name, "n_in": n_in, "n_out": n_out} for name, n_in, n_out in kernels],

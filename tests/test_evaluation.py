@@ -59,6 +59,7 @@ def test_evaluate_is_repeatable_with_a_seed(trained, digits):
     assert first == tfvae.evaluate(trained, digits.valid[:50], num_samples=50, seed=4)
 
 
+@pytest.mark.slow
 def test_an_evaluation_killed_part_way_continues_from_its_checkpoint_to_the_same_report(
     trained, digits, tmp_path, monkeypatch
 ):
@@ -141,6 +142,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_json_line_has_every_key_and_honours_limit_and_split(run_dir, capsys):
     assert cli.main(["evaluate", run_dir, "--data", "digits", "--num-samples", "20", "--limit", "7", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -155,6 +157,7 @@ def test_cli_json_line_has_every_key_and_honours_limit_and_split(run_dir, capsys
     assert any("(K=5, 1 example, so no standard error)" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_cli_evaluate_interrupted_says_the_same_command_continues(run_dir, monkeypatch, capsys):
     argv = ["evaluate", run_dir, "--data", "digits", "--num-samples", "10", "--limit", "150", "--batch-size", "50"]
     argv += ["--json"]

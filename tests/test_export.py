@@ -42,6 +42,7 @@ def part_inputs(model, part, batch):
     return (rng.random((batch, *model.network_config.input_shape)) > 0.5).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -125,6 +126,7 @@ def test_a_model_trained_in_mixed_precision_exports_in_float32_with_its_weights(
     np.testing.assert_allclose(mean, model.decoder_outputs(z)["mean"].numpy(), atol=0.02)
 
 
+@pytest.mark.slow
 def test_decoder_serving_default_has_one_output_the_mean(digits, tmp_path):
     model = trained(digits)
     result = tfvae.export(model, str(tmp_path), "gen", parts=("decoder",))
@@ -139,6 +141,7 @@ def test_decoder_serving_default_has_one_output_the_mean(digits, tmp_path):
     np.testing.assert_allclose(probabilities, 1 / (1 + np.exp(-logits)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_an_export_logs_no_tensorflow_deprecation(digits, tmp_path, monkeypatch, caplog):
     from tensorflow.python.util import deprecation
 
@@ -150,6 +153,7 @@ def test_an_export_logs_no_tensorflow_deprecation(digits, tmp_path, monkeypatch,
     assert not [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
 
 
+@pytest.mark.slow
 def test_manifest_triton_config_and_layout(digits, tmp_path):
     model = trained(digits, posterior="full")
     result = tfvae.export(model, str(tmp_path), "gen")
@@ -306,6 +310,7 @@ def test_versions_are_int64_and_a_refused_export_leaves_nothing(digits, tmp_path
     assert os.listdir(tmp_path / "repo") == []
 
 
+@pytest.mark.slow
 def test_exported_savedmodel_maps_over_a_tf_data_pipeline(digits, tmp_path):
     model = trained(digits)
     result = tfvae.export(model, str(tmp_path), "gen")

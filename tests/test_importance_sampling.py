@@ -118,6 +118,7 @@ def test_log_likelihood_is_repeatable_and_validates_arguments(linear_gaussian):
         model.log_likelihood(x, num_samples=0)
 
 
+@pytest.mark.slow
 def test_an_examples_estimates_do_not_depend_on_the_rows_beside_it_or_the_chunking(linear_gaussian):
     """Draws keyed by each example's values: a row scored alone, in another batch, at
     another place or with other sample chunks gets the same log p(x) and ELBO (draws keyed

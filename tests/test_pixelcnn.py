@@ -150,6 +150,7 @@ def colour_images():
     return np.clip(grey + rng.integers(-5, 6, size=(120, 8, 8, 3)), 0, 255).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_vae_with_a_pixelcnn_decoder_trains_bounds_and_round_trips(colour_images, tmp_path):
     keras.utils.set_random_seed(0)
     shape = (8, 8, 3)

@@ -13,6 +13,7 @@ from tfvae import objectives
 from tfvae.seeding import stateless_seed
 
 
+@pytest.mark.slow
 def test_fit_lowers_negative_elbo_on_numpy_and_reports_metrics(digits):
     model = tiny_vae(latent_dim=4)
     history = model.fit(digits.train, epochs=6, batch_size=64, validation_data=(digits.valid,), verbose=0).history
@@ -38,6 +39,7 @@ def test_the_progress_bar_counts_the_batches_that_ran(digits, capsys):
     assert (23, 23) in counts and (18, 18) in counts
 
 
+@pytest.mark.slow
 def test_fit_takes_a_tf_data_dataset(digits):
     model = tiny_vae()
     dataset = tf.data.Dataset.from_tensor_slices(digits.train).shuffle(512, seed=0).batch(64)
@@ -65,6 +67,7 @@ def test_a_python_list_of_examples_encodes_as_its_array_does(digits):
     np.testing.assert_array_equal(model.reconstruct(as_list), model.reconstruct(x))
 
 
+@pytest.mark.slow
 def test_fit_and_evaluate_take_a_keras_py_dataset_as_keras_does(digits):
     class Batches(keras.utils.PyDataset):
         def __len__(self):
@@ -159,6 +162,7 @@ def test_monte_carlo_kl_and_closed_form_agree_within_error(digits):
     assert abs(difference.mean()) < 4 * difference.std(ddof=1) / np.sqrt(len(x))
 
 
+@pytest.mark.slow
 def test_importance_sampled_log_likelihood_is_tighter_than_the_elbo(digits):
     model = tiny_vae()
     model.fit(digits.train, epochs=5, batch_size=64, verbose=0)
@@ -177,6 +181,7 @@ def test_kl_warmup_raises_the_weight_linearly_to_beta(digits):
     np.testing.assert_allclose(weights, [0.5, 1.0, 1.5, 2.0, 2.0, 2.0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -560,6 +565,7 @@ def _with(x, index, value):
     return x
 
 
+@pytest.mark.slow
 def test_a_conditional_stream_with_labels_out_of_range_is_refused_naming_the_batch(digits):
     model = tfvae.ConditionalVAE((64,), num_classes=10, latent_dim=3, hidden_units=(16,), seed=0)
     model.compile()

@@ -4,7 +4,7 @@ row ("instances") and columnar ("inputs") format.
 As TF Serving does: with one output the answer is `{"predictions": [per instance]}` or
 `{"outputs": batched}`; with several, each instance (or `outputs`) is a dict by name.
 Beside it, tfvae's own verb on the same paths: `:generate` (`{"n", "seed"?, "labels"?}`)
-draws z from the exported prior and answers `{"samples", "z"}`.
+draws z from the exported prior and answers `{"samples", "z", "seed"}`.
 """
 
 import re
@@ -147,10 +147,10 @@ def routes(service):
             outputs = await service.run(model, inputs)
             return Response(format_predict_response(form, outputs, names), media_type="application/json")
         if verb == "generate":
-            inputs = service.generate_inputs(model, load_json_object(body))
+            inputs, seed = service.generate_inputs(model, load_json_object(body))
             outputs = await service.run(model, inputs)
             samples = outputs[model.manifest["parts"]["decoder"]["signatures"]["serving_default"][0]]  # mean, or x
-            return json_response({"samples": samples, "z": inputs["z"]})
+            return json_response({"samples": samples, "z": inputs["z"], "seed": seed})
         raise RequestError(f"unknown verb :{verb}; use :predict or :generate", 404)
 
     return [

@@ -9,6 +9,7 @@ generator's inputs (`generate_inputs`). Nothing here knows HTTP.
 import asyncio
 import dataclasses
 import logging
+import secrets
 import time
 
 import numpy as np
@@ -199,7 +200,9 @@ class ModelService:
         return outputs
 
     def generate_inputs(self, model, request):
-        """The generator's inputs for a `:generate` request `{"n", "seed"?, "labels"?}`."""
+        """The generator's inputs for a `:generate` request `{"n", "seed"?, "labels"?}`, and
+        the seed they were drawn with: the request's, or one drawn here when it sent none,
+        so that the answer names a seed that repeats it."""
         if model.part != "decoder":
             raise RequestError(f"model {model.name!r} is an encoder; :generate needs a decoder (generator)")
         # A misspelt field ("seeds") would otherwise fall back to its default unseen.
@@ -213,7 +216,11 @@ class ModelService:
         max_rows = self.config.max_rows
         if not is_int(n) or not 0 < n <= max_rows:
             raise RequestError(f'"n" must be an integer in [1, {max_rows}]; got {n!r}')
-        if seed is not None and (not is_int(seed) or seed < 0):
+        if seed is None:
+            # Below 2^53, so that a JavaScript client reads it back exactly; two unseeded
+            # requests in a million share one with odds of about 1 in 18,000.
+            seed = secrets.randbelow(2**53)
+        elif not is_int(seed) or seed < 0:
             raise RequestError(f'"seed" must be a non-negative integer; got {seed!r}')
         conditional = model.manifest.get("conditional")
         if "labels" in request and not conditional:
@@ -221,7 +228,7 @@ class ModelService:
         inputs = {"z": draw_latents(model, n, seed)}
         noise = model.manifest.get("decoder_noise")
         if noise:  # a generator that draws x pixel by pixel from uniforms beside z
-            rng = np.random.default_rng(None if seed is None else (seed, 1))  # a stream apart from z's
+            rng = np.random.default_rng((seed, 1))  # a stream apart from z's
             inputs["noise"] = rng.uniform(size=(n, *noise["shape"])).astype(np.float32)
         if conditional:
             labels = request.get("labels")
@@ -230,7 +237,7 @@ class ModelService:
                     f'model {model.name!r} is conditional: "labels" must be a list of {n} integer class ids'
                 )
             inputs["labels"] = check_class_ids(labels, "labels", model.manifest["num_classes"])
-        return inputs
+        return inputs, seed
 
     def loaded(self):
         """Every loaded model, each version once."""

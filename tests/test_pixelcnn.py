@@ -231,6 +231,9 @@ def test_the_cli_trains_a_pixelcnn_decoder_reports_bits_per_dim_and_exports_a_ge
 
     with TestClient(create_app(ServerConfig(export_dir=exported))) as client:
         answers = [client.post("/v1/models/pixels:generate", json={"n": 2, "seed": 3}).json() for _ in range(2)]
+        unseeded = client.post("/v1/models/pixels:generate", json={"n": 2}).json()
+        repeated = client.post("/v1/models/pixels:generate", json={"n": 2, "seed": unseeded["seed"]}).json()
     samples = np.array(answers[0]["samples"])
     assert samples.shape == (2, 8, 8, 3) and np.array_equal(samples, np.round(samples)) and samples.max() <= 255
     assert answers[0] == answers[1]  # the seed draws z and the pixels' noise
+    assert repeated == unseeded  # the seed an unseeded answer names draws both again

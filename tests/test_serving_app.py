@@ -605,6 +605,18 @@ def test_conditional_generation_and_autoencoders_over_http(digits, tmp_path):
         assert refused.status_code == 400 and "autoencoder" in refused.json()["error"]
 
 
+def test_an_unseeded_generation_answers_the_seed_that_draws_it_again(client):
+    first, second = (client.post("/v1/models/gen:generate", json={"n": 3}).json() for _ in range(2))
+    assert first["seed"] != second["seed"] and first["z"] != second["z"]
+    assert all(isinstance(body["seed"], int) and 0 <= body["seed"] < 2**53 for body in (first, second))
+    assert client.post("/v1/models/gen:generate", json={"n": 3, "seed": first["seed"]}).json() == first
+    seeded = client.post("/v1/models/gen:generate", json={"n": 3, "seed": 7}).json()
+    assert seeded["seed"] == 7
+    np.testing.assert_array_equal(
+        np.float32(seeded["z"]), np.random.default_rng(7).standard_normal((3, 4)).astype(np.float32)
+    )
+
+
 @pytest.mark.slow
 def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path):
     """The server samples the VampPrior's mixture from the components exported beside the decoder."""

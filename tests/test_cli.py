@@ -108,9 +108,15 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path, capsys):
     assert samples.shape == (10, 64) and 0 <= samples.min() and samples.max() <= 1
     assert "a float32 array of shape [10, 64]" in capsys.readouterr().out
     assert cli.main(["sample", run_dir, "--n", "10", "--seed", "1", "--out", png]) == 0
-    assert "a grid of 10 samples (8×8×1 images)" in capsys.readouterr().out
+    assert "a grid of 10 samples (8×8×1 images), drawn with --seed 1" in capsys.readouterr().out
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # Unseeded, the line names the seed it drew with, and that seed draws the same samples.
+    unseeded = str(tmp_path / "u.npy")
+    assert cli.main(["sample", run_dir, "--n", "10", "--out", unseeded]) == 0
+    seed = capsys.readouterr().out.strip().rsplit("--seed ", 1)[1]
+    assert cli.main(["sample", run_dir, "--n", "10", "--seed", seed, "--out", npy]) == 0
+    np.testing.assert_array_equal(np.load(unseeded), np.load(npy))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from tfvae import files, memory
+from tfvae import files, memory, seeding
 from tfvae.checkpointing import read_estimate_checkpoint
 from tfvae.cli_arguments import (
     INTERRUPTED,
@@ -446,7 +446,12 @@ def _add_sample(subparsers):
     p.add_argument(
         "--out", required=True, metavar="FILE", help="a .png grid, a .npy array, or a .csv of a table's rows"
     )
-    p.add_argument("--seed", type=non_negative_int, default=None)
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        help="the draws' seed (default: a fresh one, which the output line names so it can be drawn again)",
+    )
     p.add_argument(
         "--draw",
         action="store_true",
@@ -478,6 +483,7 @@ def _sample(args):
     if extension not in (".png", ".npy", ".csv"):
         raise TfvaeError(f"--out must end in .png, .npy or .csv (a table's rows); got {args.out!r}.")
     model = load_run(args.run_dir)
+    seed = seeding.fresh_seed() if args.seed is None else args.seed
     if extension == ".csv" and len(model.network_config.input_shape) != 1:
         raise TfvaeError(
             f"--out {args.out}: a .csv holds a table's rows, but the model in {args.run_dir} generates "
@@ -504,11 +510,11 @@ def _sample(args):
             )
         classes = args.labels or tuple(range(model.num_classes))
         labels = np.resize(np.asarray(classes, np.int64), args.n)
-        samples = model.sample(args.n, labels=labels, seed=args.seed, draw=args.draw).numpy()
+        samples = model.sample(args.n, labels=labels, seed=seed, draw=args.draw).numpy()
     elif args.labels is not None:
         raise TfvaeError(f"the model in {args.run_dir} is not conditional; leave out --labels.")
     else:
-        samples = model.sample(args.n, seed=args.seed, draw=args.draw).numpy()
+        samples = model.sample(args.n, seed=seed, draw=args.draw).numpy()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if extension == ".npy":
         files.write_npy(args.out, samples)
@@ -523,11 +529,12 @@ def _sample(args):
             title=f"{args.n} samples from the prior",
         )
     if extension == ".npy":
-        print(f"wrote {args.out}: {args.n} samples, a {samples.dtype} array of shape {list(samples.shape)}")
+        what = f"{args.n} samples, a {samples.dtype} array of shape {list(samples.shape)}"
     elif extension == ".csv":
-        print(f"wrote {args.out}: {args.n} rows of {samples.shape[1]} columns")
+        what = f"{args.n} rows of {samples.shape[1]} columns"
     else:
-        print(f"wrote {args.out}: a grid of {args.n} samples ({'×'.join(map(str, model.image_shape))} images)")
+        what = f"a grid of {args.n} samples ({'×'.join(map(str, model.image_shape))} images)"
+    print(f"wrote {args.out}: {what}, drawn with --seed {seed}")
     return 0
 
 

@@ -96,19 +96,19 @@ bench-hvae-deep: install
 
 # The same deep hierarchy with Polyak averaging (--ema-momentum 0.999): validation, early
 # stopping and the kept model use the moving average of the weights. One stage: a second
-# at lr 1e-4 only overfitted (README).
+# at lr 1e-4 only overfitted (docs/benchmarks.md).
 bench-hvae-ema: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_ema --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 --ema-momentum 0.999 $(BENCH_ARGS)
 
 # The averaged hierarchy with decoupled weight decay of its kernels (--weight-decay 0.1,
-# AdamW), against the overfitting that ends the runs above (README).
+# AdamW), against the overfitting that ends the runs above (docs/benchmarks.md).
 bench-hvae-wd: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_ema_wd1 --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 --ema-momentum 0.999 --weight-decay 0.1 $(BENCH_ARGS)
 
 # The averaged, decayed hierarchy trained from scratch on the 5-sample IWAE bound
-# (--objective iwae --num-samples 5): validation and early stopping on that bound (README).
+# (--objective iwae --num-samples 5): validation and early stopping on that bound (docs/benchmarks.md).
 bench-hvae-iwae: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_ema_wd1_iwae5 --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 --ema-momentum 0.999 --weight-decay 0.1 --objective iwae \
@@ -116,14 +116,14 @@ bench-hvae-iwae: install
 
 # The IWAE-5 hierarchy with its learning rate decayed along a half cosine over 200 epochs
 # (--lr-schedule cosine; no early stopping, model.keras the best epoch by validation).
-# Long: run it with BENCH_ARGS=--resume under nohup. It overfitted (README), stopped at 115.
+# Long: run it with BENCH_ARGS=--resume under nohup. It overfitted (docs/benchmarks.md), stopped at 115.
 bench-hvae-iwae-cosine: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_ema_wd1_iwae5_cosine --latent-dims 40,40 \
 		--prior vamp --pseudo-inputs 500 --conditional-layers 1 --ema-momentum 0.999 --weight-decay 0.1 \
 		--objective iwae --num-samples 5 --lr-schedule cosine --epochs 200 --patience 0 $(BENCH_ARGS)
 
 # The IWAE-5 hierarchy with stronger decoupled weight decay (0.3), against its overfitting
-# (README). Long: run it with BENCH_ARGS=--resume under nohup. It underfitted, stopped at 120.
+# (docs/benchmarks.md). Long: run it with BENCH_ARGS=--resume under nohup. It underfitted, stopped at 120.
 bench-hvae-iwae-wd3: install
 	$(BIN)/python bench/nll_bench.py --name hvae_vamp_gated_deep_ema_wd3_iwae5 --latent-dims 40,40 --prior vamp \
 		--pseudo-inputs 500 --conditional-layers 1 --ema-momentum 0.999 --weight-decay 0.3 --objective iwae \
@@ -203,7 +203,7 @@ bench-codecs: install
 
 # The photo patches through `tfvae train` (the train split alone, chosen on the valid one): a
 # 48-filter masked network with the cosine rate and averaging, first on photo_patches (300
-# epochs; it overfitted from epoch 187 on and was stopped at 207, README), then on 4x the
+# epochs; it overfitted from epoch 187 on and was stopped at 207, docs/benchmarks.md), then on 4x the
 # training patches (photo_patches_dense) flipped at random (--augment hflip), 80 epochs, about
 # as many steps; each then scored against the codecs on the test patches. Long (about 3 h each
 # on 2 idle cores): continue an interrupted run with TRAIN_ARGS=--resume.

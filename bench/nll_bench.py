@@ -140,6 +140,12 @@ def main():
         default=0,
         help="a hierarchy's hidden layers inside each p(z_l | z_l+1) and q(z_l | z_l+1, x)",
     )
+    parser.add_argument(
+        "--top-down",
+        choices=("shared", "separate"),
+        default="shared",
+        help="a hierarchy's q(z_l | z_l+1, x): the ladder's shared top-down state, or a network of its own",
+    )
     parser.add_argument("--arch", choices=("mlp", "gated", "conv"), default="gated")
     parser.add_argument("--filters", default="32,64", help="--arch conv: channels of the stride-2 convolutions")
     parser.add_argument("--residual-blocks", type=int, default=0, help="--arch conv: blocks at each resolution")
@@ -202,6 +208,7 @@ def main():
         model="hierarchical" if args.latent_dims else "vae",
         latent_dims=tuple(int(d) for d in args.latent_dims.split(",")) if args.latent_dims else (),
         conditional_layers=args.conditional_layers,
+        top_down=args.top_down,
         activation=args.activation,
         posterior=args.posterior,
         flow_steps=args.flow_steps,

@@ -154,6 +154,33 @@ def test_a_hierarchy_trains_samples_and_round_trips_through_keras_files(
     np.testing.assert_array_equal(same.sample(3, seed=4).numpy(), model.sample(3, seed=4).numpy())
 
 
+@pytest.mark.parametrize("top_down", ["shared", "separate"])
+def test_separate_top_down_inference_is_a_network_of_qs_own(top_down):
+    """With the shared (ladder) state, p(z_1 | z_2)'s top-down network moves q(z_1 | z_2, x)
+    too; with a separate one it moves p alone, and q has its own network of z_2."""
+    model = tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), hidden_units=(16,), top_down=top_down, seed=0)
+    assert len(model.posterior_top_down) == (top_down == "separate")
+    x = tf.constant(np.random.default_rng(0).random((5, 64)), tf.float32)
+    z_2 = tf.constant(np.random.default_rng(1).standard_normal((5, 3)), tf.float32)
+    features = model._features(x, None, False)
+
+    def layer_below():
+        prior, posterior = model._layer_below(0, z_2, features, False)
+        return prior.mean().numpy(), posterior.mean().numpy()
+
+    prior_before, posterior_before = layer_below()
+    for weight in model.top_down[0].trainable_weights:
+        weight.assign(weight + 0.5)
+    prior_after, posterior_after = layer_below()
+    assert np.abs(prior_after - prior_before).max() > 1e-3
+    if top_down == "shared":
+        assert np.abs(posterior_after - posterior_before).max() > 1e-3
+    else:
+        np.testing.assert_array_equal(posterior_after, posterior_before)
+    with pytest.raises(tfvae.ConfigError, match=r"`top_down` must be one of \('shared', 'separate'\); got 'both'"):
+        tfvae.HierarchicalVAE((64,), latent_dims=(4, 3), top_down="both")
+
+
 def test_per_layer_posteriors_are_one_per_layer_and_a_vampprior_needs_a_gaussian_top():
     with pytest.raises(tfvae.ConfigError, match=r"one per layer, bottom first.*3 layers.*\('iaf', 'iaf', 'diagonal'\)"):
         tfvae.HierarchicalVAE((64,), latent_dims=(4, 3, 2), posterior=("iaf", "diagonal"))
@@ -283,6 +310,8 @@ def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):
                 "vamp",
                 "--pseudo-inputs",
                 "5",
+                "--top-down",
+                "separate",
                 "--hidden-units",
                 "32",
                 "--epochs",
@@ -295,6 +324,7 @@ def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):
         )
         == 0
     )
+    assert tfvae.training.load_run(out).top_down_inference == "separate"
     assert cli.main(["evaluate", out, "--num-samples", "20", "--limit", "30", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
@@ -315,3 +345,5 @@ def test_the_cli_trains_and_evaluates_a_hierarchy_per_layer(tmp_path, capsys):
     assert "names 2 layers' families; give one, or one per layer of --latent-dims 4,3,2" in capsys.readouterr().err
     assert cli.main([*bad, "iaf,diagonal"]) == 2
     assert "(none: --model vae)" in capsys.readouterr().err
+    assert cli.main(["train", "--data", "digits", "--out", str(tmp_path / "bad"), "--top-down", "separate"]) == 2
+    assert "--top-down does nothing without --model hierarchical" in capsys.readouterr().err

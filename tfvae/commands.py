@@ -32,6 +32,7 @@ from tfvae.errors import TfvaeError
 from tfvae.evaluation import evaluate
 from tfvae.exporting import PARTS, check_arguments, export
 from tfvae.input_pipeline import AUGMENTATIONS
+from tfvae.models.hierarchical import TOP_DOWN
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
 from tfvae.posteriors import POSTERIORS
@@ -148,6 +149,13 @@ def _add_train(subparsers):
         metavar="K",
         help="--model hierarchical: hidden layers inside each p(z_l | z_l+1) and q(z_l | z_l+1, x) "
         "(0: a linear map of the states)",
+    )
+    p.add_argument(
+        "--top-down",
+        choices=TOP_DOWN,
+        default=defaults.top_down,
+        help="--model hierarchical: q(z_l | z_l+1, x) reads the top-down state of p(z_l | z_l+1) (shared: "
+        "the ladder) or a network of its own (separate: Tomczak & Welling's HVAE)",
     )
     p.add_argument(
         "--posterior",
@@ -372,6 +380,7 @@ _WHEN_OPTIONS_APPLY = {
         for dest in ("pixelcnn_filters", "pixelcnn_blocks", "pixelcnn_dropout")
     },
     "filters": (lambda args: args.arch == "conv", "without --arch conv"),
+    "top_down": (lambda args: args.model == "hierarchical", "without --model hierarchical"),
     "latent_dim": (
         lambda args: args.model != "hierarchical",
         "with --model hierarchical, whose layers' sizes are --latent-dims",

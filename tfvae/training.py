@@ -45,6 +45,7 @@ from tfvae.distributions import (
 from tfvae.errors import ConfigError, DataError, RunError
 from tfvae.input_pipeline import AUGMENTATIONS, mirrored_batches
 from tfvae.models import VAE, Autoencoder, ConditionalVAE, HierarchicalVAE
+from tfvae.models.hierarchical import TOP_DOWN
 from tfvae.models.vae import OBJECTIVES
 from tfvae.networks import ARCHITECTURES
 from tfvae.optimizers import Adam
@@ -91,6 +92,9 @@ class TrainConfig:
       conditional_layers: hidden layers inside each of the hierarchy's conditionals
         p(z_l | z_{l+1}) and q(z_l | z_{l+1}, x) (model "hierarchical" only; see
         `HierarchicalVAE`).
+      top_down: "shared" (the ladder) or "separate": whether the hierarchy's
+        q(z_l | z_{l+1}, x) reads p(z_l | z_{l+1})'s top-down state or a network of its
+        own (model "hierarchical" only; see `HierarchicalVAE`).
       filters: channels of the convolutions (arch "conv").
       residual_blocks: residual blocks at each resolution of the conv networks (arch "conv").
       likelihood_scale: a fixed standard deviation of the Gaussian likelihood (0: learned).
@@ -135,6 +139,7 @@ class TrainConfig:
     latent_dim: int = 16
     latent_dims: tuple = ()
     conditional_layers: int = 0
+    top_down: str = "shared"
     posterior: str = "diagonal"
     flow_steps: int = 2
     likelihood: str = "bernoulli"
@@ -186,6 +191,8 @@ class TrainConfig:
             raise ConfigError(f"conditional_layers must be an integer >= 0; got {self.conditional_layers!r}.")
         if self.conditional_layers and self.model != "hierarchical":
             raise ConfigError("conditional_layers (--conditional-layers) is for --model hierarchical.")
+        if self.top_down != "shared" and self.model != "hierarchical":
+            raise ConfigError("top_down (--top-down) is for --model hierarchical.")
         for name in (
             "epochs",
             "latent_dim",
@@ -220,6 +227,7 @@ class TrainConfig:
             "prior": PRIORS,
             "lr_schedule": LEARNING_RATE_SCHEDULES,
             "augment": AUGMENTATIONS,
+            "top_down": TOP_DOWN,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -420,6 +428,7 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
             model = HierarchicalVAE(
                 latent_dims=config.latent_dims,
                 conditional_layers=config.conditional_layers,
+                top_down=config.top_down,
                 **networks,
                 **vae_options,
             )

@@ -13,6 +13,8 @@ from tfvae.networks import NetworkConfig, build_decoder, build_encoder, hidden_l
 from tfvae.posteriors import get_posterior
 from tfvae.seeding import fold_in, stateless_seed
 
+TOP_DOWN = ("shared", "separate")
+
 
 @keras.saving.register_keras_serializable(package="tfvae")
 class HierarchicalVAE(VAE):
@@ -29,7 +31,8 @@ class HierarchicalVAE(VAE):
 
         q(z | x) = q(z_L | d_L) Π_{l<L} q(z_l | d_l, t_l),  t_l = g_l(z_{l+1}),
 
-    where t_l is the same top-down state that parameterises p(z_l | z_{l+1}). Each
+    where t_l is the same top-down state that parameterises p(z_l | z_{l+1}) (or, with
+    `top_down="separate"`, a state s_l = h_l(z_{l+1}) of q's own). Each
     layer's posterior is Gaussian ("diagonal", "full") or an IAF ("iaf"), chosen per
     layer: a VampPrior mixes q(z_L | u_k) over its pseudo-inputs, so it needs a Gaussian
     at the top, and the layers below may still be flows. The KL of
@@ -55,6 +58,11 @@ class HierarchicalVAE(VAE):
         Gaussian's parameters. 0 (the default): each is one linear map of its states;
         1 gives p(z_1 | z_2) two hidden layers and q(z_1 | x, z_2) a joint one, as in
         Tomczak & Welling's (2018) two-layer HVAE.
+      top_down: "shared" (the default: the ladder, q(z_l | z_{l+1}, x) reads the
+        state t_l that p(z_l | z_{l+1}) reads, so inference and generation share that
+        network) or "separate" (q reads s_l = h_l(z_{l+1}) from a network of its own, as
+        in Tomczak & Welling's HVAE, whose q(z_1 | x, z_2) and p(z_1 | z_2) have separate
+        networks): one more hidden layer per level, and p's weights no longer move q.
       **kwargs: the rest of `tfvae.VAE`'s arguments (likelihood, prior, beta,
         kl_warmup_epochs, free_bits (per layer), num_samples, objective, seed, ...).
 
@@ -75,6 +83,7 @@ class HierarchicalVAE(VAE):
         posterior="diagonal",
         flow_steps=2,
         conditional_layers=0,
+        top_down="shared",
         arch="mlp",
         hidden_units=(512, 256),
         filters=(32, 64),
@@ -108,6 +117,9 @@ class HierarchicalVAE(VAE):
         if not isinstance(conditional_layers, int) or isinstance(conditional_layers, bool) or conditional_layers < 0:
             raise ConfigError(f"`conditional_layers` must be an int >= 0; got {conditional_layers!r}.")
         self.conditional_layers = conditional_layers
+        if top_down not in TOP_DOWN:
+            raise ConfigError(f"`top_down` must be one of {TOP_DOWN}; got {top_down!r}.")
+        self.top_down_inference = top_down
         width = tuple(hidden_units)[-1]
         networks = dict(
             arch=arch,
@@ -158,6 +170,8 @@ class HierarchicalVAE(VAE):
         lower = range(len(dims) - 1)
         self.bottom_up = [hidden_layer(self._layer_config, width) for _ in lower]  # d_l -> d_{l+1}
         self.top_down = [hidden_layer(self._layer_config, width) for _ in lower]  # z_{l+1} -> t_l
+        separate = self.top_down_inference == "separate"
+        self.posterior_top_down = [hidden_layer(self._layer_config, width) for _ in lower if separate]  # -> s_l
         # conditional_layers hidden layers per level, flat: level l's are [l * k, (l + 1) * k).
         self.prior_hidden = [
             hidden_layer(self._layer_config, width) for _ in lower for _ in range(self.conditional_layers)
@@ -206,6 +220,8 @@ class HierarchicalVAE(VAE):
             return prior, None
         # The encoder's policy is in its config, this layer's is the global one at build
         # time: a model trained in mixed precision and loaded in float32 has both.
+        if self.posterior_top_down:  # s_l, q's own state of z_{l+1}
+            state = self.posterior_top_down[level](z_above, training=training)
         bottom_up = tf.broadcast_to(tf.cast(features[level], state.dtype), tf.shape(state))
         joint = self._hidden(self.posterior_hidden, level, tf.concat([bottom_up, state], axis=-1), training)
         posterior = self.lower_posteriors[level](self.posterior_params[level](joint))
@@ -346,6 +362,7 @@ class HierarchicalVAE(VAE):
         config.update(
             latent_dims=list(self.latent_dims),
             conditional_layers=self.conditional_layers,
+            top_down=self.top_down_inference,
             posterior=list(self.layer_posteriors),
         )
         return config

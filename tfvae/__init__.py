@@ -4,7 +4,7 @@ import importlib
 import os
 import sys
 
-from tfvae._native import native_stderr_silenced
+from tfvae._native import keep_freed_memory, native_stderr_silenced
 from tfvae.errors import ConfigError, DataError, ExportError, RunError, TfvaeError
 
 # INFO lines from TensorFlow's C++ runtime (graph optimiser sessions during ONNX
@@ -54,7 +54,9 @@ _API = {
 
 
 def _load_tensorflow():
-    """TensorFlow, quietly, then Keras on its TensorFlow backend."""
+    """TensorFlow, quietly and with malloc keeping what its steps free
+    (`keep_freed_memory`), then Keras on its TensorFlow backend."""
+    keep_freed_memory()
     with native_stderr_silenced():
         import tensorflow  # noqa: F401  (imported here, quietly, before Keras loads it)
 

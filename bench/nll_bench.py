@@ -25,6 +25,7 @@ import tfvae.input_pipeline
 from tfvae import files, training
 from tfvae.callbacks import AveragedWeights
 from tfvae.checkpointing import BestWeights, read_estimate_checkpoint
+from tfvae.models.hierarchical import TOP_DOWN
 from tfvae.training import TrainConfig, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -142,7 +143,7 @@ def main():
     )
     parser.add_argument(
         "--top-down",
-        choices=("shared", "separate"),
+        choices=TOP_DOWN,
         default="shared",
         help="a hierarchy's q(z_l | z_l+1, x): the ladder's shared top-down state, or a network of its own",
     )

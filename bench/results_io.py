@@ -6,12 +6,20 @@ import subprocess
 
 
 def provenance():
-    """The machine and the git commit a result was measured on."""
+    """The machine and the git commit a result was measured on, and whether tracked files
+    differed from that commit (then the commit alone does not reproduce the result)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout
     except FileNotFoundError:  # a machine without git (a lent GPU machine may have none)
-        commit = None
-    return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "git_commit": commit}
+        commit = changed = None
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "git_commit": commit,
+        "git_uncommitted_changes": None if changed is None else bool(changed.strip()),
+    }
 
 
 def cpu():

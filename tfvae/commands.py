@@ -620,8 +620,8 @@ def _add_evaluate(subparsers):
     p.add_argument(
         "--memory-budget-mib",
         type=positive_float,
-        default=1024,
-        help="roughly what one importance-sampling step may hold (default 1024)",
+        default=memory.IMPORTANCE_SAMPLING_BUDGET_MIB,
+        help="roughly what one importance-sampling step may hold (default %(default)s)",
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="end stdout with one JSON line")

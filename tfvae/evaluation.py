@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfvae import objectives
 from tfvae.errors import ConfigError
+from tfvae.memory import IMPORTANCE_SAMPLING_BUDGET_MIB
 from tfvae.models.base import example_count, in_multi_worker_mode
 from tfvae.seeding import stateless_seed
 
@@ -102,7 +103,7 @@ def evaluate(
     seed=0,
     verbose=0,
     labels=None,
-    memory_budget_mib=1024,
+    memory_budget_mib=IMPORTANCE_SAMPLING_BUDGET_MIB,
     strategy=None,
     checkpoint=None,
 ):

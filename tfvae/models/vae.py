@@ -9,6 +9,7 @@ from tfvae.callbacks import KLWarmup
 from tfvae.checkpointing import EstimateCheckpoint
 from tfvae.distributions import posterior_code, reparameterized_sample
 from tfvae.errors import ConfigError
+from tfvae.memory import IMPORTANCE_SAMPLING_BUDGET_MIB
 from tfvae.models.base import LatentModel, check_count, example_count
 from tfvae.posteriors import get_posterior
 from tfvae.priors import get_prior
@@ -364,7 +365,7 @@ class VAE(LatentModel):
         seed=None,
         verbose=0,
         labels=None,
-        memory_budget_mib=1024,
+        memory_budget_mib=IMPORTANCE_SAMPLING_BUDGET_MIB,
         checkpoint=None,
     ):
         """The importance-sampled estimate of log p(x) per example, with q(z|x) as proposal.
@@ -385,6 +386,8 @@ class VAE(LatentModel):
             holds 15 per dimension) and a mixture prior's value per component.
           memory_budget_mib: what one step's intermediates may hold, roughly: a step
             takes as many examples (up to `batch_size`) as fit beside its samples.
+            The default, 256, is what malloc keeps between steps
+            (`tfvae.memory.IMPORTANCE_SAMPLING_BUDGET_MIB`); larger steps run slower.
           seed: None or an int; the same int repeats each example's estimate, whatever
             the batch it is in, its place there and the batch sizes: the draws of z are
             keyed by the seed and the example's values (`tfvae.seeding.ExampleNoise`).

@@ -32,7 +32,7 @@ print(faults() - before)
 
 # Importance sampling on 100 examples with K = 1000 at the default step size, and with
 # steps of 2048 MiB, whose tensors (the decoder's 784 values for each of the 100,000
-# pairs, 306 MiB) outgrow the 256 MiB blocks that malloc keeps.
+# pairs, 299 MiB) outgrow the 256 MiB blocks that malloc keeps.
 IMPORTANCE_SAMPLING = """
 import resource
 import numpy as np

@@ -12,6 +12,7 @@ import os
 from tfvae.errors import ConfigError
 
 FLOAT_BYTES = 4
+
 # What one importance-sampling step may hold unless told otherwise (`VAE.log_likelihood`'s
 # `memory_budget_mib`, `tfvae evaluate --memory-budget-mib`). A step this size stays
 # inside what malloc keeps between steps (`tfvae._native.keep_freed_memory`: blocks up to
@@ -20,8 +21,9 @@ FLOAT_BYTES = 4
 # binarised MNIST digits (the bench-nll model) took 10.6-11.2 s with 1.2-1.3 M faults,
 # against 9.4-9.8 s with 0.09 M at 256; a 5-logistic colour model 205-228 s against 185;
 # a PixelCNN likelihood 16.0-17.4 s against 15.2-15.6. Peak resident memory fell by
-# 0.05-0.7 GiB, the estimates unchanged (README, "8-bit data").
+# 0.05-1.0 GiB, the estimates unchanged (README, "8-bit data").
 IMPORTANCE_SAMPLING_BUDGET_MIB = 256
+
 # Weights, their gradients and Adam's two moments.
 _TRAINING_COPIES = 4
 

@@ -162,7 +162,7 @@ def test_separate_top_down_inference_is_a_network_of_qs_own(top_down):
     assert len(model.posterior_top_down) == (top_down == "separate")
     x = tf.constant(np.random.default_rng(0).random((5, 64)), tf.float32)
     z_2 = tf.constant(np.random.default_rng(1).standard_normal((5, 3)), tf.float32)
-    features = model._features(x, None, False)
+    features = model._encoding(x, None, False)
 
     def layer_below():
         prior, posterior = model._layer_below(0, z_2, features, False)
@@ -235,7 +235,7 @@ def test_the_exported_encoder_samples_every_layer_of_q_from_the_noise_in_every_r
     # By hand, top-down: z_2 = loc + scale · ε_2 from q(z_2 | x), then z_1 from q(z_1 | z_2, x)
     # for ε_1 (its IAF applied to its Gaussian's sample); log q from fresh tensors, so the
     # flow is inverted step by step rather than read from the sampling cache.
-    features = model._features(tf.constant(x), None, False)
+    features = model._encoding(tf.constant(x), None, False)
     top = model._posterior(x)
     z_2 = top.mean() + top.stddev() * noise[:, 4:]
     lower = model._layer_below(0, z_2, features, False)[1]

@@ -104,7 +104,7 @@ def test_importance_sampling_steps_take_as_many_samples_as_fit_then_examples():
     examples, samples = colour._step_sizes(1000, 100, None, 1024)
     assert samples == 1000 and examples * samples * 3072 * 15 * 16 <= 1024 * 2**20 and examples == 1
     assert colour._step_sizes(1000, 100, 10, 1024) == (100, 10)  # a given chunk of samples: examples fill the rest
-    # A PixelCNN's masked network runs once per step: K = 1000 takes 9 steps per example, not 1000.
+    # A PixelCNN's step holds its head's values per sample: K = 1000 takes 9 steps per example.
     pixels = tfvae.VAE((32, 32, 3), 8, arch="conv", hidden_units=(8,), likelihood="pixelcnn_logistic_mixture")
     per_sample = 16 * 32 * 32 * (64 + 3 * 25)  # the head's 64 units, the coupled mixture's 25 per channel
     assert pixels._step_sizes(1000, 100, None, 256) == (1, 256 * 2**20 // per_sample) == (1, 117)

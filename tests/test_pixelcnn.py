@@ -87,6 +87,24 @@ def test_log_prob_over_samples_of_z_equals_each_sample_alone():
     np.testing.assert_allclose(together, alone, rtol=1e-6)
 
 
+def test_importance_sampling_runs_the_masked_network_once_per_batch_of_examples():
+    """Each step of samples runs the decoder and the head alone: the masked network's
+    features of x (and the encoder's output) are computed once per batch of examples.
+    The estimate equals the log-mean-exp of the log weights computed the plain way."""
+    likelihood = PixelCNNLikelihood((6, 5, 3), num_components=2, filters=8, num_blocks=1)
+    model = tfvae.VAE((6, 5, 3), 4, hidden_units=(8,), likelihood=likelihood, seed=0)  # dense networks
+    x = images(np.random.default_rng(5), 3, (6, 5, 3))
+    estimate = model.log_likelihood(x, num_samples=40, sample_batch_size=7, seed=1)  # 6 steps
+    noise = tfvae.seeding.ExampleNoise.of(1, x)
+    log_weights = model._sampled_terms(tf.constant(x), None, 40, noise)[0].log_weights  # [40, 3]
+    np.testing.assert_allclose(estimate, tf.reduce_logsumexp(log_weights, 0) - np.log(40), rtol=1e-6)
+    observed = model._observed(tf.constant(x), None)
+    step = model._chunk_log_sum_exp.get_concrete_function(tf.constant(x), None, 7, noise, observed)
+    once = model._observed.get_concrete_function(tf.constant(x), None)
+    assert "Conv2D" in {op.type for op in once.graph.get_operations()}
+    assert "Conv2D" not in {op.type for op in step.graph.get_operations()}
+
+
 def test_the_greedy_mean_drawn_on_windows_is_each_pixels_mean_given_the_full_image():
     # 10 × 11 pixels, and windows of 6 rows × 8 columns: most pixels are drawn from a
     # window inside the image, the others from one shifted against its edges.

@@ -279,6 +279,12 @@ class Likelihood(keras.layers.Layer):
             return self.event_shape
         return (*self.event_shape, self.params_per_dimension)
 
+    def context_of(self, x, training=False):
+        """What this likelihood's densities compute of x alone, whatever the z: None here,
+        a PixelCNN's masked-network features. A model computes it once for many samples
+        of z and gives it back to `call` (as `context=`) with each decoder output."""
+        return None
+
     def likelihood_of_data(self, x):
         """What `log_prob` measures on the examples `x`: `likelihood_of`, unless the data
         decide it (a Bernoulli's is a probability of binary data only)."""
@@ -867,14 +873,20 @@ class AutoregressiveImage(tfd.Distribution):
       conditioning: `[..., H, W, F]` features of z per pixel; the batch shape is `...`.
       likelihood: the `PixelCNNLikelihood` whose network and head give the pixels' mixtures.
       training: whether the network runs in training mode (its dropout).
+      context: the masked network's features of the images whose `log_prob` will be
+        taken (`PixelCNNLikelihood.context_of`), computed once for several samples of z;
+        None runs the network in `log_prob`.
     """
 
-    def __init__(self, conditioning, likelihood, training=False, validate_args=False, name="AutoregressiveImage"):
+    def __init__(
+        self, conditioning, likelihood, training=False, context=None, validate_args=False, name="AutoregressiveImage"
+    ):
         parameters = dict(locals())
         with tf.name_scope(name):
             self._conditioning = tf.convert_to_tensor(conditioning)
             self._likelihood = likelihood
             self._training = training
+            self._context = context
             super().__init__(
                 dtype=self._conditioning.dtype,
                 reparameterization_type=tfd.NOT_REPARAMETERIZED,
@@ -899,7 +911,9 @@ class AutoregressiveImage(tfd.Distribution):
         return tf.constant(self._likelihood.event_shape, tf.int32)
 
     def _log_prob(self, x):
-        context = self._likelihood.context_of(x, self._training)  # [*x_batch, H, W, filters]
+        context = self._context
+        if context is None:
+            context = self._likelihood.context_of(x, self._training)  # [*x_batch, H, W, filters]
         pixels = self._likelihood.pixel_mixture(context, self._conditioning)  # batch [..., H, W]
         return tf.reduce_sum(pixels.log_prob(x), axis=[-2, -1])
 
@@ -1053,10 +1067,10 @@ class PixelCNNLikelihood(CoupledLogisticMixtureLikelihood):
         self.head.build((None, height, width, self.hidden_units))
         self.built = True
 
-    def call(self, params, training=None):
+    def call(self, params, training=None, context=None):
         # [..., H, W, C, latent_features] -> [..., H, W, C * latent_features]
         conditioning = tf.reshape(params, tf.concat([tf.shape(params)[:-2], [-1]], 0))
-        return AutoregressiveImage(conditioning, self, training=bool(training))
+        return AutoregressiveImage(conditioning, self, training=bool(training), context=context)
 
     def context_of(self, x, training=False):
         """The masked network's features of images x `[..., H, W, C]`, `[..., H, W, filters]`."""

@@ -354,15 +354,19 @@ class LatentModel(keras.Model):
 
     # The decoder side, shared by every model.
 
-    def _decode(self, z, labels=None, training=False):
-        """p(x|z[, y]) for z `[..., latent_dim]`: batch shape `z.shape[:-1]`."""
+    def _decode(self, z, labels=None, training=False, context=None):
+        """p(x|z[, y]) for z `[..., latent_dim]`: batch shape `z.shape[:-1]`. `context` is
+        the likelihood's `context_of` the x whose density will be taken, where the caller
+        computed it once for several samples of z."""
         leading = tf.shape(z)[:-1]
         flat_z = tf.reshape(z, [-1, self.latent_dim])
         if labels is not None:  # broadcast y over the sample dimensions of z
             labels = tf.reshape(tf.broadcast_to(tf.cast(labels, tf.int32), leading), [-1])
         params = self.decoder(self._network_inputs(self._decoder_features(flat_z, training), labels), training=training)
         params = tf.reshape(params, tf.concat([leading, tf.shape(params)[1:]], axis=0))
-        return self.likelihood_layer(params)
+        if context is None:  # what most likelihoods have: their densities read x alone
+            return self.likelihood_layer(params)
+        return self.likelihood_layer(params, context=context)
 
     def _decoder_features(self, z, training):
         """What the decoder network reads for z `[n, latent_dim]` (z itself, here)."""

@@ -200,7 +200,7 @@ class HierarchicalVAE(VAE):
         """L, the number of stochastic layers."""
         return len(self.latent_dims)
 
-    def _features(self, x, labels, training):
+    def _encoding(self, x, labels, training):
         """The bottom-up features [d_1, ..., d_L], each `[batch, width]`."""
         features = [self.encoder(self._network_inputs(x, labels), training=training)]
         for layer in self.bottom_up:
@@ -209,7 +209,7 @@ class HierarchicalVAE(VAE):
 
     def _posterior(self, x, labels=None, training=False):
         """q(z_L | x), the top layer's posterior (a VampPrior mixes it over pseudo-inputs)."""
-        return self.posterior_layer(self.posterior_params[-1](self._features(x, labels, training)[-1]))
+        return self.posterior_layer(self.posterior_params[-1](self._encoding(x, labels, training)[-1]))
 
     def _layer_below(self, level, z_above, features, training):
         """`(p(z_l | z_{l+1}), q(z_l | z_{l+1}, x))` for the samples z_above `[..., batch, d]`."""
@@ -247,14 +247,17 @@ class HierarchicalVAE(VAE):
             layers.insert(0, (posterior, prior, z))
         return layers
 
-    def _sampled_terms(self, x, labels, num_samples, seed, training=False):
+    def _sampled_terms(self, x, labels, num_samples, seed, training=False, observed=None):
+        if observed is None:
+            observed = self._observe(x, labels, training)
+
         def draw(posterior, level):
             # One z_l per sample of the layer above (no sample axis below the top, which
             # would hide z_l from the flow's cache and make log q invert an IAF step by step).
             sample_count = num_samples if level == self.num_layers - 1 else None
             return reparameterized_sample(posterior, sample_count, _layer_seed(seed, level))
 
-        layers = self._descend(self._features(x, labels, training), draw, training)
+        layers = self._descend(observed.encoding, draw, training)
         top, _, z = layers[-1]  # z: [num_samples, batch, d_L], and so each z_l below
         prior = self.prior
         log_posterior, log_prior = top.log_prob(z), prior.log_prob(z)  # [num_samples, batch]
@@ -267,7 +270,7 @@ class HierarchicalVAE(VAE):
             log_q, log_p = layer_posterior.log_prob(z), layer_prior.log_prob(z)
             kls.insert(0, objectives.conditional_kl(layer_posterior, layer_prior, log_q, log_p, self.analytic_kl))
             log_posterior, log_prior = log_posterior + log_q, log_prior + log_p
-        likelihood = self._decode(tf.concat([z for _, _, z in layers], axis=-1), labels, training)
+        likelihood = self._decode(tf.concat([z for _, _, z in layers], axis=-1), labels, training, observed.context)
         terms = objectives.LogWeightTerms(likelihood.log_prob(x), log_prior, log_posterior)
         return terms, kls
 
@@ -279,7 +282,7 @@ class HierarchicalVAE(VAE):
 
     def _code(self, x, labels, training):
         """[E_q z_1, ..., E_q z_L] top-down: each layer's code given the codes above it."""
-        layers = self._descend(self._features(x, labels, training), lambda q, _: posterior_code(q), training)
+        layers = self._descend(self._encoding(x, labels, training), lambda q, _: posterior_code(q), training)
         return tf.concat([z for _, _, z in layers], axis=-1)
 
     def encode(self, x, *, labels=None, training=False):
@@ -328,7 +331,7 @@ class HierarchicalVAE(VAE):
             log_posteriors.append(log_q)
             return z
 
-        layers = self._descend(self._features(x, labels, False), draw, False)
+        layers = self._descend(self._encoding(x, labels, False), draw, False)
         return {"z": tf.concat([z for _, _, z in layers], axis=-1), "log_posterior": tf.add_n(log_posteriors)}
 
     def decoder_outputs(self, z, labels=None, noise=None):

@@ -1,5 +1,7 @@
 """The variational autoencoder p(x, z) = p(x|z) p(z) with a Gaussian q(z|x)."""
 
+from typing import NamedTuple
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -25,6 +27,21 @@ DRAW_STREAM = 2**30
 # a mixture prior's [samples, batch, components] log densities are float64.
 _BYTES_PER_LIKELIHOOD_VALUE = 16
 _BYTES_PER_PRIOR_COMPONENT = 8
+
+
+class Observed(NamedTuple):
+    """What a model computes of the examples x alone, whatever the samples of z: the
+    importance-sampled log p(x) computes it once per batch of examples, not once per
+    step of samples (a PixelCNN's masked network, or a convolutional encoder).
+
+    Attributes:
+      encoding: the encoder's output, q(z|x)'s parameters (a hierarchy's bottom-up
+        features, one `[batch, width]` tensor per stochastic layer).
+      context: the likelihood's features of x (`Likelihood.context_of`), or None.
+    """
+
+    encoding: object
+    context: object
 
 
 @keras.saving.register_keras_serializable(package="tfvae")
@@ -202,8 +219,16 @@ class VAE(LatentModel):
         """p(z): a distribution with event shape `[latent_dim]`."""
         return self.prior_layer.distribution()
 
+    def _encoding(self, x, labels, training):
+        """The encoder's output for x: q(z|x)'s parameters, `[batch, posterior_layer.num_params]`."""
+        return self.encoder(self._network_inputs(x, labels), training=training)
+
+    def _observe(self, x, labels, training=False):
+        """`Observed`: what the log weights of any samples of z need of x alone."""
+        return Observed(self._encoding(x, labels, training), self.likelihood_layer.context_of(x, training))
+
     def _posterior(self, x, labels=None, training=False):
-        return self.posterior_layer(self.encoder(self._network_inputs(x, labels), training=training))
+        return self.posterior_layer(self._encoding(x, labels, training))
 
     def _code(self, x, labels, training):
         return posterior_code(self._posterior(x, labels, training))
@@ -282,12 +307,15 @@ class VAE(LatentModel):
         z, log_posterior = self.posterior_layer.sample_of_noise(self._posterior(x, labels), noise)
         return {"z": z, "log_posterior": log_posterior}
 
-    def _sampled_terms(self, x, labels, num_samples, seed, training=False):
+    def _sampled_terms(self, x, labels, num_samples, seed, training=False, observed=None):
         """`(LogWeightTerms, kls)` from `num_samples` draws of z ~ q(z|x): the terms are
-        `[num_samples, batch]`, `kls` one `[batch]` KL per stochastic layer (one here)."""
-        posterior = self._posterior(x, labels, training)
+        `[num_samples, batch]`, `kls` one `[batch]` KL per stochastic layer (one here).
+        `observed` is x's `Observed` where the caller kept it, else computed here."""
+        if observed is None:
+            observed = self._observe(x, labels, training)
+        posterior = self.posterior_layer(observed.encoding)
         z = reparameterized_sample(posterior, num_samples, seed)  # [num_samples, batch, latent_dim]
-        likelihood = self._decode(z, labels, training)
+        likelihood = self._decode(z, labels, training, observed.context)
         prior = self.prior  # once: a VampPrior encodes its pseudo-inputs to build it
         terms = objectives.log_weight_terms(x, z, posterior, likelihood, prior)
         return terms, [objectives.kl_divergence(posterior, prior, terms, self.analytic_kl)]
@@ -351,8 +379,12 @@ class VAE(LatentModel):
         return expected_log_likelihood - kl
 
     @tf.function(reduce_retracing=True)
-    def _chunk_log_sum_exp(self, x, labels, num_samples, seed):
-        terms, _ = self._sampled_terms(x, labels, num_samples, seed)
+    def _observed(self, x, labels):
+        return self._observe(x, labels)
+
+    @tf.function(reduce_retracing=True)
+    def _chunk_log_sum_exp(self, x, labels, num_samples, seed, observed):
+        terms, _ = self._sampled_terms(x, labels, num_samples, seed, observed=observed)
         return tf.reduce_logsumexp(terms.log_weights, axis=0)  # [batch]
 
     def log_likelihood(
@@ -444,22 +476,21 @@ class VAE(LatentModel):
         `sample_batch_size` at a time, each example's keyed by its values."""
         x_batch = tf.constant(x_batch)
         noise = ExampleNoise.of(seed, x_batch, labels_batch)
+        observed = self._observed(x_batch, labels_batch)
         chunks = []
         for done in range(0, num_samples, sample_batch_size):
             count = min(sample_batch_size, num_samples - done)
             chunk_noise = noise._replace(first_sample=tf.constant(done, tf.int32))
-            chunks.append(self._chunk_log_sum_exp(x_batch, labels_batch, count, chunk_noise))
+            chunks.append(self._chunk_log_sum_exp(x_batch, labels_batch, count, chunk_noise, observed))
         return objectives.combine_log_mean_exp(tf.stack(chunks), num_samples)
 
     def _step_sizes(self, num_samples, batch_size, sample_batch_size, memory_budget_mib):
         """`(examples, samples)` per importance-sampling step within `memory_budget_mib`.
 
-        Samples come first, as many as fit up to K (and 1000): every step re-runs what
-        depends on x alone, the encoder and a PixelCNN likelihood's masked network
-        (about 30 times a sample of z's cost per pixel in `make bench-codecs`' model,
-        counted from the layer shapes: 400 against 13 kFLOP), so a few large chunks of
-        samples cost less than many small ones. Then as many of `batch_size` examples
-        as the budget leaves room for.
+        Samples come first, as many as fit up to K (and 1000), then as many of
+        `batch_size` examples as the budget leaves room for. What depends on x alone
+        runs once per batch of examples (`Observed`), so the order changes no work; it
+        keeps the batches small, and a `checkpoint` records each finished batch.
         """
         per_pair = max(
             _BYTES_PER_LIKELIHOOD_VALUE * self.likelihood_layer.values_per_sample,

@@ -99,6 +99,24 @@ def test_an_evaluation_killed_part_way_continues_from_its_checkpoint_to_the_same
     other = tfvae.evaluate(trained, x, checkpoint=path, **{**settings, "seed": 4})
     assert sum(counted) == 100 and other == tfvae.evaluate(trained, x, **{**settings, "seed": 4})
     assert checkpointing.read_estimate_checkpoint(path)["seconds"] == 7.0  # its own seven batches alone
+    # Killed again, and continued in smaller steps (as after a kill for memory): the kept
+    # examples are not estimated again, and the report is the uninterrupted one but for
+    # the order in which the samples' chunks are summed.
+    path = str(tmp_path / "smaller_steps.npz")
+    computed.clear()
+    monkeypatch.setattr(type(trained), "_batch_log_likelihood", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        tfvae.evaluate(trained, x, checkpoint=path, **settings)
+    counted.clear()
+    monkeypatch.setattr(
+        type(trained),
+        "_batch_log_likelihood",
+        lambda self, x_batch, *args: counted.append(len(x_batch)) or estimate(self, x_batch, *args),
+    )
+    smaller = tfvae.evaluate(trained, x, checkpoint=path, **{**settings, "batch_size": 10}, sample_batch_size=7)
+    assert sum(counted) == 100 - 40  # from example 40 on: 40 to 47 were kept, 48 and 49 not
+    for key in ("nll", "nll_stderr", "elbo"):
+        assert smaller[key] == pytest.approx(whole[key], rel=1e-6), key
 
 
 @pytest.mark.parametrize(
@@ -187,7 +205,8 @@ def test_cli_evaluate_interrupted_says_the_same_command_continues(run_dir, monke
     monkeypatch.setattr(
         tfvae.VAE, "_batch_log_likelihood", lambda self, *args: calls.append(1) or estimate(self, *args)
     )
-    assert cli.main(argv) == 0
+    # A smaller memory budget (after a kill for memory) continues from the same file.
+    assert cli.main([*argv, "--memory-budget-mib", "1"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == whole
     assert len(calls) == 2 and not os.path.exists(partial)  # batches 2 and 3 of 3
 

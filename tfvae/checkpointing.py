@@ -196,10 +196,11 @@ class EstimateCheckpoint:
 
     The file holds the estimates so far (NaN where a batch is not done) and a
     fingerprint of everything they depend on: the model's weights, the examples and
-    labels, and the estimator's settings (the caller's, including the seed). Batches
-    are estimated with seeds keyed by their position, so the resumed estimate equals
-    the uninterrupted one. A file with another fingerprint is an estimate of something
-    else: it is started afresh.
+    labels, and the estimator's settings (the caller's, including the seed). Each
+    example's draws are keyed by its values (`tfvae.seeding.ExampleNoise`), so the
+    resumed estimate equals the uninterrupted one, and a batch whose examples are all
+    kept is not estimated again whatever the batch sizes of the calls. A file with
+    another fingerprint is an estimate of something else: it is started afresh.
 
     The file also keeps `seconds`, the wall time spent on its recorded batches summed
     over every process that worked on it, so a resumed estimate can say what it cost.

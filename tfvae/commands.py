@@ -700,8 +700,10 @@ def _evaluate(args):
     examples, labels = _limited(examples, labels, args.limit)
     # The batches done so far: a killed evaluation run again continues (the file is
     # removed once the report is out). Named by what the estimates depend on, so that
-    # evaluations of one run with other settings at the same time keep files of their own.
-    settings = [args.data, split, args.limit, args.num_samples, args.batch_size, args.seed, args.memory_budget_mib]
+    # evaluations of one run with other settings at the same time keep files of their own;
+    # not by the step sizes, so that a pass killed for memory continues with a smaller
+    # --memory-budget-mib or --batch-size.
+    settings = [args.data, split, args.limit, args.num_samples, args.seed]
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:12]
     checkpoint = os.path.join(args.run_dir, f"evaluation-{split}-{key}.partial.npz")
     try:

@@ -427,8 +427,11 @@ class VAE(LatentModel):
           labels: the class of each example, for a conditional model (log p(x|y)).
           checkpoint: a `.npz` path that keeps each finished batch's estimates
             (`tfvae.checkpointing.EstimateCheckpoint`): a call killed part-way and
-            repeated with the same path, model, examples, settings and int seed
-            continues where it stopped and returns what the uninterrupted call returns.
+            repeated with the same path, model, examples, K and int seed continues
+            where it stopped and returns what the uninterrupted call returns. Other
+            batch sizes or another memory budget (a pass killed for memory, run again
+            in less) keep the finished examples too: their draws do not depend on the
+            steps, only the order in which chunks of samples are summed does (to 1e-6).
 
         Returns:
           `[N]` NumPy array of log p(x) estimates in nats.
@@ -445,8 +448,6 @@ class VAE(LatentModel):
         if checkpoint is not None:
             settings = dict(
                 num_samples=num_samples,
-                batch_size=batch_size,
-                sample_batch_size=sample_batch_size,
                 seed=[int(v) for v in base_seed.numpy()],
                 draws="keyed by example",  # estimates of batch-keyed draws are not mixed in
             )

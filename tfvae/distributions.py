@@ -864,8 +864,9 @@ class AutoregressiveImage(tfd.Distribution):
     a `PixelCNN`) and on per-pixel features of z (the decoder's output).
 
     `log_prob` is exact and runs the masked network once per image, whatever the number
-    of z samples the features carry. `sample` draws the pixels one at a time (H·W
-    passes of the network over the rows each pixel can read), and `mean` is the greedy
+    of z samples the features carry. `sample` draws the pixels one at a time
+    (`PixelCNN.draw`: each layer of the network computed once at each pixel, from the
+    outputs it reads kept as the image is drawn), and `mean` is the greedy
     mean: each pixel at its conditional mean given the means before it (the exact mean
     of an autoregressive image has no closed form).
 
@@ -963,8 +964,9 @@ class PixelCNNLikelihood(CoupledLogisticMixtureLikelihood):
     beyond the field (the patch's colours, its scene) from z.
 
     `log_prob` is a probability of the 256^(H·W·C) images, so nats convert to bits/dim.
-    Drawing an image takes H·W passes of the network (`AutoregressiveImage`); `mean` is
-    the greedy mean, each pixel at its conditional mean given the means before it.
+    Drawing an image takes H·W sequential steps (`AutoregressiveImage`, `PixelCNN.draw`),
+    each computing the network at one pixel; `mean` is the greedy mean, each pixel at
+    its conditional mean given the means before it.
 
     Args:
       event_shape: `(height, width, channels)` of one image.
@@ -1104,39 +1106,11 @@ class PixelCNNLikelihood(CoupledLogisticMixtureLikelihood):
         return tf.reshape(images, tf.concat([leading, self.event_shape], 0))
 
     def _autoregress(self, conditioning, noise):
-        height, width, channels = self.event_shape
-        # Pixel (i, j) reads at most `receptive_rows` rows above it and `receptive_columns`
-        # to each side, so each step runs the network on that window only, not the whole
-        # image (exact: tests compare them). Where the window meets the image's edge it is
-        # shifted inside, so the convolutions pad exactly where they pad the whole image.
-        rows = min(height, self.network.receptive_rows + 1)
-        left, right = self.network.receptive_columns
-        columns = min(width, left + 1 + right)
-        count = tf.shape(conditioning)[0]
+        def pixel_of(features, i, j):
+            pixel = self.pixel_mixture(features, conditioning[:, i, j])  # batch [N]
+            return pixel.mean() if noise is None else pixel.sample_of_noise(noise[:, i, j])[0]
 
-        def step(position, canvas):
-            i, j = position // width, position % width
-            top = tf.clip_by_value(i - rows + 1, 0, height - rows)
-            start = tf.clip_by_value(j - left, 0, width - columns)
-            # Gathers, not strided slices: tf2onnx's transpose optimizer fails on a slice
-            # that drops the axes of a convolution's output (and then leaves its transposes).
-            window = tf.gather(canvas, tf.range(top, top + rows), axis=1)
-            window = tf.gather(window, tf.range(start, start + columns), axis=2)  # [N, rows, columns, C]
-            features = self.network(window, training=False)  # [N, rows, columns, filters]
-            context = tf.gather(tf.gather(features, i - top, axis=1), j - start, axis=1)  # [N, filters]
-            pixel = self.pixel_mixture(context, conditioning[:, i, j])  # batch [N]
-            value = pixel.mean() if noise is None else pixel.sample_of_noise(noise[:, i, j])[0]  # [N, C]
-            where = tf.reshape(tf.one_hot(position, height * width, dtype=canvas.dtype), [1, height, width, 1])
-            return position + 1, canvas + where * value[:, None, None, :]
-
-        canvas = tf.zeros(tf.stack([count, height, width, channels]), self.compute_dtype)
-        _, canvas = tf.while_loop(
-            lambda position, _: position < height * width,
-            step,
-            (tf.constant(0), canvas),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, height, width, channels])),
-        )
-        return canvas
+        return self.network.draw(tf.shape(conditioning)[0], self.event_shape, pixel_of)
 
     def parameters_of(self, likelihood):
         return {"conditioning": likelihood.conditioning}

@@ -483,7 +483,7 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         IAF, a hierarchy: `model.posterior_noise_dim`), takes N(0, I) noise beside x and
         gives the sample of q(z|x) it maps to and its log density. The decoder of an
         autoregressive likelihood (a PixelCNN) takes uniforms `noise` beside z and gives
-        the image `x` they draw, a loop of H·W passes of its masked network in the graph.
+        the image `x` they draw, a loop over the H·W pixels in the graph.
       export_dir: the model repository (created if missing).
       name: the decoder's model name; the encoder is `name + "_encoder"`.
       version: the version folder; None takes the next free number (1 at first).

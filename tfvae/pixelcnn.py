@@ -11,7 +11,10 @@ each block, so there is no blind spot; blocks are gated residual layers. TFP's
 not track; these layers are Keras 3 and round-trip through `.keras`.
 """
 
+from typing import NamedTuple
+
 import keras
+import tensorflow as tf
 from keras import ops
 
 DIRECTIONS = ("down", "down_right")
@@ -179,6 +182,32 @@ class GatedResidual(keras.layers.Layer):
         return config
 
 
+class _RowState(NamedTuple):
+    """What drawing keeps from one row to the next: each layer's output where the next
+    row's layers read it, so that each layer is computed once at each pixel (the caching
+    of Fast PixelCNN++, Ramachandran et al. 2017).
+
+    The vertical stack's tensors hold the row being drawn, `[N, W, F]`; the horizontal
+    stack's hold the row above it, with the zero column of its "down_right" kernels'
+    padding at the left, `[N, W + 1, F]`.
+    """
+
+    vertical: tuple  # u_0 .. u_B: the vertical stack's state after each block
+    vertical_gates: tuple  # c_1 .. c_B: each vertical block's first convolution
+    above: tf.Tensor  # the horizontal stack's input from the row above
+    horizontal: tuple  # ul_0 .. ul_{B-1}: the horizontal stack's input to each block
+    horizontal_gates: tuple  # c_1 .. c_B: each horizontal block's first convolution
+
+
+class _Left(NamedTuple):
+    """What drawing pixel (i, j) reads of pixel (i, j - 1): its value `[N, C]` and its
+    horizontal-stack tensors `[N, F]` (zeros at column 0: the padding)."""
+
+    pixel: tf.Tensor
+    horizontal: tuple
+    horizontal_gates: tuple
+
+
 @keras.saving.register_keras_serializable(package="tfvae")
 class PixelCNN(keras.layers.Layer):
     """Causal features of an image: output (i, j) reads only the pixels before (i, j).
@@ -225,24 +254,6 @@ class PixelCNN(keras.layers.Layer):
             for b in range(self.num_blocks)
         ]
 
-    @property
-    def receptive_rows(self):
-        """How many rows above pixel (i, j) its features can read: the vertical stack's
-        first layer reads the two rows above and each of its blocks' two convolutions
-        one more row each; the horizontal stack's last convolution reads the vertical
-        state one row up, one more."""
-        return 3 + 2 * self.num_blocks
-
-    @property
-    def receptive_columns(self):
-        """`(left, right)`: how many columns left and right of pixel (i, j) its features
-        can read. Right: the vertical stack's first convolution and each of its blocks'
-        two reach one column right, and the horizontal stack reads no further right than
-        the vertical state it is given. Left: the horizontal stack's first layers reach
-        one column left, its blocks' two convolutions one more each, and it reads the
-        vertical state (as far left as right) one column left more."""
-        return 2 + 2 * self.num_blocks, 1 + 2 * self.num_blocks
-
     def build(self, input_shape):
         with_ones = (*input_shape[:-1], input_shape[-1] + 1)
         for layer in (self.vertical_in, self.horizontal_in_above, self.horizontal_in_left):
@@ -251,15 +262,132 @@ class PixelCNN(keras.layers.Layer):
         for block in (*self.vertical_blocks, *self.horizontal_blocks):
             block.build(features)
 
-    def call(self, x, training=None):
+    def _scaled(self, x):
+        """x in [-1, 1] with a channel of ones, the input of the first layers."""
         x = ops.cast(x, self.compute_dtype) / ((self.num_levels - 1) / 2.0) - 1.0
-        x = ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)
+        return ops.concatenate([x, ops.ones_like(x[..., :1])], axis=-1)
+
+    def call(self, x, training=None):
+        x = self._scaled(x)
         u = down_shift(self.vertical_in(x))
         ul = down_shift(self.horizontal_in_above(x)) + right_shift(self.horizontal_in_left(x))
         for vertical, horizontal in zip(self.vertical_blocks, self.horizontal_blocks):
             u = vertical(u, training=training)
             ul = horizontal(ul, auxiliary=u, training=training)
         return keras.activations.elu(ul)
+
+    def draw(self, count, image_shape, pixel_of):
+        """Images drawn pixel by pixel in raster order, each pixel from its features.
+
+        Equal, up to float rounding, to drawing pixel (i, j) from `self(x)[:, i, j]` of
+        the image x drawn so far, at a fraction of the arithmetic: the vertical stack reads
+        only the rows above, so it runs once a row on the whole row; the horizontal stack
+        runs once a pixel on that pixel alone, from the outputs its kernels read at the
+        pixel to the left and in the row above, kept as the image is drawn. Running the
+        whole network on the window of rows and columns each pixel reads instead made
+        drawing 9-23 times slower (`make bench-generator`'s model, batches of 1 and 8).
+
+        Args:
+          count: N, the number of images (a scalar tensor).
+          image_shape: `(H, W, C)`.
+          pixel_of: `(features [N, F], i, j) -> values [N, C]`: pixel (i, j) of each image.
+
+        Returns:
+          The images, `[N, H, W, C]`.
+        """
+        height, width, channels = image_shape
+
+        def zeros(*shape):
+            return tf.zeros(tf.stack(shape), self.compute_dtype)
+
+        def row(i, canvas, state):
+            state = self._next_row(state, canvas, i)
+            above = self._scaled(tf.gather(canvas, tf.maximum(i - 1, 0), axis=1))  # x's row i - 1, [N, W, C + 1]
+            above = above * ops.cast(i > 0, above.dtype)  # row -1 is the zero padding
+
+            def column(j, left, drawn):
+                features, left = self._features_at(state, above, left, j)
+                value = pixel_of(features, i, j)  # [N, C]
+                left = left._replace(pixel=value)
+                drawn = tuple(d.write(j, v) for d, v in zip(drawn, (value, *left.horizontal, *left.horizontal_gates)))
+                return j + 1, left, drawn
+
+            blocks = self.num_blocks
+            left = _Left(
+                zeros(count, channels), (zeros(count, self.filters),) * blocks, (zeros(count, self.filters),) * blocks
+            )
+            # TensorArrays: writing a pixel's outputs costs their size, not the row's.
+            drawn = tuple(
+                tf.TensorArray(self.compute_dtype, size=width, element_shape=v.shape)
+                for v in (left.pixel, *left.horizontal, *left.horizontal_gates)
+            )
+            _, _, drawn = tf.while_loop(lambda j, *_: j < width, column, (tf.constant(0), left, drawn))
+            pixels, *rows = (tf.transpose(d.stack(), [1, 0, 2]) for d in drawn)  # [N, W, ·]
+            rows = [ops.pad(r, [[0, 0], [1, 0], [0, 0]]) for r in rows]
+            where = tf.one_hot(i, height, dtype=canvas.dtype)[None, :, None, None]  # [1, H, 1, 1]
+            state = state._replace(horizontal=tuple(rows[:blocks]), horizontal_gates=tuple(rows[blocks:]))
+            return i + 1, canvas + where * pixels[:, None], state
+
+        row_of_zeros, rows_of_zeros = zeros(count, width, self.filters), zeros(count, width + 1, self.filters)
+        blocks = self.num_blocks
+        state = _RowState(
+            (row_of_zeros,) * (blocks + 1),
+            (row_of_zeros,) * blocks,
+            row_of_zeros,
+            (rows_of_zeros,) * blocks,
+            (rows_of_zeros,) * blocks,
+        )
+        _, canvas, _ = tf.while_loop(
+            lambda i, *_: i < height, row, (tf.constant(0), zeros(count, height, width, channels), state)
+        )
+        return canvas
+
+    def _next_row(self, state, x, i):
+        """The vertical stack's tensors at row i of x `[N, H, W, C]`, whose rows above are
+        drawn: u_0 from x's rows i - 2 and i - 1, then each block from its input's and its
+        first convolution's rows i - 1 (the state's) and i; and the horizontal stack's
+        input from row i - 1."""
+        rows = tf.range(i - 2, i)
+        above = self._scaled(tf.gather(x, tf.maximum(rows, 0), axis=1))  # rows i - 2, i - 1
+        above = above * ops.cast(rows >= 0, above.dtype)[None, :, None, None]  # rows -2, -1: the zero padding
+        above = ops.pad(above, [[0, 0], [0, 0], [1, 1], [0, 0]])  # [N, 2, W + 2, C + 1]
+        below_top = ops.cast(i > 0, self.compute_dtype)  # row 0's shifted-down inputs are the zero padding
+        u = below_top * self.vertical_in.convolution(above)[:, 0]  # [N, W, F]
+        from_above = below_top * self.horizontal_in_above.convolution(above[:, 1:])[:, 0]
+        vertical, gates = [u], []
+        for block, u_above, c_above in zip(self.vertical_blocks, state.vertical, state.vertical_gates):
+            c = _row_convolution(block.convolution_in, u_above, u)
+            gate_input, gate = ops.split(_row_convolution(block.convolution_out, c_above, c), 2, axis=-1)
+            u = u + gate_input * ops.sigmoid(gate)
+            vertical.append(u)
+            gates.append(c)
+        return state._replace(vertical=tuple(vertical), vertical_gates=tuple(gates), above=from_above)
+
+    def _features_at(self, state, above, left, j):
+        """The features of pixel (i, j), `[N, F]`, and its horizontal-stack tensors as a
+        `_Left` (its pixel still the left one's), from the row's `_RowState`, x's row
+        above (scaled, `[N, W, C + 1]`) and pixel (i, j - 1)'s `_Left`."""
+        # The horizontal stack's input from the left reads column j - 1 of rows i - 1 and
+        # i, shifted right: column 0 reads the zero padding.
+        right_of_edge = ops.cast(j > 0, self.compute_dtype)
+        patch = ops.stack([tf.gather(above, tf.maximum(j - 1, 0), axis=1), self._scaled(left.pixel)], axis=1)
+        ul = state.above[:, j] + right_of_edge * _at_pixel(self.horizontal_in_left, patch[:, :, None])
+        horizontal, gates = [], []
+        for block, u, rows, gate_rows, ul_left, c_left in zip(
+            self.horizontal_blocks,
+            state.vertical[1:],
+            state.horizontal,
+            state.horizontal_gates,
+            left.horizontal,
+            left.horizontal_gates,
+        ):
+            c = _pixel_convolution(block.convolution_in, rows, ul_left, ul, j)
+            c = c + block.auxiliary_projection(concat_elu(u[:, j]))
+            gate_input, gate = ops.split(_pixel_convolution(block.convolution_out, gate_rows, c_left, c, j), 2, axis=-1)
+            horizontal.append(ul)
+            gates.append(c)
+            ul = ul + gate_input * ops.sigmoid(gate)
+        return keras.activations.elu(ul), left._replace(horizontal=tuple(horizontal), horizontal_gates=tuple(gates))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -270,3 +398,28 @@ class PixelCNN(keras.layers.Layer):
             filters=self.filters, num_blocks=self.num_blocks, dropout=self.dropout, num_levels=self.num_levels
         )
         return config
+
+
+def _row_convolution(layer, above, row):
+    """A "down" `ShiftedConv2D` of kernel (2, 3) at one row, `[N, W, F_out]`, from its
+    input's rows above and at it (`[N, W, F]`, before the layer's concat_elu)."""
+    rows = concat_elu(ops.stack([above, row], axis=1))
+    return layer.convolution(ops.pad(rows, [[0, 0], [0, 0], [1, 1], [0, 0]]))[:, 0]
+
+
+def _pixel_convolution(layer, rows_above, left, value, j):
+    """A "down_right" `ShiftedConv2D` of kernel (2, 2) at column j, `[N, F_out]`, from
+    its input's row above (`[N, W + 1, F]`, padded) and its values at columns j - 1
+    and j (`[N, F]`), all before the layer's concat_elu."""
+    above = tf.gather(rows_above, tf.range(j, j + 2), axis=1)  # columns j - 1, j
+    patch = concat_elu(ops.stack([above, ops.stack([left, value], axis=1)], axis=1))  # [N, 2, 2, 2F]
+    return _at_pixel(layer, patch)
+
+
+def _at_pixel(layer, patch):
+    """A `ShiftedConv2D`'s output `[N, F_out]` on a patch `[N, kh, kw, F]` of its kernel's
+    size, as one matrix product: on a [64, 2, 2, 96] patch and 96 filters, 75 µs a call
+    against 96 µs for the convolution op, which plans for larger inputs."""
+    kernel = layer.convolution.kernel
+    flat = tf.reshape(patch, [-1, kernel.shape[0] * kernel.shape[1] * kernel.shape[2]])
+    return tf.matmul(flat, tf.reshape(kernel, [-1, kernel.shape[3]])) + layer.convolution.bias

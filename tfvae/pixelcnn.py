@@ -195,6 +195,7 @@ class _RowState(NamedTuple):
     vertical: tuple  # u_0 .. u_B: the vertical stack's state after each block
     vertical_gates: tuple  # c_1 .. c_B: each vertical block's first convolution
     above: tf.Tensor  # the horizontal stack's input from the row above
+    pixels_above: tf.Tensor  # x's row above, scaled as the network reads it: [N, W, C + 1]
     horizontal: tuple  # ul_0 .. ul_{B-1}: the horizontal stack's input to each block
     horizontal_gates: tuple  # c_1 .. c_B: each horizontal block's first convolution
 
@@ -296,23 +297,21 @@ class PixelCNN(keras.layers.Layer):
           The images, `[N, H, W, C]`.
         """
         height, width, channels = image_shape
+        blocks = self.num_blocks
 
         def zeros(*shape):
             return tf.zeros(tf.stack(shape), self.compute_dtype)
 
         def row(i, canvas, state):
             state = self._next_row(state, canvas, i)
-            above = self._scaled(tf.gather(canvas, tf.maximum(i - 1, 0), axis=1))  # x's row i - 1, [N, W, C + 1]
-            above = above * ops.cast(i > 0, above.dtype)  # row -1 is the zero padding
 
             def column(j, left, drawn):
-                features, left = self._features_at(state, above, left, j)
+                features, left = self._features_at(state, left, j)
                 value = pixel_of(features, i, j)  # [N, C]
                 left = left._replace(pixel=value)
                 drawn = tuple(d.write(j, v) for d, v in zip(drawn, (value, *left.horizontal, *left.horizontal_gates)))
                 return j + 1, left, drawn
 
-            blocks = self.num_blocks
             left = _Left(
                 zeros(count, channels), (zeros(count, self.filters),) * blocks, (zeros(count, self.filters),) * blocks
             )
@@ -329,11 +328,11 @@ class PixelCNN(keras.layers.Layer):
             return i + 1, canvas + where * pixels[:, None], state
 
         row_of_zeros, rows_of_zeros = zeros(count, width, self.filters), zeros(count, width + 1, self.filters)
-        blocks = self.num_blocks
         state = _RowState(
             (row_of_zeros,) * (blocks + 1),
             (row_of_zeros,) * blocks,
             row_of_zeros,
+            zeros(count, width, channels + 1),
             (rows_of_zeros,) * blocks,
             (rows_of_zeros,) * blocks,
         )
@@ -346,7 +345,7 @@ class PixelCNN(keras.layers.Layer):
         """The vertical stack's tensors at row i of x `[N, H, W, C]`, whose rows above are
         drawn: u_0 from x's rows i - 2 and i - 1, then each block from its input's and its
         first convolution's rows i - 1 (the state's) and i; and the horizontal stack's
-        input from row i - 1."""
+        input from row i - 1 and that row of x."""
         rows = tf.range(i - 2, i)
         above = self._scaled(tf.gather(x, tf.maximum(rows, 0), axis=1))  # rows i - 2, i - 1
         above = above * ops.cast(rows >= 0, above.dtype)[None, :, None, None]  # rows -2, -1: the zero padding
@@ -361,16 +360,18 @@ class PixelCNN(keras.layers.Layer):
             u = u + gate_input * ops.sigmoid(gate)
             vertical.append(u)
             gates.append(c)
-        return state._replace(vertical=tuple(vertical), vertical_gates=tuple(gates), above=from_above)
+        return state._replace(
+            vertical=tuple(vertical), vertical_gates=tuple(gates), above=from_above, pixels_above=above[:, 1, 1:-1]
+        )
 
-    def _features_at(self, state, above, left, j):
+    def _features_at(self, state, left, j):
         """The features of pixel (i, j), `[N, F]`, and its horizontal-stack tensors as a
-        `_Left` (its pixel still the left one's), from the row's `_RowState`, x's row
-        above (scaled, `[N, W, C + 1]`) and pixel (i, j - 1)'s `_Left`."""
+        `_Left` (its pixel still the left one's), from the row's `_RowState` and pixel
+        (i, j - 1)'s `_Left`."""
         # The horizontal stack's input from the left reads column j - 1 of rows i - 1 and
         # i, shifted right: column 0 reads the zero padding.
         right_of_edge = ops.cast(j > 0, self.compute_dtype)
-        patch = ops.stack([tf.gather(above, tf.maximum(j - 1, 0), axis=1), self._scaled(left.pixel)], axis=1)
+        patch = ops.stack([tf.gather(state.pixels_above, tf.maximum(j - 1, 0), axis=1), self._scaled(left.pixel)], 1)
         ul = state.above[:, j] + right_of_edge * _at_pixel(self.horizontal_in_left, patch[:, :, None])
         horizontal, gates = [], []
         for block, u, rows, gate_rows, ul_left, c_left in zip(

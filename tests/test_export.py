@@ -521,6 +521,65 @@ def test_loop_invariants_leave_the_loop_and_the_answer_stays_exact():
     assert hoist_loop_invariants(model) == (0, 0)  # a fixed point
 
 
+def test_invariants_of_a_loop_inside_a_loop_leave_both():
+    """An outer Loop of 3 trips whose body runs an inner Loop of 4 on x · Wᵀ, W carried
+    through both unchanged: the shape of a PixelCNN generator's rows and pixels."""
+    from onnx import TensorProto, helper
+
+    from tfvae.onnx_loops import hoist_loop_invariants
+
+    def value(name, element, shape):
+        return helper.make_tensor_value_info(name, element, shape)
+
+    def loop_body(name, prefix, nodes, accumulated):
+        inputs = [("i", TensorProto.INT64, []), ("cond_in", TensorProto.BOOL, [])]
+        inputs += [("acc_in", TensorProto.FLOAT, [1, 2]), ("w_in", TensorProto.FLOAT, [2, 3])]
+        outputs = [("cond_out", TensorProto.BOOL, []), ("acc_out", TensorProto.FLOAT, [1, 2])]
+        nodes = [helper.make_node("Identity", [prefix + "cond_in"], [prefix + "cond_out"]), *nodes]
+        nodes.append(helper.make_node("Add", [prefix + "acc_in", accumulated], [prefix + "acc_out"]))
+        return helper.make_graph(
+            nodes,
+            name,
+            [value(prefix + n, t, s) for n, t, s in inputs],
+            [*(value(prefix + n, t, s) for n, t, s in outputs), value(prefix + "w_in", TensorProto.FLOAT, [2, 3])],
+        )
+
+    inner = loop_body(
+        "inner",
+        "j_",
+        [
+            helper.make_node("Transpose", ["j_w_in"], ["w_t"], perm=[1, 0]),
+            helper.make_node("MatMul", ["x", "w_t"], ["y"]),
+        ],
+        "y",
+    )
+    loop = helper.make_node("Loop", ["four", "go", "zeros", "i_w_in"], ["inner_acc", "inner_w"], body=inner)
+    outer = loop_body("outer", "i_", [loop], "inner_acc")
+    weights = np.arange(6, dtype=np.float32).reshape(2, 3)
+    constants = {"three": np.array(3, np.int64), "four": np.array(4, np.int64), "go": np.array(True)}
+    constants.update(zeros=np.zeros((1, 2), np.float32), w=weights)
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["three", "go", "zeros", "w"], ["acc", "w_final"], body=outer)],
+        "nested",
+        [value("x", TensorProto.FLOAT, [1, 3])],
+        [value("acc", TensorProto.FLOAT, [1, 2])],
+        initializer=[onnx.numpy_helper.from_array(v, k) for k, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([[1.0, -2.0, 0.5]], np.float32)
+    # W leaves both loops' variables; Transpose and MatMul move out of the inner loop,
+    # then out of the outer one.
+    assert hoist_loop_invariants(model) == (2, 4)
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["Transpose", "MatMul", "Loop"]
+    outer_body = model.graph.node[2].attribute[0].g
+    assert [n.op_type for n in outer_body.node] == ["Identity", "Loop", "Add"]
+    assert [n.op_type for n in outer_body.node[1].attribute[0].g.node] == ["Identity", "Add"]
+    (answer,) = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(answer, 12 * x @ weights.T)
+    assert hoist_loop_invariants(model) == (0, 0)
+
+
 @pytest.mark.parametrize(
     "kwargs, moved",
     [({"read_final_weights": True}, (0, 0)), ({"scan_weights": True}, (0, 0)), ({"with_random": True}, (1, 2))],

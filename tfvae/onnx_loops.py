@@ -14,6 +14,12 @@ of the loop, where ONNX Runtime folds them into constants when it loads the mode
 library we use does this (tf2onnx's loop optimizer only moves scan outputs, and its
 optimizers refuse the model once rewritten): written here, measured on that generator
 in ONNX Runtime as 2.4× faster at batch 1 and 1.2× at batch 8, with identical outputs.
+A generator that draws row by row and, inside, pixel by pixel has a `Loop` in a `Loop`
+whose inner one carried the row's state and the network's constants from pixel to
+pixel: moving them out too made the photo-patch generator (32×32×3, 32 filters, 3
+blocks) 1.43× faster at batch 1, 1.30× at batch 8 and 1.07× at batch 64, with identical
+images (the exported model against itself after this pass, in ONNX Runtime with `tfvae
+serve`'s options, best of 3).
 """
 
 import onnx
@@ -25,7 +31,9 @@ _NONDETERMINISTIC = frozenset(
 
 
 def hoist_loop_invariants(model):
-    """Rewrites, in place, each `Loop` of `model`'s main graph without its invariants.
+    """Rewrites, in place, each `Loop` of `model` without its invariants, loops nested in
+    a loop's body included (innermost first, so what leaves an inner loop can leave the
+    outer one too).
 
     A loop variable whose body output is its body input unchanged, and whose final value
     nobody reads, is dropped: the body reads the value the loop was started with, by its
@@ -44,18 +52,24 @@ def hoist_loop_invariants(model):
         hoist_loop_invariants(model)  # (43, 66): tf2onnx's 8×8×3 PixelCNN generator
         onnx.save(model, path)
     """
-    graph = model.graph
+    return _hoist_in(model.graph, set())
+
+
+def _hoist_in(graph, enclosing):
+    """`hoist_loop_invariants` on the loops of `graph`, where the names in `enclosing`
+    (values of the scopes around it) do not change while it runs."""
     read_outside = _names_read(graph)
-    available = {i.name for i in (*graph.initializer, *graph.input)}
+    available = enclosing | {i.name for i in (*graph.initializer, *graph.input)}
     nodes, dropped, moved = [], 0, 0
     for node in graph.node:
         if node.op_type == "Loop":
             body = next(a.g for a in node.attribute if a.name == "body")
-            dropped += _drop_pass_through_variables(node, body, read_outside, graph)
+            inner_dropped, inner_moved = _hoist_in(body, available)
+            dropped += inner_dropped + _drop_pass_through_variables(node, body, read_outside, graph)
             hoisted = _hoist_invariant_nodes(body, available, graph)
             nodes.extend(hoisted)
             available.update(o for n in hoisted for o in n.output)
-            moved += len(hoisted)
+            moved += inner_moved + len(hoisted)
         nodes.append(node)
         available.update(node.output)
     del graph.node[:]

@@ -295,6 +295,14 @@ class PixelCNN(keras.layers.Layer):
 
         Returns:
           The images, `[N, H, W, C]`.
+
+        Example:
+          >>> network = PixelCNN(8, num_blocks=1)
+          >>> network.build((None, 4, 4, 1))
+          >>> def pixel_of(features, i, j):  # `PixelCNNLikelihood` draws from a mixture here
+          ...     return tf.fill([2, 1], 128.0)
+          >>> network.draw(tf.constant(2), (4, 4, 1), pixel_of).shape
+          TensorShape([2, 4, 4, 1])
         """
         height, width, channels = image_shape
         blocks = self.num_blocks

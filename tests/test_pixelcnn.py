@@ -65,6 +65,22 @@ def test_drawing_gives_each_pixel_the_features_of_the_whole_network_on_the_image
     np.testing.assert_allclose(features, network(x), rtol=0, atol=1e-4)
 
 
+def test_drawing_traced_with_a_known_batch_size_keeps_it():
+    # A Keras model's call traces its inputs' static shapes; a loop state made inside a
+    # loop's body loses the batch size, and `tf.while_loop` then refuses the loop.
+    network = PixelCNN(4, num_blocks=1)
+    network.build((None, 5, 4, 3))
+    seen = []
+
+    def pixel_of(features, i, j):
+        seen.append(features.shape)
+        return tf.zeros_like(features[:, :3])
+
+    draw = tf.function(lambda x: network.draw(tf.shape(x)[0], (5, 4, 3), pixel_of))
+    assert draw(tf.zeros([2, 5, 4, 3])).shape == (2, 5, 4, 3)
+    assert seen == [(2, 4)]
+
+
 def test_an_autoregressive_image_is_a_probability_of_every_image():
     levels = 16
     likelihood = PixelCNNLikelihood(

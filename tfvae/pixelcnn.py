@@ -320,21 +320,21 @@ class PixelCNN(keras.layers.Layer):
                 drawn = tuple(d.write(j, v) for d, v in zip(drawn, (value, *left.horizontal, *left.horizontal_gates)))
                 return j + 1, left, drawn
 
-            left = _Left(
-                zeros(count, channels), (zeros(count, self.filters),) * blocks, (zeros(count, self.filters),) * blocks
-            )
             # TensorArrays: writing a pixel's outputs costs their size, not the row's.
             drawn = tuple(
                 tf.TensorArray(self.compute_dtype, size=width, element_shape=v.shape)
-                for v in (left.pixel, *left.horizontal, *left.horizontal_gates)
+                for v in (first_column.pixel, *first_column.horizontal, *first_column.horizontal_gates)
             )
-            _, _, drawn = tf.while_loop(lambda j, *_: j < width, column, (tf.constant(0), left, drawn))
+            _, _, drawn = tf.while_loop(lambda j, *_: j < width, column, (tf.constant(0), first_column, drawn))
             pixels, *rows = (tf.transpose(d.stack(), [1, 0, 2]) for d in drawn)  # [N, W, ·]
             rows = [ops.pad(r, [[0, 0], [1, 0], [0, 0]]) for r in rows]
             where = tf.one_hot(i, height, dtype=canvas.dtype)[None, :, None, None]  # [1, H, 1, 1]
             state = state._replace(horizontal=tuple(rows[:blocks]), horizontal_gates=tuple(rows[blocks:]))
             return i + 1, canvas + where * pixels[:, None], state
 
+        # Made out here: zeros made inside a loop's body lose the static batch size.
+        pixel_of_zeros = zeros(count, self.filters)
+        first_column = _Left(zeros(count, channels), (pixel_of_zeros,) * blocks, (pixel_of_zeros,) * blocks)
         row_of_zeros, rows_of_zeros = zeros(count, width, self.filters), zeros(count, width + 1, self.filters)
         state = _RowState(
             (row_of_zeros,) * (blocks + 1),

@@ -333,8 +333,8 @@ class PixelCNN(keras.layers.Layer):
             return i + 1, canvas + where * pixels[:, None], state
 
         # Made out here: zeros made inside a loop's body lose the static batch size.
-        pixel_of_zeros = zeros(count, self.filters)
-        first_column = _Left(zeros(count, channels), (pixel_of_zeros,) * blocks, (pixel_of_zeros,) * blocks)
+        zero_features = zeros(count, self.filters)
+        first_column = _Left(zeros(count, channels), (zero_features,) * blocks, (zero_features,) * blocks)
         row_of_zeros, rows_of_zeros = zeros(count, width, self.filters), zeros(count, width + 1, self.filters)
         state = _RowState(
             (row_of_zeros,) * (blocks + 1),

@@ -59,6 +59,16 @@ def test_evaluate_is_repeatable_with_a_seed(trained, digits):
     assert first == tfvae.evaluate(trained, digits.valid[:50], num_samples=50, seed=4)
 
 
+def test_evaluate_returns_the_scores_its_nll_averages(trained, digits):
+    x = digits.valid[:40]
+    report, log_px = tfvae.evaluate(trained, x, num_samples=50, seed=4, return_log_likelihoods=True)
+    assert report == tfvae.evaluate(trained, x, num_samples=50, seed=4)
+    assert log_px.shape == (40,)
+    np.testing.assert_allclose(log_px.mean(), -report["nll"], rtol=1e-6)
+    # The same estimates as log_likelihood's, example by example.
+    np.testing.assert_allclose(log_px, trained.log_likelihood(x, num_samples=50, seed=4), rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_an_evaluation_killed_part_way_continues_from_its_checkpoint_to_the_same_report(
     trained, digits, tmp_path, monkeypatch

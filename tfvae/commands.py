@@ -3,6 +3,7 @@ and handlers over the Python API. `tfvae.cli` loads this module, and with it Ten
 for every command but `serve`."""
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
@@ -15,7 +16,6 @@ import sys
 import numpy as np
 
 from tfvae import files, memory, seeding
-from tfvae.checkpointing import read_estimate_checkpoint
 from tfvae.cli_arguments import (
     INTERRUPTED,
     image_size,
@@ -707,7 +707,7 @@ def _evaluate(args):
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:12]
     checkpoint = os.path.join(args.run_dir, f"evaluation-{split}-{key}.partial.npz")
     try:
-        report = evaluate(
+        report, log_px = evaluate(
             model,
             examples,
             labels=labels if model.conditional else None,
@@ -717,6 +717,7 @@ def _evaluate(args):
             verbose=0 if args.json else 1,
             memory_budget_mib=args.memory_budget_mib,
             checkpoint=checkpoint,
+            return_log_likelihoods=True,
         )
     except KeyboardInterrupt:
         print(
@@ -725,8 +726,6 @@ def _evaluate(args):
             file=sys.stderr,
         )
         return INTERRUPTED
-    # The pass kept every example's estimate in its checkpoint: scores need no second pass.
-    log_px = None if args.scores is None else read_estimate_checkpoint(checkpoint)["estimates"]
     stderr, examples = (
         ("", "1 example, so no standard error")
         if report["nll_stderr"] is None
@@ -759,9 +758,12 @@ def _evaluate(args):
                 )
             )
         )
-    if log_px is not None:
+    if args.scores is not None:
         _write_scores(args.scores, log_px)
-    os.remove(checkpoint)  # after the scores: a failed write leaves the estimates to rerun from
+    # After the scores: a failed write leaves the estimates to rerun from. An evaluation
+    # with the same settings run at the same time shares the file and may have removed it.
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(checkpoint)
     if args.json:
         print(json.dumps(report))
     return 0

@@ -106,6 +106,7 @@ def evaluate(
     memory_budget_mib=IMPORTANCE_SAMPLING_BUDGET_MIB,
     strategy=None,
     checkpoint=None,
+    return_log_likelihoods=False,
 ):
     """Per-example averages over `x`, in nats.
 
@@ -132,6 +133,9 @@ def evaluate(
         with the same arguments continues where it stopped and reports what the
         uninterrupted one reports. Under a strategy, each worker keeps its share in
         `<path without .npz>-<first>-<stop>.npz`.
+      return_log_likelihoods: also return each example's importance-sampled log p(x)
+        (its anomaly score), the estimates the NLL averages, so that scores and report
+        come from one pass.
 
     Returns:
       A dict with `nll` (−log p(x) by importance sampling with q(z|x) as proposal),
@@ -143,7 +147,8 @@ def evaluate(
       (a Bernoulli on binary x, discretised logistics), with `nll_bits_per_dim` and
       `elbo_bits_per_dim` (nats / (D ln 2)); "density" for a Gaussian likelihood, whose
       figures are densities, or "cross_entropy" for a Bernoulli read on grey levels or
-      on values between 0 and 1 (the bits/dim keys are then None).
+      on values between 0 and 1 (the bits/dim keys are then None). With
+      `return_log_likelihoods`, the pair `(report, log_px)`, log_px `[N]` float32 nats.
     """
     if not model.has_prior:
         raise ConfigError(
@@ -187,7 +192,7 @@ def evaluate(
     )
     kl = layer_kls.sum(axis=1)
     active = _active_per_layer(model, means)
-    return {
+    report = {
         "nll": float(-log_px.mean()),
         "nll_stderr": float(log_px.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else None,
         "elbo": float((expected_log_likelihood - kl).mean()),
@@ -200,6 +205,7 @@ def evaluate(
         "examples": int(len(x)),
         **_bits_per_dim(model, x, -log_px.mean(), -(expected_log_likelihood - kl).mean()),
     }
+    return (report, log_px) if return_log_likelihoods else report
 
 
 def _bits_per_dim(model, x, nll, negative_elbo):

@@ -101,6 +101,7 @@ def test_v2_infer_with_a_standard_client_matches_the_exported_model(server, repo
         model_version="1",
         outputs=[triton.InferRequestedOutput("mean", binary_data=binary)],
         request_compression_algorithm=compression,  # Content-Encoding, as Triton reads it
+        response_compression_algorithm=compression,  # Accept-Encoding, as Triton answers it
     )
     assert result.as_numpy("logits") is None  # only what was asked for
     np.testing.assert_allclose(result.as_numpy("mean"), expected["mean"], atol=TOLERANCE)

@@ -32,7 +32,7 @@ from helpers import (
 )
 
 import tfvae
-from tfvae.serving import ServerConfig, access, protocol_grpc
+from tfvae.serving import ServerConfig, access, http, protocol_grpc
 from tfvae.serving.batching import DynamicBatcher, QueueTimeout
 from tfvae.serving.repository import RepositoryError, load_repository
 from tfvae.serving.service import ModelService
@@ -349,6 +349,38 @@ def test_json_is_read_whatever_content_type_curl_or_fetch_declares(client, repos
     mean = next(o for o in inferred.json()["outputs"] if o["name"] == "mean")
     np.testing.assert_allclose(np.reshape(mean["data"], expected.shape), expected, atol=1e-6)
     assert client.post("/v1/models/gen:generate", content=b'{"n": 2}', headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "accept, coding",
+    [
+        ("gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("deflate, gzip", "gzip"),  # equal weights: gzip
+        ("gzip;q=0.5, deflate", "deflate"),
+        ("br, *;q=0.1", "gzip"),
+        ("gzip;q=0, deflate;q=0", None),
+        ("identity", None),
+        ("gzip;q=x", None),  # a weight that is no number refuses
+    ],
+)
+def test_accept_encoding_chooses_the_compression_with_the_higher_weight(accept, coding):
+    assert http.accepted_coding(accept) == coding
+
+
+def test_answers_are_compressed_as_the_client_asks(client):
+    body = v2_body(latent(20))  # 20 × 64 floats of each output: 35 kB of JSON
+    plain = client.post("/v2/models/gen/infer", content=body, headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.headers["vary"] == "Accept-Encoding"
+    for accept in ("gzip", "deflate"):
+        answer = client.post("/v2/models/gen/infer", content=body, headers={"accept-encoding": accept})
+        assert answer.headers["content-encoding"] == accept
+        assert int(answer.headers["content-length"]) < len(plain.content) / 2  # the bytes on the wire
+        assert answer.content == plain.content  # as httpx decoded them
+    # A small answer goes as it is, whatever the client accepts.
+    assert "content-encoding" not in client.get("/v2/health/ready", headers={"accept-encoding": "gzip"}).headers
+    scraped = client.get("/metrics", headers={"accept-encoding": "gzip"})  # Prometheus scrapes with gzip
+    assert scraped.headers["content-encoding"] == "gzip" and b"tfvae_requests_total" in scraped.content
 
 
 def test_inputs_whose_outputs_overflow_get_a_400_not_null(client, repository):

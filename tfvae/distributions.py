@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfvae.errors import ConfigError
-from tfvae.pixelcnn import PixelCNN
+from tfvae.pixelcnn import PixelCNN, column
 from tfvae.seeding import standard_normal
 
 tfd = tfp.distributions
@@ -1107,8 +1107,11 @@ class PixelCNNLikelihood(CoupledLogisticMixtureLikelihood):
 
     def _autoregress(self, conditioning, noise):
         def pixel_of(features, i, j):
-            pixel = self.pixel_mixture(features, conditioning[:, i, j])  # batch [N]
-            return pixel.mean() if noise is None else pixel.sample_of_noise(noise[:, i, j])[0]
+            pixel = self.pixel_mixture(features, at_pixel(conditioning, i, j))  # batch [N]
+            return pixel.mean() if noise is None else pixel.sample_of_noise(at_pixel(noise, i, j))[0]
+
+        def at_pixel(x, i, j):  # x[:, i, j]; row i taken outside the columns' loop once exported
+            return column(column(x, i), j)
 
         return self.network.draw(tf.shape(conditioning)[0], self.event_shape, pixel_of)
 

@@ -209,6 +209,17 @@ class _Left(NamedTuple):
     horizontal_gates: tuple
 
 
+class _PixelKernel(NamedTuple):
+    """A `ShiftedConv2D` at one pixel: `matrix` `[kh·kw·F, F_out]` multiplies the patch
+    of its kernel's size, flattened."""
+
+    matrix: tf.Tensor
+    bias: tf.Tensor
+
+    def __call__(self, flat_patch):
+        return tf.matmul(flat_patch, self.matrix) + self.bias
+
+
 @keras.saving.register_keras_serializable(package="tfvae")
 class PixelCNN(keras.layers.Layer):
     """Causal features of an image: output (i, j) reads only the pixels before (i, j).
@@ -314,7 +325,7 @@ class PixelCNN(keras.layers.Layer):
             state = self._next_row(state, canvas, i)
 
             def column(j, left, drawn):
-                features, left = self._features_at(state, left, j)
+                features, left = self._features_at(state, left, j, kernels)
                 value = pixel_of(features, i, j)  # [N, C]
                 left = left._replace(pixel=value)
                 drawn = tuple(d.write(j, v) for d, v in zip(drawn, (value, *left.horizontal, *left.horizontal_gates)))
@@ -332,6 +343,15 @@ class PixelCNN(keras.layers.Layer):
             state = state._replace(horizontal=tuple(rows[:blocks]), horizontal_gates=tuple(rows[blocks:]))
             return i + 1, canvas + where * pixels[:, None], state
 
+        # The horizontal stack's kernels as the matrices one pixel's patch multiplies, made
+        # out here since TensorFlow's loops run every op of their bodies at each pass.
+        kernels = (
+            _PixelKernel(_flat(self.horizontal_in_left), self.horizontal_in_left.convolution.bias),
+            tuple(
+                (_on_patch_row(block.convolution_in), _on_patch_row(block.convolution_out))
+                for block in self.horizontal_blocks
+            ),
+        )
         # Made out here: zeros made inside a loop's body lose the static batch size.
         zero_features = zeros(count, self.filters)
         first_column = _Left(zeros(count, channels), (zero_features,) * blocks, (zero_features,) * blocks)
@@ -372,27 +392,30 @@ class PixelCNN(keras.layers.Layer):
             vertical=tuple(vertical), vertical_gates=tuple(gates), above=from_above, pixels_above=above[:, 1, 1:-1]
         )
 
-    def _features_at(self, state, left, j):
+    def _features_at(self, state, left, j, kernels):
         """The features of pixel (i, j), `[N, F]`, and its horizontal-stack tensors as a
-        `_Left` (its pixel still the left one's), from the row's `_RowState` and pixel
-        (i, j - 1)'s `_Left`."""
+        `_Left` (its pixel still the left one's), from the row's `_RowState`, pixel
+        (i, j - 1)'s `_Left` and the horizontal stack's `_PixelKernel`s: its input's, and
+        each block's two."""
+        left_kernel, block_kernels = kernels
         # The horizontal stack's input from the left reads column j - 1 of rows i - 1 and
         # i, shifted right: column 0 reads the zero padding.
         right_of_edge = ops.cast(j > 0, self.compute_dtype)
         patch = ops.stack([tf.gather(state.pixels_above, tf.maximum(j - 1, 0), axis=1), self._scaled(left.pixel)], 1)
-        ul = state.above[:, j] + right_of_edge * _at_pixel(self.horizontal_in_left, patch[:, :, None])
+        ul = column(state.above, j) + right_of_edge * left_kernel(tf.reshape(patch, [-1, left_kernel.matrix.shape[0]]))
         horizontal, gates = [], []
-        for block, u, rows, gate_rows, ul_left, c_left in zip(
+        for block, (kernel_in, kernel_out), u, rows, gate_rows, ul_left, c_left in zip(
             self.horizontal_blocks,
+            block_kernels,
             state.vertical[1:],
             state.horizontal,
             state.horizontal_gates,
             left.horizontal,
             left.horizontal_gates,
         ):
-            c = _pixel_convolution(block.convolution_in, rows, ul_left, ul, j)
-            c = c + block.auxiliary_projection(concat_elu(u[:, j]))
-            gate_input, gate = ops.split(_pixel_convolution(block.convolution_out, gate_rows, c_left, c, j), 2, axis=-1)
+            c = _pixel_convolution(kernel_in, rows, ul_left, ul, j)
+            c = c + block.auxiliary_projection(concat_elu(column(u, j)))
+            gate_input, gate = ops.split(_pixel_convolution(kernel_out, gate_rows, c_left, c, j), 2, axis=-1)
             horizontal.append(ul)
             gates.append(c)
             ul = ul + gate_input * ops.sigmoid(gate)
@@ -409,6 +432,13 @@ class PixelCNN(keras.layers.Layer):
         return config
 
 
+def column(x, j):
+    """`x[:, j]` for a tensor index j, as one gather: tf2onnx turns the strided slice into
+    some 12 ONNX nodes that build its bounds, which ONNX Runtime then runs at every pixel
+    that `PixelCNN.draw` draws."""
+    return tf.gather(x, j, axis=1)
+
+
 def _row_convolution(layer, above, row):
     """A "down" `ShiftedConv2D` of kernel (2, 3) at one row, `[N, W, F_out]`, from its
     input's rows above and at it (`[N, W, F]`, before the layer's concat_elu)."""
@@ -416,19 +446,31 @@ def _row_convolution(layer, above, row):
     return layer.convolution(ops.pad(rows, [[0, 0], [0, 0], [1, 1], [0, 0]]))[:, 0]
 
 
-def _pixel_convolution(layer, rows_above, left, value, j):
+def _pixel_convolution(kernel, rows_above, left, value, j):
     """A "down_right" `ShiftedConv2D` of kernel (2, 2) at column j, `[N, F_out]`, from
     its input's row above (`[N, W + 1, F]`, padded) and its values at columns j - 1
-    and j (`[N, F]`), all before the layer's concat_elu."""
-    above = tf.gather(rows_above, tf.range(j, j + 2), axis=1)  # columns j - 1, j
-    patch = concat_elu(ops.stack([above, ops.stack([left, value], axis=1)], axis=1))  # [N, 2, 2, 2F]
-    return _at_pixel(layer, patch)
+    and j (`[N, F]`), all before the layer's concat_elu; `kernel` from `_on_patch_row`."""
+    above = tf.gather(rows_above, tf.range(j, j + 2), axis=1)  # columns j - 1, j: [N, 2, F]
+    # The patch as one row, [p, -p] with p its four pixels (above, then left and value),
+    # not stacked to [N, 2, 2, F] and concat_elu'd there: 5 ONNX nodes more a call, which
+    # ONNX Runtime runs at every pixel.
+    patch = ops.concatenate([tf.reshape(above, [-1, 2 * value.shape[-1]]), left, value], axis=-1)
+    return kernel(concat_elu(patch))  # [N, 8F] @ [8F, F_out]
 
 
-def _at_pixel(layer, patch):
-    """A `ShiftedConv2D`'s output `[N, F_out]` on a patch `[N, kh, kw, F]` of its kernel's
-    size, as one matrix product: on a [64, 2, 2, 96] patch and 96 filters, 75 µs a call
-    against 96 µs for the convolution op, which plans for larger inputs."""
+def _flat(layer):
+    """A `ShiftedConv2D`'s kernel `[kh, kw, F, F_out]` as the matrix `[kh·kw·F, F_out]`
+    that a patch of its size, flattened, multiplies: one matrix product, 75 µs a call
+    against 96 µs for the convolution op (which plans for larger inputs) on a
+    [64, 2, 2, 96] patch and 96 filters."""
     kernel = layer.convolution.kernel
-    flat = tf.reshape(patch, [-1, kernel.shape[0] * kernel.shape[1] * kernel.shape[2]])
-    return tf.matmul(flat, tf.reshape(kernel, [-1, kernel.shape[3]])) + layer.convolution.bias
+    return tf.reshape(kernel, [-1, kernel.shape[3]])
+
+
+def _on_patch_row(layer):
+    """A "down_right" `ShiftedConv2D` of kernel (2, 2) as the `_PixelKernel` of
+    `_pixel_convolution`'s patch row: the kernel's rows, which run (kh, kw, sign, F)
+    for its concat_elu'd input, put in the row's order (sign, kh, kw, F)."""
+    kernel = layer.convolution.kernel  # [2, 2, 2F, F_out]
+    kernel = tf.reshape(kernel, [4, 2, kernel.shape[2] // 2, kernel.shape[3]])
+    return _PixelKernel(tf.reshape(tf.transpose(kernel, [1, 0, 2, 3]), [-1, kernel.shape[3]]), layer.convolution.bias)

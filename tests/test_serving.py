@@ -130,6 +130,9 @@ def test_grpc_with_tritons_own_client_matches_the_exported_model(server, reposit
     assert result.as_numpy("logits") is None and result.get_response().id == "r7"
     np.testing.assert_allclose(result.as_numpy("mean"), expected["mean"], atol=TOLERANCE)
     np.testing.assert_allclose(client.infer("gen", [z_input]).as_numpy("logits"), expected["logits"], atol=TOLERANCE)
+    for compression in ("gzip", "deflate"):  # gRPC's message compression (grpc-encoding), as Triton reads it
+        compressed = client.infer("gen", [z_input], compression_algorithm=compression)
+        np.testing.assert_allclose(compressed.as_numpy("mean"), expected["mean"], atol=TOLERANCE)
     # tritonclient's per-request timeout (microseconds, parameters["timeout"]): 1 µs
     # passes while the request waits for its batch, 10 s does not.
     with pytest.raises(InferenceServerException, match="request timeout expired") as expired:

@@ -346,7 +346,7 @@ class PixelCNN(keras.layers.Layer):
         # The horizontal stack's kernels as the matrices one pixel's patch multiplies, made
         # out here since TensorFlow's loops run every op of their bodies at each pass.
         kernels = (
-            _PixelKernel(_flat(self.horizontal_in_left), self.horizontal_in_left.convolution.bias),
+            _flat(self.horizontal_in_left),
             tuple(
                 (_on_patch_row(block.convolution_in), _on_patch_row(block.convolution_out))
                 for block in self.horizontal_blocks
@@ -401,8 +401,8 @@ class PixelCNN(keras.layers.Layer):
         # The horizontal stack's input from the left reads column j - 1 of rows i - 1 and
         # i, shifted right: column 0 reads the zero padding.
         right_of_edge = ops.cast(j > 0, self.compute_dtype)
-        patch = ops.stack([tf.gather(state.pixels_above, tf.maximum(j - 1, 0), axis=1), self._scaled(left.pixel)], 1)
-        ul = column(state.above, j) + right_of_edge * left_kernel(tf.reshape(patch, [-1, left_kernel.matrix.shape[0]]))
+        patch = ops.concatenate([column(state.pixels_above, tf.maximum(j - 1, 0)), self._scaled(left.pixel)], -1)
+        ul = column(state.above, j) + right_of_edge * left_kernel(patch)  # patch: [N, 2(C + 1)], rows i - 1, i
         horizontal, gates = [], []
         for block, (kernel_in, kernel_out), u, rows, gate_rows, ul_left, c_left in zip(
             self.horizontal_blocks,
@@ -459,12 +459,11 @@ def _pixel_convolution(kernel, rows_above, left, value, j):
 
 
 def _flat(layer):
-    """A `ShiftedConv2D`'s kernel `[kh, kw, F, F_out]` as the matrix `[kh·kw·F, F_out]`
-    that a patch of its size, flattened, multiplies: one matrix product, 75 µs a call
-    against 96 µs for the convolution op (which plans for larger inputs) on a
-    [64, 2, 2, 96] patch and 96 filters."""
-    kernel = layer.convolution.kernel
-    return tf.reshape(kernel, [-1, kernel.shape[3]])
+    """A `ShiftedConv2D` as the `_PixelKernel` of a patch of its kernel's size, flattened:
+    one matrix product, 75 µs a call against 96 µs for the convolution op (which plans
+    for larger inputs) on a [64, 2, 2, 96] patch and 96 filters."""
+    kernel = layer.convolution.kernel  # [kh, kw, F, F_out]
+    return _PixelKernel(tf.reshape(kernel, [-1, kernel.shape[3]]), layer.convolution.bias)
 
 
 def _on_patch_row(layer):

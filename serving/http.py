@@ -106,7 +106,7 @@ async def compressed(request, response):
     Accept-Encoding asks for either (gzip where both weigh the same) and the body is at
     least `MIN_COMPRESSED_BYTES`; as it is otherwise. Compression runs in a thread
     (zlib lets go of the GIL), so a large answer does not stall the event loop."""
-    if len(response.body) < MIN_COMPRESSED_BYTES or "content-encoding" in response.headers:
+    if len(response.body) < MIN_COMPRESSED_BYTES:
         return response
     response.headers.append("vary", "Accept-Encoding")
     coding = accepted_coding(request.headers.get("accept-encoding", ""))

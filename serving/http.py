@@ -67,7 +67,7 @@ async def read_body(request, config):
     `request_compression_algorithm` sends it and Triton reads it, is decompressed, its
     decompressed size held to the same limit (a small bomb cannot fill memory)."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in _DECOMPRESSORS:
+    if encoding not in _WINDOW_BITS:
         raise RequestError(
             f"unsupported Content-Encoding {encoding!r}; send the body as it is, or gzip or deflate it", 415
         )
@@ -83,14 +83,14 @@ async def read_body(request, config):
                     raise RequestError(f"body is over this server's {config.max_body_bytes}-byte limit", 413)
     except TimeoutError:
         raise RequestError(f"the body did not arrive within {config.body_timeout_s:g} s", 408) from None
-    if _DECOMPRESSORS[encoding] is None:
+    if _WINDOW_BITS[encoding] is None:
         return bytes(body)
     return _decompressed(bytes(body), encoding, config.max_body_bytes)
 
 
 # zlib's window bits: 16 + MAX_WBITS reads and writes a gzip member, MAX_WBITS the zlib
 # format that HTTP's "deflate" names.
-_DECOMPRESSORS = {"identity": None, "gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_WINDOW_BITS = {"identity": None, "gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Bodies below this fit one TCP segment (1460 bytes of payload) whether compressed or not.
 MIN_COMPRESSED_BYTES = 1400
 # zlib's fastest level. On a 64 × 784 float32 v2 answer (533 kB of JSON) level 1 wrote
@@ -119,7 +119,7 @@ async def compressed(request, response):
 
 
 def _compress(body, coding):
-    compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, _DECOMPRESSORS[coding])
+    compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, _WINDOW_BITS[coding])
     return compressor.compress(body) + compressor.flush()
 
 
@@ -145,7 +145,7 @@ def accepted_coding(header):
 
 
 def _decompressed(body, encoding, limit):
-    decompressor = zlib.decompressobj(_DECOMPRESSORS[encoding])
+    decompressor = zlib.decompressobj(_WINDOW_BITS[encoding])
     try:
         data = decompressor.decompress(body, limit + 1)
     except zlib.error as error:

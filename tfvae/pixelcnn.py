@@ -324,7 +324,7 @@ class PixelCNN(keras.layers.Layer):
         def row(i, canvas, state):
             state = self._next_row(state, canvas, i)
 
-            def column(j, left, drawn):
+            def next_pixel(j, left, drawn):
                 features, left = self._features_at(state, left, j, kernels)
                 value = pixel_of(features, i, j)  # [N, C]
                 left = left._replace(pixel=value)
@@ -336,7 +336,7 @@ class PixelCNN(keras.layers.Layer):
                 tf.TensorArray(self.compute_dtype, size=width, element_shape=v.shape)
                 for v in (first_column.pixel, *first_column.horizontal, *first_column.horizontal_gates)
             )
-            _, _, drawn = tf.while_loop(lambda j, *_: j < width, column, (tf.constant(0), first_column, drawn))
+            _, _, drawn = tf.while_loop(lambda j, *_: j < width, next_pixel, (tf.constant(0), first_column, drawn))
             pixels, *rows = (tf.transpose(d.stack(), [1, 0, 2]) for d in drawn)  # [N, W, ·]
             rows = [ops.pad(r, [[0, 0], [1, 0], [0, 0]]) for r in rows]
             where = tf.one_hot(i, height, dtype=canvas.dtype)[None, :, None, None]  # [1, H, 1, 1]

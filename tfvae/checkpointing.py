@@ -1,13 +1,14 @@
 """Checkpoints a `kill -9` cannot corrupt, and the callbacks of a resumable run.
 
 A checkpoint is a folder `epoch-NNNNNN/` holding the model's whole state after epoch
-N (weights, optimizer slots, the sampler's seed and step) and the per-epoch log up to
-it. It is written under a temporary name and renamed into place, so the epoch count,
-the weights and the log always belong together; the previous checkpoint is removed
-only after the new one is in place. Keras' `BackupAndRestore` writes its weights and
-its epoch counter as two files in place: a kill between or inside the two writes left
-a 0-byte `latest.weights.h5` (resume impossible) or weights one epoch ahead of their
-counter (resume no longer repeats the run).
+N (weights, optimizer slots, the sampler's seed and step, the Dropout layers' random
+streams) and the per-epoch log up to it. It is written under a temporary name and
+renamed into place, so the epoch count, the weights and the log always belong
+together; the previous checkpoint is removed only after the new one is in place.
+Keras' `BackupAndRestore` writes its weights and its epoch counter as two files in
+place: a kill between or inside the two writes left a 0-byte `latest.weights.h5`
+(resume impossible) or weights one epoch ahead of their counter (resume no longer
+repeats the run).
 """
 
 import hashlib
@@ -28,6 +29,17 @@ from tfvae.errors import RunError
 _CHECKPOINT = re.compile(r"^epoch-(\d{6})$")
 STATE_FILE = "state.weights.h5"
 LOG_FILE = "log.json"
+RANDOM_FILE = "random_streams.json"
+
+
+def random_streams(model):
+    """The state variables of the model's Keras seed generators (its Dropout layers'), in
+    the order the model lists its variables.
+
+    Keras' weights files leave them out, so without them a resumed run would draw its
+    dropout masks from the start of the stream again, and not repeat the uninterrupted run.
+    """
+    return [variable for variable in model.variables if variable.name == "seed_generator_state"]
 
 
 def _finite(logs):
@@ -59,6 +71,18 @@ class Checkpoint:
                 f"Checkpoint {self.path} cannot be loaded ({type(error).__name__}: {error}); "
                 "it does not match this run's model. Start the run again with --overwrite."
             ) from error
+        streams_path = os.path.join(self.folder, RANDOM_FILE)
+        if os.path.exists(streams_path):  # checkpoints written before it was kept have none
+            with open(streams_path, encoding="utf-8") as f:
+                states = json.load(f)
+            streams = random_streams(model)
+            if len(states) != len(streams):
+                raise RunError(
+                    f"Checkpoint {streams_path} holds {len(states)} random streams, but this run's model has "
+                    f"{len(streams)}; it does not match the run. Start the run again with --overwrite."
+                )
+            for stream, state in zip(streams, states):
+                stream.assign(np.asarray(state, dtype=stream.dtype))
 
 
 def latest_checkpoint(directory):
@@ -114,6 +138,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging)
         self.model.save_weights(os.path.join(staging, STATE_FILE))
+        files.write_json(os.path.join(staging, RANDOM_FILE), [s.numpy().tolist() for s in random_streams(self.model)])
         files.write_json(os.path.join(staging, LOG_FILE), self.log)
         files.fsync(os.path.join(staging, STATE_FILE))
         os.replace(staging, checkpoint.folder)

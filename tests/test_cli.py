@@ -162,6 +162,7 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path, capsys):
             ["train", "--data", "digits", "--out", "x", "--pixelcnn-dropout", "1"],
             "--pixelcnn-dropout: expected a rate in [0, 1), got '1'",
         ),
+        (["train", "--data", "digits", "--out", "x", "--dropout", "-0.1"], "--dropout: expected a rate in [0, 1)"),
         (
             ["train", "--data", "digits", "--out", "x", "--lr-schedule", "linear"],
             "argument --lr-schedule: invalid choice: 'linear' (choose from 'constant', 'cosine')",
@@ -215,6 +216,10 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
         (["train", "--data", "digits", "--out", "{tmp}/r", "--pseudo-inputs", "50"], "nothing without --prior vamp"),
         (["train", "--data", "digits", "--out", "{tmp}/r", "--flow-steps", "4"], "nothing without --posterior iaf"),
         (["train", "--data", "digits", "--out", "{tmp}/r", "--filters", "8,16"], "nothing without --arch conv"),
+        (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--arch", "conv", "--dropout", "0.1"],
+            "--dropout does nothing with --arch conv (it drops the MLPs' hidden units); leave it out.",
+        ),
         (
             ["train", "--data", "digits", "--out", "{tmp}/r", "--pixelcnn-dropout", "0.5"],
             "--pixelcnn-dropout does nothing without --likelihood pixelcnn_logistic_mixture",

@@ -247,6 +247,35 @@ def test_gated_dense_layers_gate_a_linear_map():
     assert any(isinstance(layer, tfvae.GatedDense) for layer in model.encoder.layers)
 
 
+def test_dropout_after_a_layer_drops_its_outputs_in_training_only():
+    layer = tfvae.DropoutAfter(keras.layers.Dense(400), rate=0.25)
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
+    whole = layer(x, training=False).numpy()
+    np.testing.assert_array_equal(whole, layer.layer(x).numpy())
+    dropped = layer(x, training=True).numpy()
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], whole[kept] / 0.75, rtol=1e-6)
+    # 3,200 outputs, each dropped with probability 1/4: 800 ± 24.5 (one standard deviation).
+    assert abs((~kept).sum() - 800) < 100
+
+
+def test_a_vae_with_dropout_evaluates_its_whole_network_and_round_trips(digits, tmp_path):
+    model = tfvae.VAE((64,), 2, arch="gated", hidden_units=(16,), dropout=0.5, seed=0)
+    hidden = [layer for layer in model.encoder.layers if isinstance(layer, tfvae.DropoutAfter)]
+    assert len(hidden) == 1 and isinstance(hidden[0].layer, tfvae.GatedDense) and hidden[0].rate == 0.5
+    model.compile()
+    model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)
+    elbo = model.elbo(digits.test[:32], seed=1).numpy()
+    np.testing.assert_array_equal(model.elbo(digits.test[:32], seed=1).numpy(), elbo)  # no dropout outside training
+    loaded = round_trip(model, tmp_path)
+    assert loaded.network_config.dropout == 0.5
+    np.testing.assert_array_equal(loaded.elbo(digits.test[:32], seed=1).numpy(), elbo)
+    with pytest.raises(tfvae.ConfigError, match=r"`dropout` must be a rate in \[0, 1\)"):
+        tfvae.VAE((64,), 2, dropout=1.0)
+    with pytest.raises(tfvae.ConfigError, match="`dropout` is for the MLPs"):
+        tfvae.VAE((64,), 2, arch="conv", filters=(4,), dropout=0.1)
+
+
 def test_every_model_shares_one_signature_with_labels_by_keyword(digits):
     methods = ("encode", "decode", "reconstruct", "sample", "latent_code", "decode_mean")
     for cls in (tfvae.ConditionalVAE, tfvae.HierarchicalVAE, tfvae.Autoencoder):

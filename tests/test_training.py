@@ -87,10 +87,11 @@ def _digit_levels():
     return {split: np.round(images[..., None] * 255).astype(np.uint8) for split, images in _digit_images().items()}
 
 
-# Dropout inside a PixelCNN decoder: its random stream is state a resume must restore,
-# and Keras' weights files leave the Dropout layers' seed generators out.
+# Dropout after the MLPs' hidden layers and inside a PixelCNN decoder: their random streams
+# are state a resume must restore, and Keras' weights files leave seed generators out.
 DROPOUT = dict(
     data="digit_levels",
+    dropout=0.5,
     likelihood="pixelcnn_logistic_mixture",
     mixture_components=2,
     pixelcnn_filters=4,

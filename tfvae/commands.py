@@ -241,6 +241,12 @@ def _add_train(subparsers):
         metavar="N",
         help="residual blocks (two 3x3 convolutions and a skip) at each resolution (--arch conv)",
     )
+    p.add_argument(
+        "--dropout",
+        type=rate,
+        default=defaults.dropout,
+        help="dropout rate after each hidden layer of the MLPs in training (--arch mlp or gated; 0: off)",
+    )
     p.add_argument("--activation", default=defaults.activation, help="a Keras activation name")
     p.add_argument("--beta", type=non_negative_float, default=defaults.beta, help="KL weight (beta-VAE when > 1)")
     p.add_argument(
@@ -380,6 +386,7 @@ _WHEN_OPTIONS_APPLY = {
         for dest in ("pixelcnn_filters", "pixelcnn_blocks", "pixelcnn_dropout")
     },
     "filters": (lambda args: args.arch == "conv", "without --arch conv"),
+    "dropout": (lambda args: args.arch != "conv", "with --arch conv (it drops the MLPs' hidden units)"),
     "top_down": (lambda args: args.model == "hierarchical", "without --model hierarchical"),
     "latent_dim": (
         lambda args: args.model != "hierarchical",

@@ -59,11 +59,53 @@ class GatedDense(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="tfvae")
+class DropoutAfter(keras.layers.Wrapper):
+    """A layer whose outputs go through dropout in training (Srivastava et al. 2014).
+
+    In training each output is zeroed with probability `rate` and the others scaled by
+    1 / (1 - rate); otherwise the wrapper is the wrapped layer itself, so evaluation,
+    sampling and exports run the whole network. The mask's random stream belongs to the
+    wrapper's `keras.layers.Dropout`, which run checkpoints keep (`tfvae.checkpointing`).
+
+    Args:
+      layer: the layer whose outputs are dropped.
+      rate: the probability of dropping each output, in [0, 1).
+
+    Returns:
+      `layer`'s outputs, some zeroed in training.
+
+    Example:
+      >>> hidden = DropoutAfter(GatedDense(300), rate=0.1)
+      >>> hidden(np.ones((2, 784), "float32"), training=False).shape
+      (2, 300)
+    """
+
+    def __init__(self, layer, rate, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.rate = float(rate)
+        self.dropout = keras.layers.Dropout(self.rate)
+
+    def call(self, inputs, training=False):
+        return self.dropout(self.layer(inputs), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate)
+        return config
+
+
 def hidden_layer(config, units):
-    """One hidden layer of the "mlp" or "gated" architecture."""
+    """One hidden layer of the "mlp" or "gated" architecture (with `config.dropout`,
+    followed by dropout in training)."""
     if config.arch == "gated":
-        return GatedDense(units, activation=config.activation)
-    return keras.layers.Dense(units, activation=config.activation)
+        layer = GatedDense(units, activation=config.activation)
+    else:
+        layer = keras.layers.Dense(units, activation=config.activation)
+    return DropoutAfter(layer, config.dropout) if config.dropout else layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +129,8 @@ class NetworkConfig:
         decoder outputs `[batch, *input_shape]` for 1, `[batch, *input_shape, k]` for k.
       input_normalization: `(mean, variance)` the encoder standardises x with first
         (scalars, or arrays of `input_shape`), or None.
+      dropout: "mlp" and "gated" only: the rate of the dropout after each hidden layer
+        in training (`DropoutAfter`), in the hierarchy's conditionals too; 0 for none.
     """
 
     input_shape: tuple
@@ -99,6 +143,7 @@ class NetworkConfig:
     residual_blocks: int = 0
     params_per_dimension: int = 1
     input_normalization: tuple = None
+    dropout: float = 0.0
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -124,6 +169,10 @@ class NetworkConfig:
             raise ConfigError(f"`residual_blocks` must be an int >= 0; got {self.residual_blocks!r}.")
         if self.residual_blocks and self.arch != "conv":
             raise ConfigError(f"`residual_blocks` needs arch='conv'; got arch={self.arch!r}.")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"`dropout` must be a rate in [0, 1) (0: none); got {self.dropout!r}.")
+        if self.dropout and self.arch == "conv":
+            raise ConfigError("`dropout` is for the MLPs (arch 'mlp' or 'gated'); got arch='conv'.")
         if self.arch == "conv":
             self._check_conv_shape()
 

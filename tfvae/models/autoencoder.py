@@ -20,7 +20,7 @@ class Autoencoder(LatentModel):
       input_shape: shape of one example x.
       latent_dim: size of z.
       likelihood, likelihood_scale, encoder, decoder, arch, hidden_units, filters,
-        activation, image_shape, residual_blocks: as `tfvae.VAE` (a user encoder outputs `latent_dim`).
+        activation, image_shape, residual_blocks, dropout: as `tfvae.VAE` (a user encoder outputs `latent_dim`).
 
     Metrics: `loss` and `reconstruction`, both -log p(x|z) per example.
 
@@ -46,6 +46,7 @@ class Autoencoder(LatentModel):
         activation="relu",
         image_shape=None,
         residual_blocks=0,
+        dropout=0.0,
         **kwargs,
     ):
         super().__init__(
@@ -62,6 +63,7 @@ class Autoencoder(LatentModel):
             activation=activation,
             image_shape=image_shape,
             residual_blocks=residual_blocks,
+            dropout=dropout,
             metric_names=("loss", "reconstruction"),
             encoder_output_hint="an autoencoder's encoder outputs the code z itself",
             **kwargs,

@@ -62,7 +62,7 @@ class LatentModel(keras.Model):
 
     Args:
       input_shape, latent_dim, arch, hidden_units, filters, activation, image_shape,
-        residual_blocks: see `NetworkConfig`.
+        residual_blocks, dropout: see `NetworkConfig`.
       encoder_output_size: the width of the encoder's output the subclass needs.
       likelihood, likelihood_scale: see `tfvae.VAE`.
       encoder, decoder: user networks, or None to build them.
@@ -88,6 +88,7 @@ class LatentModel(keras.Model):
         activation,
         image_shape,
         residual_blocks=0,
+        dropout=0.0,
         num_classes=None,
         metric_names=("loss",),
         encoder_output_hint=None,
@@ -104,6 +105,7 @@ class LatentModel(keras.Model):
             activation=activation,
             image_shape=image_shape,
             residual_blocks=residual_blocks,
+            dropout=dropout,
             params_per_dimension=likelihood_layer.params_per_dimension,
             input_normalization=likelihood_layer.input_normalization,
         )
@@ -680,6 +682,7 @@ class LatentModel(keras.Model):
             activation=network.activation,
             image_shape=None if network.image_shape is None else list(network.image_shape),
             residual_blocks=network.residual_blocks,
+            dropout=network.dropout,
         )
         return config
 

@@ -63,6 +63,8 @@ class HierarchicalVAE(VAE):
         network) or "separate" (q reads s_l = h_l(z_{l+1}) from a network of its own, as
         in Tomczak & Welling's HVAE, whose q(z_1 | x, z_2) and p(z_1 | z_2) have separate
         networks): one more hidden layer per level, and p's weights no longer move q.
+      dropout: the rate of the dropout in training after every hidden layer ("mlp" and
+        "gated"), the bottom-up, top-down and conditional ones included; 0 for none.
       **kwargs: the rest of `tfvae.VAE`'s arguments (likelihood, prior, beta,
         kl_warmup_epochs, free_bits (per layer), num_samples, objective, seed, ...).
 
@@ -90,6 +92,7 @@ class HierarchicalVAE(VAE):
         activation="relu",
         image_shape=None,
         residual_blocks=0,
+        dropout=0.0,
         encoder=None,
         decoder=None,
         num_classes=None,
@@ -128,6 +131,7 @@ class HierarchicalVAE(VAE):
             activation=activation,
             image_shape=image_shape,
             residual_blocks=residual_blocks,
+            dropout=dropout,
         )
         # The decoder reads [z_1, t_1]: z_1 and the top-down state from the layers above.
         # Built here (and handed on) because the decoder's size depends on it.
@@ -145,7 +149,12 @@ class HierarchicalVAE(VAE):
         self.latent_dims = latent_dims
         self.layer_posteriors = layer_posteriors
         self._layer_config = NetworkConfig(
-            (width,), 1, arch="gated" if arch == "gated" else "mlp", hidden_units=(width,), activation=activation
+            (width,),
+            1,
+            arch="gated" if arch == "gated" else "mlp",
+            hidden_units=(width,),
+            activation=activation,
+            dropout=dropout,
         )
         super().__init__(
             input_shape,

@@ -74,8 +74,8 @@ class VAE(LatentModel):
         built from `arch`, `hidden_units`, ... when None.
       decoder: a Keras model from z `[batch, latent_dim]` to `[batch, *input_shape]`
         likelihood parameters; built when None.
-      arch, hidden_units, filters, activation, image_shape, residual_blocks: see
-        `NetworkConfig`.
+      arch, hidden_units, filters, activation, image_shape, residual_blocks, dropout:
+        see `NetworkConfig`.
       num_samples: Monte Carlo samples of z per input in training (K).
       objective: "elbo", or "iwae" for the K-sample importance-weighted bound of
         Burda et al. (2016) as the training loss (with beta and warm-up applied as
@@ -121,6 +121,7 @@ class VAE(LatentModel):
         activation="relu",
         image_shape=None,
         residual_blocks=0,
+        dropout=0.0,
         num_samples=1,
         objective="elbo",
         analytic_kl=True,
@@ -158,6 +159,7 @@ class VAE(LatentModel):
             activation=activation,
             image_shape=image_shape,
             residual_blocks=residual_blocks,
+            dropout=dropout,
             metric_names=("loss", "reconstruction", "kl"),
             encoder_output_hint=(
                 f"a {posterior} posterior over {latent_dim} latents reads {posterior_layer.num_params} parameters"

@@ -47,7 +47,8 @@ def part_inputs(model, part, batch):
     "kwargs",
     [
         pytest.param(dict(), id="mlp-diagonal"),
-        pytest.param(dict(posterior="full"), id="mlp-full"),
+        # Dropout is training's alone: the exports run the whole network, as Keras evaluates it.
+        pytest.param(dict(posterior="full", dropout=0.5), id="mlp-full-dropout"),
         pytest.param(
             dict(arch="conv", filters=(4, 8), hidden_units=(16,), residual_blocks=1),
             id="conv-residual",

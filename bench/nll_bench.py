@@ -176,6 +176,12 @@ def main():
     parser.add_argument("--weight-decay", type=float, default=0.0, help="decoupled (AdamW) weight decay (0: off)")
     parser.add_argument("--objective", choices=("elbo", "iwae"), default="elbo")
     parser.add_argument("--num-samples", type=int, default=1, help="samples of z per input in training")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the training's seed (weights, shuffles, samples of z); the test pass keeps seed 0",
+    )
     parser.add_argument("--eval-samples", type=int, default=5000)
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate the first N test images")
     parser.add_argument(
@@ -227,7 +233,7 @@ def main():
         objective=args.objective,
         num_samples=args.num_samples,
         patience=args.patience,
-        seed=0,
+        seed=args.seed,
     )
     finished = True
     if args.evaluate_only:

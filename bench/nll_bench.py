@@ -151,6 +151,9 @@ def main():
     parser.add_argument("--filters", default="32,64", help="--arch conv: channels of the stride-2 convolutions")
     parser.add_argument("--residual-blocks", type=int, default=0, help="--arch conv: blocks at each resolution")
     parser.add_argument("--dropout", type=float, default=0.0, help="--arch mlp/gated: after each hidden layer")
+    parser.add_argument(
+        "--decoder-dropout", type=float, default=None, help="the decoder's own rate (default: --dropout's)"
+    )
     parser.add_argument("--activation", default="linear", help="of the hidden layers ('linear' gates a linear map)")
     parser.add_argument(
         "--posterior",
@@ -214,6 +217,7 @@ def main():
         filters=tuple(int(f) for f in args.filters.split(",")),
         residual_blocks=args.residual_blocks,
         dropout=args.dropout,
+        decoder_dropout=args.decoder_dropout,
         model="hierarchical" if args.latent_dims else "vae",
         latent_dims=tuple(int(d) for d in args.latent_dims.split(",")) if args.latent_dims else (),
         conditional_layers=args.conditional_layers,

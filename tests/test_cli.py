@@ -164,6 +164,10 @@ def test_sample_writes_png_and_npy(run_dir, tmp_path, capsys):
         ),
         (["train", "--data", "digits", "--out", "x", "--dropout", "-0.1"], "--dropout: expected a rate in [0, 1)"),
         (
+            ["train", "--data", "digits", "--out", "x", "--decoder-dropout", "1.5"],
+            "--decoder-dropout: expected a rate in [0, 1)",
+        ),
+        (
             ["train", "--data", "digits", "--out", "x", "--lr-schedule", "linear"],
             "argument --lr-schedule: invalid choice: 'linear' (choose from 'constant', 'cosine')",
         ),
@@ -219,6 +223,10 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
         (
             ["train", "--data", "digits", "--out", "{tmp}/r", "--arch", "conv", "--dropout", "0.1"],
             "--dropout does nothing with --arch conv (it drops the MLPs' hidden units); leave it out.",
+        ),
+        (
+            ["train", "--data", "digits", "--out", "{tmp}/r", "--arch", "conv", "--decoder-dropout", "0.1"],
+            "--decoder-dropout does nothing with --arch conv (it drops the MLPs' hidden units); leave it out.",
         ),
         (
             ["train", "--data", "digits", "--out", "{tmp}/r", "--pixelcnn-dropout", "0.5"],

@@ -247,6 +247,13 @@ def _add_train(subparsers):
         default=defaults.dropout,
         help="dropout rate after each hidden layer of the MLPs in training (--arch mlp or gated; 0: off)",
     )
+    p.add_argument(
+        "--decoder-dropout",
+        type=rate,
+        default=defaults.decoder_dropout,
+        metavar="P",
+        help="the decoder's own dropout rate (default: --dropout's), e.g. to regularise p(x|z) alone",
+    )
     p.add_argument("--activation", default=defaults.activation, help="a Keras activation name")
     p.add_argument("--beta", type=non_negative_float, default=defaults.beta, help="KL weight (beta-VAE when > 1)")
     p.add_argument(
@@ -386,7 +393,10 @@ _WHEN_OPTIONS_APPLY = {
         for dest in ("pixelcnn_filters", "pixelcnn_blocks", "pixelcnn_dropout")
     },
     "filters": (lambda args: args.arch == "conv", "without --arch conv"),
-    "dropout": (lambda args: args.arch != "conv", "with --arch conv (it drops the MLPs' hidden units)"),
+    **{
+        dest: (lambda args: args.arch != "conv", "with --arch conv (it drops the MLPs' hidden units)")
+        for dest in ("dropout", "decoder_dropout")
+    },
     "top_down": (lambda args: args.model == "hierarchical", "without --model hierarchical"),
     "latent_dim": (
         lambda args: args.model != "hierarchical",

@@ -98,14 +98,15 @@ class DropoutAfter(keras.layers.Wrapper):
         return config
 
 
-def hidden_layer(config, units):
-    """One hidden layer of the "mlp" or "gated" architecture (with `config.dropout`,
-    followed by dropout in training)."""
+def hidden_layer(config, units, rate=None):
+    """One hidden layer of the "mlp" or "gated" architecture, followed in training by
+    dropout at `rate` (None: `config.dropout`) when that is not 0."""
     if config.arch == "gated":
         layer = GatedDense(units, activation=config.activation)
     else:
         layer = keras.layers.Dense(units, activation=config.activation)
-    return DropoutAfter(layer, config.dropout) if config.dropout else layer
+    rate = config.dropout if rate is None else rate
+    return DropoutAfter(layer, rate) if rate else layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +132,9 @@ class NetworkConfig:
         (scalars, or arrays of `input_shape`), or None.
       dropout: "mlp" and "gated" only: the rate of the dropout after each hidden layer
         in training (`DropoutAfter`), in the hierarchy's conditionals too; 0 for none.
+      decoder_dropout: the decoder's own rate where it differs from `dropout` (None:
+        `dropout`): e.g. 0.1 with `dropout=0` regularises the generative network p(x|z)
+        alone and leaves the encoder's q(z|x) its whole network.
     """
 
     input_shape: tuple
@@ -144,6 +148,12 @@ class NetworkConfig:
     params_per_dimension: int = 1
     input_normalization: tuple = None
     dropout: float = 0.0
+    decoder_dropout: float = None
+
+    @property
+    def decoder_rate(self):
+        """The dropout rate after the decoder's hidden layers."""
+        return self.dropout if self.decoder_dropout is None else self.decoder_dropout
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -169,10 +179,14 @@ class NetworkConfig:
             raise ConfigError(f"`residual_blocks` must be an int >= 0; got {self.residual_blocks!r}.")
         if self.residual_blocks and self.arch != "conv":
             raise ConfigError(f"`residual_blocks` needs arch='conv'; got arch={self.arch!r}.")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"`dropout` must be a rate in [0, 1) (0: none); got {self.dropout!r}.")
-        if self.dropout and self.arch == "conv":
-            raise ConfigError("`dropout` is for the MLPs (arch 'mlp' or 'gated'); got arch='conv'.")
+        rates = {"dropout": self.dropout}
+        if self.decoder_dropout is not None:
+            rates["decoder_dropout"] = self.decoder_dropout
+        for name, rate in rates.items():
+            if not 0 <= rate < 1:
+                raise ConfigError(f"`{name}` must be a rate in [0, 1) (0: none); got {rate!r}.")
+            if rate and self.arch == "conv":
+                raise ConfigError(f"`{name}` is for the MLPs (arch 'mlp' or 'gated'); got arch='conv'.")
         if self.arch == "conv":
             self._check_conv_shape()
 
@@ -280,7 +294,7 @@ def build_decoder(config, name="decoder", num_classes=None):
         h = keras.layers.Conv2D(channels * config.params_per_dimension, 3, padding="same")(h)
     else:
         for units in reversed(config.hidden_units):
-            h = hidden_layer(config, units)(h)
+            h = hidden_layer(config, units, config.decoder_rate)(h)
         h = keras.layers.Dense(math.prod(config.input_shape) * config.params_per_dimension)(h)
     per_dimension = () if config.params_per_dimension == 1 else (config.params_per_dimension,)
     outputs = keras.layers.Reshape((*config.input_shape, *per_dimension), name="likelihood_params")(h)

@@ -99,6 +99,8 @@ class TrainConfig:
       residual_blocks: residual blocks at each resolution of the conv networks (arch "conv").
       dropout: the rate of the dropout after each hidden layer of the MLPs in training
         (arch "mlp" or "gated"; the hierarchy's conditionals too; 0: off).
+      decoder_dropout: the decoder's own rate where it differs from `dropout` (None:
+        `dropout`), e.g. to regularise p(x|z) alone.
       likelihood_scale: a fixed standard deviation of the Gaussian likelihood (0: learned).
       mixture_components: components of the discretized_logistic_mixture likelihood.
       pixelcnn_filters, pixelcnn_blocks, pixelcnn_dropout: the channels, the gated
@@ -153,6 +155,7 @@ class TrainConfig:
     filters: tuple = (32, 64)
     residual_blocks: int = 0
     dropout: float = 0.0
+    decoder_dropout: float = None
     likelihood_scale: float = 0.0
     mixture_components: int = 5
     pixelcnn_filters: int = 64
@@ -257,10 +260,15 @@ class TrainConfig:
                 f"clip_norm, free_bits, likelihood_scale and weight_decay must be >= 0; got {self.clip_norm}, "
                 f"{self.free_bits}, {self.likelihood_scale}, {self.weight_decay}."
             )
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be a rate in [0, 1) (0: off); got {self.dropout}.")
-        if self.dropout and self.arch == "conv":
-            raise ConfigError("dropout (--dropout) is for the MLPs, --arch mlp or gated; got --arch conv.")
+        rates = {"dropout": self.dropout}
+        if self.decoder_dropout is not None:
+            rates["decoder_dropout"] = self.decoder_dropout
+        for name, rate in rates.items():
+            flag = "--" + name.replace("_", "-")
+            if not 0 <= rate < 1:
+                raise ConfigError(f"{name} ({flag}) must be a rate in [0, 1) (0: off); got {rate}.")
+            if rate and self.arch == "conv":
+                raise ConfigError(f"{name} ({flag}) is for the MLPs, --arch mlp or gated; got --arch conv.")
         if not 0 <= self.pixelcnn_dropout < 1:
             raise ConfigError(f"pixelcnn_dropout must be a rate in [0, 1) (0: off); got {self.pixelcnn_dropout}.")
         if not 0 <= self.ema_momentum < 1:
@@ -412,6 +420,7 @@ def build_model(config, input_shape, image_shape=None, num_classes=None, statist
         image_shape=image_shape,
         residual_blocks=config.residual_blocks,
         dropout=config.dropout,
+        decoder_dropout=config.decoder_dropout,
     )
     if config.model == "autoencoder":
         model = Autoencoder(**networks)

@@ -20,7 +20,8 @@ class Autoencoder(LatentModel):
       input_shape: shape of one example x.
       latent_dim: size of z.
       likelihood, likelihood_scale, encoder, decoder, arch, hidden_units, filters,
-        activation, image_shape, residual_blocks, dropout: as `tfvae.VAE` (a user encoder outputs `latent_dim`).
+        activation, image_shape, residual_blocks, dropout, decoder_dropout: as `tfvae.VAE`
+        (a user encoder outputs `latent_dim`).
 
     Metrics: `loss` and `reconstruction`, both -log p(x|z) per example.
 
@@ -47,6 +48,7 @@ class Autoencoder(LatentModel):
         image_shape=None,
         residual_blocks=0,
         dropout=0.0,
+        decoder_dropout=None,
         **kwargs,
     ):
         super().__init__(
@@ -64,6 +66,7 @@ class Autoencoder(LatentModel):
             image_shape=image_shape,
             residual_blocks=residual_blocks,
             dropout=dropout,
+            decoder_dropout=decoder_dropout,
             metric_names=("loss", "reconstruction"),
             encoder_output_hint="an autoencoder's encoder outputs the code z itself",
             **kwargs,

@@ -62,7 +62,7 @@ class LatentModel(keras.Model):
 
     Args:
       input_shape, latent_dim, arch, hidden_units, filters, activation, image_shape,
-        residual_blocks, dropout: see `NetworkConfig`.
+        residual_blocks, dropout, decoder_dropout: see `NetworkConfig`.
       encoder_output_size: the width of the encoder's output the subclass needs.
       likelihood, likelihood_scale: see `tfvae.VAE`.
       encoder, decoder: user networks, or None to build them.
@@ -89,6 +89,7 @@ class LatentModel(keras.Model):
         image_shape,
         residual_blocks=0,
         dropout=0.0,
+        decoder_dropout=None,
         num_classes=None,
         metric_names=("loss",),
         encoder_output_hint=None,
@@ -106,6 +107,7 @@ class LatentModel(keras.Model):
             image_shape=image_shape,
             residual_blocks=residual_blocks,
             dropout=dropout,
+            decoder_dropout=decoder_dropout,
             params_per_dimension=likelihood_layer.params_per_dimension,
             input_normalization=likelihood_layer.input_normalization,
         )
@@ -683,6 +685,7 @@ class LatentModel(keras.Model):
             image_shape=None if network.image_shape is None else list(network.image_shape),
             residual_blocks=network.residual_blocks,
             dropout=network.dropout,
+            decoder_dropout=network.decoder_dropout,
         )
         return config
 

@@ -65,6 +65,8 @@ class HierarchicalVAE(VAE):
         networks): one more hidden layer per level, and p's weights no longer move q.
       dropout: the rate of the dropout in training after every hidden layer ("mlp" and
         "gated"), the bottom-up, top-down and conditional ones included; 0 for none.
+      decoder_dropout: the rate after the hidden layers of p(x | z_1, t_1)'s network where
+        it differs from `dropout` (None: `dropout`).
       **kwargs: the rest of `tfvae.VAE`'s arguments (likelihood, prior, beta,
         kl_warmup_epochs, free_bits (per layer), num_samples, objective, seed, ...).
 
@@ -93,6 +95,7 @@ class HierarchicalVAE(VAE):
         image_shape=None,
         residual_blocks=0,
         dropout=0.0,
+        decoder_dropout=None,
         encoder=None,
         decoder=None,
         num_classes=None,
@@ -132,6 +135,7 @@ class HierarchicalVAE(VAE):
             image_shape=image_shape,
             residual_blocks=residual_blocks,
             dropout=dropout,
+            decoder_dropout=decoder_dropout,
         )
         # The decoder reads [z_1, t_1]: z_1 and the top-down state from the layers above.
         # Built here (and handed on) because the decoder's size depends on it.

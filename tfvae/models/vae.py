@@ -74,8 +74,8 @@ class VAE(LatentModel):
         built from `arch`, `hidden_units`, ... when None.
       decoder: a Keras model from z `[batch, latent_dim]` to `[batch, *input_shape]`
         likelihood parameters; built when None.
-      arch, hidden_units, filters, activation, image_shape, residual_blocks, dropout:
-        see `NetworkConfig`.
+      arch, hidden_units, filters, activation, image_shape, residual_blocks, dropout,
+        decoder_dropout: see `NetworkConfig`.
       num_samples: Monte Carlo samples of z per input in training (K).
       objective: "elbo", or "iwae" for the K-sample importance-weighted bound of
         Burda et al. (2016) as the training loss (with beta and warm-up applied as
@@ -122,6 +122,7 @@ class VAE(LatentModel):
         image_shape=None,
         residual_blocks=0,
         dropout=0.0,
+        decoder_dropout=None,
         num_samples=1,
         objective="elbo",
         analytic_kl=True,
@@ -160,6 +161,7 @@ class VAE(LatentModel):
             image_shape=image_shape,
             residual_blocks=residual_blocks,
             dropout=dropout,
+            decoder_dropout=decoder_dropout,
             metric_names=("loss", "reconstruction", "kl"),
             encoder_output_hint=(
                 f"a {posterior} posterior over {latent_dim} latents reads {posterior_layer.num_params} parameters"

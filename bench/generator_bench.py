@@ -1,7 +1,8 @@
 """`make bench-generator`: how fast an exported PixelCNN generator draws images, in Keras,
-the SavedModel (as `tfvae serve --backend savedmodel` runs it) and ONNX Runtime, both
-with `tfvae serve`'s session options (its default backend) and with ONNX Runtime's
-defaults (a plain `InferenceSession`, as Triton's onnxruntime backend starts one).
+the SavedModel (as `tfvae serve --backend savedmodel` runs it) and ONNX Runtime: with
+`tfvae serve`'s session options (its default backend; one intra-op thread for a
+generator), with those options on all cores (as it ran generators before), and with ONNX
+Runtime's defaults (a plain `InferenceSession`).
 
 The model is codec_bench's photo-patch PixelCNN VAE (32×32×3, 32 filters, 3 blocks, a
 conv encoder and decoder with 256 hidden units, 32-d z), freshly initialised: a draw
@@ -47,7 +48,8 @@ def main():
         export_seconds = time.perf_counter() - started
         path = os.path.join(folder, "pixels", "1")
         savedmodel = SavedModelBackend(path, ["serving_default"])
-        served_onnx = OnnxBackend(path)
+        served_onnx = OnnxBackend(path, sequential=True)  # as `tfvae serve` loads a generator
+        all_cores_onnx = OnnxBackend(path, threads=os.cpu_count())
         session = onnxruntime.InferenceSession(os.path.join(path, "model.onnx"))
 
         def in_keras(z, noise):
@@ -59,6 +61,9 @@ def main():
         def in_onnxruntime(z, noise):
             return served_onnx.run({"z": z, "noise": noise})["x"]
 
+        def in_onnxruntime_all_cores(z, noise):
+            return all_cores_onnx.run({"z": z, "noise": noise})["x"]
+
         def in_onnxruntime_defaults(z, noise):
             return session.run(["x"], {"z": z, "noise": noise})[0]
 
@@ -66,6 +71,7 @@ def main():
             "keras": in_keras,
             "savedmodel": in_savedmodel,
             "onnxruntime": in_onnxruntime,
+            "onnxruntime_all_cores": in_onnxruntime_all_cores,
             "onnxruntime_default_options": in_onnxruntime_defaults,
         }
         seconds = {name: {} for name in runtimes}
@@ -87,8 +93,9 @@ def main():
         "seconds_per_call": seconds,
         "images_per_second": {n: {b: b / s for b, s in per.items()} for n, per in seconds.items()},
         "export_seconds": round(export_seconds, 1),
-        "settings": "savedmodel and onnxruntime: tfvae serve's backends (ONNX Runtime on all cores, threads "
-        "that sleep instead of spin); onnxruntime_default_options: InferenceSession(path)",
+        "settings": "savedmodel and onnxruntime: tfvae serve's backends (ONNX Runtime on one intra-op thread "
+        "for a generator); onnxruntime_all_cores: the same options on all cores, threads that sleep instead "
+        "of spin (tfvae serve's before); onnxruntime_default_options: InferenceSession(path)",
         "rounds": args.rounds,
         "cpu": cpu(),
         **provenance(),

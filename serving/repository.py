@@ -87,7 +87,9 @@ def _load_version(export_dir, name, version, backend_kind, threads):
         raise RepositoryError(f"{folder}/{MANIFEST_FILE} describes no part named {name!r}")
     part, entry = entries[0]
     _verify(folder, entry["files"])
-    backend = load_backend(backend_kind, folder, entry, threads)
+    # A decoder that takes uniform noise draws its image pixel by pixel.
+    sequential = part == "decoder" and bool(manifest.get("decoder_noise"))
+    backend = load_backend(backend_kind, folder, entry, threads, sequential)
     inputs = [
         {**tensor, "classes": manifest["num_classes"]} if tensor["name"] == "labels" else tensor
         for tensor in entry["inputs"]

@@ -35,7 +35,8 @@ class ServerConfig:
       batch_delay_ms: how long a request waits for others to share its run.
       max_body_bytes: largest request body.
       max_rows: most rows (instances, or samples for :generate) per request.
-      threads: ONNX Runtime intra-op threads per model (default: all cores).
+      threads: ONNX Runtime intra-op threads per model (default: all cores, and one for a
+        generator that draws pixel by pixel: `tfvae.serving.backends.OnnxBackend`).
       ready_when: "all": /v2/health/ready answers 200 only when every model in the
         repository serves its newest version; "any": when one model serves.
       header_timeout_s: a connection must send each request's headers within this

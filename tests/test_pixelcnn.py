@@ -5,6 +5,7 @@ its generator with it."""
 import itertools
 import json
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -18,6 +19,7 @@ import tfvae.training
 from tfvae.distributions import CoupledLogisticMixture, PixelCNNLikelihood
 from tfvae.onnx_loops import hoist_loop_invariants
 from tfvae.pixelcnn import PixelCNN
+from tfvae.serving.repository import load_repository
 
 
 def images(rng, count, shape, levels=256):
@@ -257,6 +259,22 @@ def test_the_cli_trains_a_pixelcnn_decoder_reports_bits_per_dim_and_exports_a_ge
     assert not [n.name for n in pixel_loop.node if n.op_type == "Slice" and set(n.input[1:3]) & made_inside]
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
     assert manifest["decoder_noise"] == {"distribution": "uniform", "shape": [8, 8, 4]}
+    # The generator runs on one ONNX Runtime thread, served and in Triton; the encoder on all.
+    thread_count = 'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }'
+    assert thread_count in pathlib.Path(exported, "pixels", "config.pbtxt").read_text()
+    assert "parameters" not in pathlib.Path(exported, "pixels_encoder", "config.pbtxt").read_text()
+
+    def threads(models, name):
+        return models[name]["1"].backend.session.get_session_options().intra_op_num_threads
+
+    models = load_repository(exported).models
+    assert (threads(models, "pixels"), threads(models, "pixels_encoder")) == (1, os.cpu_count())
+    models = load_repository(exported, threads=3).models  # a user's --threads wins
+    assert (threads(models, "pixels"), threads(models, "pixels_encoder")) == (3, 3)
+    # A second version of the generator has the first one's interface: the config's
+    # thread count is no part of it.
+    assert tfvae.cli.main(["export", run, "--name", "pixels", "--out", exported]) == 0
+    assert sorted(os.listdir(os.path.join(exported, "pixels"))) == ["1", "2", "config.pbtxt"]
     assert manifest["parts"]["decoder"]["signatures"]["serving_default"] == ["x"]
     assert manifest["parts"]["decoder"]["onnx_max_abs_difference"] == 0.0
     # The server draws the noise itself for :generate, and answers the images.

@@ -87,7 +87,10 @@ def _add_serve(subparsers):
         "(503 with Retry-After; gRPC UNAVAILABLE) instead of waiting",
     )
     p.add_argument(
-        "--threads", type=positive_int, default=None, help="ONNX Runtime threads per model (default: all cores)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="ONNX Runtime threads per model (default: all cores; one for a pixel-by-pixel generator)",
     )
     p.add_argument(
         "--header-timeout-s",

@@ -328,10 +328,12 @@ def _tensor_entries(proto_values):
 _TRITON_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
 
 
-def triton_config(model_name, inputs, outputs, max_batch_size=TRITON_MAX_BATCH_SIZE):
+def triton_config(model_name, inputs, outputs, max_batch_size=TRITON_MAX_BATCH_SIZE, sequential=False):
     """config.pbtxt text for Triton's onnxruntime backend, with dynamic batching.
 
     `inputs`/`outputs` are manifest tensor entries; Triton's dims leave out the batch axis.
+    A `sequential` model (a generator drawing pixel by pixel) runs on one intra-op thread,
+    as `tfvae serve` runs it (`serving.backends.OnnxBackend`).
     """
 
     def dims(entry):
@@ -354,6 +356,7 @@ def triton_config(model_name, inputs, outputs, max_batch_size=TRITON_MAX_BATCH_S
             block("input", inputs),
             block("output", outputs),
             "dynamic_batching { max_queue_delay_microseconds: 1000 }",
+            *(['parameters { key: "intra_op_thread_count" value: { string_value: "1" } }'] if sequential else []),
             "",
         ]
     )
@@ -426,8 +429,11 @@ def _check_same_interface(export_dir, part, version, inputs, outputs):
     if not others or not os.path.isfile(config_path):
         return
     with open(config_path, encoding="utf-8") as f:
-        if f.read() == triton_config(part.model_name, inputs, outputs):
-            return
+        # Backend parameters (a generator's thread count) are no part of the interface, and
+        # configs written before them had none.
+        written = "".join(line for line in f if not line.startswith("parameters "))
+    if written == triton_config(part.model_name, inputs, outputs):
+        return
 
     def tensors(entries):
         return ", ".join(f"{e['name']} {e['datatype']} [{', '.join(map(str, e['shape']))}]" for e in entries)
@@ -565,7 +571,9 @@ def export(model, export_dir, name, version=None, parts=None, overwrite=False, o
         for part in selected:  # last: what makes the version servable
             files.write_text(os.path.join(paths[part.kind], MANIFEST_FILE), text)
             entry = manifest["parts"][part.kind]
-            config = triton_config(part.model_name, entry["inputs"], entry["outputs"])
+            config = triton_config(
+                part.model_name, entry["inputs"], entry["outputs"], sequential=part.kind == "decoder" and bool(noise)
+            )
             files.write_text(os.path.join(export_dir, part.model_name, TRITON_CONFIG_FILE), config)
     finally:
         for folder in staging.values():

@@ -22,9 +22,10 @@ class OnnxBackend:
 
         options = onnxruntime.SessionOptions()
         # A pixel's nodes are too small to split between threads: handing each to the pool
-        # and back cost more than it gained. One thread drew the 32x32x3 photo-patch
-        # generator's images 1.18x, 1.28x and 1.34x as fast as two at batch 1, 8 and 64
-        # (2-core EPYC, best of 4 rounds), and leaves the other core to the server.
+        # and back costs about what it gains. On one thread the 32x32x3 photo-patch
+        # generator drew 0.95x, 1.03-1.56x and 1.16-1.22x as many images per second as on
+        # both cores at batch 1, 8 and 64 (`make bench-generator`, two runs on idle cores
+        # of a 2-core EPYC), and it leaves the other core to the server.
         options.intra_op_num_threads = threads or (1 if sequential else os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         # Spinning worker threads would take the cores the event loop and the other

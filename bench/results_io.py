@@ -7,11 +7,15 @@ import subprocess
 
 def provenance():
     """The machine and the git commit a result was measured on, and whether tracked files
-    differed from that commit (then the commit alone does not reproduce the result)."""
+    other than bench/results/ differed from that commit (then the commit alone does not
+    reproduce the result)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        # Earlier results rewritten in bench/results/ change no code that produced this one.
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)bench/results"],
+            capture_output=True,
+            text=True,
         ).stdout
     except FileNotFoundError:  # a machine without git (a lent GPU machine may have none)
         commit = changed = None

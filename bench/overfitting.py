@@ -4,7 +4,8 @@ The kept model (model.keras) is scored on the first N training and validation im
 the importance-sampled log p(x) (K samples) measures the generative model, and its
 distance to the IWAE-5 bound measures how well the encoder's q(z|x) proposes for each.
 A gap in log p(x) between the two sets with an encoder as tight on both says the
-generative model memorises its training set. Then the run's last checkpoint (the
+generative model memorises its training set, and the ELBO's parts say which part of it:
+E_q[log p(x|z)] (the decoder) against each layer's KL (the prior). Then the run's last checkpoint (the
 moving average of the weights where the run kept one, as validation saw them) is scored
 on the same validation images with the same samples: the runs validate on a cheap bound
 while their figure is the K = 5000 NLL, and an encoder that overfits could loosen the
@@ -27,19 +28,30 @@ from tfvae.checkpointing import latest_checkpoint
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# Samples of z for the ELBO's parts: their Monte Carlo error is then a few hundredths of a nat.
+ELBO_SAMPLES = 20
+
+
 def scored(model, x, num_samples):
-    """log p(x) per image (K = `num_samples`) and the IWAE-5 bound's, both with seed 0."""
-    return model.log_likelihood(x, num_samples=num_samples, seed=0), model.log_likelihood(x, num_samples=5, seed=0)
+    """log p(x) per image (K = `num_samples`), the IWAE-5 bound's and the ELBO's parts, all with seed 0."""
+    return (
+        model.log_likelihood(x, num_samples=num_samples, seed=0),
+        model.log_likelihood(x, num_samples=5, seed=0),
+        model.elbo_parts(x, num_samples=ELBO_SAMPLES, seed=0),
+    )
 
 
-def summary(log_likelihood, bound, seconds):
+def summary(log_likelihood, bound, elbo_parts, seconds):
     n = len(log_likelihood)
+    expected_log_likelihood, kls = elbo_parts
     return {
         "nll": float(-np.mean(log_likelihood)),
         "nll_stderr": float(np.std(log_likelihood) / np.sqrt(n)),
         "iwae5": float(-np.mean(bound)),
         # How much looser q(z|x) makes the 5-sample bound than the K-sample estimate.
         "iwae5_gap": float(np.mean(log_likelihood - bound)),
+        "reconstruction": float(-np.mean(expected_log_likelihood)),  # -E_q[log p(x|z)]
+        "kl_per_layer": [float(np.mean(kl)) for kl in kls],  # bottom layer first
         "seconds": round(seconds, 1),
     }
 

@@ -101,6 +101,11 @@ def tiny_vae(input_shape=(64,), latent_dim=3, **kwargs):
     return model
 
 
+def dropout_rates(network):
+    """The rates of the `tfvae.DropoutAfter` layers of a Keras functional network, in order."""
+    return [layer.rate for layer in network.layers if isinstance(layer, tfvae.DropoutAfter)]
+
+
 def built_in_mixed_precision(build):
     """`build()`'s model made under Keras' mixed_bfloat16 policy, compiled (the global
     policy is float32 again afterwards)."""

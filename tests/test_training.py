@@ -11,7 +11,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from helpers import tiny_vae
+from helpers import dropout_rates, tiny_vae
 
 import tfvae
 from tfvae import RunError, checkpointing, cli, training
@@ -602,13 +602,10 @@ def test_weight_decay_shrinks_every_kernel_by_one_minus_lr_times_decay_and_leave
 
 
 def test_a_run_config_gives_the_decoder_its_own_dropout_rate():
-    def rates(network):
-        return sorted(layer.rate for layer in network.layers if isinstance(layer, tfvae.DropoutAfter))
-
     config = TrainConfig(data="digits", out="unused", hidden_units=(16, 8), dropout=0.2, decoder_dropout=0.4)
     model = training.build_model(config, (64,))
-    assert (rates(model.encoder), rates(model.decoder)) == ([0.2, 0.2], [0.4, 0.4])
+    assert (dropout_rates(model.encoder), dropout_rates(model.decoder)) == ([0.2, 0.2], [0.4, 0.4])
     decoder_alone = training.build_model(TrainConfig(data="digits", out="unused", decoder_dropout=0.4), (64,))
-    assert (rates(decoder_alone.encoder), rates(decoder_alone.decoder)) == ([], [0.4, 0.4])
+    assert (dropout_rates(decoder_alone.encoder), dropout_rates(decoder_alone.decoder)) == ([], [0.4, 0.4])
     with pytest.raises(tfvae.ConfigError, match=r"decoder_dropout \(--decoder-dropout\) is for the MLPs"):
         TrainConfig(data="digits", out="unused", arch="conv", decoder_dropout=0.1)

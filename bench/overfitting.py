@@ -33,26 +33,21 @@ ELBO_SAMPLES = 20
 
 
 def scored(model, x, num_samples):
-    """log p(x) per image (K = `num_samples`), the IWAE-5 bound's and the ELBO's parts, all with seed 0."""
-    return (
-        model.log_likelihood(x, num_samples=num_samples, seed=0),
-        model.log_likelihood(x, num_samples=5, seed=0),
-        model.elbo_parts(x, num_samples=ELBO_SAMPLES, seed=0),
-    )
-
-
-def summary(log_likelihood, bound, elbo_parts, seconds):
-    n = len(log_likelihood)
-    expected_log_likelihood, kls = elbo_parts
-    return {
+    """`(log p(x) per image, summary)`: log p(x) with K = `num_samples`, the IWAE-5 bound
+    and the ELBO's parts, all with seed 0, summarised with the time they took."""
+    started = time.perf_counter()
+    log_likelihood = model.log_likelihood(x, num_samples=num_samples, seed=0)
+    bound = model.log_likelihood(x, num_samples=5, seed=0)
+    expected_log_likelihood, kls = model.elbo_parts(x, num_samples=ELBO_SAMPLES, seed=0)
+    return log_likelihood, {
         "nll": float(-np.mean(log_likelihood)),
-        "nll_stderr": float(np.std(log_likelihood) / np.sqrt(n)),
+        "nll_stderr": float(np.std(log_likelihood) / np.sqrt(len(log_likelihood))),
         "iwae5": float(-np.mean(bound)),
         # How much looser q(z|x) makes the 5-sample bound than the K-sample estimate.
         "iwae5_gap": float(np.mean(log_likelihood - bound)),
         "reconstruction": float(-np.mean(expected_log_likelihood)),  # -E_q[log p(x|z)]
         "kl_per_layer": [float(np.mean(kl)) for kl in kls],  # bottom layer first
-        "seconds": round(seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
@@ -67,30 +62,21 @@ def main():
     splits = training.load_splits(config)
     train, valid = splits.train[: args.examples], splits.valid[: args.examples]
     model = training.load_run(args.run_dir)
-    scores = {}
-    for name, x in (("train", train), ("valid", valid)):
-        started = time.perf_counter()
-        scores[name] = scored(model, x, args.num_samples)
-        scores[name + "_seconds"] = time.perf_counter() - started
+    _, kept_train = scored(model, train, args.num_samples)
+    kept_log_likelihood, kept_valid = scored(model, valid, args.num_samples)
     checkpoint = latest_checkpoint(os.path.join(args.run_dir, training.CHECKPOINT_DIR))
     checkpoint.restore(model)
-    started = time.perf_counter()
     with averaged_weights(model):
-        last = scored(model, valid, args.num_samples)
-    last_seconds = time.perf_counter() - started
-    difference = last[0] - scores["valid"][0]  # [examples]: log p(x) of the last epoch's model minus the kept one's
+        last_log_likelihood, last_valid = scored(model, valid, args.num_samples)
+    difference = last_log_likelihood - kept_log_likelihood  # [examples]: the last epoch's log p(x) minus the kept one's
     with open(os.path.join(args.run_dir, training.HISTORY_FILE)) as f:
         best_epoch = json.load(f).get("best_epoch")
     result = {
         "run": os.path.abspath(args.run_dir),
         "examples": len(valid),
         "num_samples": args.num_samples,
-        "kept": {
-            "epoch": best_epoch,
-            "train": summary(*scores["train"], scores["train_seconds"]),
-            "valid": summary(*scores["valid"], scores["valid_seconds"]),
-        },
-        "last": {"epoch": checkpoint.epochs, "valid": summary(*last, last_seconds)},
+        "kept": {"epoch": best_epoch, "train": kept_train, "valid": kept_valid},
+        "last": {"epoch": checkpoint.epochs, "valid": last_valid},
         "log_likelihood_gain_of_last": float(np.mean(difference)),
         "log_likelihood_gain_of_last_stderr": float(np.std(difference) / np.sqrt(len(valid))),
         **provenance(),

@@ -40,19 +40,47 @@ def conditional_vae(**kwargs):
 # VampPrior
 
 
+def uniform_gaussian_mixture_log_prob(z, loc, scale):
+    """log (1/K) Σ_k N(z; loc_k, diag(scale_k²)) in NumPy: z `[n, d]`, loc and scale `[K, d]`."""
+    log_normal = (
+        -0.5 * (((z[:, None] - loc[None]) / scale[None]) ** 2).sum(-1)
+        - np.log(scale).sum(-1)[None]
+        - 0.5 * z.shape[-1] * np.log(2 * np.pi)
+    )  # [n, K]
+    return logsumexp(log_normal, axis=1) - np.log(len(loc))
+
+
 def test_vamp_prior_log_prob_is_the_uniform_mixture_of_posteriors_at_the_pseudo_inputs(digits):
     model = vamp_vae()
     model.fit(digits.train[:256], epochs=1, batch_size=64, verbose=0)  # move the pseudo-inputs off their start
     z = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
     components = model.encode(model.prior_layer.pseudo_inputs)
     loc, scale = components.mean().numpy(), components.stddev().numpy()  # [5, 3] each
-    log_normal = (
-        -0.5 * (((z[:, None] - loc[None]) / scale[None]) ** 2).sum(-1)
-        - np.log(scale).sum(-1)[None]
-        - 0.5 * 3 * np.log(2 * np.pi)
-    )  # [7, 5]
-    by_hand = logsumexp(log_normal, axis=1) - np.log(5)
+    by_hand = uniform_gaussian_mixture_log_prob(z, loc, scale)
     np.testing.assert_allclose(model.prior.log_prob(z).numpy(), by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_a_vamp_prior_under_an_iaf_mixes_the_flows_base_gaussians(digits):
+    model = tfvae.VAE((64,), 3, hidden_units=(32,), seed=0, posterior="iaf", prior=tfvae.VampPrior(3, num_components=5))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(digits.train[:256], epochs=2, batch_size=64, verbose=0).history
+    assert np.all(np.isfinite(history["loss"]))
+    u = model.prior_layer.pseudo_inputs
+    params = model.encoder(u).numpy()  # [5, loc | raw scale | context]
+    loc, scale = params[:, :3], np.logaddexp(0.0, params[:, 3:6]) + 1e-4  # softplus + the scale floor
+    z = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        model.prior.log_prob(z).numpy(), uniform_gaussian_mixture_log_prob(z, loc, scale), rtol=1e-5, atol=1e-5
+    )
+    # Training moved the flow off the identity, so its posterior is no longer its base Gaussian.
+    posterior = model.encode(u)
+    draws = posterior.sample(4, seed=[0, 1])  # [4, 5, 3]
+    base = tfd.MultivariateNormalDiag(loc, scale)
+    assert np.abs(posterior.log_prob(draws).numpy() - base.log_prob(draws).numpy()).max() > 1e-3
+    # An export's servers draw z from the same mixture.
+    components = model.prior_layer.mixture_components(model)
+    np.testing.assert_allclose(components["loc"], loc, rtol=1e-6)
+    np.testing.assert_allclose(components["scale"], scale, rtol=1e-6)
 
 
 @pytest.mark.slow

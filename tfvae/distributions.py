@@ -134,16 +134,16 @@ class GaussianPosterior(keras.layers.Layer):
         on_diagonal = tf.eye(self.latent_dim, dtype=tf.bool)
         return tf.where(on_diagonal, tf.nn.softplus(tril) + self.scale_floor, self.off_diagonal_scale * tril)
 
-    def parameters_of(self, posterior):
-        """The deterministic parameters of a posterior this layer made, by name.
+    def base(self, params):
+        """The Gaussian a VampPrior mixes over its pseudo-inputs: a Gaussian posterior is its own
+        (an `IAFPosterior`'s is the Gaussian before its flow)."""
+        return self(params)
 
-        `{"loc", "scale"}` (the diagonal of the scale) for a diagonal covariance,
-        `{"loc", "scale_tril"}` for a full one; each `[batch, ...]`. Exported encoders
-        return these, and a client samples z = loc + scale · ε itself.
-        """
-        if self.covariance == "diagonal":
-            return {"loc": posterior.loc, "scale": posterior.scale.diag_part()}
-        return {"loc": posterior.loc, "scale_tril": posterior.scale.to_dense()}
+    def parameters_of(self, posterior):
+        """The deterministic parameters of a posterior this layer made, by name
+        (`gaussian_parameters`). Exported encoders return these, and a client samples
+        z = loc + scale · ε itself."""
+        return gaussian_parameters(posterior)
 
     def sample_of_noise(self, posterior, noise):
         """`(z, log q(z))` for the sample z = loc + scale · ε of a posterior this layer made,
@@ -170,6 +170,15 @@ class GaussianPosterior(keras.layers.Layer):
             off_diagonal_scale=self.off_diagonal_scale,
         )
         return config
+
+
+def gaussian_parameters(gaussian):
+    """A Gaussian's deterministic parameters by name: `{"loc", "scale"}` (the diagonal of
+    the scale) for a `tfd.MultivariateNormalDiag`, `{"loc", "scale_tril"}` for a
+    `tfd.MultivariateNormalTriL`; each `[batch, ...]`."""
+    if isinstance(gaussian, tfd.MultivariateNormalDiag):
+        return {"loc": gaussian.loc, "scale": gaussian.scale.diag_part()}
+    return {"loc": gaussian.loc, "scale_tril": gaussian.scale.to_dense()}
 
 
 def log_prob_of_noise(noise, scale_diag):

@@ -286,7 +286,8 @@ class IAFPosterior(keras.layers.Layer):
             step.build((None, self.latent_dim))
 
     def base(self, params):
-        """The Gaussian q(z_0|x) before the flow."""
+        """The Gaussian q(z_0|x) before the flow (what a VampPrior mixes over its pseudo-inputs)."""
+        params = tf.cast(params, self.compute_dtype)  # called directly, past Layer.__call__'s autocast
         loc = params[..., : self.latent_dim]
         scale = tf.nn.softplus(params[..., self.latent_dim : 2 * self.latent_dim]) + self.scale_floor
         return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)

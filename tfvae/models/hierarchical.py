@@ -220,9 +220,16 @@ class HierarchicalVAE(VAE):
             features.append(layer(features[-1], training=training))
         return features
 
+    def _top_params(self, x, labels, training):
+        return self.posterior_params[-1](self._encoding(x, labels, training)[-1])
+
     def _posterior(self, x, labels=None, training=False):
-        """q(z_L | x), the top layer's posterior (a VampPrior mixes it over pseudo-inputs)."""
-        return self.posterior_layer(self.posterior_params[-1](self._encoding(x, labels, training)[-1]))
+        """q(z_L | x), the top layer's posterior."""
+        return self.posterior_layer(self._top_params(x, labels, training))
+
+    def _posterior_base(self, x):
+        """q(z_L | x)'s Gaussian, before an IAF's flow: the components a VampPrior mixes."""
+        return self.posterior_layer.base(self._top_params(x, None, False))
 
     def _layer_below(self, level, z_above, features, training):
         """`(p(z_l | z_{l+1}), q(z_l | z_{l+1}, x))` for the samples z_above `[..., batch, d]`."""

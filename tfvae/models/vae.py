@@ -234,6 +234,10 @@ class VAE(LatentModel):
     def _posterior(self, x, labels=None, training=False):
         return self.posterior_layer(self._encoding(x, labels, training))
 
+    def _posterior_base(self, x):
+        """q(z|x)'s Gaussian, before an IAF's flow: the components a VampPrior mixes."""
+        return self.posterior_layer.base(self._encoding(x, None, False))
+
     def _code(self, x, labels, training):
         return posterior_code(self._posterior(x, labels, training))
 

@@ -165,7 +165,7 @@ def _add_train(subparsers):
         help="q(z|x): a Gaussian with diagonal or full covariance, or iaf (the diagonal "
         "Gaussian through --flow-steps inverse autoregressive flow steps); with --model "
         "hierarchical one per layer, bottom first, may be given (iaf,diagonal: flows below a "
-        "Gaussian top, which --prior vamp needs)",
+        "Gaussian top); under an IAF top --prior vamp mixes the flow's base Gaussians",
     )
     p.add_argument(
         "--flow-steps", type=positive_int, default=defaults.flow_steps, help="IAF steps (with --posterior iaf)"

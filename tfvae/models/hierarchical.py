@@ -34,8 +34,8 @@ class HierarchicalVAE(VAE):
     where t_l is the same top-down state that parameterises p(z_l | z_{l+1}) (or, with
     `top_down="separate"`, a state s_l = h_l(z_{l+1}) of q's own). Each
     layer's posterior is Gaussian ("diagonal", "full") or an IAF ("iaf"), chosen per
-    layer: a VampPrior mixes q(z_L | u_k) over its pseudo-inputs, so it needs a Gaussian
-    at the top, and the layers below may still be flows. The KL of
+    layer (a VampPrior mixes q(z_L | u_k) over its pseudo-inputs, or an IAF's base
+    Gaussians at the top: see `VampPrior`). The KL of
     each layer below the top is in closed form between the two Gaussians given the
     sample above it, by Monte Carlo otherwise; all of it goes through the same log
     weights as a `VAE`, so `elbo`, the IWAE objective, `log_likelihood`, `evaluate`

@@ -78,7 +78,7 @@ def test_a_vamp_prior_under_an_iaf_mixes_the_flows_base_gaussians(digits):
     base = tfd.MultivariateNormalDiag(loc, scale)
     assert np.abs(posterior.log_prob(draws).numpy() - base.log_prob(draws).numpy()).max() > 1e-3
     # An export's servers draw z from the same mixture.
-    components = model.prior_layer.mixture_components(model)
+    components = model.prior_layer.mixture_components()
     np.testing.assert_allclose(components["loc"], loc, rtol=1e-6)
     np.testing.assert_allclose(components["scale"], scale, rtol=1e-6)
 

@@ -250,7 +250,7 @@ def prior_components(model):
     `loc` and `scale` (or `scale_tril`), `[num_components, ...]`, so a server can draw
     z from p(z) without the encoder or TensorFlow.
     """
-    return model.prior_layer.mixture_components(model) if model.has_prior else None
+    return model.prior_layer.mixture_components() if model.has_prior else None
 
 
 def prior_description(model):

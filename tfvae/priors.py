@@ -36,7 +36,7 @@ class Prior(keras.layers.Layer):
     def distribution(self):
         raise NotImplementedError(f"{type(self).__name__} must implement `distribution()`.")
 
-    def mixture_components(self, model):
+    def mixture_components(self):
         """A mixture prior's Gaussian components as NumPy arrays (`loc` and `scale` or
         `scale_tril`, `[num_components, ...]`) that an export carries for servers to
         draw z from; None for a prior that is no such mixture."""
@@ -230,7 +230,7 @@ class VampPrior(Prior):
             u = keras.ops.clip(u, *self._clip_range)
         return u * self._input_scale + self._input_loc  # tensor first: an ndarray on the left makes an ndarray
 
-    def mixture_components(self, model):
+    def mixture_components(self):
         """The mixture's Gaussians at the pseudo-inputs (`gaussian_parameters`)."""
         return {
             name: value.numpy() for name, value in gaussian_parameters(self._posterior_fn(self.pseudo_inputs)).items()

@@ -650,9 +650,13 @@ def test_an_unseeded_generation_answers_the_seed_that_draws_it_again(client):
 
 
 @pytest.mark.slow
-def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path):
-    """The server samples the VampPrior's mixture from the components exported beside the decoder."""
-    model = tfvae.VAE((64,), 2, hidden_units=(32,), seed=0, prior=tfvae.VampPrior(2, num_components=4))
+@pytest.mark.parametrize("posterior", ["diagonal", "iaf"])
+def test_generate_draws_from_an_exported_vamp_prior(digits, tmp_path, posterior):
+    """The server samples the VampPrior's mixture from the components exported beside the
+    decoder (under an IAF, the mixture of the flow's base Gaussians that the model's prior is)."""
+    model = tfvae.VAE(
+        (64,), 2, hidden_units=(32,), seed=0, posterior=posterior, prior=tfvae.VampPrior(2, num_components=4)
+    )
     model.compile()
     model.fit(digits.train[:512], epochs=2, batch_size=64, verbose=0)
     export_dir = str(tmp_path / "repo")

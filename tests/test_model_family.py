@@ -234,6 +234,13 @@ def test_a_conditional_vae_refuses_a_vamp_prior():
         tfvae.ConditionalVAE((64,), 10, 3, prior=tfvae.VampPrior(3, num_components=4))
 
 
+def test_a_vamp_prior_outside_a_model_says_how_to_use_it():
+    prior = tfvae.VampPrior(3, num_components=4)  # no encoder to place its components
+    for use in (prior.distribution, prior.mixture_components):
+        with pytest.raises(tfvae.ConfigError, match=r"pass it as VAE\(prior=\.\.\.\)"):
+            use()
+
+
 # Autoencoder
 
 

@@ -183,7 +183,7 @@ class VampPrior(Prior):
         self.pseudo_input_range = pseudo_input_range
         self.initial_mean = float(initial_mean)
         self.initial_stddev = float(initial_stddev)
-        self._posterior_fn = None
+        self._gaussian_of = None  # x -> the Gaussian q(z|x) (an IAF's base) that `attach` takes from the model
         # How the encoder's units map to the data's, and the range in them; `attach` sets
         # both from the model's likelihood.
         self._input_loc, self._input_scale = 0.0, 1.0
@@ -201,7 +201,7 @@ class VampPrior(Prior):
             )
         # The bound method, not the model: a layer attribute holding the model would make
         # Keras track the model as the prior's sub-layer, a cycle.
-        self._posterior_fn = model._posterior_base
+        self._gaussian_of = model._posterior_base
         likelihood = model.likelihood_layer
         if likelihood.input_normalization is not None:
             mean, variance = likelihood.input_normalization
@@ -230,16 +230,18 @@ class VampPrior(Prior):
             u = keras.ops.clip(u, *self._clip_range)
         return u * self._input_scale + self._input_loc  # tensor first: an ndarray on the left makes an ndarray
 
+    def _component_gaussians(self):
+        """The mixture's Gaussians q(z|u_k), batch `[num_components]`."""
+        if self._gaussian_of is None:
+            raise ConfigError("A VampPrior is used through its VAE: pass it as VAE(prior=...).")
+        return self._gaussian_of(self.pseudo_inputs)
+
     def mixture_components(self):
         """The mixture's Gaussians at the pseudo-inputs (`gaussian_parameters`)."""
-        return {
-            name: value.numpy() for name, value in gaussian_parameters(self._posterior_fn(self.pseudo_inputs)).items()
-        }
+        return {name: value.numpy() for name, value in gaussian_parameters(self._component_gaussians()).items()}
 
     def distribution(self):
-        if self._posterior_fn is None:
-            raise ConfigError("A VampPrior is used through its VAE: pass it as VAE(prior=...).")
-        components = self._posterior_fn(self.pseudo_inputs)  # batch [num_components]
+        components = self._component_gaussians()
         mixture = tfd.Categorical(logits=tf.zeros([self.components], dtype=self.compute_dtype))
         if isinstance(components, tfd.MultivariateNormalDiag):
             return DiagonalGaussianMixture(mixture, components)
